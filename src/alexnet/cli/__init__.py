@@ -1,0 +1,64 @@
+"""The ``alexnet`` command: parse, call, print. Each subcommand lives in a module of this package
+with an ``add_parser(subparsers)`` that sets ``func``; the work itself is done by the library.
+
+Errors: :class:`alexnet.errors.AlexNetError` (and ValueError / OSError from the library, which name
+the value or file) print one line ``alexnet: error: …`` and exit 2; anything else is a bug and
+prints one line with a hint to rerun with ``--debug``, which shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .. import __version__
+from ..errors import AlexNetError
+from . import demo, models
+
+COMMANDS = [models, demo]  # each module's add_parser adds its subcommands, in this order
+
+log = logging.getLogger("alexnet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alexnet",
+        description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012): models, training, evaluation, import and figures.",
+    )
+    parser.add_argument("--version", action="version", version=f"alexnet {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log diagnostics (INFO level)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("alexnet: interrupted", file=sys.stderr)
+        return 130
+    except (AlexNetError, ValueError, OSError) as e:
+        if args.debug:
+            raise
+        print(f"alexnet: error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except Exception as e:  # a bug: say so in one line, keep the traceback for --debug
+        if args.debug:
+            raise
+        print(f"alexnet: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
+
+
+def one_line(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    return " ".join(text.split())

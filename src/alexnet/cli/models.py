@@ -1,0 +1,50 @@
+"""``alexnet models`` and ``alexnet summary``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .. import models
+from ..models.summary import format_shape
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("models", help="list the registered models with input size, parameters and MACs",
+                       description="List the registered models: input size, parameters and multiply-accumulates per image.")
+    p.set_defaults(func=run_models)
+
+    p = sub.add_parser("summary", help="per-layer output shapes, parameters and MACs of a model",
+                       description="Per-layer output shape, parameters and multiply-accumulates, with totals, "
+                                   "as in the paper's walk-through (55×55×96 → 27×27×96 → … → 6×6×256).")
+    p.add_argument("name", help=f"model name: {', '.join(models.names())}")
+    p.add_argument("--input-size", type=int, default=None, metavar="N", help="square input side (default: the model's own)")
+    p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classes of the last layer (default: the model's own)")
+    p.add_argument("--json", action="store_true", help="print JSON: model, input_size, layers[name, output_shape, params, macs], totals")
+    p.set_defaults(func=run_summary)
+
+
+def run_models(args: argparse.Namespace) -> int:
+    print(f"{'model':<14} {'input':>11} {'params':>12} {'GMACs':>7}  description")
+    for name in models.names():
+        model = models.create(name)
+        s = models.summarize(model)
+        size = f"{s.in_channels}×{s.input_size}×{s.input_size}"
+        print(f"{name:<14} {size:>11} {s.total_params:>12,} {s.total_macs / 1e9:>7.3f}  {models.entry(name).summary}")
+    return 0
+
+
+def run_summary(args: argparse.Namespace) -> int:
+    model = models.create(args.name, num_classes=args.num_classes)
+    if args.input_size is not None and args.input_size < 1:
+        raise ValueError(f"--input-size {args.input_size} must be positive")
+    s = models.summarize(model, args.input_size)
+    if args.json:
+        print(json.dumps(s.to_dict(), indent=2))
+        return 0
+    print(f"{s.model}: input {s.in_channels}×{s.input_size}×{s.input_size}")
+    print(f"{'layer':<10} {'output':>14} {'params':>12} {'MACs':>14}")
+    for r in s.layers:
+        print(f"{r.name:<10} {format_shape(r.output_shape):>14} {r.params:>12,} {r.macs:>14,}")
+    print(f"{'total':<10} {'':>14} {s.total_params:>12,} {s.total_macs:>14,}  ({s.total_macs / 1e9:.3f} G MACs)")
+    return 0

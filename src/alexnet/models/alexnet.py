@@ -1,0 +1,250 @@
+"""The AlexNet family as one configurable network.
+
+One class, :class:`AlexNet`, built from an :class:`AlexNetConfig`. The paper's network (§3.5,
+Fig. 2), Caffe's two reference models, torchvision's "one weird trick" net, d2l's Fashion-MNIST net
+and a small-image net are all configurations of it, and so are the paper's ablations (§3: ReLU vs
+tanh, LRN, overlapping pooling, one or two towers, dropout): an ablation is a field, never a copy.
+
+Layers carry the paper's / Caffe's names, so state-dict keys are ``conv1.weight`` … ``fc8.bias``
+for every variant, and grouped weights are shaped as Caffe stores them (conv2.weight is
+[256, 48, 5, 5] in the paper's net). The modules run in this order (those a config turns off are
+absent)::
+
+    conv1 relu1 norm1 pool1 conv2 relu2 norm2 pool2 conv3 relu3 conv4 relu4 conv5 relu5 pool5
+    avgpool flatten [drop6] fc6 relu6 [drop6] [drop7] fc7 relu7 [drop7] fc8
+
+``norm_position`` moves the LRN before the ReLU (Krizhevsky's 2012 code, conv1) or after the pool
+(CaffeNet); ``dropout_position`` puts dropout on the inputs of fc6/fc7 (torchvision) instead of on
+the outputs of fc6/fc7 (paper §4.2, Caffe).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import torch
+from torch import nn
+
+from .layers import INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, initialise
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+NORM_POSITIONS = ("after_relu", "before_relu", "after_pool")
+DROPOUT_POSITIONS = ("after", "before")
+
+
+@dataclass(frozen=True)
+class Conv:
+    """One convolutional layer: ``out_channels`` kernels of ``kernel``×``kernel``, split into ``groups``."""
+
+    out_channels: int
+    kernel: int
+    stride: int = 1
+    padding: int = 0
+    groups: int = 1
+
+
+# §3.5 and Fig. 2: the two-GPU net. groups=2 where a layer sees only its own tower's maps.
+PAPER_CONVS = (
+    Conv(96, 11, stride=4),
+    Conv(256, 5, padding=2, groups=2),
+    Conv(384, 3, padding=1),
+    Conv(384, 3, padding=1, groups=2),
+    Conv(256, 3, padding=1, groups=2),
+)
+
+
+@dataclass(frozen=True)
+class AlexNetConfig:
+    """Everything that defines one member of the family. The defaults are the paper's network."""
+
+    num_classes: int = 1000
+    in_channels: int = 3
+    input_size: int = 227  # §3.5 says 224, but only 227 gives 55×55 without padding (reference §1)
+    convs: tuple[Conv, ...] = PAPER_CONVS
+    hidden: tuple[int, ...] = (4096, 4096)  # fc6, fc7
+    activation: str = "relu"  # §3.1; "tanh" is Fig. 1's comparison
+    lrn: bool = True  # §3.3
+    lrn_after: tuple[int, ...] = (1, 2)  # conv layers (1-based) followed by LRN
+    lrn_size: int = 5  # n
+    lrn_alpha: float = 1e-4  # α
+    lrn_beta: float = 0.75  # β
+    lrn_k: float = 2.0  # k (Caffe's models use 1)
+    lrn_convention: str = "as_run"  # α' = α/n as run by the 2012 code, Caffe, PyTorch; "as_printed": α' = α
+    lrn_groups: int = 2  # 2: each tower normalises its own maps (§3.2); Caffe: 1
+    norm_position: str = "after_relu"  # §3.5 order conv → ReLU → LRN → pool
+    pool_after: tuple[int, ...] = (1, 2, 5)  # conv layers followed by max pooling
+    pool_kernel: int = 3  # 3/2 overlapping pooling (§3.4); 2/2 is the non-overlapping ablation
+    pool_stride: int = 2
+    adaptive_pool: int | None = None  # torchvision's AdaptiveAvgPool2d(6) before fc6
+    dropout: float = 0.5  # §4.2
+    dropout_position: str = "after"  # on the outputs of fc6, fc7 (paper, Caffe); "before": torchvision
+    init: str = "paper"  # §5; see layers.INITS
+
+    def __post_init__(self) -> None:
+        choices = {
+            "activation": (self.activation, tuple(ACTIVATIONS)),
+            "lrn_convention": (self.lrn_convention, LRN_CONVENTIONS),
+            "norm_position": (self.norm_position, NORM_POSITIONS),
+            "dropout_position": (self.dropout_position, DROPOUT_POSITIONS),
+            "init": (self.init, INITS),
+        }
+        for key, (value, valid) in choices.items():
+            if value not in valid:
+                raise ValueError(f"{key}={value!r} is not one of {', '.join(valid)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes={self.num_classes} must be at least 1")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "AlexNetConfig":
+        d = dict(d)
+        d["convs"] = tuple(Conv(**c) if isinstance(c, dict) else Conv(*c) for c in d["convs"])
+        for key in ("hidden", "lrn_after", "pool_after"):
+            d[key] = tuple(d[key])
+        return cls(**d)
+
+    def feature_size(self, input_size: int | None = None) -> tuple[int, int]:
+        """(channels, side) of the last conv stage's output for a square input (pool5 in the paper)."""
+        side = input_size or self.input_size
+        for i, conv in enumerate(self.convs, start=1):
+            side = conv_output_size(side, conv.kernel, conv.stride, conv.padding)
+            if i in self.pool_after:
+                side = conv_output_size(side, self.pool_kernel, self.pool_stride, 0)
+            if side < 1:
+                raise ValueError(f"input {input_size or self.input_size} is too small: nothing is left after conv{i}")
+        if self.adaptive_pool:
+            side = self.adaptive_pool
+        return self.convs[-1].out_channels, side
+
+
+class AlexNet(nn.Module):
+    """Five conv layers and three FC layers (§3.5), configured by an :class:`AlexNetConfig`.
+
+    ``forward(x)`` maps [N, C, H, W] images to [N, num_classes] logits (softmax is left to the loss
+    and to evaluation). ``forward_features(x)`` returns the 4096-d fc7 code (after its ReLU) that
+    §6.1 uses for image retrieval; ``forward_conv(x)`` the pool5 maps.
+    """
+
+    def __init__(self, config: AlexNetConfig, *, name: str = "alexnet") -> None:
+        super().__init__()
+        self.config, self.name = config, name
+        c = config
+        act = ACTIVATIONS[c.activation]
+        conv_order: list[str] = []
+        in_ch = c.in_channels
+        for i, spec in enumerate(c.convs, start=1):
+            self.add_module(f"conv{i}", nn.Conv2d(in_ch, spec.out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups))
+            norm = f"norm{i}" if c.lrn and i in c.lrn_after else None
+            pool = f"pool{i}" if i in c.pool_after else None
+            if norm:
+                self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, convention=c.lrn_convention, groups=c.lrn_groups))
+            self.add_module(f"relu{i}", act())
+            if pool:
+                self.add_module(pool, nn.MaxPool2d(c.pool_kernel, c.pool_stride))
+            stage = {
+                "after_relu": [f"relu{i}", norm, pool],
+                "before_relu": [norm, f"relu{i}", pool],
+                "after_pool": [f"relu{i}", pool, norm],
+            }[c.norm_position]
+            conv_order += [f"conv{i}"] + [m for m in stage if m]
+            in_ch = spec.out_channels
+        if c.adaptive_pool:
+            self.avgpool = nn.AdaptiveAvgPool2d(c.adaptive_pool)
+            conv_order.append("avgpool")
+        self.conv_order = conv_order
+
+        channels, side = c.feature_size()
+        widths = [channels * side * side, *c.hidden]
+        fc_order: list[str] = []
+        first_fc = len(c.convs) + 1
+        for j, (w_in, w_out) in enumerate(zip(widths, widths[1:]), start=first_fc):
+            drop = f"drop{j}" if c.dropout > 0 else None
+            self.add_module(f"fc{j}", nn.Linear(w_in, w_out))
+            self.add_module(f"relu{j}", act())
+            if drop:
+                self.add_module(drop, nn.Dropout(c.dropout))
+            if c.dropout_position == "before":
+                fc_order += [m for m in (drop, f"fc{j}", f"relu{j}") if m]
+            else:
+                fc_order += [m for m in (f"fc{j}", f"relu{j}", drop) if m]
+        self.fc_order = fc_order
+        self.head_name = f"fc{first_fc + len(c.hidden)}"
+        self.add_module(self.head_name, nn.Linear(widths[-1], c.num_classes))
+        self.reset_parameters()
+
+    # -- weights ---------------------------------------------------------------------------------
+    def weighted_layers(self) -> dict[str, nn.Module]:
+        """The conv and FC layers by their paper names, in order: what the initialisers fill."""
+        return {n: m for n, m in self.named_children() if isinstance(m, (nn.Conv2d, nn.Linear))}
+
+    def reset_parameters(self) -> None:
+        initialise(self.weighted_layers(), self.config.init)
+
+    # -- forward ---------------------------------------------------------------------------------
+    def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        for name in self.conv_order:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_conv(x)
+        expected = self.fc6_inputs
+        if x[0].numel() != expected:
+            got = "×".join(str(d) for d in x.shape[1:])
+            raise ValueError(
+                f"{self.name}: the conv stages give {got} = {x[0].numel()} features but the first FC layer "
+                f"expects {expected}; this model takes {self.config.input_size}×{self.config.input_size} input"
+            )
+        x = torch.flatten(x, 1)
+        for name in self.fc_order:
+            x = getattr(self, name)(x)
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return getattr(self, self.head_name)(self.forward_features(x))
+
+    @property
+    def input_size(self) -> int:
+        return self.config.input_size
+
+    @property
+    def in_channels(self) -> int:
+        return self.config.in_channels
+
+    @property
+    def fc6_inputs(self) -> int:
+        return getattr(self, f"fc{len(self.config.convs) + 1}").in_features
+
+    def with_config(self, **changes: Any) -> "AlexNet":
+        """A new, freshly initialised model whose config differs by ``changes``."""
+        return AlexNet(replace(self.config, **changes), name=self.name)
+
+
+def half_width(convs: tuple[Conv, ...]) -> tuple[Conv, ...]:
+    """One tower of a two-tower net (§3.2): half the kernels of every layer, no groups."""
+    return tuple(replace(c, out_channels=c.out_channels // 2, groups=1) for c in convs)
+
+
+def ablate(config: AlexNetConfig, *, towers: int = 2, pooling: str = "overlapping") -> AlexNetConfig:
+    """Apply the structural ablations of §3 that change several fields at once.
+
+    ``towers=1``: the half-width single-GPU net the paper compares against (§3.2: 1.7 / 1.2 points
+    worse top-1 / top-5): half the kernels of every layer and half the FC units, no groups.
+    ``pooling="non-overlapping"``: 2×2 windows with stride 2 instead of 3×3 with stride 2 (§3.4;
+    the output sizes are the same at 227).
+    """
+    if towers not in (1, 2):
+        raise ValueError(f"towers={towers} must be 1 or 2")
+    if pooling not in ("overlapping", "non-overlapping"):
+        raise ValueError(f"pooling={pooling!r} must be 'overlapping' or 'non-overlapping'")
+    if towers == 1:
+        config = replace(config, convs=half_width(config.convs), hidden=tuple(h // 2 for h in config.hidden), lrn_groups=1)
+    if pooling == "non-overlapping":
+        config = replace(config, pool_kernel=2, pool_stride=2)
+    return config
+

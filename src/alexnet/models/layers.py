@@ -1,0 +1,169 @@
+"""Building blocks of the AlexNet family: local response normalisation and the initialisers.
+
+Local response normalisation (§3.3). For the activity a_i of kernel i at one position,
+
+    b_i = a_i / (k + α' · Σ_{j=max(0, i-n//2)}^{min(N-1, i+n//2)} a_j²)^β
+
+with n = 5, k = 2, α = 1e-4, β = 0.75 in the paper. Two conventions exist for α':
+
+* ``"as_run"`` (the default): α' = α / n. This is what Krizhevsky's released 2012 code computes
+  (``cmrnorm``: ``scale /= size``), and what Caffe's ``LRN`` and PyTorch's
+  ``nn.LocalResponseNorm`` compute, so weights trained by any of them behave as trained.
+* ``"as_printed"``: α' = α, the formula as printed in the paper read literally (5× stronger at
+  n = 5). TensorFlow's ``local_response_normalization`` also uses α undivided, which is why
+  TF ports of AlexNet use α = 2e-5 (= 1e-4 / 5).
+
+``groups`` normalises each group of channels on its own: with ``groups=2`` the window never crosses
+the boundary between the two GPU towers (§3.2), as in the paper's two-GPU network, where each GPU
+normalised only the maps it held. Caffe's grouped AlexNet normalises across all channels
+(``groups=1``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LRNConvention = Literal["as_run", "as_printed"]
+LRN_CONVENTIONS: tuple[str, ...] = ("as_run", "as_printed")
+
+
+class LocalResponseNorm(nn.Module):
+    """Cross-channel LRN, b = a / (k + α'·Σa²)^β; see the module docstring for α' and groups."""
+
+    def __init__(
+        self,
+        size: int = 5,
+        alpha: float = 1e-4,
+        beta: float = 0.75,
+        k: float = 2.0,
+        *,
+        convention: LRNConvention = "as_run",
+        groups: int = 1,
+    ) -> None:
+        super().__init__()
+        if convention not in LRN_CONVENTIONS:
+            raise ValueError(f"LRN convention {convention!r} is not one of {', '.join(LRN_CONVENTIONS)}")
+        if size < 1 or groups < 1:
+            raise ValueError(f"LRN size and groups must be positive, got size={size}, groups={groups}")
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.convention, self.groups = convention, groups
+
+    @property
+    def alpha_per_term(self) -> float:
+        """α', the factor that multiplies each a_j² in the sum."""
+        return self.alpha / self.size if self.convention == "as_run" else self.alpha
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # torch's local_response_norm divides its alpha by size, so it is handed α'·n.
+        alpha = self.alpha_per_term * self.size
+        if self.groups == 1:
+            return F.local_response_norm(x, self.size, alpha, self.beta, self.k)
+        n, c, *spatial = x.shape
+        if c % self.groups:
+            raise ValueError(f"LRN with groups={self.groups} needs channels divisible by it, got {c}")
+        y = F.local_response_norm(x.reshape(n * self.groups, c // self.groups, *spatial), self.size, alpha, self.beta, self.k)
+        return y.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return (
+            f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"convention={self.convention}, groups={self.groups}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Initialisers. Each takes the model's named layers (name -> Conv2d/Linear) and fills them in place.
+
+InitName = Literal["paper", "alexnet2012", "bvlc_alexnet", "caffenet", "xavier", "kaiming", "torch"]
+INITS: tuple[str, ...] = ("paper", "alexnet2012", "bvlc_alexnet", "caffenet", "xavier", "kaiming", "torch")
+
+
+@torch.no_grad()
+def init_gaussian(layers: dict[str, nn.Module], std: dict[str, float], bias: dict[str, float]) -> None:
+    """Weights ~ N(0, std[name]²) and constant biases, the form of every Caffe/cuda-convnet filler."""
+    for name, layer in layers.items():
+        nn.init.normal_(layer.weight, mean=0.0, std=std[name])
+        nn.init.constant_(layer.bias, bias.get(name, 0.0))
+
+
+def paper_init(layers: dict[str, nn.Module]) -> None:
+    """§5: weights N(0, 0.01); biases 1 in conv2, conv4, conv5, fc6, fc7 and 0 in the others.
+
+    The bias of 1 "accelerates the early stages of learning by providing the ReLUs with positive
+    inputs". Layers are addressed by the paper's names, so the same function serves every variant
+    that uses them (a model without, say, conv4 simply has no entry for it).
+    """
+    ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    init_gaussian(layers, {n: 0.01 for n in layers}, {n: 1.0 for n in layers if n in ones})
+
+
+def alexnet2012_init(layers: dict[str, nn.Module]) -> None:
+    """Krizhevsky's layers-145.cfg: as the paper, but conv3–conv5 weights with std 0.03 (reference §3)."""
+    std = {n: (0.03 if n in {"conv3", "conv4", "conv5"} else 0.01) for n in layers}
+    ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    init_gaussian(layers, std, {n: 1.0 for n in layers if n in ones})
+
+
+def bvlc_alexnet_init(layers: dict[str, nn.Module]) -> None:
+    """Caffe's models/bvlc_alexnet fillers: std 0.01, fc6/fc7 std 0.005; biases 0.1 where the paper has 1."""
+    std = {n: (0.005 if n in {"fc6", "fc7"} else 0.01) for n in layers}
+    point_one = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    init_gaussian(layers, std, {n: 0.1 for n in layers if n in point_one})
+
+
+def caffenet_init(layers: dict[str, nn.Module]) -> None:
+    """Caffe's bvlc_reference_caffenet fillers: std 0.01, fc6/fc7 std 0.005; biases 1 as in the paper."""
+    std = {n: (0.005 if n in {"fc6", "fc7"} else 0.01) for n in layers}
+    ones = {"conv2", "conv4", "conv5", "fc6", "fc7"}
+    init_gaussian(layers, std, {n: 1.0 for n in layers if n in ones})
+
+
+@torch.no_grad()
+def xavier_init(layers: dict[str, nn.Module]) -> None:
+    """d2l's ``init_cnn``: Xavier-uniform weights for every Conv2d and Linear; biases keep torch's default."""
+    for layer in layers.values():
+        nn.init.xavier_uniform_(layer.weight)
+
+
+@torch.no_grad()
+def kaiming_init(layers: dict[str, nn.Module]) -> None:
+    """He-normal weights (fan-in, ReLU gain) and zero biases: keeps activations at unit scale in small nets."""
+    for layer in layers.values():
+        nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+        nn.init.zeros_(layer.bias)
+
+
+def torch_init(layers: dict[str, nn.Module]) -> None:
+    """PyTorch's layer defaults (Kaiming-uniform with a=√5), which torchvision's AlexNet keeps."""
+    for layer in layers.values():
+        layer.reset_parameters()
+
+
+INITIALISERS = {
+    "paper": paper_init,
+    "alexnet2012": alexnet2012_init,
+    "bvlc_alexnet": bvlc_alexnet_init,
+    "caffenet": caffenet_init,
+    "xavier": xavier_init,
+    "kaiming": kaiming_init,
+    "torch": torch_init,
+}
+
+
+def initialise(layers: dict[str, nn.Module], scheme: str) -> None:
+    """Apply the named scheme (one of ``INITS``) to the model's conv and fc layers."""
+    try:
+        fn = INITIALISERS[scheme]
+    except KeyError:
+        raise ValueError(f"unknown init {scheme!r}; valid: {', '.join(INITS)}") from None
+    fn(layers)
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """PyTorch's floor rule, 1 + ⌊(size + 2p − k) / s⌋ (Caffe's pooling rounds up; AlexNet's sizes divide evenly)."""
+    return 1 + math.floor((size + 2 * padding - kernel) / stride)

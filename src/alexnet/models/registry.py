@@ -1,0 +1,66 @@
+"""A small model registry in torchvision's manner: ``register``, ``create``, ``names``.
+
+Each builder is a function with keyword-only, typed options. ``create`` checks the options against
+the builder's signature before calling it, so a misspelt option is an error that lists the valid
+ones instead of a silent default (the ``**kwargs`` chains of timm's ``create_model`` are what we
+avoid).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    builder: Callable[..., nn.Module]
+    summary: str  # one line for `alexnet models`
+
+    def options(self) -> dict[str, inspect.Parameter]:
+        return {n: p for n, p in inspect.signature(self.builder).parameters.items() if p.kind is p.KEYWORD_ONLY}
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register(summary: str) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Decorator: add a builder to the registry under its function name."""
+
+    def add(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        name = builder.__name__
+        if name in _REGISTRY:
+            raise ValueError(f"model {name!r} is registered twice")
+        _REGISTRY[name] = ModelEntry(name, builder, summary)
+        return builder
+
+    return add
+
+
+def names() -> list[str]:
+    """The registered model names, in registration order."""
+    return list(_REGISTRY)
+
+
+def entry(name: str) -> ModelEntry:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise ValueError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}") from None
+
+
+def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """Build a registered model. ``num_classes=None`` keeps the builder's default (1000 for ImageNet nets)."""
+    e = entry(name)
+    valid = e.options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ValueError(f"{name} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    if num_classes is not None:
+        options["num_classes"] = num_classes
+    return e.builder(**options)

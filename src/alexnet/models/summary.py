@@ -1,0 +1,99 @@
+"""Per-layer output shapes, parameters and multiply-accumulates: the paper's walk-through (§3.5).
+
+Counts come from forward hooks on the leaf modules during one forward pass of a zero image, so they
+hold for any registered model. MACs count the multiply-accumulates of convolutions and
+fully-connected layers (weights × inputs, no biases), the convention behind "0.724 G MACs" for the
+paper's net at 227; normalisation, pooling and activations are counted as 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    name: str
+    output_shape: tuple[int, ...]  # without the batch axis, (C, H, W) or (features,)
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    model: str
+    input_size: int
+    in_channels: int
+    layers: list[LayerRow]
+
+    @property
+    def total_params(self) -> int:
+        return sum(r.params for r in self.layers)
+
+    @property
+    def total_macs(self) -> int:
+        return sum(r.macs for r in self.layers)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "input_size": self.input_size,
+            "layers": [dict(asdict(r), output_shape=list(r.output_shape)) for r in self.layers],
+            "total_params": self.total_params,
+            "total_macs": self.total_macs,
+        }
+
+
+def _macs(module: nn.Module, output: torch.Tensor) -> int:
+    per_image = output[0].numel()
+    if isinstance(module, nn.Conv2d):
+        kh, kw = module.kernel_size
+        return per_image * (module.in_channels // module.groups) * kh * kw
+    if isinstance(module, nn.Linear):
+        return per_image * module.in_features
+    return 0
+
+
+def summarize(model: nn.Module, input_size: int | None = None, *, name: str | None = None) -> Summary:
+    """Run one zero image through ``model`` (on its device, in eval mode) and tabulate its leaf layers."""
+    size = input_size or model.input_size
+    in_channels = model.in_channels
+    rows: list[LayerRow] = []
+    hooks = []
+
+    def hook(module_name: str):
+        def record(module: nn.Module, _inputs, output) -> None:
+            if isinstance(output, torch.Tensor):
+                params = sum(p.numel() for p in module.parameters(recurse=False))
+                rows.append(LayerRow(module_name, tuple(output.shape[1:]), params, _macs(module, output)))
+        return record
+
+    for module_name, module in model.named_modules():
+        if module_name and not list(module.children()):
+            hooks.append(module.register_forward_hook(hook(module_name)))
+    was_training = model.training
+    device = next(model.parameters()).device
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, size, size, device=device))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    counted = sum(r.params for r in rows)
+    total = sum(p.numel() for p in model.parameters())
+    if counted != total:  # a parameter outside the leaf modules that ran (an unused branch)
+        rows.append(LayerRow("(not run)", (), total - counted, 0))
+    return Summary(name or getattr(model, "name", type(model).__name__), size, in_channels, rows)
+
+
+def format_shape(shape: tuple[int, ...]) -> str:
+    """(96, 55, 55) → "55×55×96" as the paper writes it; (4096,) → "4096"."""
+    if len(shape) == 3:
+        c, h, w = shape
+        return f"{h}×{w}×{c}"
+    return "×".join(str(s) for s in shape)

@@ -1,0 +1,171 @@
+"""The registered AlexNet variants (reference §1, §7), each a configuration of one class.
+
+Every builder takes keyword-only options; the paper's ablations (§3) are options of the nets that
+have the paper's design (``alexnet``, ``bvlc_alexnet``, ``caffenet``, ``alexnet_small``):
+
+* ``activation``: "relu" (§3.1) or "tanh" (Fig. 1's comparison)
+* ``lrn``: local response normalisation on or off (§3.3); ``lrn_convention`` "as_run" (α/n) or
+  "as_printed" (α), see :mod:`alexnet.models.layers`
+* ``pooling``: "overlapping" 3/2 (§3.4) or "non-overlapping" 2/2
+* ``dropout``: the probability on fc6 and fc7 (§4.2); 0 removes the layers
+* ``towers``: 2 (the two-GPU connectivity as groups) or 1 (the half-width single-GPU net of §3.2)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from .alexnet import AlexNet, AlexNetConfig, Conv, ablate
+from .registry import register
+from .towers import TwoTowerAlexNet
+
+
+def _paper_design(
+    config: AlexNetConfig,
+    name: str,
+    *,
+    activation: str,
+    lrn: bool,
+    lrn_convention: str,
+    pooling: str,
+    dropout: float,
+    towers: int,
+    init: str,
+) -> AlexNet:
+    config = replace(config, activation=activation, lrn=lrn, lrn_convention=lrn_convention, dropout=dropout, init=init)
+    return AlexNet(ablate(config, towers=towers, pooling=pooling), name=name)
+
+
+@register("the paper's network (§3.5): two towers as groups, LRN k=2 after ReLU, 227 input")
+def alexnet(
+    *,
+    num_classes: int = 1000,
+    activation: str = "relu",
+    lrn: bool = True,
+    lrn_convention: str = "as_run",
+    pooling: str = "overlapping",
+    dropout: float = 0.5,
+    towers: int = 2,
+    init: str = "paper",
+    devices: Sequence[str | torch.device] | None = None,
+) -> nn.Module:
+    """The paper's network. ``devices=(d0, d1)`` places the two towers on two devices (§3.2)."""
+    model = _paper_design(
+        AlexNetConfig(num_classes=num_classes), "alexnet",
+        activation=activation, lrn=lrn, lrn_convention=lrn_convention, pooling=pooling,
+        dropout=dropout, towers=towers, init=init,
+    )
+    if devices is None:
+        return model
+    if towers != 2:
+        raise ValueError("devices=(d0, d1) places two towers; it needs towers=2")
+    return TwoTowerAlexNet(model, devices)
+
+
+@register("Caffe's bvlc_alexnet: the paper's order, LRN k=1 across both towers, biases 0.1")
+def bvlc_alexnet(
+    *,
+    num_classes: int = 1000,
+    activation: str = "relu",
+    lrn: bool = True,
+    pooling: str = "overlapping",
+    dropout: float = 0.5,
+    towers: int = 2,
+    init: str = "bvlc_alexnet",
+) -> nn.Module:
+    config = AlexNetConfig(num_classes=num_classes, lrn_k=1.0, lrn_groups=1)
+    return _paper_design(config, "bvlc_alexnet", activation=activation, lrn=lrn, lrn_convention="as_run",
+                         pooling=pooling, dropout=dropout, towers=towers, init=init)
+
+
+@register("Caffe's bvlc_reference_caffenet: pooling before LRN, LRN k=1, Caffe's fillers")
+def caffenet(
+    *,
+    num_classes: int = 1000,
+    activation: str = "relu",
+    lrn: bool = True,
+    pooling: str = "overlapping",
+    dropout: float = 0.5,
+    towers: int = 2,
+    init: str = "caffenet",
+) -> nn.Module:
+    config = AlexNetConfig(num_classes=num_classes, lrn_k=1.0, lrn_groups=1, norm_position="after_pool")
+    return _paper_design(config, "caffenet", activation=activation, lrn=lrn, lrn_convention="as_run",
+                         pooling=pooling, dropout=dropout, towers=towers, init=init)
+
+
+@register("torchvision's AlexNet ('one weird trick', 2014): 64-192-384-256-256, no LRN, no groups, 224 input")
+def alexnet_owt(*, num_classes: int = 1000, dropout: float = 0.5, init: str = "torch") -> nn.Module:
+    config = AlexNetConfig(
+        num_classes=num_classes,
+        input_size=224,
+        convs=(Conv(64, 11, 4, 2), Conv(192, 5, padding=2), Conv(384, 3, padding=1), Conv(256, 3, padding=1), Conv(256, 3, padding=1)),
+        lrn=False,
+        adaptive_pool=6,
+        dropout=dropout,
+        dropout_position="before",
+        init=init,
+    )
+    return AlexNet(config, name="alexnet_owt")
+
+
+@register("d2l.ai's AlexNet for Fashion-MNIST: 1×224×224 input, no LRN, no groups, Xavier init")
+def alexnet_d2l(*, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5, init: str = "xavier") -> nn.Module:
+    config = AlexNetConfig(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        input_size=224,
+        convs=(Conv(96, 11, 4, 1), Conv(256, 5, padding=2), Conv(384, 3, padding=1), Conv(384, 3, padding=1), Conv(256, 3, padding=1)),
+        lrn=False,
+        dropout=dropout,
+        init=init,
+    )
+    return AlexNet(config, name="alexnet_d2l")
+
+
+# The paper's design at small scale: conv1 5×5 stride 1 instead of 11×11 stride 4, half the paper's
+# widths or less, FC 512, the same groups, LRN and 3/2 pooling. At 32 px the maps go 32→15→7→3.
+SMALL_CONVS = (
+    Conv(64, 5, padding=2),
+    Conv(128, 5, padding=2, groups=2),
+    Conv(192, 3, padding=1),
+    Conv(192, 3, padding=1, groups=2),
+    Conv(128, 3, padding=1, groups=2),
+)
+
+
+@register("the paper's eight-layer design scaled for 28–64 px images (digits, MNIST, CIFAR-10)")
+def alexnet_small(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    input_size: int = 32,
+    width: float = 1.0,
+    activation: str = "relu",
+    lrn: bool = True,
+    lrn_convention: str = "as_run",
+    pooling: str = "overlapping",
+    dropout: float = 0.5,
+    towers: int = 2,
+    init: str = "kaiming",
+) -> nn.Module:
+    """``width`` scales every layer's kernels and FC units (kept even, so the towers split evenly).
+
+    Initialised He-normal by default: at this depth and width N(0, 0.01) shrinks the signal ~100× per
+    layer, which is the flat-loss failure of reference §4; ``init="paper"`` is there to see it.
+    """
+    if width <= 0:
+        raise ValueError(f"width={width} must be positive")
+    scale = lambda n: max(2, int(round(n * width / 2)) * 2)  # noqa: E731
+    convs = tuple(replace(c, out_channels=scale(c.out_channels)) for c in SMALL_CONVS)
+    config = AlexNetConfig(
+        num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+        convs=convs, hidden=(scale(512), scale(512)),
+    )
+    return _paper_design(config, "alexnet_small", activation=activation, lrn=lrn, lrn_convention=lrn_convention,
+                         pooling=pooling, dropout=dropout, towers=towers, init=init)
+
