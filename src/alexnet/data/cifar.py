@@ -87,9 +87,9 @@ def load_pickle(path: Path) -> dict:
     try:
         with open(path, "rb") as f:
             obj = SafeUnpickler(f, encoding="bytes").load()
-    except pickle.UnpicklingError as e:
-        raise AlexNetError(f"{path}: refused or not a CIFAR pickle ({e})") from None
-    except (EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except Refused as e:
+        raise AlexNetError(f"{path}: refused: {e}") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
         raise AlexNetError(f"{path}: truncated or not a CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise AlexNetError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
@@ -97,6 +97,10 @@ def load_pickle(path: Path) -> dict:
         return {(k.decode("latin1") if isinstance(k, bytes) else k): _finish(v) for k, v in obj.items()}
     except AlexNetError as e:
         raise AlexNetError(f"{path}: {e}") from None
+
+
+class Refused(pickle.UnpicklingError):
+    """The pickle names something a CIFAR batch never holds; nothing of it was run."""
 
 
 class SafeUnpickler(pickle.Unpickler):
@@ -111,7 +115,7 @@ class SafeUnpickler(pickle.Unpickler):
             return _DTypeStub
         if (module, name) == ("_codecs", "encode"):
             return _latin1_encode
-        raise pickle.UnpicklingError(f"refuses to load {module}.{name}: a CIFAR batch holds only a dict of arrays, lists and bytes")
+        raise Refused(f"refuses to load {module}.{name}: a CIFAR batch holds only a dict of arrays, lists and bytes")
 
 
 class _DTypeStub:
@@ -120,7 +124,7 @@ class _DTypeStub:
     def __init__(self, name, align=False, copy=True) -> None:
         name = name.decode("latin1") if isinstance(name, bytes) else name
         if name not in NUMERIC_DTYPES:
-            raise pickle.UnpicklingError(f"refuses numpy dtype {name!r} (only plain numeric arrays)")
+            raise Refused(f"refuses numpy dtype {name!r} (only plain numeric arrays)")
         self.name, self.order = name, "|"
 
     def __setstate__(self, state) -> None:
@@ -137,13 +141,13 @@ class _ArrayStub:
     @classmethod
     def reconstruct(cls, subtype, shape, typecode) -> "_ArrayStub":
         if subtype is not cls:
-            raise pickle.UnpicklingError("refuses an array of a type other than numpy.ndarray")
+            raise Refused("refuses an array of a type other than numpy.ndarray")
         return cls()
 
     def __setstate__(self, state) -> None:
         _version, shape, dtype, fortran, raw = state
         if not isinstance(dtype, _DTypeStub) or not isinstance(raw, (bytes, bytearray)):
-            raise pickle.UnpicklingError("refuses an array that is not plain numeric data")
+            raise Refused("refuses an array that is not plain numeric data")
         array = np.frombuffer(raw, dtype=dtype.dtype())
         shape = tuple(int(s) for s in shape)
         self.array = array.reshape(shape, order="F" if fortran else "C")
@@ -151,7 +155,7 @@ class _ArrayStub:
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:
     if encoding not in ("latin1", "latin-1"):
-        raise pickle.UnpicklingError(f"refuses _codecs.encode with {encoding!r}")
+        raise Refused(f"refuses _codecs.encode with {encoding!r}")
     return text.encode("latin1")
 
 
