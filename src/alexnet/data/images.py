@@ -22,6 +22,7 @@ Conversions to RGB (the network sees three channels, §2 "the centered raw RGB v
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 
@@ -29,6 +30,8 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..errors import AlexNetError
+
+log = logging.getLogger(__name__)
 
 # Pillow's own default limit (about 89.5 M pixels, 0.25 GiB as RGB). An ImageNet photograph is at
 # most a few tens of megapixels; a file that claims more is treated as a decompression bomb.
@@ -72,8 +75,7 @@ def decode_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.nd
                 raise BadImage(path, f"decompression bomb: {width}×{height} = {width * height:,} pixels "
                                      f"is over the limit of {max_pixels:,}")
             image.load()  # Pillow decodes lazily: truncated or corrupt data only shows here
-            image = ImageOps.exif_transpose(image)
-            return to_rgb(image)
+            return to_rgb(_upright(image, path))
     except BadImage:
         raise
     except UnidentifiedImageError:
@@ -87,6 +89,15 @@ def decode_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.nd
         raise BadImage(path, f"corrupt or unreadable ({reason})") from None
     except Exception as e:  # Pillow's plugins raise ValueError, SyntaxError, struct.error, ... on bad data
         raise BadImage(path, f"cannot decode ({type(e).__name__}: {e})") from None
+
+
+def _upright(image: Image.Image, path) -> Image.Image:
+    """Apply the EXIF orientation; a malformed EXIF block costs the rotation, not the image."""
+    try:
+        return ImageOps.exif_transpose(image)
+    except Exception as e:  # noqa: BLE001 - Pillow's EXIF parser raises many types on bad tags
+        log.warning("%s: unreadable EXIF orientation, image kept as stored (%s)", path, e)
+        return image
 
 
 def to_rgb(image: Image.Image) -> np.ndarray:

@@ -111,7 +111,7 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
         _write_finish(partial, dataset, plans, stats, config)
     manifest = json.loads((partial / MANIFEST).read_text())
     _truncate(partial, manifest)
-    _replace(partial, out, config.force)
+    _replace(partial, out)
     return manifest
 
 
@@ -126,7 +126,7 @@ def _check_out(out: Path, force: bool) -> None:
         raise AlexNetError(f"{out}: exists and is not a packed store; refusing to replace it even with --force")
 
 
-def _replace(partial: Path, out: Path, force: bool) -> None:
+def _replace(partial: Path, out: Path) -> None:
     old = None
     if out.exists():  # checked by _check_out: a store or an empty folder, and force was given
         old = out.with_name(out.name + f".old-{os.getpid()}")
@@ -158,8 +158,8 @@ def _listing_digest(dataset: Dataset, size: int) -> str:
     for name, s in sorted(dataset.splits.items()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(s.labels, dtype=np.int64).tobytes())
-        if s.paths is not None:
-            h.update("\n".join(s.paths).encode("utf-8", "surrogateescape"))
+        for start in range(0, len(s.paths or []), 10_000):
+            h.update("".join(p + "\n" for p in s.paths[start : start + 10_000]).encode("utf-8", "surrogateescape"))
         if s.in_memory:
             h.update(str(s.images.shape).encode())
     return h.hexdigest()
