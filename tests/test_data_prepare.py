@@ -216,3 +216,25 @@ def test_prepare_help_documents_every_option(run_cli):
     assert result.returncode == 0
     for option in ("SRC", "OUT", "--size", "--workers", "--skip-bad", "--force", "--max-pixels", "--no-progress"):
         assert option in result.stdout
+
+
+def test_crash_while_finishing_resumes(tmp_path, monkeypatch):
+    src = _photo_folder(tmp_path / "photos")
+    _with_bad_files(src)
+    out = tmp_path / "store"
+
+    def crash(partial, out):
+        raise RuntimeError("simulated crash after the manifest")
+
+    replace = prepare_module._replace
+    monkeypatch.setattr(prepare_module, "_replace", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        prepare(_config(src, out, workers=0, skip_bad=True))
+    assert (tmp_path / "store.partial" / "manifest.json").is_file() and not out.exists()
+    monkeypatch.setattr(prepare_module, "_replace", replace)
+    manifest = prepare(_config(src, out, workers=0, skip_bad=True))  # holes already filled: not done twice
+    assert manifest["splits"]["train"]["count"] == 6 and len(manifest["skipped"]) == 3
+    assert not (out / "state.json").exists() and not (out / "train.done.npy").exists()
+    train = open_dataset(out).splits["train"]
+    for i, path in enumerate((out / "train.paths.txt").read_text().splitlines()):
+        np.testing.assert_array_equal(train.images[i], downsample(decode_image(path), SIZE))

@@ -112,6 +112,7 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     manifest = json.loads((partial / MANIFEST).read_text())
     _truncate(partial, manifest)
     _replace(partial, out)
+    (out / STATE).unlink(missing_ok=True)  # kept until now so that a crash at any point above resumes
     return manifest
 
 
@@ -326,7 +327,6 @@ def _truncate(partial: Path, manifest: dict[str, Any]) -> None:
         with open(partial / entry["images"], "r+b") as f:
             f.truncate(int(np.prod(entry["shape"])))
         (partial / f"{name}.done.npy").unlink(missing_ok=True)
-    (partial / STATE).unlink(missing_ok=True)
     (partial / BAD_LIST).unlink(missing_ok=True)
 
 
