@@ -238,3 +238,20 @@ def test_crash_while_finishing_resumes(tmp_path, monkeypatch):
     train = open_dataset(out).splits["train"]
     for i, path in enumerate((out / "train.paths.txt").read_text().splitlines()):
         np.testing.assert_array_equal(train.images[i], downsample(decode_image(path), SIZE))
+
+
+def test_ctrl_c_saves_what_was_written(tmp_path, monkeypatch):
+    src = _photo_folder(tmp_path / "photos")
+    decode = prepare_module._decode_task
+    calls = []
+
+    def interrupt_on_the_fifth(task):
+        calls.append(task)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return decode(task)
+
+    monkeypatch.setattr(prepare_module, "_decode_task", interrupt_on_the_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(_config(src, tmp_path / "store", workers=0))
+    assert np.load(tmp_path / "store.partial" / "train.done.npy").sum() == 4  # no checkpoint was due yet

@@ -33,6 +33,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -255,8 +256,13 @@ def _results(plan: SplitPlan, todo: np.ndarray, config: PrepareConfig):
     if config.workers <= 0 or len(tasks) < 2:
         yield from map(_decode_task, tasks)
         return
-    with multiprocessing.get_context().Pool(config.workers) as pool:
+    with multiprocessing.get_context().Pool(config.workers, initializer=_ignore_interrupts) as pool:
         yield from pool.imap_unordered(_decode_task, tasks, chunksize=8)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which saves the checkpoint and closes the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _decode_task(task: tuple[int, str, int, int]) -> tuple[int, np.ndarray | None, str | None]:
