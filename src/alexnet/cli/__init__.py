@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import demo, models
+from . import demo, evaluate, info, interop, models, predict
 
-COMMANDS = [models, demo]  # each module's add_parser adds its subcommands, in this order
+COMMANDS = [models, demo, info, evaluate, predict, interop]  # each module's add_parser adds its subcommands, in this order
 
 log = logging.getLogger("alexnet")
 
