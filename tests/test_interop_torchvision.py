@@ -7,7 +7,7 @@ import torchvision
 from PIL import Image
 from torchvision import transforms as T
 
-from alexnet import checkpoint, evaluate
+from alexnet import checkpoint, cli, evaluate
 from alexnet.errors import AlexNetError
 from alexnet.interop.imagenet import imagenet_classes
 from alexnet.interop.torchvision import import_torchvision
@@ -38,12 +38,12 @@ def torchvision_file(tmp_path_factory):
 
 def test_imported_checkpoint_predicts_as_torchvision(tmp_path, photos, torchvision_file):
     net, pth = torchvision_file
-    ckpt = import_torchvision(pth)
+    out = tmp_path / "owt.pt"
+    assert cli.main(["import", "torchvision", str(pth), "--out", str(out)]) == 0
+    ckpt = checkpoint.load(out)
     assert ckpt.model == "alexnet_owt" and ckpt.input_size == 224
     assert ckpt.classes == imagenet_classes() and ckpt.classes[0] == "tench"
     assert ckpt.preprocess["pipeline"]["crop"] == 224 and ckpt.preprocess["pipeline"]["normalize"] == "channel"
-    out = tmp_path / "owt.pt"
-    checkpoint.save(out, ckpt)
 
     tv = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
                     T.Normalize(mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])])
