@@ -94,9 +94,9 @@ def test_checkpoint_probabilities_follow_the_checkpoints_preprocessing(tmp_path,
 
 
 def test_ensemble_of_checkpoints_is_the_mean_of_their_probabilities(tmp_path, imageset):
-    members = [make_checkpoint(tmp_path / f"{s}.pt", imageset, s) for s in (0, 1, 2)]
-    paths = [tmp_path / f"{s}.pt" for s in (0, 1, 2)]
-    report = evaluate.evaluate_checkpoints(paths, imageset, evaluate.EvalConfig(views=10, batch_size=8))
+    members = [make_checkpoint(tmp_path / f"{s}.pt", imageset, s) for s in (0, 1)]
+    paths = [tmp_path / f"{s}.pt" for s in (0, 1)]
+    report = evaluate.evaluate_checkpoints(paths, imageset, evaluate.EvalConfig(views=10, batch_size=10))
     mean = torch.stack([reference_probabilities(m, p, imageset.images, 10) for m, p in members]).mean(0)
     expected = evaluate.summarize(mean, torch.from_numpy(imageset.labels), CLASSES, views=10)
     assert report.top1_error == pytest.approx(expected.top1_error)

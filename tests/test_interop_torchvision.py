@@ -71,19 +71,15 @@ def test_imported_checkpoint_predicts_as_torchvision(tmp_path, photos, torchvisi
         torch.testing.assert_close(model(ours), net(x), rtol=1e-4, atol=1e-5)
 
 
-def test_import_names_a_mismatched_or_missing_tensor(tmp_path):
-    state = torchvision.models.alexnet(weights=None, num_classes=10).state_dict()
+def test_import_names_a_mismatched_or_missing_tensor(tmp_path, torchvision_file):
+    base = torchvision_file[0].state_dict()
     path = tmp_path / "ten.pth"
-    torch.save(state, path)
+    torch.save(dict(base, **{"classifier.6.weight": torch.zeros(10, 4096), "classifier.6.bias": torch.zeros(10)}), path)
     with pytest.raises(AlexNetError, match=r"ten.pth.*'fc8.weight' has shape \(10, 4096\), expected \(1000, 4096\)"):
         import_torchvision(path)
-    state = torchvision.models.alexnet(weights=None).state_dict()
-    del state["features.3.bias"]
-    torch.save(state, path)
+    torch.save({k: v for k, v in base.items() if k != "features.3.bias"}, path)
     with pytest.raises(AlexNetError, match=r"'conv2.bias' \(192,\) is missing"):
         import_torchvision(path)
-    state = torchvision.models.alexnet(weights=None).state_dict()
-    state["features.12.weight"] = torch.zeros(3)
-    torch.save(state, path)
+    torch.save(dict(base, **{"features.12.weight": torch.zeros(3)}), path)
     with pytest.raises(AlexNetError, match="features.12.weight"):
         import_torchvision(path)
