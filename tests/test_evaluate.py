@@ -125,10 +125,9 @@ def test_confusion_plot_is_a_png(tmp_path, imageset):
 
 
 def test_eval_command_on_the_digits_data(tmp_path, capsys):
-    data = pytest.importorskip("alexnet.data")
-    if not hasattr(data, "open_dataset"):
-        pytest.skip("alexnet.data.open_dataset is not merged yet")
-    dataset = data.open_dataset("digits")
+    from alexnet.data import open_dataset
+
+    dataset = open_dataset("digits")
     split = "val" if "val" in dataset.splits else "test"
     images = dataset.splits[split]
     torch.manual_seed(0)

@@ -284,9 +284,8 @@ def classify_images(
 ) -> list[Prediction]:
     """Top-k labels for each image file, in the given order. A file that cannot be decoded gets a
     :class:`Prediction` with ``error`` (its one-line reason) and the others are still classified."""
+    from .data.images import decode_image
     from .data.transforms import downsample
-
-    decode_image = image_decoder()
 
     if topk < 1:
         raise ValueError(f"--topk {topk} must be at least 1")
@@ -319,32 +318,3 @@ def classify_images(
     flush()
     return results
 
-
-def image_decoder():
-    """The data package's ``decode_image`` (EXIF, every colour mode, one-line errors); until it is
-    available, a minimal Pillow decode with the same contract."""
-    try:
-        from .data.images import decode_image
-    except ImportError:
-        return _decode_with_pil
-    return decode_image
-
-
-def _decode_with_pil(path: str | os.PathLike) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(path) as image:
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            if image.mode in ("I;16", "I;16L", "I;16B", "I"):
-                grey = np.clip(np.rint(np.asarray(image, dtype=np.float64) / 257.0), 0, 255).astype(np.uint8)
-                return np.ascontiguousarray(np.repeat(grey[:, :, None], 3, axis=2))
-            if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-                rgba = image.convert("RGBA")
-                image = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
-            return np.ascontiguousarray(np.asarray(image.convert("RGB"), dtype=np.uint8))
-    except FileNotFoundError:
-        raise AlexNetError(f"{path}: no such file") from None
-    except Exception as e:  # Pillow raises OSError, ValueError, SyntaxError, … on bad data
-        raise AlexNetError(f"{path}: not a readable image ({type(e).__name__}: {' '.join(str(e).split())})") from None

@@ -138,13 +138,7 @@ class Preprocess:
         return self._cache[key]
 
     def fit(self, x: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, H, W, C] → float [B, channels, S, S] on x's device, on the 0–255 scale."""
-        p = self.pipeline
-        x = x.permute(0, 3, 1, 2).float()
-        x = _match_channels(x, p.channels)
-        if x.shape[-2:] != (p.resize, p.resize):
-            x = _fit(x, p.resize)
-        return x
+        return fit_images(x, self.pipeline.resize, self.pipeline.channels)
 
     def normalize(self, x: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
         """Subtract the mean (the mean image cropped like x, by ``rows``/``cols``) and scale."""
@@ -237,6 +231,12 @@ class Preprocess:
         tl, tr, bl, br, centre = five
         mirrored = [tr, tl, br, bl, centre]  # TenCrop crops the reflected image: its top-left is our top-right
         return torch.stack(five + [v.flip(-1) for v in mirrored], dim=1)
+
+
+def fit_images(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """uint8 [B, H, W, C] → float [B, channels, size, size] on x's device, on the 0–255 scale."""
+    x = _match_channels(x.permute(0, 3, 1, 2).float(), channels)
+    return x if x.shape[-2:] == (size, size) else _fit(x, size)
 
 
 def _box(top: int, left: int, crop: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
