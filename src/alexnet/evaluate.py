@@ -134,8 +134,8 @@ def summarize(
     correct = torch.bincount(labels[top1], minlength=k)
     per_class = [float(c) / float(t) if t else None for c, t in zip(correct.tolist(), counts.tolist())]
     return Report(
-        top1_error=1.0 - top1.float().mean().item(),
-        top5_error=1.0 - top5.float().mean().item(),
+        top1_error=1.0 - top1.double().mean().item(),
+        top5_error=1.0 - top5.double().mean().item(),
         images=n,
         views=views,
         checkpoints=list(checkpoints),

@@ -35,7 +35,8 @@ def describe(ckpt: checkpoint.Checkpoint) -> dict[str, Any]:
         "provenance": _plain(ckpt.provenance),
     }
     if ckpt.train_state is not None:
-        out["train_state"] = {k: _plain(v) for k, v in ckpt.train_state.items() if not isinstance(v, (dict, list, tuple))}
+        scalars = (int, float, str, bool)  # epoch, step, best, …; optimizer and RNG states are not shown
+        out["train_state"] = {k: v for k, v in ckpt.train_state.items() if isinstance(v, scalars)}
     return out
 
 
@@ -70,9 +71,11 @@ def run(args: argparse.Namespace) -> int:
     if stats:
         print(f"statistics  mean image {stats.get('mean_image')}, channel mean {stats.get('channel_mean')}, "
               f"channel std {stats.get('channel_std')}, from {stats.get('count')} images")
-    for key, value in d["provenance"].items():
-        if key != "config" and value is not None:
-            print(f"{key:<11} {value}")
+    shown = {k: v for k, v in d["provenance"].items() if k != "config" and v is not None}
+    if shown:
+        print("provenance")
+        for key, value in shown.items():
+            print(f"  {key.replace('_', ' '):<20} {value}")
     if "train_state" in d:
         print("training    " + ", ".join(f"{k}={v}" for k, v in d["train_state"].items()))
     return 0
