@@ -83,3 +83,14 @@ def test_import_names_a_mismatched_or_missing_tensor(tmp_path, torchvision_file)
     torch.save(dict(base, **{"features.12.weight": torch.zeros(3)}), path)
     with pytest.raises(AlexNetError, match="features.12.weight"):
         import_torchvision(path)
+
+
+def test_legacy_serialization_and_wrapped_state_dicts_import(tmp_path, torchvision_file):
+    """The published .pth predates torch's zip format; training scripts wrap and prefix the keys."""
+    base = torchvision_file[0].state_dict()
+    legacy = tmp_path / "legacy.pth"
+    torch.save(base, legacy, _use_new_zipfile_serialization=False)
+    assert torch.equal(import_torchvision(legacy).state_dict["fc8.weight"], base["classifier.6.weight"])
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"state_dict": {f"module.{k}": v for k, v in base.items()}, "epoch": 90}, wrapped)
+    assert torch.equal(import_torchvision(wrapped).state_dict["conv1.weight"], base["features.0.weight"])

@@ -266,8 +266,9 @@ def import_caffe(path: str | os.PathLike, arch: str, mean: str | os.PathLike | N
     path = Path(path)
     layers = read_caffemodel(path)
     classes = imagenet_classes()
-    model = models.create(ARCHS[arch], num_classes=len(classes))
-    model.load_state_dict(caffe_state_dict(layers, model.state_dict(), str(path)))
+    with torch.device("meta"):  # shapes only: no time spent on a random initialisation we overwrite
+        model = models.create(ARCHS[arch], num_classes=len(classes))
+    model.load_state_dict(caffe_state_dict(layers, model.state_dict(), str(path)), assign=True)
     stats = imagenet_stats(256)
     if mean is not None:
         mean_image = read_mean(mean)

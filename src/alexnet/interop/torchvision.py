@@ -60,7 +60,7 @@ def from_torchvision(state: Mapping[str, torch.Tensor], model: torch.nn.Module, 
     """Load torchvision AlexNet weights into an ``alexnet_owt`` model in place, after checking every shape."""
     ours = rename_keys(state, TORCHVISION_TO_OURS)
     check_state_dict(ours, model.state_dict(), source)
-    model.load_state_dict(ours)
+    model.load_state_dict(ours, assign=True)  # assign: also fills a model built on the meta device
 
 
 def to_torchvision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -93,7 +93,8 @@ def import_torchvision(path: str | os.PathLike) -> "Checkpoint":
         raise AlexNetError(f"{path}: not a state dict (expected a mapping of tensor names to tensors)")
     state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
     classes = imagenet_classes()
-    model = models.create("alexnet_owt", num_classes=len(classes))
+    with torch.device("meta"):  # shapes only: no time spent on a random initialisation we overwrite
+        model = models.create("alexnet_owt", num_classes=len(classes))
     try:
         from_torchvision(state, model, source=str(path))
     except AlexNetError as e:
