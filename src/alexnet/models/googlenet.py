@@ -247,7 +247,7 @@ def _form(form: str, **changes) -> GoogLeNetConfig:
     return replace(FORMS[form], **{k: v for k, v in changes.items() if v is not None})
 
 
-@register("GoogLeNet / Inception v1 (Szegedy et al. 2015), torchvision's BN form by default (form='paper'), 224 input")
+@register("GoogLeNet / Inception v1 (Szegedy et al. 2015): torchvision's BN form; form='paper' the 2014 net; 224 input")
 def googlenet(
     *,
     num_classes: int = 1000,
