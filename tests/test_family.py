@@ -74,10 +74,10 @@ def test_googlenet_counts_equal_torchvision():
 @pytest.mark.parametrize("batch_norm", [False, True])
 def test_vgg11_equals_torchvision_with_shared_weights(batch_norm):
     theirs = (torchvision.models.vgg11_bn if batch_norm else torchvision.models.vgg11)(weights=None).eval()
-    ours = models.create("vgg11", batch_norm=batch_norm).eval()
+    ours = on_meta(models.create, "vgg11", batch_norm=batch_norm).eval()  # no 133 M-weight init to pay for
     rename = {v: k for k, v in ours.torchvision_names().items()}
     state = {f"{rename[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}": v for k, v in theirs.state_dict().items()}
-    ours.load_state_dict(state)  # strict: every tensor has a place and a matching shape
+    ours.load_state_dict(state, assign=True)  # strict: every tensor has a place and a matching shape
     x = torch.randn(1, 3, 64, 64)  # AdaptiveAvgPool2d(7) makes any size ≥ 32 work, and 64 is cheap
     with torch.no_grad():
         torch.testing.assert_close(ours(x), theirs(x))
@@ -85,8 +85,8 @@ def test_vgg11_equals_torchvision_with_shared_weights(batch_norm):
 
 def test_googlenet_equals_torchvision_with_shared_weights_and_heads():
     theirs = torchvision.models.googlenet(weights=None, aux_logits=True, init_weights=True)
-    ours = models.create("googlenet", aux_logits=True)
-    ours.load_state_dict(theirs.state_dict())  # same keys: conv1.conv.weight, inception3a.branch2.1.bn...
+    ours = on_meta(models.create, "googlenet", aux_logits=True)
+    ours.load_state_dict(theirs.state_dict(), assign=True)  # same keys: conv1.conv.weight, inception3a.branch2.1.bn...
     x = torch.randn(2, 3, 112, 112)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), theirs.eval()(x))
