@@ -42,7 +42,9 @@ from .config import TrainConfig
 from .data import ImageSet, Preprocess, StatsAccumulator, iter_batches, num_batches, pipeline
 from .data.imageset import split_off
 from .data.transforms import fit_images
+from .device import autocast, resolve_device
 from .errors import AlexNetError
+from .evaluate import batch_probabilities, topk_correct
 
 log = logging.getLogger(__name__)
 
@@ -64,21 +66,6 @@ class TrainingDiverged(AlexNetError):
 
 # ---------------------------------------------------------------------------------------------
 # Set-up: device, data, model, optimiser, schedule
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise AlexNetError(f"--device {name}: CUDA is not available on this machine")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise AlexNetError(f"--device {name}: MPS is not available on this machine")
-    return device
 
 
 @dataclass
@@ -176,13 +163,6 @@ class Schedule:
 # Metrics
 
 
-def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> torch.Tensor:
-    """How many rows have the label among their top-k scores, for each k (k capped at the classes)."""
-    top = logits.topk(min(max(ks), logits.shape[1]), dim=1).indices
-    hit = top == labels[:, None]
-    return torch.stack([hit[:, : min(k, logits.shape[1])].any(1).sum() for k in ks])
-
-
 @torch.no_grad()
 def evaluate_images(model: nn.Module, images: ImageSet, preprocess: Preprocess, *, views: int, batch_size: int,
                     device: torch.device, info: dist.Dist, amp: str = "off", workers: int = 0) -> dict[str, float]:
@@ -191,23 +171,16 @@ def evaluate_images(model: nn.Module, images: ImageSet, preprocess: Preprocess, 
     sums = torch.zeros(4, device=device, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
     for x, y in iter_batches(images, batch_size, size=preprocess.pipeline.resize, device=device,
                              rank=info.rank, world_size=info.world_size, workers=workers):
-        v = preprocess.views(x, views)
-        b, n = v.shape[:2]
         with autocast(device, amp):
-            logits = model(v.flatten(0, 1)).float()
-        probs = logits.softmax(1).view(b, n, -1).mean(1)
+            probs = batch_probabilities(model, preprocess, x, views).float()
         sums[0] += F.nll_loss(probs.clamp_min(1e-12).log(), y, reduction="sum")
-        sums[1:3] += topk_correct(probs, y)
-        sums[3] += b
+        sums[1] += topk_correct(probs, y, 1).sum()
+        sums[2] += topk_correct(probs, y, 5).sum()
+        sums[3] += len(y)
     dist.all_reduce_sum(sums, info)
     loss, top1, top5, n = sums.tolist()
     n = max(n, 1)
     return {"loss": loss / n, "top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "images": int(n), "views": views}
-
-
-def autocast(device: torch.device, amp: str):
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,7 +373,8 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
             scaler.update()
             with torch.no_grad():
                 meters[0] += loss.detach().double() * len(y)
-                meters[1:3] += topk_correct(logits.detach(), y)
+                meters[1] += topk_correct(logits.detach(), y, 1).sum()
+                meters[2] += topk_correct(logits.detach(), y, 5).sum()
                 meters[3] += len(y)
             step += 1
             batch_in_epoch += 1

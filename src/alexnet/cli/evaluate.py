@@ -6,8 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 
+from ..device import resolve_device
 from ..errors import AlexNetError
 from ..evaluate import EvalConfig, evaluate_checkpoints, save_confusion_plot
 
@@ -31,16 +31,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def resolve_device(name: str) -> str:
-    if name != "auto":
-        return name
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
 
@@ -50,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     split = args.split or ("val" if "val" in dataset.splits else "test")
     if split not in dataset.splits:
         raise AlexNetError(f"{args.data}: no {split!r} split (it has {', '.join(dataset.splits) or 'none'})")
-    config = EvalConfig(views=args.views, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers)
+    config = EvalConfig(views=args.views, batch_size=args.batch_size, device=str(resolve_device(args.device)), workers=args.workers)
     report = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
     report.extra.update({"data": args.data, "split": split})
     if args.plots:

@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..evaluate import classify_images
-from .evaluate import resolve_device
+from ..device import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
