@@ -90,10 +90,21 @@ def load_data(config: TrainConfig) -> Data:
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
+    train, val, test = (prefit(s, pipe.resize, pipe.channels) for s in (train, val, test))
     stats = dataset.stats if dataset.stats is not None and dataset.stats.mean_image.shape[0] == pipe.resize else None
     if stats is None and (pipe.normalize != "unit" or pipe.lighting > 0):
         stats = statistics(train, pipe.resize, pipe.channels, config.data.workers)
     return Data(train, val, test, list(dataset.classes), Preprocess(pipe, stats))
+
+
+def prefit(images: ImageSet | None, size: int, channels: int) -> ImageSet | None:
+    """An in-memory set stored at another size (digits 8×8, CIFAR-10 32×32) fitted once to size × size
+    × channels, instead of on every batch; lazy and already-fitting sets are returned as they are."""
+    if images is None or not images.in_memory or images.images.shape[1:] == (size, size, channels):
+        return images
+    fitted = [fit_images(torch.from_numpy(np.asarray(images.images[i : i + 1024])), size, channels)
+              .round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy() for i in range(0, len(images), 1024)]
+    return ImageSet(images.labels, images.classes, images=np.concatenate(fitted), paths=images.paths, info=images.info)
 
 
 def statistics(images: ImageSet, size: int, channels: int, workers: int = 0):
