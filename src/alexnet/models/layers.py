@@ -22,7 +22,7 @@ normalised only the maps it held. Caffe's grouped AlexNet normalises across all 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,11 @@ LRN_CONVENTIONS: tuple[str, ...] = ("as_run", "as_printed")
 
 
 class LocalResponseNorm(nn.Module):
-    """Cross-channel LRN, b = a / (k + α'·Σa²)^β; see the module docstring for α' and groups."""
+    """Cross-channel LRN, b = a / (k + α'·Σa²)^β; see the module docstring for α' and groups.
+
+    Runs the fused implementation (:func:`local_response_norm`): the same outputs and gradients
+    as the plain formula (:func:`plain_local_response_norm`) at a fraction of its cost.
+    """
 
     def __init__(
         self,
@@ -59,21 +63,144 @@ class LocalResponseNorm(nn.Module):
         return self.alpha / self.size if self.convention == "as_run" else self.alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch's local_response_norm divides its alpha by size, so it is handed α'·n.
-        alpha = self.alpha_per_term * self.size
-        if self.groups == 1:
-            return F.local_response_norm(x, self.size, alpha, self.beta, self.k)
-        n, c, *spatial = x.shape
-        if c % self.groups:
-            raise ValueError(f"LRN with groups={self.groups} needs channels divisible by it, got {c}")
-        y = F.local_response_norm(x.reshape(n * self.groups, c // self.groups, *spatial), self.size, alpha, self.beta, self.k)
-        return y.reshape(x.shape)
+        return local_response_norm(x, self.size, self.alpha_per_term, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
             f"convention={self.convention}, groups={self.groups}"
         )
+
+
+class PlainLocalResponseNorm(LocalResponseNorm):
+    """The same layer computed by the plain formula (``F.local_response_norm``): the baseline that
+    ``alexnet bench`` and the tests compare the fused one against."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return plain_local_response_norm(x, self.size, self.alpha_per_term, self.beta, self.k, self.groups)
+
+
+def plain_local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+    """The formula as PyTorch writes it (pad, ``avg_pool3d``, ``pow``, ``div``), per group of channels."""
+    _check_groups(x, groups)
+    alpha = alpha_per_term * size  # torch's local_response_norm divides its alpha by size
+    if groups == 1:
+        return F.local_response_norm(x, size, alpha, beta, k)
+    n, c, *spatial = x.shape
+    y = F.local_response_norm(x.reshape(n * groups, c // groups, *spatial), size, alpha, beta, k)
+    return y.reshape(x.shape)
+
+
+def local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+    """Fused LRN of a [N, C, H, W] batch (any memory format, dtype, device); see :class:`_FusedLRN`.
+
+    Under tracing and export (TorchScript, ONNX, torch.export, torch.compile) the plain formula is
+    used instead: it is made of standard operators that exporters know and that the compiler fuses.
+    """
+    _check_groups(x, groups)
+    if x.dim() != 4 or _tracing():
+        return plain_local_response_norm(x, size, alpha_per_term, beta, k, groups)
+    spec = _LRNSpec(size, alpha_per_term, beta, k, groups)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FusedLRN.apply(x, spec)
+    return _lrn_forward(x, spec)[0]
+
+
+def _check_groups(x: torch.Tensor, groups: int) -> None:
+    if x.dim() < 2 or x.shape[1] % groups:
+        raise ValueError(f"LRN with groups={groups} needs channels divisible by it, got shape {tuple(x.shape)}")
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+class _LRNSpec(NamedTuple):
+    size: int
+    alpha_per_term: float
+    beta: float
+    k: float
+    groups: int
+
+
+def _padded_channels(x: torch.Tensor, groups: int, front: int, back: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """A [N, groups, C/groups + front + back, H, W] buffer laid out like ``x`` (NCHW or channels_last),
+    its pad channels set to ``fill``; returns (buffer, the view of its interior channels)."""
+    n, c, h, w = x.shape
+    cg = c // groups
+    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+        buf = x.new_empty(n, groups, cg + front + back, h, w)
+    else:  # channels_last: channels innermost, so the window slides along contiguous memory
+        buf = x.new_empty(n, h, w, groups, cg + front + back).permute(0, 3, 4, 1, 2)
+    if front:
+        buf[:, :, :front].fill_(fill)
+    if back:
+        buf[:, :, front + cg:].fill_(fill)
+    return buf, buf[:, :, front:front + cg]
+
+
+def _window_sum(buf: torch.Tensor, size: int, shape: torch.Size) -> torch.Tensor:
+    """Σ_{d<size} buf[:, :, i+d] for every output channel i: ``size`` − 1 passes over the maps."""
+    cg = buf.shape[2] - size + 1
+    s = buf[:, :, 0:cg] + buf[:, :, 1:cg + 1] if size > 1 else buf.clone()
+    for d in range(2, size):
+        s += buf[:, :, d:d + cg]
+    return s.reshape(shape)
+
+
+def _lrn_forward(x: torch.Tensor, spec: _LRNSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a².
+
+    k is spread over the window as k/n per slot, pad slots included, so the padded buffer's window
+    sum is already s: one ``addcmul`` fills it and ``size`` − 1 additions sum it.
+    """
+    size, groups = spec.size, spec.groups
+    front, back = size // 2, (size - 1) // 2  # the window of F.local_response_norm: i − n//2 … i + (n−1)//2
+    buf, inner = _padded_channels(x, groups, front, back, spec.k / size)
+    xg = x.unflatten(1, (groups, x.shape[1] // groups))
+    torch.addcmul(torch.tensor(spec.k / size, dtype=x.dtype), xg, xg, value=spec.alpha_per_term, out=inner)
+    s = _window_sum(buf, size, x.shape)
+    r = s.pow(-spec.beta)
+    return x * r, r, s
+
+
+class _FusedLRN(torch.autograd.Function):
+    """LRN with a closed-form backward. With b_i = a_i·s_i^(−β), s_i = k + α'·Σ_{j∈W(i)} a_j²:
+
+        ∂L/∂a_i = g_i·s_i^(−β) − 2α'β·a_i·Σ_{j: i∈W(j)} g_j·a_j·s_j^(−β−1)
+
+    Forward saves r = s^(−β) and s (the input a is kept by the ReLU before it anyway); backward is
+    one window sum of g·a·r/s over the transposed window plus a few elementwise passes. The plain
+    formula's autograd graph instead keeps five maps and runs ``avg_pool3d_backward``, ``pow`` and
+    ``div`` twice.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, spec: _LRNSpec) -> torch.Tensor:
+        y, r, s = _lrn_forward(x, spec)
+        ctx.save_for_backward(x, r, s)
+        ctx.spec = spec
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, r, s = ctx.saved_tensors
+        spec: _LRNSpec = ctx.spec
+        size, groups = spec.size, spec.groups
+        g = g.contiguous(memory_format=_memory_format(x))
+        # the transposed window of j ∈ i − n//2 … i + (n−1)//2 is j ∈ i − (n−1)//2 … i + n//2
+        buf, inner = _padded_channels(x, groups, (size - 1) // 2, size // 2, 0.0)
+        unflat = lambda t: t.unflatten(1, (groups, t.shape[1] // groups))  # noqa: E731
+        torch.mul(unflat(g), unflat(x), out=inner)
+        inner.mul_(unflat(r)).div_(unflat(s))
+        w = _window_sum(buf, size, x.shape)
+        return torch.mul(g, r).addcmul_(w, x, value=-2.0 * spec.alpha_per_term * spec.beta), None
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 # ---------------------------------------------------------------------------------------------
