@@ -55,3 +55,35 @@ class ImageSet:
     def load(self, i: int) -> np.ndarray:
         """Image i as uint8 [H, W, C]."""
         return self.images[i] if self.images is not None else self.loader(i)
+
+
+class _IndexedLoader:
+    """``loader`` of a lazy subset: image i of the subset is image index[i] of the parent (picklable)."""
+
+    def __init__(self, parent: ImageSet, index: np.ndarray) -> None:
+        self.parent, self.index = parent, index
+
+    def __call__(self, i: int) -> np.ndarray:
+        return self.parent.load(int(self.index[i]))
+
+
+def subset(images: ImageSet, index: np.ndarray) -> ImageSet:
+    """The images at ``index`` (in that order), in the same form as ``images``."""
+    index = np.asarray(index, dtype=np.int64)
+    paths = [images.paths[i] for i in index] if images.paths is not None else None
+    if images.in_memory:
+        return ImageSet(images.labels[index], images.classes, images=np.asarray(images.images[np.sort(index)])[np.argsort(np.argsort(index))], paths=paths)
+    return ImageSet(images.labels[index], images.classes, loader=_IndexedLoader(images, index), paths=paths)
+
+
+def split_off(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:
+    """Hold out ``fraction`` of every class (at least one image each), drawn with ``seed``: (rest, held out)."""
+    rng = np.random.default_rng(seed)
+    held: list[np.ndarray] = []
+    for c in np.unique(images.labels):
+        members = np.flatnonzero(images.labels == c)
+        k = max(1, int(round(fraction * len(members)))) if len(members) > 1 else 0
+        held.append(rng.permutation(members)[:k])
+    out = np.sort(np.concatenate(held)) if held else np.array([], dtype=np.int64)
+    keep = np.setdiff1d(np.arange(len(images)), out)
+    return subset(images, keep), subset(images, out)

@@ -7,7 +7,8 @@
 * ``eigval`` / ``eigvec``: eigenvalues (descending) and eigenvectors (columns) of the C×C covariance
   of RGB pixel values over the training set, for PCA lighting (§4.1).
 
-Everything is on the 0–255 scale of the stored uint8 pixels. Statistics are accumulated in float64
+Everything is on the 0–255 scale of the stored uint8 pixels (eigenvalues, being variances, on the
+0–255² scale). Statistics are accumulated in float64
 over batches (:class:`StatsAccumulator`), so a memory-mapped store of any size streams through.
 The only constants are the documented ImageNet values for imported weights
 (:func:`imagenet_stats`).
@@ -23,8 +24,9 @@ import numpy as np
 # torchvision's ImageNet normalisation (references/classification) on the 0–255 scale.
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406]) * 255
 IMAGENET_STD = np.array([0.229, 0.224, 0.225]) * 255
-# The RGB eigen-decomposition over ImageNet used by fb.resnet.torch and timm (0–1 scale there).
-IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045]) * 255
+# The RGB eigen-decomposition over ImageNet used by fb.resnet.torch and timm, whose eigenvalues
+# are for pixel values on the 0–1 scale; ×255² puts them on this module's 0–255 scale.
+IMAGENET_EIGVAL = np.array([0.2175, 0.0188, 0.0045]) * 255**2
 IMAGENET_EIGVEC = np.array(
     [[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140], [-0.5836, -0.6948, 0.4203]]
 )

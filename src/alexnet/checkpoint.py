@@ -1,0 +1,291 @@
+"""Self-describing checkpoints: save (atomic), load (``weights_only``), build the model.
+
+A checkpoint carries everything needed to evaluate or predict without flags, the way torchvision's
+weights carry their metadata: the registry name of the architecture and its options, the class
+names, the input size, the preprocessing with its statistics (``Preprocess.to_state()``), and
+provenance (recipe, resolved config, package and torch versions, git commit, time). A training
+checkpoint also holds ``train_state`` (optimizer, scheduler, RNG states, epoch, step).
+
+On disk it is ``torch.save`` of one plain dict::
+
+    {"format": "alexnet-checkpoint", "format_version": 1, "model": "alexnet",
+     "model_options": {...}, "state_dict": {...}, "classes": [...], "input_size": 227,
+     "preprocess": {...}, "provenance": {...}, "train_state": {...} | None}
+
+Safety: every value is a tensor, dict, list, tuple, str, int, float, bool or None, so the file loads
+with ``torch.load(weights_only=True)``, whose unpickler refuses any other global. :func:`save`
+checks this before writing (naming the offending key), and :func:`load` never falls back to a full
+unpickle: a file crafted to run code when unpickled is refused and nothing in it runs.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import pickle
+import re
+import platform
+import subprocess
+import tempfile
+import warnings
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from . import __version__
+from .errors import AlexNetError
+
+log = logging.getLogger(__name__)
+
+FORMAT = "alexnet-checkpoint"
+FORMAT_VERSION = 1  # bump when a field changes meaning; load() refuses newer versions
+
+SAFE_SCALARS = (str, int, float, bool, type(None))
+
+
+@dataclass
+class Checkpoint:
+    """Everything needed to rebuild, evaluate and describe a trained model."""
+
+    model: str  # registry name, for alexnet.models.create
+    model_options: dict[str, Any]  # JSON-able keyword options of models.create, including num_classes
+    state_dict: dict[str, torch.Tensor]
+    classes: list[str]  # class names, index i = output i
+    input_size: int  # the square side the model takes (after cropping)
+    preprocess: dict[str, Any] = field(default_factory=dict)  # Preprocess.to_state()
+    provenance: dict[str, Any] = field(default_factory=dict)  # see collect_provenance()
+    train_state: dict[str, Any] | None = None  # optimizer, scheduler, RNG states, epoch, step
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model": self.model,
+            "model_options": dict(self.model_options),
+            "state_dict": dict(self.state_dict),
+            "classes": list(self.classes),
+            "input_size": int(self.input_size),
+            "preprocess": self.preprocess,
+            "provenance": self.provenance,
+            "train_state": self.train_state,
+        }
+
+
+def collect_provenance(recipe: str | None = None, config: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Where a checkpoint came from: recipe/preset, resolved config, versions, git commit, UTC time.
+
+    ``config`` must be JSON-able (a dataclass's ``asdict`` is); ``extra`` adds plain values (e.g.
+    ``source="torchvision alexnet-owt-7be5be79.pth"`` for imported weights).
+    """
+    import torchvision
+
+    out: dict[str, Any] = {
+        "recipe": recipe,
+        "config": config,
+        "alexnet_version": __version__,
+        "torch_version": str(torch.__version__),  # TorchVersion is a str subclass weights_only refuses
+        "torchvision_version": str(torchvision.__version__),
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
+        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    out.update(extra)
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the source tree this package runs from, or None outside a git checkout."""
+    here = Path(__file__).resolve().parent
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = result.stdout.strip()
+    if result.returncode != 0 or not commit:
+        return None
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                           capture_output=True, text=True, timeout=5).stdout.strip()
+    return commit + ("-dirty" if dirty else "")
+
+
+def check_safe(value: Any, where: str = "checkpoint") -> None:
+    """Raise if ``value`` holds anything ``torch.load(weights_only=True)`` would refuse (numpy
+    arrays, dataclasses, paths, …); the message names the key. Tensors, dicts, lists, tuples and
+    plain scalars pass."""
+    if isinstance(value, torch.Tensor) or type(value) in SAFE_SCALARS:  # exact types: a str subclass is a global
+        return
+    if type(value) in (dict, OrderedDict):
+        for k, v in value.items():
+            if not isinstance(k, (str, int)):
+                raise AlexNetError(f"{where}: key {k!r} is a {type(k).__name__}; checkpoint keys must be str or int")
+            check_safe(v, f"{where}.{k}")
+        return
+    if type(value) in (list, tuple):
+        for i, v in enumerate(value):
+            check_safe(v, f"{where}[{i}]")
+        return
+    raise AlexNetError(
+        f"{where} is a {type(value).__module__}.{type(value).__name__}; a checkpoint holds only tensors, dicts, "
+        "lists, str, int, float, bool and None (convert it, e.g. numpy → torch.from_numpy, dataclass → asdict)"
+    )
+
+
+def save(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = True) -> None:
+    """Write ``ckpt`` to ``path`` atomically (a temporary file in the same folder, then
+    ``os.replace``), so a crash mid-write never leaves a truncated checkpoint behind.
+
+    ``overwrite=False`` refuses an existing file (what the CLI uses for ``--out`` without ``--force``);
+    the training loop rewrites its own checkpoints with the default.
+    """
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise AlexNetError(f"{path} already exists; choose another path or pass --force")
+    json.dumps(ckpt.model_options)  # model options must be plain values (they are printed by `info`)
+    if len(ckpt.classes) != int(ckpt.model_options.get("num_classes", len(ckpt.classes))):
+        raise AlexNetError(f"{path}: {len(ckpt.classes)} class names but model_options num_classes={ckpt.model_options['num_classes']}")
+    payload = ckpt.to_payload()
+    check_safe(payload)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    log.info("saved checkpoint %s (%s, %d classes)", path, ckpt.model, ckpt.num_classes)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
+    """Read a checkpoint written by :func:`save` with ``torch.load(weights_only=True)``.
+
+    Every failure is one :class:`AlexNetError` line naming the file: missing, truncated, not a
+    checkpoint, written by a newer format version, or a pickle that would run code (refused before
+    anything in it runs).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise AlexNetError(f"{path}: no such checkpoint file" if not path.exists() else f"{path}: not a file")
+    payload = read_weights_only(path, map_location)
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise AlexNetError(
+            f"{path}: not an alexnet checkpoint (a torch file without the {FORMAT!r} marker; "
+            "import other weights with `alexnet import`)"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int):
+        raise AlexNetError(f"{path}: checkpoint has no format_version")
+    if version > FORMAT_VERSION:
+        raise AlexNetError(f"{path}: checkpoint format version {version!r} is newer than this package reads ({FORMAT_VERSION}); upgrade alexnet")
+    missing = [k for k in ("model", "model_options", "state_dict", "classes", "input_size") if k not in payload]
+    if missing:
+        raise AlexNetError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return Checkpoint(
+        model=payload["model"],
+        model_options=dict(payload["model_options"]),
+        state_dict=dict(payload["state_dict"]),
+        classes=list(payload["classes"]),
+        input_size=int(payload["input_size"]),
+        preprocess=payload.get("preprocess") or {},
+        provenance=payload.get("provenance") or {},
+        train_state=payload.get("train_state"),
+    )
+
+
+def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with its failures turned into one-line errors."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = " ".join(str(e).split())
+        if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            reason = _refused_global(text)
+            raise AlexNetError(
+                f"{path}: refused to load: the file asks to run or import code when unpickled ({reason}); "
+                "only weights-only checkpoints are loaded, nothing in the file was run"
+            ) from None
+        raise AlexNetError(f"{path}: not a checkpoint (unreadable pickle: {text[:120]})") from None
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise AlexNetError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__})") from None
+    except RuntimeError as e:
+        text = " ".join(str(e).split())
+        if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
+            raise AlexNetError(f"{path}: truncated or corrupt checkpoint (incomplete zip archive)") from None
+        raise AlexNetError(f"{path}: cannot load checkpoint: {text[:200]}") from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, io.UnsupportedOperation) as e:
+        raise AlexNetError(f"{path}: not a checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+
+
+def _refused_global(text: str) -> str:
+    """The part of torch's weights-only refusal that says what the file asked for."""
+    found = re.search(r"GLOBAL (\S+)", text) or re.search(r"Unsupported (?:global|operand):? (\S+)", text)
+    if found is None:
+        return "content outside tensors and plain values"
+    what = found.group(1).rstrip(".,")
+    return f"global {what}" if "GLOBAL" in found.group(0) or "global" in found.group(0) else f"pickle opcode {what}"
+
+
+def build_model(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
+    """The model the checkpoint describes, with its weights, in eval mode, on the CPU.
+
+    Each tensor is checked before loading: a missing, extra or mis-shaped tensor (for example a
+    checkpoint for another number of classes) is a one-line error naming the tensor and both shapes.
+    """
+    from . import models
+    from .interop.torchvision import check_state_dict
+
+    options = dict(ckpt.model_options)
+    num_classes = options.pop("num_classes", ckpt.num_classes)
+    if num_classes != ckpt.num_classes:
+        raise AlexNetError(f"{source}: model_options num_classes={num_classes} but {ckpt.num_classes} class names")
+    try:
+        model = models.create(ckpt.model, num_classes=num_classes, **options)
+    except ValueError as e:
+        raise AlexNetError(f"{source}: cannot build model {ckpt.model!r}: {e}") from None
+    check_state_dict(ckpt.state_dict, model.state_dict(), source)
+    model.load_state_dict(ckpt.state_dict)
+    return model.eval()
+
+
+def from_model(
+    model: nn.Module,
+    classes: list[str],
+    *,
+    model_options: dict[str, Any] | None = None,
+    preprocess: dict[str, Any] | None = None,
+    provenance: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> Checkpoint:
+    """A checkpoint of ``model`` (a registry model with ``.name`` and ``.input_size``); tensors are
+    copied to the CPU so the file loads anywhere."""
+    options = dict(model_options or {})
+    options["num_classes"] = len(classes)
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    return Checkpoint(
+        model=model.name,
+        model_options=options,
+        state_dict=state,
+        classes=list(classes),
+        input_size=int(model.input_size),
+        preprocess=preprocess or {},
+        provenance=provenance or {},
+        train_state=train_state,
+    )

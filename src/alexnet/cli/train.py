@@ -1,0 +1,88 @@
+"""``alexnet train``: a preset, a few common flags, ``--set`` for everything else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from ..config import preset_names, resolve
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model with a preset recipe (paper, caffenet, torchvision, d2l, small, digits)",
+        description="Train with a preset recipe. The resolved configuration is printed and saved as config.json in "
+                    "the run folder, beside metrics.jsonl, TensorBoard events, checkpoints/last.pt and best.pt, "
+                    "report.json and curves.png. Under `torchrun --nproc_per_node N` it runs DistributedDataParallel.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", default="digits", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file")
+    p.add_argument("--data", help="'digits', or a path: an image folder, cifar-10-batches-py, IDX files, or a packed store")
+    p.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIME)")
+    p.add_argument("--epochs", type=int, help="epochs to train (preset's default otherwise)")
+    p.add_argument("--batch-size", type=int, help="images per step per process")
+    p.add_argument("--lr", type=float, help="initial learning rate")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the preset's, auto)")
+    p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
+    p.add_argument("--amp", choices=["off", "bf16", "fp16"], help="autocast precision")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory format")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--workers", type=int, help="decode processes for unpacked image folders")
+    p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS optimiser steps")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any setting, e.g. --set optim.weight_decay=1e-4 --set model.options.lrn=false (repeatable)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--force", action="store_true", help="start afresh in an --out that already holds a run")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+    p.set_defaults(func=run)
+
+
+def flags(args: argparse.Namespace) -> dict:
+    return {
+        "data.spec": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
+        "device": args.device, "seed": args.seed, "amp": args.amp, "channels_last": args.channels_last,
+        "compile": args.compile, "data.workers": args.workers, "checkpoint_every": args.checkpoint_every,
+    }
+
+
+def default_out(preset: str) -> Path:
+    return Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import RunOptions, train
+
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out RUN_DIR")
+    config = resolve(args.preset, flags(args), args.set)
+    out = args.out or default_out(args.preset)
+    if not args.quiet:
+        print(f"alexnet train: preset {config.preset} → {out}")
+        print(json.dumps(config.to_dict(), indent=2))
+    report = train(config, RunOptions(out=out, resume=args.resume, force=args.force, progress_bar=not args.quiet),
+                   on_epoch=None if args.quiet else print_epoch)
+    if not args.quiet:
+        print_report(report)
+    return 0
+
+
+def print_epoch(r: dict) -> None:
+    val = f"  val loss {r['val_loss']:.4f} top-1 {100 * r['val_top1_error']:.2f}% top-5 {100 * r['val_top5_error']:.2f}%" \
+        if "val_loss" in r else ""
+    print(f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} top-1 {100 * r['train_top1_error']:.2f}%{val}"
+          f"  lr {r['lr']:.3g}  {r['images_per_second']:.0f} img/s  {r['epoch_seconds']:.1f}s", flush=True)
+
+
+def print_report(report: dict) -> None:
+    if "final" not in report:
+        print(f"stopped at step {report.get('stopped_at_step')}; resume with --resume --out {report.get('run_dir')}")
+        return
+    print()
+    print(f"{'split':<12} {'top-1 err':>9} {'top-5 err':>9} {'top-1 acc':>9} {'images':>7}")
+    for name, r in report["final"].items():
+        print(f"{name:<12} {100 * r['top1_error']:>8.2f}% {100 * r['top5_error']:>8.2f}% {100 * r['top1_accuracy']:>8.2f}% {r['images']:>7}")
+    print(f"{report['epochs']} epochs, {report['steps']} steps, {report['wall_seconds']:.0f} s; run folder: {report['run_dir']}")
+    sys.stdout.flush()

@@ -1,0 +1,173 @@
+"""Training configuration: typed dataclasses, TOML presets, and ``--set key=value`` overrides.
+
+A preset is a TOML file in ``alexnet/presets/`` (one per recipe, reference §4 and §7). Resolution
+order: the dataclass defaults ← the preset ← the command's flags (``--epochs``, ``--lr``, ...) ←
+``--set section.key=value`` (values are TOML literals: ``--set optim.nesterov=true``,
+``--set model.options.lrn=false``). An unknown key anywhere is an error that lists the valid ones.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from .errors import AlexNetError
+
+
+@dataclass
+class ModelConfig:
+    name: str = "alexnet"  # a registry name (`alexnet models`)
+    options: dict[str, Any] = field(default_factory=dict)  # keyword options of its builder
+
+
+@dataclass
+class DataConfig:
+    spec: str = "digits"  # `--data`: "digits", or a path (image folder, CIFAR-10, IDX, packed store)
+    pipeline: str = "paper"  # alexnet.data.transforms.PIPELINES
+    pipeline_options: dict[str, Any] = field(default_factory=dict)  # field overrides of that Pipeline
+    val_fraction: float = 0.1  # held out of train when the data has no val split (stratified, seeded)
+    workers: int = 2  # decode processes for unpacked image folders
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.01  # ε (§5)
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # §5 applies it to every weight: v ← 0.9v − 0.0005·ε·w − ε·∂L/∂w
+    nesterov: bool = False
+    bias_lr_mult: float = 1.0  # Caffe's lr_mult for biases (2 in bvlc solvers)
+    bias_decay: bool = True  # Caffe: decay_mult 0 for biases
+
+
+@dataclass
+class ScheduleConfig:
+    kind: str = "plateau"  # plateau | step | cosine | constant
+    factor: float = 0.1  # ×lr at each reduction (§5: "divided by 10")
+    patience: int = 5  # plateau: epochs without a better val error before a reduction
+    max_reductions: int = 3  # plateau: §5 "reduced three times"
+    step_size: int = 30  # step: every this many epochs (or iterations, see unit)
+    unit: str = "epoch"  # step: "epoch" or "iteration" (Caffe solvers count iterations)
+
+
+@dataclass
+class TrainConfig:
+    preset: str = "custom"
+    description: str = ""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    epochs: int = 90  # §5: "roughly 90 cycles"
+    max_steps: int = 0  # stop after this many optimiser steps in all (Caffe's max_iter); 0: epochs decide
+    batch_size: int = 128  # §5; per process under torchrun
+    label_smoothing: float = 0.0
+    eval_views: int = 1  # views at the final evaluation: 1 or 10 (§4.1)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
+    amp: str = "off"  # off | bf16 | fp16
+    channels_last: bool = False
+    compile: bool = False
+    checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at epoch ends)
+    grad_clip: float = 0.0  # 0: off
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+CHOICES = {
+    "schedule.kind": ("plateau", "step", "cosine", "constant"),
+    "schedule.unit": ("epoch", "iteration"),
+    "amp": ("off", "bf16", "fp16"),
+    "eval_views": (1, 10),
+}
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in resources.files("alexnet.presets").iterdir() if p.name.endswith(".toml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    """The TOML of a packaged preset, or of a file path ending in .toml."""
+    if name.endswith(".toml"):
+        path = Path(name)
+        if not path.is_file():
+            raise AlexNetError(f"{path}: preset file not found")
+        text = path.read_text()
+    else:
+        if name not in preset_names():
+            raise AlexNetError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} (or a path to a .toml file)")
+        text = resources.files("alexnet.presets").joinpath(f"{name}.toml").read_text()
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise AlexNetError(f"preset {name}: not valid TOML: {e}") from None
+    data.setdefault("preset", Path(name).stem)
+    return data
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b.c=VALUE`` → (["a", "b", "c"], parsed VALUE); VALUE is a TOML literal or a bare string."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise AlexNetError(f"--set {item!r}: expected key=value, e.g. optim.lr=0.02")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
+    node = base
+    for part in path[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise AlexNetError(f"--set {'.'.join(path)}: {part} is not a section")
+    node[path[-1]] = value
+
+
+def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Make dataclass ``cls`` from a dict, recursively, refusing unknown keys and wrong types."""
+    known = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise AlexNetError(f"unknown setting {where}{unknown[0]}; valid in {where or 'the top level'}: {', '.join(known)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        key = f"{where}{name}"
+        default = getattr(defaults, name)
+        if is_dataclass(default):
+            if not isinstance(value, dict):
+                raise AlexNetError(f"setting {key} must be a section (table), got {value!r}")
+            value = build(type(default), value, f"{key}.")
+        elif isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise AlexNetError(f"setting {key} must be true or false, got {value!r}")
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif type(default) is not type(value) and not (isinstance(default, dict) and isinstance(value, dict)):
+            raise AlexNetError(f"setting {key} must be {type(default).__name__}, got {value!r}")
+        if key in CHOICES and value not in CHOICES[key]:
+            raise AlexNetError(f"setting {key}={value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def resolve(preset: str, flags: dict[str, Any], overrides: list[str]) -> TrainConfig:
+    """Preset ← flags (dotted keys, None = not given) ← ``--set`` overrides, as a TrainConfig."""
+    data = read_preset(preset)
+    for key, value in flags.items():
+        if value is not None:
+            merge(data, key.split("."), value)
+    for item in overrides:
+        merge(data, *parse_override(item))
+    config = build(TrainConfig, data)
+    if config.epochs < 1 and config.max_steps < 1:
+        raise AlexNetError(f"epochs={config.epochs}: train for at least one epoch (or set max_steps)")
+    if config.batch_size < 1:
+        raise AlexNetError(f"batch_size={config.batch_size} must be positive")
+    return config

@@ -1,0 +1,96 @@
+"""Batches of uint8 images for training and evaluation, in a reproducible order.
+
+The order of an epoch is a permutation drawn from ``seed + epoch``, so a run resumed at batch
+``start`` of an epoch sees exactly the batches it would have seen (``start`` counts this rank's
+batches). Under DistributedDataParallel each rank takes every ``world_size``-th index of the
+permutation after padding it to a multiple of ``world_size`` (as ``DistributedSampler`` does).
+
+In-memory and memory-mapped sets (digits, CIFAR-10, IDX, the packed store) are indexed a whole
+batch at a time and travel as uint8, pinned when the target is a GPU; images keep their stored size
+(:class:`~alexnet.data.transforms.Preprocess` fits them on the device). Lazy sets (an unpacked image
+folder) are decoded and down-sampled to ``size`` by ``workers`` processes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from .imageset import ImageSet
+from .transforms import downsample
+
+
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
+    """The indices this rank visits in this epoch."""
+    if shuffle:
+        g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        order = torch.randperm(n, generator=g).numpy()
+    else:
+        order = np.arange(n)
+    if world_size > 1:
+        pad = (-n) % world_size
+        order = np.concatenate([order, order[:pad]])[rank::world_size]
+    return order
+
+
+def num_batches(n: int, batch_size: int, *, drop_last: bool = False, world_size: int = 1) -> int:
+    per_rank = -(-n // world_size)
+    return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+
+
+class _Decoded(torch.utils.data.Dataset):
+    """A lazy ImageSet decoded and down-sampled to ``size`` (for DataLoader workers)."""
+
+    def __init__(self, images: ImageSet, size: int) -> None:
+        self.images, self.size = images, size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return downsample(self.images.load(i), self.size)
+
+
+def _collate(batch: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.stack(batch))
+
+
+def iter_batches(
+    images: ImageSet,
+    batch_size: int,
+    *,
+    size: int,
+    device: torch.device | str = "cpu",
+    shuffle: bool = False,
+    seed: int = 0,
+    epoch: int = 0,
+    start: int = 0,
+    workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    drop_last: bool = False,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Yield (uint8 images [B, H, W, C], int64 labels [B]) on ``device``, from batch ``start`` on."""
+    device = torch.device(device)
+    order = epoch_order(len(images), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    stop = len(order) - len(order) % batch_size if drop_last else len(order)
+    batches = [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)][start:]
+    labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
+    pin = device.type == "cuda"
+    if images.in_memory:
+        for idx in batches:
+            sorted_idx = np.sort(idx)  # memory-mapped reads in file order, then back to the drawn order
+            x = torch.from_numpy(np.asarray(images.images[sorted_idx]))[np.argsort(np.argsort(idx))]
+            y = labels[idx]
+            if pin:
+                x, y = x.pin_memory(), y.pin_memory()
+            yield x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
+        return
+    loader = torch.utils.data.DataLoader(
+        _Decoded(images, size), batch_sampler=[list(b) for b in batches], num_workers=workers,
+        collate_fn=_collate, pin_memory=pin, persistent_workers=False,
+    )
+    for idx, x in zip(batches, loader):
+        yield x.to(device, non_blocking=pin), labels[idx].to(device, non_blocking=pin)

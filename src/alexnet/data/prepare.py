@@ -1,0 +1,388 @@
+"""``alexnet prepare``: decode every image once, down-sample it (§2) and write a packed store.
+
+What it does, in order:
+
+1. opens the source with :func:`~alexnet.data.sources.open_dataset` (any ``--data`` spec; in
+   practice an image folder) and refuses an existing OUT unless ``force`` (and even then only
+   replaces a packed store or an empty folder);
+2. works in ``OUT.partial``: each split's image file is allocated at full size, one slot of
+   S×S×C bytes per source image, and ``SPLIT.done.npy`` marks the slots written. Worker processes
+   decode (:func:`~alexnet.data.images.decode_image`, which validates) and down-sample
+   (:func:`~alexnet.data.transforms.downsample`: shorter side to S, centre crop S×S); the main
+   process writes each result into its slot and every ``checkpoint_every`` images flushes the file
+   and then records the done marks (atomically). A run that is interrupted, even killed, resumes
+   from the last checkpoint: the same command continues where it stopped, provided the source's
+   listing and the size are the same (``state.json``);
+3. accumulates the statistics of the train split (:class:`~alexnet.data.stats.StatsAccumulator`)
+   as it writes (on a resume, first over the slots already written);
+4. bad images are collected with their path and reason. Without ``skip_bad`` the run ends with an
+   error naming the first bad file and the count (all of them listed in ``OUT.partial/bad_images.txt``)
+   and leaves OUT.partial to resume; the good images are kept. With ``skip_bad`` each is recorded
+   in the manifest and its slot is filled by moving the split's last images into the holes (a
+   handful of moves instead of shifting the whole file), so the order within a split is the source
+   order except for those moved images;
+5. finishes: labels, paths, ``stats.npz`` and finally ``manifest.json`` are written into OUT.partial,
+   which is then renamed to OUT. Bad images are retried on every resume, so a fixed file is picked up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import AlexNetError
+from .images import MAX_PIXELS, BadImage, decode_image
+from .imageset import ImageSet
+from .sources import Dataset, open_dataset
+from .stats import StatsAccumulator
+from .store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
+from .transforms import downsample
+
+log = logging.getLogger(__name__)
+
+STATE = "state.json"
+BAD_LIST = "bad_images.txt"
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    source: str  # a --data spec (image folder, CIFAR-10, IDX, digits, another store)
+    out: str  # the store folder to create
+    size: int = 256  # S: shorter side → S, then the central S×S (§2: 256)
+    workers: int = 2  # decoding processes; 0 decodes in this process
+    skip_bad: bool = False  # leave bad images out (recorded in the manifest) instead of failing
+    force: bool = False  # replace an existing store at OUT / discard an incompatible OUT.partial
+    max_pixels: int = MAX_PIXELS  # larger images are rejected as decompression bombs
+    checkpoint_every: int = 512  # images between flushes of the resumable state
+    progress: bool = True  # a tqdm bar on a terminal, plain lines otherwise
+
+
+@dataclass
+class SplitPlan:
+    name: str
+    imageset: ImageSet
+    size: int
+    channels: int
+    bad: list[tuple[int, str]] = field(default_factory=list)  # (index, reason) found in this run
+
+    @property
+    def count(self) -> int:
+        return len(self.imageset)
+
+    @property
+    def slot_bytes(self) -> int:
+        return self.size * self.size * self.channels
+
+
+def prepare(config: PrepareConfig) -> dict[str, Any]:
+    """Write the store; returns its manifest."""
+    if config.size < 1:
+        raise AlexNetError(f"--size {config.size} must be positive")
+    out = Path(config.out)
+    partial = out.with_name(out.name + ".partial")
+    _check_out(out, config.force)
+    dataset = open_dataset(config.source)
+    plans = _plan(dataset, config.size)
+    digest = _listing_digest(dataset, config.size)
+    _open_partial(partial, digest, plans, config)
+
+    if not (partial / MANIFEST).is_file():  # not already finishing: decode what is left
+        stats = _fill(partial, plans, config)
+        bad = [(p.name, p.imageset.paths[i] if p.imageset.paths else f"{p.name}[{i}]", r)
+               for p in plans for i, r in p.bad]
+        if bad and not config.skip_bad:
+            (partial / BAD_LIST).write_text("".join(f"{path}\t{reason}\n" for _, path, reason in bad))
+            _, path, reason = bad[0]
+            raise AlexNetError(f"{path}: {reason} — the first of {len(bad)} bad images (all in {partial / BAD_LIST}); "
+                               f"rerun with --skip-bad to leave them out, or fix them and rerun (the good images "
+                               f"are kept in {partial})")
+        _write_finish(partial, dataset, plans, stats, config)
+    manifest = json.loads((partial / MANIFEST).read_text())
+    _truncate(partial, manifest)
+    _replace(partial, out)
+    (out / STATE).unlink(missing_ok=True)  # kept until now so that a crash at any point above resumes
+    return manifest
+
+
+# -- the destination ------------------------------------------------------------------------------
+
+def _check_out(out: Path, force: bool) -> None:
+    if not out.exists():
+        return
+    if not force:
+        raise AlexNetError(f"{out}: already exists; alexnet prepare never overwrites (pass --force to replace a packed store)")
+    if not (out.is_dir() and (is_store(out) or not any(out.iterdir()))):
+        raise AlexNetError(f"{out}: exists and is not a packed store; refusing to replace it even with --force")
+
+
+def _replace(partial: Path, out: Path) -> None:
+    old = None
+    if out.exists():  # checked by _check_out: a store or an empty folder, and force was given
+        old = out.with_name(out.name + f".old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old is not None:
+        shutil.rmtree(old)
+
+
+# -- planning and resuming ----------------------------------------------------------------------
+
+def _plan(dataset: Dataset, size: int) -> list[SplitPlan]:
+    plans = []
+    for name in ("train", "val", "test"):
+        if name in dataset.splits:
+            s = dataset.splits[name]
+            channels = 3 if not s.in_memory else int(s.images.shape[3])  # decode_image gives RGB
+            plans.append(SplitPlan(name, s, size, channels))
+    if not plans:
+        raise AlexNetError(f"{dataset.root or dataset.name}: no splits to prepare")
+    return plans
+
+
+def _listing_digest(dataset: Dataset, size: int) -> str:
+    """What must not change between a run and its resume: source, size, file list, labels, shapes."""
+    source = str(Path(dataset.root).resolve()) if dataset.root else dataset.name
+    h = hashlib.sha256(json.dumps({"source": source, "size": size,
+                                   "classes": dataset.classes}).encode())
+    for name, s in sorted(dataset.splits.items()):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(s.labels, dtype=np.int64).tobytes())
+        for start in range(0, len(s.paths or []), 10_000):
+            h.update("".join(p + "\n" for p in s.paths[start : start + 10_000]).encode("utf-8", "surrogateescape"))
+        if s.in_memory:
+            h.update(str(s.images.shape).encode())
+    return h.hexdigest()
+
+
+def _open_partial(partial: Path, digest: str, plans: list[SplitPlan], config: PrepareConfig) -> None:
+    state_path = partial / STATE
+    if partial.exists():
+        state = None
+        if state_path.is_file():
+            try:
+                state = json.loads(state_path.read_text())
+            except (OSError, json.JSONDecodeError):
+                state = None
+        if state is not None and state.get("digest") == digest:
+            log.info("%s: resuming an interrupted run", partial)
+            return
+        if not config.force:
+            why = "from a different source, listing or --size" if state is not None else "without a readable state.json"
+            raise AlexNetError(f"{partial}: an unfinished run {why}; remove it or pass --force to start over")
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for p in plans:
+        with open(partial / images_file(p.name), "wb") as f:
+            f.truncate(p.count * p.slot_bytes)  # sparse until written
+        _save_npy(partial / f"{p.name}.done.npy", np.zeros(p.count, dtype=bool))
+    _write_json(state_path, {"digest": digest, "source": str(config.source), "size": config.size,
+                             "splits": {p.name: p.count for p in plans}})
+
+
+# -- decoding and writing -----------------------------------------------------------------------
+
+def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> StatsAccumulator:
+    """Decode and write every slot not yet done; returns the train split's statistics so far."""
+    stats = StatsAccumulator()
+    todo_total = 0
+    slots, dones, todos = {}, {}, {}
+    for p in plans:
+        done = np.load(partial / f"{p.name}.done.npy", allow_pickle=False)
+        slots[p.name] = _memmap(partial / images_file(p.name), p, "r+")
+        dones[p.name], todos[p.name] = done, np.flatnonzero(~done)
+        todo_total += len(todos[p.name])
+        if p.name == "train" and done.any():  # resume: the statistics of what is already written
+            for chunk in np.array_split(np.flatnonzero(done), max(1, int(done.sum()) // 256)):
+                stats.update(np.asarray(slots[p.name][chunk]))
+    progress = _Progress(todo_total, enabled=config.progress)
+    since_checkpoint = 0
+
+    def checkpoint() -> None:
+        for p in plans:
+            slots[p.name].flush()
+            _save_npy(partial / f"{p.name}.done.npy", dones[p.name])
+
+    try:
+        for p in plans:
+            train_batch: list[np.ndarray] = []
+            for i, image, reason in _results(p, todos[p.name], config):
+                if reason is not None:
+                    p.bad.append((i, reason))
+                else:
+                    slots[p.name][i] = image
+                    dones[p.name][i] = True
+                    if p.name == "train":
+                        train_batch.append(image)
+                        if len(train_batch) == 64:
+                            stats.update(np.stack(train_batch))
+                            train_batch = []
+                progress.update(p.name)
+                since_checkpoint += 1
+                if since_checkpoint >= config.checkpoint_every:
+                    checkpoint()
+                    since_checkpoint = 0
+            if train_batch:
+                stats.update(np.stack(train_batch))
+            p.bad.sort()
+    except KeyboardInterrupt:
+        checkpoint()  # everything marked done is written: keep it for the resume
+        raise
+    checkpoint()
+    progress.close()
+    return stats
+
+
+def _results(plan: SplitPlan, todo: np.ndarray, config: PrepareConfig):
+    """(index, uint8 [S, S, C] or None, reason or None) for each slot to fill, in any order."""
+    s = plan.imageset
+    if s.in_memory:
+        for i in todo:
+            yield int(i), downsample(np.asarray(s.images[i]), config.size), None
+        return
+    tasks = [(int(i), s.paths[i], config.size, config.max_pixels) for i in todo]
+    if config.workers <= 0 or len(tasks) < 2:
+        yield from map(_decode_task, tasks)
+        return
+    with multiprocessing.get_context().Pool(config.workers, initializer=_ignore_interrupts) as pool:
+        yield from pool.imap_unordered(_decode_task, tasks, chunksize=8)
+
+
+def _ignore_interrupts() -> None:
+    """Workers leave Ctrl-C to the main process, which saves the checkpoint and closes the pool."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _decode_task(task: tuple[int, str, int, int]) -> tuple[int, np.ndarray | None, str | None]:
+    i, path, size, max_pixels = task
+    try:
+        return i, downsample(decode_image(path, max_pixels=max_pixels), size), None
+    except BadImage as e:
+        return i, None, e.reason
+
+
+# -- finishing ----------------------------------------------------------------------------------
+
+def _write_finish(partial: Path, dataset: Dataset, plans: list[SplitPlan], stats: StatsAccumulator,
+                  config: PrepareConfig) -> None:
+    """Close the holes left by bad images, write labels, paths, statistics and (last) the manifest."""
+    splits, skipped = {}, []
+    for p in plans:
+        order = _fill_holes(partial, p)
+        labels = np.ascontiguousarray(p.imageset.labels[order], dtype=np.int64)
+        _save_npy(partial / labels_file(p.name), labels)
+        entry = {"count": len(order), "images": images_file(p.name), "labels": labels_file(p.name),
+                 "shape": [len(order), config.size, config.size, p.channels], "paths": None}
+        if p.imageset.paths is not None:
+            _write_text(partial / paths_file(p.name), "".join(p.imageset.paths[i] + "\n" for i in order))
+            entry["paths"] = paths_file(p.name)
+        splits[p.name] = entry
+        skipped += [{"split": p.name, "path": p.imageset.paths[i] if p.imageset.paths else f"{p.name}[{i}]",
+                     "reason": r} for i, r in p.bad]
+    has_train = any(p.name == "train" and splits["train"]["count"] for p in plans)
+    if has_train:
+        stats.finish().save(partial / (STATS + ".tmp.npz"))
+        os.replace(partial / (STATS + ".tmp.npz"), partial / STATS)
+    manifest = {
+        "format": FORMAT, "version": VERSION, "source": str(config.source), "source_kind": dataset.name,
+        "size": config.size, "channels": plans[0].channels, "classes": dataset.classes,
+        "downsample": "shorter side to size (PIL bilinear), central size×size crop (§2)",
+        "splits": splits, "skipped": skipped, "stats": STATS if has_train else None,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "alexnet_version": __version__,
+    }
+    _write_json(partial / MANIFEST, manifest)
+
+
+def _fill_holes(partial: Path, plan: SplitPlan) -> np.ndarray:
+    """Move the last good images into the bad slots; returns the source index of each final slot.
+
+    Sources lie beyond the final length and are never overwritten, so redoing this after a crash
+    gives the same result.
+    """
+    n = plan.count
+    good = np.ones(n, dtype=bool)
+    good[[i for i, _ in plan.bad]] = False
+    keep = int(good.sum())
+    order = np.arange(n)
+    holes = np.flatnonzero(~good[:keep])
+    movers = np.flatnonzero(good[keep:]) + keep
+    if len(holes):
+        slots = _memmap(partial / images_file(plan.name), plan, "r+")
+        for hole, mover in zip(holes, movers):
+            slots[hole] = slots[mover]
+            order[hole] = mover
+        slots.flush()
+        del slots
+    return order[:keep]
+
+
+def _truncate(partial: Path, manifest: dict[str, Any]) -> None:
+    for name, entry in manifest["splits"].items():
+        with open(partial / entry["images"], "r+b") as f:
+            f.truncate(int(np.prod(entry["shape"])))
+        (partial / f"{name}.done.npy").unlink(missing_ok=True)
+    (partial / BAD_LIST).unlink(missing_ok=True)
+
+
+# -- small helpers ------------------------------------------------------------------------------
+
+def _memmap(path: Path, plan: SplitPlan, mode: str) -> np.ndarray:
+    shape = (plan.count, plan.size, plan.size, plan.channels)
+    if plan.count == 0:
+        return np.zeros(shape, np.uint8)
+    return np.memmap(path, dtype=np.uint8, mode=mode, shape=shape)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    _write_text(path, json.dumps(obj, indent=1) + "\n")
+
+
+class _Progress:
+    """A tqdm bar on a terminal; otherwise a plain line every 10% (logs stay readable)."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.count, self.next_line = total, 0, max(1, total // 10)
+        self.bar = None
+        self.enabled = enabled and total > 0
+        if self.enabled and sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="img", desc="prepare", file=sys.stderr)
+
+    def update(self, split: str) -> None:
+        self.count += 1
+        if self.bar is not None:
+            self.bar.set_postfix_str(split, refresh=False)
+            self.bar.update(1)
+        elif self.enabled and (self.count >= self.next_line or self.count == self.total):
+            print(f"prepare: {self.count}/{self.total} images ({split})", file=sys.stderr, flush=True)
+            self.next_line += max(1, self.total // 10)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

@@ -1,0 +1,76 @@
+"""``--data SPEC`` → :class:`Dataset`: which source a spec names, and opening it.
+
+A spec is ``digits`` (scikit-learn's bundled digits, the embedded default) or a path to
+
+1. a packed store written by ``alexnet prepare`` (has ``manifest.json``),
+2. a CIFAR-10 python folder (``data_batch_1`` … / ``test_batch``, or a folder holding
+   ``cifar-10-batches-py``),
+3. a folder of MNIST / Fashion-MNIST IDX files (``train-images-idx3-ubyte[.gz]`` …, or their ``raw/``),
+4. an image folder in ImageNet layout (``train/``, ``val/``, ``test/``),
+
+tried in that order. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import AlexNetError
+from .cifar import find_cifar10_folder, open_cifar10
+from .digits import open_digits
+from .folder import is_image_folder, open_image_folder
+from .idx import find_idx_folder, open_idx
+from .imageset import ImageSet
+from .stats import Stats
+from .store import is_store, open_store
+
+DIGITS = "digits"
+
+
+@dataclass
+class Dataset:
+    """The splits of one source (keys among "train", "val", "test") and what they share."""
+
+    name: str  # "digits", "cifar10", "idx", "folder" or "store"
+    splits: dict[str, ImageSet]
+    classes: list[str]
+    stats: Stats | None = None  # a packed store's train statistics; None elsewhere (compute them)
+    root: str | None = None  # the folder it was read from
+
+    def split(self, name: str) -> ImageSet:
+        """The split called ``name``, or a one-line error listing the ones there are."""
+        if name not in self.splits:
+            raise AlexNetError(f"{self.root or self.name}: no {name!r} split (has {', '.join(self.splits) or 'none'})")
+        return self.splits[name]
+
+
+def open_dataset(spec: str | os.PathLike) -> Dataset:
+    """The data set ``spec`` names (see the module doc)."""
+    if str(spec) == DIGITS:
+        splits, classes = open_digits()
+        return Dataset(DIGITS, splits, classes)
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise AlexNetError(f"{spec}: no such folder (--data takes {DIGITS!r} or a folder: image folder, "
+                           f"cifar-10-batches-py, MNIST/Fashion-MNIST IDX files, or a store from alexnet prepare)")
+    if not root.is_dir():
+        raise AlexNetError(f"{spec}: a file; --data takes {DIGITS!r} or a folder")
+    if root.name.endswith(".partial") and (root / "state.json").is_file():
+        raise AlexNetError(f"{root}: an unfinished alexnet prepare run; rerun the same alexnet prepare command to finish it")
+    if is_store(root):
+        splits, classes, stats = open_store(root)
+        return Dataset("store", splits, classes, stats, str(root))
+    if (folder := find_cifar10_folder(root)) is not None:
+        splits, classes = open_cifar10(folder)
+        return Dataset("cifar10", splits, classes, None, str(folder))
+    if (folder := find_idx_folder(root)) is not None:
+        splits, classes = open_idx(folder)
+        return Dataset("idx", splits, classes, None, str(folder))
+    if is_image_folder(root):
+        splits, classes = open_image_folder(root)
+        return Dataset("folder", splits, classes, None, str(root))
+    entries = sorted(p.name for p in root.iterdir())[:5]
+    raise AlexNetError(f"{root}: not a data set: no manifest.json, CIFAR-10 batches, IDX files or train/val/test "
+                       f"folders (found: {', '.join(entries) or 'nothing'})")

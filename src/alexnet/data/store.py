@@ -1,0 +1,99 @@
+"""The packed store that ``alexnet prepare`` writes, and reading it back as memory-mapped ImageSets.
+
+Layout of a store folder OUT (everything little-endian, nothing pickled)::
+
+    OUT/manifest.json          format, version, source, size S, channels C, classes, per-split
+                               counts and file names, the files left out with their reasons
+    OUT/SPLIT.images.u8        raw uint8 [N, S, S, C], C-order: np.memmap(..., shape=(N, S, S, C))
+    OUT/SPLIT.labels.npy       int64 [N]
+    OUT/SPLIT.paths.txt        the source file of each image, one per line (image-folder sources)
+    OUT/stats.npz              :class:`~alexnet.data.stats.Stats` of the train split
+
+Images are the paper's down-sampled 256×256 (§2: shorter side to S, central S×S crop) unless
+``--size`` said otherwise. Reading maps the image files (``np.memmap``, read-only), so a store of any
+size opens at once and the loader indexes whole uint8 batches.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import AlexNetError
+from .imageset import ImageSet
+from .stats import Stats
+
+MANIFEST = "manifest.json"
+FORMAT = "alexnet-packed-store"
+VERSION = 1
+STATS = "stats.npz"
+
+
+def images_file(split: str) -> str:
+    return f"{split}.images.u8"
+
+
+def labels_file(split: str) -> str:
+    return f"{split}.labels.npy"
+
+
+def paths_file(split: str) -> str:
+    return f"{split}.paths.txt"
+
+
+def is_store(root: Path) -> bool:
+    return (root / MANIFEST).is_file()
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = root / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise AlexNetError(f"{path}: not a readable manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise AlexNetError(f"{path}: not a packed store manifest (no \"format\": \"{FORMAT}\")")
+    if manifest.get("version") != VERSION:
+        raise AlexNetError(f"{path}: store version {manifest.get('version')!r}; this alexnet reads version {VERSION}")
+    return manifest
+
+
+def open_store(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str], Stats | None]:
+    """The splits (memory-mapped), class names and train statistics of the store at ``root``."""
+    root = Path(root)
+    manifest = read_manifest(root)
+    size, channels, classes = int(manifest["size"]), int(manifest["channels"]), list(manifest["classes"])
+    splits = {}
+    for split, entry in manifest["splits"].items():
+        n = int(entry["count"])
+        shape = (n, size, size, channels)
+        path = root / entry["images"]
+        expected = n * size * size * channels
+        actual = path.stat().st_size if path.is_file() else None
+        if actual != expected:
+            what = "missing" if actual is None else f"{actual:,} bytes"
+            raise AlexNetError(f"{path}: {what}, expected {'×'.join(map(str, shape))} = {expected:,} bytes")
+        images = np.memmap(path, dtype=np.uint8, mode="r", shape=shape) if n else np.zeros(shape, np.uint8)
+        labels = _load_labels(root / entry["labels"], n, len(classes))
+        splits[split] = ImageSet(labels=labels, classes=classes, images=images,
+                                 info={"source": "store", "store": str(root),
+                                       "paths_file": str(root / entry["paths"]) if entry.get("paths") else None,
+                                       "skipped": [s for s in manifest.get("skipped", []) if s["split"] == split]})
+    stats = Stats.load(root / manifest["stats"]) if manifest.get("stats") else None
+    return splits, classes, stats
+
+
+def _load_labels(path: Path, n: int, num_classes: int) -> np.ndarray:
+    try:
+        labels = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise AlexNetError(f"{path}: cannot read labels ({e})") from None
+    if labels.shape != (n,) or labels.dtype != np.int64:
+        raise AlexNetError(f"{path}: expected int64 [{n}], got {labels.dtype} {list(labels.shape)}")
+    if n and (labels.min() < 0 or labels.max() >= num_classes):
+        raise AlexNetError(f"{path}: labels outside 0…{num_classes - 1}")
+    return labels

@@ -1,0 +1,264 @@
+"""The paper's input pipeline (§2, §4.1) and the other recipes', as batch transforms on the device.
+
+Images travel as uint8 [B, H, W, C]; :class:`Preprocess` makes float on the training device, so the
+CPU does almost nothing per image. The steps, in the paper's order:
+
+1. Down-sample (§2): shorter side to S, centre crop S×S — done once by ``alexnet prepare``
+   (:func:`downsample`), or on the device for sets stored at another size (digits, CIFAR-10).
+2. Subtract the training set's mean: the per-pixel mean image (§2, Caffe), per-channel mean/std
+   (torchvision), or only scale to [0, 1] (d2l). ``mean_image`` keeps the paper's 0–255 scale.
+3. Training: random crop×crop patches and horizontal reflections (§4.1: "increases the training
+   set by a factor of 2048"), or torchvision's RandomResizedCrop; PCA lighting: to every pixel add
+   Σ αᵢλᵢpᵢ with αᵢ ~ N(0, σ) drawn once per image per use, σ = 0.1 (§4.1).
+4. Evaluation: the centre crop, or the paper's ten views — four corners and centre, each with its
+   reflection — whose softmax outputs are averaged (§4.1).
+
+PCA lighting convention: λᵢ are eigenvalues of the RGB covariance with pixels on the 0–1 scale (as
+in Krizhevsky's code and fb.resnet.torch); on our 0–255 pixels that is Σ αᵢ (λᵢ/255²) pᵢ · 255.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from .stats import Stats
+
+NORMALIZATIONS = ("mean_image", "channel", "unit")
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """What one recipe does to its images. Fields are the knobs; the recipes are in PIPELINES."""
+
+    name: str = "paper"
+    resize: int = 256  # S: images are S×S before cropping (§2)
+    crop: int = 227  # training/eval patch (227 for the paper's net, 224 for torchvision's)
+    channels: int = 3  # what the model takes; grey data is repeated to RGB, RGB made grey
+    normalize: str = "mean_image"  # see NORMALIZATIONS
+    flip: bool = True  # random horizontal reflections (§4.1)
+    lighting: float = 0.1  # σ of the PCA lighting coefficients (§4.1); 0 turns it off
+    random_resized_crop: bool = False  # torchvision: area 8–100 %, aspect 3/4–4/3, then crop×crop
+    min_area: float = 0.08
+
+    def __post_init__(self) -> None:
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize={self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+        if not 0 < self.crop <= self.resize:
+            raise ValueError(f"crop={self.crop} must be positive and at most resize={self.resize}")
+        if self.channels not in (1, 3):
+            raise ValueError(f"channels={self.channels} must be 1 or 3")
+
+
+PIPELINES = {
+    "paper": Pipeline("paper"),
+    "caffenet": Pipeline("caffenet", lighting=0.0),
+    "torchvision": Pipeline("torchvision", crop=224, normalize="channel", lighting=0.0, random_resized_crop=True),
+    "d2l": Pipeline("d2l", resize=224, crop=224, channels=1, normalize="unit", flip=False, lighting=0.0),
+    # small images: stored side +1/8 (36 for 32), random 32 crops = the paper's 256 → 227 at small scale
+    "small": Pipeline("small", resize=36, crop=32, normalize="channel", lighting=0.1),
+}
+
+
+def pipeline(name: str, **changes: Any) -> Pipeline:
+    try:
+        return replace(PIPELINES[name], **changes)
+    except KeyError:
+        raise ValueError(f"unknown pipeline {name!r}; valid: {', '.join(PIPELINES)}") from None
+
+
+def centre_offset(size: int, crop: int) -> int:
+    """torchvision's CenterCrop offset, int(round((size − crop) / 2)), so our crops match its pixels."""
+    return int(round((size - crop) / 2.0))
+
+
+def downsample(image: np.ndarray, size: int) -> np.ndarray:
+    """§2: rescale so the shorter side is ``size``, then crop the central size×size (uint8 HWC).
+
+    PIL bilinear with antialiasing and torchvision's rounding, so it equals
+    ``Resize(size)`` + ``CenterCrop(size)`` on a PIL image.
+    """
+    h, w = image.shape[:2]
+    if (h, w) != (size, size):
+        if h <= w:
+            new_h, new_w = size, int(size * w / h)
+        else:
+            new_h, new_w = int(size * h / w), size
+        grey = image.ndim == 3 and image.shape[2] == 1
+        pil = Image.fromarray(image[..., 0] if grey else image)
+        image = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
+        if grey:
+            image = image[..., None]
+        top, left = centre_offset(new_h, size), centre_offset(new_w, size)
+        image = image[top : top + size, left : left + size]
+    return np.ascontiguousarray(image if image.ndim == 3 else image[..., None])
+
+
+class Preprocess:
+    """A :class:`Pipeline` bound to its training-set :class:`Stats`; turns uint8 batches into model input."""
+
+    def __init__(self, pipeline: Pipeline, stats: Stats | None) -> None:
+        if stats is None and (pipeline.normalize != "unit" or pipeline.lighting > 0):
+            raise ValueError(f"pipeline {pipeline.name!r} needs training-set statistics")
+        self.pipeline, self.stats = pipeline, stats
+        self._cache: dict[torch.device, dict[str, torch.Tensor]] = {}
+
+    # -- state for checkpoints -------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        return {"pipeline": asdict(self.pipeline), "stats": self.stats.to_state() if self.stats else None}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> "Preprocess":
+        stats = Stats.from_state(state["stats"]) if state.get("stats") else None
+        return cls(Pipeline(**state["pipeline"]), stats)
+
+    # -- pieces ----------------------------------------------------------------------------------
+    def _constants(self, device: torch.device, channels: int) -> dict[str, torch.Tensor]:
+        key = (device, channels)
+        if key not in self._cache:
+            p, s = self.pipeline, self.stats
+            c: dict[str, torch.Tensor] = {}
+            if s is not None:
+                mean_image = torch.from_numpy(s.mean_image).permute(2, 0, 1).float()  # [C, H, W]
+                mean, std = torch.tensor(s.channel_mean).float(), torch.tensor(s.channel_std).float()
+                if mean_image.shape[0] != channels:  # stats of RGB data, grey model (or the reverse)
+                    mean_image = _match_channels(mean_image[None], channels)[0]
+                    mean, std = _match_channels(mean[None, :, None, None], channels).flatten(), std.mean().expand(channels)
+                if mean_image.shape[-1] != p.resize:
+                    mean_image = _fit(mean_image[None], p.resize)[0]
+                c["mean_image"], c["mean"], c["std"] = mean_image.to(device), mean.to(device), std.to(device)
+                c["eig"] = (torch.tensor(s.eigvec).float() * torch.tensor(s.eigval).float() / 255.0).to(device)
+            self._cache[key] = c
+        return self._cache[key]
+
+    def fit(self, x: torch.Tensor) -> torch.Tensor:
+        return fit_images(x, self.pipeline.resize, self.pipeline.channels)
+
+    def normalize(self, x: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
+        """Subtract the mean (the mean image cropped like x, by ``rows``/``cols``) and scale."""
+        p = self.pipeline
+        if p.normalize == "unit":
+            return x / 255.0
+        c = self._constants(x.device, x.shape[1])
+        if p.normalize == "channel":
+            return (x - c["mean"].view(1, -1, 1, 1)) / c["std"].view(1, -1, 1, 1)
+        mean = c["mean_image"]
+        if rows is None:
+            top, left = centre_offset(p.resize, x.shape[-2]), centre_offset(p.resize, x.shape[-1])
+            return x - mean[:, top : top + x.shape[-2], left : left + x.shape[-1]]
+        return x - mean[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)
+
+    # -- training --------------------------------------------------------------------------------
+    def train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Random crops (or RandomResizedCrop), reflections, PCA lighting; float [B, C, crop, crop]."""
+        p = self.pipeline
+        x = self.fit(x)
+        b, device = x.shape[0], x.device
+        rand = lambda *shape: torch.rand(*shape, generator=generator, device=generator.device if generator else "cpu").to(device)  # noqa: E731
+        if p.random_resized_crop:
+            x = self.normalize(self._random_resized_crop(x, rand))
+        else:
+            top = (rand(b) * (p.resize - p.crop + 1)).long().clamp_(max=p.resize - p.crop)
+            left = (rand(b) * (p.resize - p.crop + 1)).long().clamp_(max=p.resize - p.crop)
+            ar = torch.arange(p.crop, device=device)
+            rows, cols = top[:, None] + ar, left[:, None] + ar  # [B, crop]
+            x = x[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [B, crop, crop, C]
+            x = self.normalize(x.permute(0, 3, 1, 2), rows, cols)
+        if p.flip:
+            flip = rand(b) < 0.5
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        if p.lighting > 0 and x.shape[1] == 3 and self.stats.eigval.shape == (3,):  # RGB data only
+            gauss = torch.randn(b, 3, generator=generator, device=generator.device if generator else "cpu").to(device)
+            alpha = gauss * p.lighting  # αᵢ ~ N(0, σ), once per image
+            shift = alpha @ self._constants(device, 3)["eig"].T  # Σ αᵢ λᵢ pᵢ, [B, 3]
+            if p.normalize == "channel":
+                shift = shift / self._constants(device, 3)["std"]
+            elif p.normalize == "unit":
+                shift = shift / 255.0
+            x = x + shift[:, :, None, None]
+        return x.contiguous()
+
+    def _random_resized_crop(self, x: torch.Tensor, rand) -> torch.Tensor:
+        """torchvision's RandomResizedCrop box sampling (10 tries, then the central box), resampled
+        with ``roi_align`` (bilinear, averaging several samples per output pixel) for the whole batch."""
+        from torchvision.ops import roi_align
+
+        p, (b, _, h, w) = self.pipeline, x.shape
+        area = h * w
+        tries = 10
+        scale = p.min_area + rand(b, tries) * (1.0 - p.min_area)
+        log_ratio = math.log(3 / 4) + rand(b, tries) * (math.log(4 / 3) - math.log(3 / 4))
+        ratio = torch.exp(log_ratio)
+        cw = torch.sqrt(scale * area * ratio).round()
+        ch = torch.sqrt(scale * area / ratio).round()
+        ok = (cw <= w) & (ch <= h) & (cw > 0) & (ch > 0)
+        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((b,), -1, device=x.device))
+        idx = first.clamp(min=0)
+        cw = torch.where(first >= 0, cw.gather(1, idx[:, None])[:, 0], torch.full((b,), float(min(h, w)), device=x.device))
+        ch = torch.where(first >= 0, ch.gather(1, idx[:, None])[:, 0], torch.full((b,), float(min(h, w)), device=x.device))
+        top = (rand(b) * (h - ch + 1)).floor()
+        left = (rand(b) * (w - cw + 1)).floor()
+        boxes = torch.stack([torch.arange(b, device=x.device).float(), left, top, left + cw, top + ch], dim=1)
+        return roi_align(x, boxes, output_size=p.crop, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+    # -- evaluation ------------------------------------------------------------------------------
+    def eval(self, x: torch.Tensor) -> torch.Tensor:
+        """The centre crop: float [B, C, crop, crop]."""
+        p = self.pipeline
+        x = self.fit(x)
+        o = centre_offset(p.resize, p.crop)
+        return self.normalize(x[:, :, o : o + p.crop, o : o + p.crop].contiguous())
+
+    def views(self, x: torch.Tensor, n: int = 10) -> torch.Tensor:
+        """n=1: the centre crop; n=10: the paper's ten views (§4.1) in torchvision TenCrop's order —
+        top-left, top-right, bottom-left, bottom-right, centre, then the five crops of the reflected image.
+        Returns float [B, n, C, crop, crop]."""
+        if n == 1:
+            return self.eval(x)[:, None]
+        if n != 10:
+            raise ValueError(f"views must be 1 or 10, got {n}")
+        p = self.pipeline
+        x = self.fit(x)
+        s, c, o = p.resize, p.crop, centre_offset(p.resize, p.crop)
+        corners = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), (o, o)]
+        five = [self.normalize(x[:, :, t : t + c, l : l + c].contiguous(), *_box(t, l, c, x)) for t, l in corners]
+        tl, tr, bl, br, centre = five
+        mirrored = [tr, tl, br, bl, centre]  # TenCrop crops the reflected image: its top-left is our top-right
+        return torch.stack(five + [v.flip(-1) for v in mirrored], dim=1)
+
+
+def fit_images(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
+    """uint8 [B, H, W, C] → float [B, channels, size, size] on x's device, on the 0–255 scale."""
+    x = _match_channels(x.permute(0, 3, 1, 2).float(), channels)
+    return x if x.shape[-2:] == (size, size) else _fit(x, size)
+
+
+def _box(top: int, left: int, crop: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    ar = torch.arange(crop, device=x.device)
+    b = x.shape[0]
+    return (top + ar).expand(b, crop), (left + ar).expand(b, crop)
+
+
+def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
+    """Grey → RGB by repetition; RGB → grey by ITU-R 601 luma (PIL's ``convert("L")``)."""
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1:
+        return x.expand(-1, channels, -1, -1)
+    weights = torch.tensor([0.299, 0.587, 0.114], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    return (x * weights).sum(1, keepdim=True)
+
+
+def _fit(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Device-side §2 down-sampling of float [B, C, H, W]: shorter side to size, centre crop."""
+    h, w = x.shape[-2:]
+    new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+    x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=new_h < h)
+    top, left = centre_offset(new_h, size), centre_offset(new_w, size)
+    return x[:, :, top : top + size, left : left + size]

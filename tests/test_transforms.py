@@ -1,0 +1,154 @@
+"""The paper's pipeline as batch transforms: crops, reflections, lighting, ten views, normalisation."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as T
+
+from alexnet.data.imageset import ImageSet
+from alexnet.data.loader import epoch_order, iter_batches
+from alexnet.data.stats import compute_stats
+from alexnet.data.transforms import Pipeline, Preprocess, downsample, pipeline
+
+
+def photo(h=375, w=500):
+    skimage_data = pytest.importorskip("skimage.data")
+    img = skimage_data.chelsea()  # 300×451 RGB, a real photograph
+    return np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+
+
+def test_downsample_equals_torchvision_resize_and_centre_crop():
+    img = photo(375, 500)
+    ours = downsample(img, 256)
+    ref = np.asarray(T.CenterCrop(256)(T.Resize(256)(Image.fromarray(img))))
+    assert ours.shape == (256, 256, 3)
+    np.testing.assert_array_equal(ours, ref)
+    tall = downsample(img.transpose(1, 0, 2).copy(), 256)
+    np.testing.assert_array_equal(tall, np.asarray(T.CenterCrop(256)(T.Resize(256)(Image.fromarray(img.transpose(1, 0, 2).copy())))))
+
+
+def stats_for(images):
+    return compute_stats(images)
+
+
+def test_centre_crop_and_ten_views_match_torchvision_tencrop():
+    img = downsample(photo(), 256)
+    pre = Preprocess(pipeline("torchvision"), stats_for(img[None]))
+    x = torch.from_numpy(img[None])
+    views = pre.views(x, 10)
+    assert views.shape == (1, 10, 3, 224, 224)
+    ref = T.TenCrop(224)(torch.from_numpy(img).permute(2, 0, 1).float())
+    mean = torch.tensor(pre.stats.channel_mean).float().view(3, 1, 1)
+    std = torch.tensor(pre.stats.channel_std).float().view(3, 1, 1)
+    for i, r in enumerate(ref):
+        torch.testing.assert_close(views[0, i], (r - mean) / std)
+    torch.testing.assert_close(pre.views(x, 1)[:, 0], pre.eval(x))
+    torch.testing.assert_close(views[:, 4], pre.eval(x))
+
+
+def test_mean_image_is_subtracted_pixel_by_pixel_under_random_crops():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
+    p = Pipeline("t", resize=40, crop=32, flip=False, lighting=0.0)
+    pre = Preprocess(p, compute_stats(imgs))
+    # training crops of the mean image itself give exactly zero
+    mean_img = torch.from_numpy(np.round(pre.stats.mean_image).astype(np.uint8))[None].repeat(4, 1, 1, 1)
+    pre.stats.mean_image = np.round(pre.stats.mean_image)
+    pre._cache.clear()
+    out = pre.train(mean_img, torch.Generator().manual_seed(0))
+    assert out.shape == (4, 3, 32, 32)
+    assert out.abs().max() == 0
+
+
+def test_random_crops_vary_and_reflect():
+    imgs = np.arange(2 * 12 * 12 * 3, dtype=np.int64).reshape(2, 12, 12, 3) % 251
+    imgs = imgs.astype(np.uint8)
+    p = Pipeline("t", resize=12, crop=8, normalize="unit", flip=True, lighting=0.0)
+    pre = Preprocess(p, None)
+    g = torch.Generator().manual_seed(1)
+    outs = [pre.train(torch.from_numpy(imgs), g) for _ in range(20)]
+    distinct = {tuple(o[0, 0, 0, :3].tolist()) for o in outs}
+    assert len(distinct) > 3  # different positions / reflections
+    full = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
+    for o in outs:  # every training patch is a crop of the image or of its reflection
+        patch = o[0]
+        found = any(
+            torch.equal(src[:, t : t + 8, l : l + 8], patch)
+            for src in (full[0], full[0].flip(-1)) for t in range(5) for l in range(5)
+        )
+        assert found
+
+
+def test_pca_lighting_adds_one_colour_shift_per_image():
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
+    stats = compute_stats(imgs)
+    base = Pipeline("t", resize=16, crop=16, normalize="mean_image", flip=False, lighting=0.0)
+    lit = Pipeline("t", resize=16, crop=16, normalize="mean_image", flip=False, lighting=0.1)
+    x = torch.from_numpy(imgs)
+    diff = Preprocess(lit, stats).train(x, torch.Generator().manual_seed(0)) - Preprocess(base, stats).train(x)
+    shift = diff[:, :, 0, 0]
+    torch.testing.assert_close(diff, shift[:, :, None, None].expand_as(diff))  # same shift at every pixel
+    assert shift.abs().max() > 0
+    # the shift lies in the span of the eigenvectors scaled by the eigenvalues: solve for alpha
+    eig = torch.tensor(stats.eigvec * stats.eigval / 255.0).float()
+    alpha = torch.linalg.solve(eig, shift.T).T
+    assert alpha.std() == pytest.approx(0.1, rel=0.8)
+
+
+def test_grey_data_to_rgb_model_and_back():
+    grey = np.full((2, 8, 8, 1), 100, np.uint8)
+    pre = Preprocess(Pipeline("t", resize=8, crop=8, normalize="unit", flip=False, lighting=0.0), None)
+    out = pre.eval(torch.from_numpy(grey))
+    assert out.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(out, torch.full_like(out, 100 / 255))
+    rgb = np.zeros((1, 8, 8, 3), np.uint8)
+    rgb[..., 0] = 255
+    pre1 = Preprocess(Pipeline("t", resize=8, crop=8, channels=1, normalize="unit", flip=False, lighting=0.0), None)
+    assert pre1.eval(torch.from_numpy(rgb)).flatten()[0].item() == pytest.approx(0.299, abs=1e-4)
+
+
+def test_small_images_are_fitted_on_the_device():
+    pre = Preprocess(pipeline("small"), compute_stats(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)))
+    x = torch.randint(0, 256, (4, 8, 8, 1), dtype=torch.uint8)
+    assert pre.train(x).shape == (4, 3, 32, 32)
+    assert pre.views(x, 10).shape == (4, 10, 3, 32, 32)
+
+
+def test_random_resized_crop_output():
+    img = downsample(photo(), 256)
+    pre = Preprocess(pipeline("torchvision"), compute_stats(img[None]))
+    out = pre.train(torch.from_numpy(np.stack([img] * 3)), torch.Generator().manual_seed(0))
+    assert out.shape == (3, 3, 224, 224) and torch.isfinite(out).all()
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_preprocess_state_round_trip():
+    imgs = np.random.default_rng(0).integers(0, 256, (3, 36, 36, 3), dtype=np.uint8)
+    pre = Preprocess(pipeline("small"), compute_stats(imgs))
+    back = Preprocess.from_state(pre.to_state())
+    assert back.pipeline == pre.pipeline
+    x = torch.from_numpy(imgs)
+    torch.testing.assert_close(back.eval(x), pre.eval(x))
+
+
+def test_epoch_order_is_reproducible_and_sharded():
+    a = epoch_order(10, shuffle=True, seed=3, epoch=1)
+    assert sorted(a) == list(range(10))
+    np.testing.assert_array_equal(a, epoch_order(10, shuffle=True, seed=3, epoch=1))
+    assert not np.array_equal(a, epoch_order(10, shuffle=True, seed=3, epoch=2))
+    shards = [epoch_order(10, shuffle=True, seed=3, epoch=1, rank=r, world_size=3) for r in range(3)]
+    assert sum(len(s) for s in shards) == 12 and set(np.concatenate(shards)) == set(range(10))
+
+
+def test_iter_batches_resumes_at_a_batch_and_keeps_order():
+    imgs = np.arange(10, dtype=np.uint8).reshape(10, 1, 1, 1).repeat(2, 1).repeat(2, 2)
+    s = ImageSet(labels=np.arange(10), classes=[str(i) for i in range(10)], images=imgs)
+    full = [y.tolist() for _, y in iter_batches(s, 3, size=2, shuffle=True, seed=0)]
+    assert [y.tolist() for _, y in iter_batches(s, 3, size=2, shuffle=True, seed=0, start=2)] == full[2:]
+    for x, y in iter_batches(s, 3, size=2, shuffle=True, seed=0):
+        assert x[:, 0, 0, 0].tolist() == y.tolist()  # images stay with their labels
+    lazy = ImageSet(labels=np.arange(10), classes=s.classes, loader=lambda i: np.full((5, 7, 3), i, np.uint8))
+    got = [(x.shape, y.tolist()) for x, y in iter_batches(lazy, 4, size=4)]
+    assert got[0][0] == (4, 4, 4, 3) and [l for _, y in got for l in y] == list(range(10))
