@@ -123,45 +123,73 @@ class _LRNSpec(NamedTuple):
     groups: int
 
 
-def _padded_channels(x: torch.Tensor, groups: int, front: int, back: int, fill: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """A [N, groups, C/groups + front + back, H, W] buffer laid out like ``x`` (NCHW or channels_last),
-    its pad channels set to ``fill``; returns (buffer, the view of its interior channels)."""
-    n, c, h, w = x.shape
-    cg = c // groups
-    if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
-        buf = x.new_empty(n, groups, cg + front + back, h, w)
-    else:  # channels_last: channels innermost, so the window slides along contiguous memory
-        buf = x.new_empty(n, h, w, groups, cg + front + back).permute(0, 3, 4, 1, 2)
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """s and s^(−β) are kept in fp32 for half-precision input: k + α'Σa² ≈ 2 would otherwise round off
+    most of the window's contribution (bf16 has 8 bits of mantissa)."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def _shifted_views(x: torch.Tensor, front: int, back: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    """A flat buffer holding a tensor laid out exactly like ``x`` with ``front``/``back`` channel
+    strides of zeros around it; returns (the interior view, the views shifted by −front … +back
+    channels, in order, the buffer).
+
+    The window over channels becomes a sum of whole-tensor views of one contiguous buffer, each
+    offset by a multiple of the channel stride (H·W in NCHW, 1 in channels_last), so every pass is
+    contiguous in either layout. A shifted view wraps into the neighbouring image (NCHW) or pixel
+    (channels_last) at the ends of the channel range; the per-channel weights zero those terms.
+    """
+    cs = x.stride(1)
+    buf = x.new_empty(x.numel() + (front + back) * cs)
     if front:
-        buf[:, :, :front].fill_(fill)
+        buf[:front * cs].zero_()
     if back:
-        buf[:, :, front + cg:].fill_(fill)
-    return buf, buf[:, :, front:front + cg]
+        buf[buf.numel() - back * cs:].zero_()
+    views = [buf.as_strided(x.shape, x.stride(), d * cs) for d in range(front + back + 1)]
+    return views[front], views, buf
 
 
-def _window_sum(buf: torch.Tensor, size: int, shape: torch.Size) -> torch.Tensor:
-    """Σ_{d<size} buf[:, :, i+d] for every output channel i: ``size`` − 1 passes over the maps."""
-    cg = buf.shape[2] - size + 1
-    s = buf[:, :, 0:cg] + buf[:, :, 1:cg + 1] if size > 1 else buf.clone()
-    for d in range(2, size):
-        s += buf[:, :, d:d + cg]
-    return s.reshape(shape)
+def _window_weights(channels: int, groups: int, front: int, back: int, scale: float, dtype: torch.dtype,
+                    device: torch.device) -> torch.Tensor:
+    """[front+back+1, 1, C, 1, 1] weights: ``scale`` where channel c + offset lies in c's own group, else 0."""
+    cg = channels // groups
+    pos = torch.arange(channels, device=device) % cg
+    offsets = torch.arange(-front, back + 1, device=device)[:, None]
+    inside = (pos + offsets >= 0) & (pos + offsets < cg)
+    return (inside.to(dtype) * scale).view(front + back + 1, 1, channels, 1, 1)
+
+
+def _window_sum(views: list[torch.Tensor], weights: torch.Tensor, start: float | None, dtype: torch.dtype) -> torch.Tensor:
+    """start + Σ_d weights[d, c]·views[d] (start=None: no constant) in ``dtype``, one contiguous pass per term."""
+    if start is None:
+        s = torch.mul(views[0], weights[0])
+    else:
+        s = torch.addcmul(torch.tensor(start, dtype=dtype), views[0], weights[0])
+    for view, wd in zip(views[1:], weights[1:]):
+        s.addcmul_(view, wd)
+    return s
+
+
+def _as_layout(x: torch.Tensor) -> torch.Tensor:
+    """x itself if it is NCHW- or channels_last-contiguous, else an NCHW-contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
 
 
 def _lrn_forward(x: torch.Tensor, spec: _LRNSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a².
-
-    k is spread over the window as k/n per slot, pad slots included, so the padded buffer's window
-    sum is already s: one ``addcmul`` fills it and ``size`` − 1 additions sum it.
-    """
-    size, groups = spec.size, spec.groups
-    front, back = size // 2, (size - 1) // 2  # the window of F.local_response_norm: i − n//2 … i + (n−1)//2
-    buf, inner = _padded_channels(x, groups, front, back, spec.k / size)
-    xg = x.unflatten(1, (groups, x.shape[1] // groups))
-    torch.addcmul(torch.tensor(spec.k / size, dtype=x.dtype), xg, xg, value=spec.alpha_per_term, out=inner)
-    s = _window_sum(buf, size, x.shape)
+    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a² (r, s in fp32 for half input)."""
+    front, back = spec.size // 2, (spec.size - 1) // 2  # F.local_response_norm's window: i − n//2 … i + (n−1)//2
+    x = _as_layout(x)
+    inner, views, _ = _shifted_views(x, front, back)
+    torch.mul(x, x, out=inner)
+    dtype = _compute_dtype(x.dtype)
+    weights = _window_weights(x.shape[1], spec.groups, front, back, spec.alpha_per_term, dtype, x.device)
+    s = _window_sum(views, weights, spec.k, dtype)
     r = s.pow(-spec.beta)
-    return x * r, r, s
+    y = torch.empty_like(x)
+    torch.mul(x, r, out=y)
+    return y, r, s
 
 
 class _FusedLRN(torch.autograd.Function):
@@ -170,13 +198,14 @@ class _FusedLRN(torch.autograd.Function):
         ∂L/∂a_i = g_i·s_i^(−β) − 2α'β·a_i·Σ_{j: i∈W(j)} g_j·a_j·s_j^(−β−1)
 
     Forward saves r = s^(−β) and s (the input a is kept by the ReLU before it anyway); backward is
-    one window sum of g·a·r/s over the transposed window plus a few elementwise passes. The plain
-    formula's autograd graph instead keeps five maps and runs ``avg_pool3d_backward``, ``pow`` and
-    ``div`` twice.
+    one window sum of g·a·r/s over the transposed window plus a few elementwise passes, all of them
+    contiguous. The plain formula's autograd graph instead keeps five maps and runs
+    ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: _LRNSpec) -> torch.Tensor:
+        x = _as_layout(x)
         y, r, s = _lrn_forward(x, spec)
         ctx.save_for_backward(x, r, s)
         ctx.spec = spec
@@ -186,21 +215,17 @@ class _FusedLRN(torch.autograd.Function):
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
         x, r, s = ctx.saved_tensors
         spec: _LRNSpec = ctx.spec
-        size, groups = spec.size, spec.groups
-        g = g.contiguous(memory_format=_memory_format(x))
+        g = g.contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
         # the transposed window of j ∈ i − n//2 … i + (n−1)//2 is j ∈ i − (n−1)//2 … i + n//2
-        buf, inner = _padded_channels(x, groups, (size - 1) // 2, size // 2, 0.0)
-        unflat = lambda t: t.unflatten(1, (groups, t.shape[1] // groups))  # noqa: E731
-        torch.mul(unflat(g), unflat(x), out=inner)
-        inner.mul_(unflat(r)).div_(unflat(s))
-        w = _window_sum(buf, size, x.shape)
-        return torch.mul(g, r).addcmul_(w, x, value=-2.0 * spec.alpha_per_term * spec.beta), None
-
-
-def _memory_format(x: torch.Tensor) -> torch.memory_format:
-    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+        front, back = (spec.size - 1) // 2, spec.size // 2
+        inner, views, _ = _shifted_views(x, front, back)
+        torch.mul(g, x, out=inner)
+        inner.mul_(r).div_(s)
+        weights = _window_weights(x.shape[1], spec.groups, front, back, -2.0 * spec.alpha_per_term * spec.beta, r.dtype, x.device)
+        w = _window_sum(views, weights, None, r.dtype)
+        grad = torch.empty_like(x)
+        torch.mul(g, r, out=grad)
+        return grad.addcmul_(w, x), None
 
 
 # ---------------------------------------------------------------------------------------------
