@@ -129,45 +129,22 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
 
 
-def _shifted_views(x: torch.Tensor, front: int, back: int) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
-    """A flat buffer holding a tensor laid out exactly like ``x`` with ``front``/``back`` channel
-    strides of zeros around it; returns (the interior view, the views shifted by −front … +back
-    channels, in order, the buffer).
-
-    The window over channels becomes a sum of whole-tensor views of one contiguous buffer, each
-    offset by a multiple of the channel stride (H·W in NCHW, 1 in channels_last), so every pass is
-    contiguous in either layout. A shifted view wraps into the neighbouring image (NCHW) or pixel
-    (channels_last) at the ends of the channel range; the per-channel weights zero those terms.
-    """
-    cs = x.stride(1)
-    buf = x.new_empty(x.numel() + (front + back) * cs)
-    if front:
-        buf[:front * cs].zero_()
-    if back:
-        buf[buf.numel() - back * cs:].zero_()
-    views = [buf.as_strided(x.shape, x.stride(), d * cs) for d in range(front + back + 1)]
-    return views[front], views, buf
-
-
-def _window_weights(channels: int, groups: int, front: int, back: int, scale: float, dtype: torch.dtype,
-                    device: torch.device) -> torch.Tensor:
-    """[front+back+1, 1, C, 1, 1] weights: ``scale`` where channel c + offset lies in c's own group, else 0."""
+def _window_matrix(channels: int, groups: int, front: int, back: int, scale: float, like: torch.Tensor) -> torch.Tensor:
+    """The window sum over channels as a grouped 1×1 convolution's weight [C, C/groups, 1, 1]:
+    weight[o, i] = ``scale`` where input channel i lies in output o's window i ∈ o − front … o + back
+    (positions within the group), else 0."""
     cg = channels // groups
-    pos = torch.arange(channels, device=device) % cg
-    offsets = torch.arange(-front, back + 1, device=device)[:, None]
-    inside = (pos + offsets >= 0) & (pos + offsets < cg)
-    return (inside.to(dtype) * scale).view(front + back + 1, 1, channels, 1, 1)
+    out_pos = (torch.arange(channels, device=like.device) % cg)[:, None]
+    in_pos = torch.arange(cg, device=like.device)[None, :]
+    inside = (in_pos >= out_pos - front) & (in_pos <= out_pos + back)
+    return (inside.to(like.dtype) * scale)[:, :, None, None]
 
 
-def _window_sum(views: list[torch.Tensor], weights: torch.Tensor, start: float | None, dtype: torch.dtype) -> torch.Tensor:
-    """start + Σ_d weights[d, c]·views[d] (start=None: no constant) in ``dtype``, one contiguous pass per term."""
-    if start is None:
-        s = torch.mul(views[0], weights[0])
-    else:
-        s = torch.addcmul(torch.tensor(start, dtype=dtype), views[0], weights[0])
-    for view, wd in zip(views[1:], weights[1:]):
-        s.addcmul_(view, wd)
-    return s
+def _window_sum(t: torch.Tensor, groups: int, front: int, back: int, scale: float) -> torch.Tensor:
+    """scale · Σ_{j=i−front}^{i+back} t_j within each group: one grouped 1×1 convolution with a banded
+    weight, i.e. one matrix product over the maps in their own layout (channels_last: a GEMM with
+    no reorder), instead of ``size`` passes over them. Under autocast the caller fixes the dtype."""
+    return F.conv2d(t, _window_matrix(t.shape[1], groups, front, back, scale, t), groups=groups)
 
 
 def _as_layout(x: torch.Tensor) -> torch.Tensor:
@@ -178,17 +155,17 @@ def _as_layout(x: torch.Tensor) -> torch.Tensor:
 
 
 def _lrn_forward(x: torch.Tensor, spec: _LRNSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a² (r, s in fp32 for half input)."""
+    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a² (r, s in fp32 for half input).
+
+    Half-precision input is converted once on the way in and once on the way out: mixed-dtype
+    elementwise ops would each convert on the fly, which on a CPU costs more than the arithmetic.
+    """
     front, back = spec.size // 2, (spec.size - 1) // 2  # F.local_response_norm's window: i − n//2 … i + (n−1)//2
-    x = _as_layout(x)
-    inner, views, _ = _shifted_views(x, front, back)
-    torch.mul(x, x, out=inner)
-    dtype = _compute_dtype(x.dtype)
-    weights = _window_weights(x.shape[1], spec.groups, front, back, spec.alpha_per_term, dtype, x.device)
-    s = _window_sum(views, weights, spec.k, dtype)
-    r = s.pow(-spec.beta)
-    y = torch.empty_like(x)
-    torch.mul(x, r, out=y)
+    with torch.autocast(x.device.type, enabled=False):
+        a = _as_layout(x).to(_compute_dtype(x.dtype))
+        s = _window_sum(a * a, spec.groups, front, back, spec.alpha_per_term).add_(spec.k)
+        r = s.pow(-spec.beta)
+        y = (a * r).to(x.dtype)
     return y, r, s
 
 
@@ -198,8 +175,8 @@ class _FusedLRN(torch.autograd.Function):
         ∂L/∂a_i = g_i·s_i^(−β) − 2α'β·a_i·Σ_{j: i∈W(j)} g_j·a_j·s_j^(−β−1)
 
     Forward saves r = s^(−β) and s (the input a is kept by the ReLU before it anyway); backward is
-    one window sum of g·a·r/s over the transposed window plus a few elementwise passes, all of them
-    contiguous. The plain formula's autograd graph instead keeps five maps and runs
+    one window sum of g·a·r/s over the transposed window (the transposed banded matrix) plus a few
+    elementwise passes. The plain formula's autograd graph instead keeps five maps and runs
     ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
     """
 
@@ -218,14 +195,12 @@ class _FusedLRN(torch.autograd.Function):
         g = g.contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
         # the transposed window of j ∈ i − n//2 … i + (n−1)//2 is j ∈ i − (n−1)//2 … i + n//2
         front, back = (spec.size - 1) // 2, spec.size // 2
-        inner, views, _ = _shifted_views(x, front, back)
-        torch.mul(g, x, out=inner)
-        inner.mul_(r).div_(s)
-        weights = _window_weights(x.shape[1], spec.groups, front, back, -2.0 * spec.alpha_per_term * spec.beta, r.dtype, x.device)
-        w = _window_sum(views, weights, None, r.dtype)
-        grad = torch.empty_like(x)
-        torch.mul(g, r, out=grad)
-        return grad.addcmul_(w, x), None
+        with torch.autocast(x.device.type, enabled=False):
+            a, g = x.to(r.dtype), g.to(r.dtype)
+            u = torch.mul(g, a).mul_(r).div_(s)
+            w = _window_sum(u, spec.groups, front, back, -2.0 * spec.alpha_per_term * spec.beta)
+            grad = w.mul_(a).addcmul_(g, r).to(x.dtype)
+        return grad, None
 
 
 # ---------------------------------------------------------------------------------------------
