@@ -10,7 +10,9 @@ the 0.44× this work started from.
 On the CPU the reference and the baseline run first, with the process's default allocator;
 :func:`alexnet.fastpath.tune_cpu_allocator` is then switched on (it cannot be switched off) and
 the reference is measured again, so the report shows both what the fast path gains over the
-reference as people run it and over the reference given the same allocator.
+reference as people run it and over the reference given the same allocator. Rows are timed
+interleaved (round-robin): the reference with the baseline, then per precision the reference
+with our models, so that a shared machine's drifting load does not bias their ratios.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from torch import nn
 
 from .. import fastpath, models
 from ..models.layers import LocalResponseNorm, PlainLocalResponseNorm
-from .timing import Measurement, measure
+from .timing import Measurement, measure_interleaved
 
 log = logging.getLogger(__name__)
 
@@ -93,12 +95,18 @@ def row(label: str, impl: str, model: str, fast: fastpath.FastPath, batch: int, 
 def run(cfg, device: torch.device) -> list[dict]:
     """All rows of the step part for a resolved :class:`alexnet.bench.BenchConfig`."""
     rows: list[dict] = []
-    timed = lambda fn: measure(fn, device, warmup=cfg.warmup, reps=cfg.reps)  # noqa: E731
     cpu = device.type == "cpu"
     allocator = "tuned" if fastpath._ALLOCATOR_TUNED else "default"
     fp32_nchw = fastpath.FastPath(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
 
-    def reference(label: str, fast: fastpath.FastPath, alloc: str) -> dict:
+    def run_group(group: list[tuple]) -> None:
+        """Time a group of (label, impl, model, fast, size, step) round-robin and add their rows."""
+        log.info("step: timing %s", ", ".join(g[0] for g in group))
+        ms = measure_interleaved([g[-1] for g in group], device, warmup=cfg.warmup, reps=cfg.reps)
+        for (label, impl, name, fast, size, _), m in zip(group, ms):
+            rows.append(row(label, impl, name, fast, cfg.batch_size, size, m, allocator))
+
+    def reference(label: str, fast: fastpath.FastPath) -> tuple:
         torch.manual_seed(0)
         model = reference_model()
         x, y = synthetic_batch(model, cfg.batch_size, 1000)
@@ -106,30 +114,33 @@ def run(cfg, device: torch.device) -> list[dict]:
             step = lambda s=reference_step(model, device): s(x, y)  # noqa: E731
         else:
             step = ours_step(model, fast, x, y)
-        log.info("step: %s", label)
-        return row(label, "reference", REFERENCE, fast, cfg.batch_size, 224, timed(step), alloc)
+        return (label, "reference", REFERENCE, fast, 224, step)
 
-    ref = reference(f"{REFERENCE} fp32 NCHW (pytorch/examples)", fp32_nchw, allocator)
-    rows.append(ref)
+    first = [reference(f"{REFERENCE} fp32 NCHW (pytorch/examples)", fp32_nchw)]
     if cfg.baseline and "alexnet" in cfg.step_models:
         torch.manual_seed(0)
         model = plain_lrn(models.create("alexnet"))
         x, y = synthetic_batch(model, cfg.batch_size, 1000)
-        log.info("step: alexnet baseline")
         step = reference_step(model, device)
-        m = timed(lambda: step(x, y))
-        rows.append(row("alexnet naive (F.local_response_norm, NCHW, fp32)", "baseline", "alexnet", fp32_nchw,
-                        cfg.batch_size, model.input_size, m, allocator))
+        first.append(("alexnet naive (F.local_response_norm, NCHW, fp32)", "baseline", "alexnet", fp32_nchw,
+                      model.input_size, lambda: step(x, y)))
+    run_group(first)
+    ref = rows[0]
+    del first
+    reference_tuned = None
     if cpu and cfg.tune_allocator and allocator == "default":
         allocator = "tuned" if fastpath.tune_cpu_allocator() else "default"
         if allocator == "tuned":
-            rows.append(reference(f"{REFERENCE} fp32 NCHW, tuned allocator", fp32_nchw, allocator))
+            reference_tuned = f"{REFERENCE} fp32 NCHW, tuned allocator"
 
-    for precision in cfg.precisions:
+    for precision in cfg.precisions:  # one interleaved group per precision: the reference and ours
         fast = fastpath.FastPath(device=str(device), precision=precision, channels_last=cfg.channels_last,
                                  tune_allocator=cfg.tune_allocator)
-        if precision != "fp32":  # the reference at the same precision, for context
-            rows.append(reference(f"{REFERENCE} {precision}{' channels_last' if cfg.channels_last else ''}", fast, allocator))
+        group = []
+        if precision == "fp32" and reference_tuned:
+            group.append(reference(reference_tuned, fp32_nchw))
+        elif precision != "fp32":  # the reference at the same precision, for context
+            group.append(reference(f"{REFERENCE} {precision}{' channels_last' if cfg.channels_last else ''}", fast))
         for compiled in ((False, True) if cfg.compile else (False,)):
             f = replace(fast, compile=compiled)
             for name in cfg.step_models:
@@ -137,8 +148,9 @@ def run(cfg, device: torch.device) -> list[dict]:
                 model = models.create(name)
                 x, y = synthetic_batch(model, cfg.batch_size, num_classes(model))
                 label = f"{name} {precision}{' channels_last' if f.channels_last else ''}{' compiled' if compiled else ''}"
-                log.info("step: %s", label)
-                rows.append(row(label, "ours", name, f, cfg.batch_size, model.input_size, timed(ours_step(model, f, x, y)), allocator))
+                group.append((label, "ours", name, f, model.input_size, ours_step(model, f, x, y)))
+        run_group(group)
+        del group
 
     base = ref["images_per_s"]
     tuned = next((r["images_per_s"] for r in rows if r["impl"] == "reference" and r["allocator"] == "tuned" and r["precision"] == "fp32"), base)

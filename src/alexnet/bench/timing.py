@@ -2,7 +2,8 @@
 
 A measurement runs ``warmup`` calls that are not timed (allocator, oneDNN/cuDNN kernel selection,
 compilation), then ``reps`` timed calls, each between device synchronisations; it reports the
-median and keeps every repetition. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA
+median and keeps every repetition. Rows that are compared with each other are timed interleaved
+(:func:`measure_interleaved`), so a shared machine's changing load affects them alike. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA
 (reset before each measurement) and the process's peak resident set size on the CPU
 (``getrusage``: a high-water mark over the whole process, which cannot be reset).
 """
@@ -73,6 +74,26 @@ def measure(fn: Callable[[], object], device: torch.device, *, warmup: int, reps
         synchronize(device)
         times.append(time.perf_counter() - start)
     return Measurement(times, warmup, peak_memory_mb(device))
+
+
+def measure_interleaved(fns: list[Callable[[], object]], device: torch.device, *, warmup: int, reps: int) -> list[Measurement]:
+    """Warm each of ``fns`` up, then time them round-robin, ``reps`` rounds: on a shared machine
+    whose load drifts, each sees the same conditions, so their ratios hold even when the absolute
+    times do not."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    reset_peak_memory(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            t.append(time.perf_counter() - start)
+    peak = peak_memory_mb(device)
+    return [Measurement(t, warmup, peak) for t in times]
 
 
 def machine(device: torch.device) -> dict:
