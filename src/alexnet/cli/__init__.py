@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import demo, evaluate, info, interop, models, predict, prepare, train
+from . import bench, demo, evaluate, info, interop, models, predict, prepare, train
 
-COMMANDS = [models, prepare, train, info, evaluate, predict, interop, demo]  # each module's add_parser adds its subcommands, in this order
+COMMANDS = [models, prepare, train, info, evaluate, predict, interop, bench, demo]  # add_parser order = --help order
 
 log = logging.getLogger("alexnet")
 

@@ -22,7 +22,7 @@ normalised only the maps it held. Caffe's grouped AlexNet normalises across all 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +33,11 @@ LRN_CONVENTIONS: tuple[str, ...] = ("as_run", "as_printed")
 
 
 class LocalResponseNorm(nn.Module):
-    """Cross-channel LRN, b = a / (k + α'·Σa²)^β; see the module docstring for α' and groups."""
+    """Cross-channel LRN, b = a / (k + α'·Σa²)^β; see the module docstring for α' and groups.
+
+    Runs the fused implementation (:func:`local_response_norm`): the same outputs and gradients
+    as the plain formula (:func:`plain_local_response_norm`) at a fraction of its cost.
+    """
 
     def __init__(
         self,
@@ -59,21 +63,144 @@ class LocalResponseNorm(nn.Module):
         return self.alpha / self.size if self.convention == "as_run" else self.alpha
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # torch's local_response_norm divides its alpha by size, so it is handed α'·n.
-        alpha = self.alpha_per_term * self.size
-        if self.groups == 1:
-            return F.local_response_norm(x, self.size, alpha, self.beta, self.k)
-        n, c, *spatial = x.shape
-        if c % self.groups:
-            raise ValueError(f"LRN with groups={self.groups} needs channels divisible by it, got {c}")
-        y = F.local_response_norm(x.reshape(n * self.groups, c // self.groups, *spatial), self.size, alpha, self.beta, self.k)
-        return y.reshape(x.shape)
+        return local_response_norm(x, self.size, self.alpha_per_term, self.beta, self.k, self.groups)
 
     def extra_repr(self) -> str:
         return (
             f"size={self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
             f"convention={self.convention}, groups={self.groups}"
         )
+
+
+class PlainLocalResponseNorm(LocalResponseNorm):
+    """The same layer computed by the plain formula (``F.local_response_norm``): the baseline that
+    ``alexnet bench`` and the tests compare the fused one against."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return plain_local_response_norm(x, self.size, self.alpha_per_term, self.beta, self.k, self.groups)
+
+
+def plain_local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+    """The formula as PyTorch writes it (pad, ``avg_pool3d``, ``pow``, ``div``), per group of channels."""
+    _check_groups(x, groups)
+    alpha = alpha_per_term * size  # torch's local_response_norm divides its alpha by size
+    if groups == 1:
+        return F.local_response_norm(x, size, alpha, beta, k)
+    n, c, *spatial = x.shape
+    y = F.local_response_norm(x.reshape(n * groups, c // groups, *spatial), size, alpha, beta, k)
+    return y.reshape(x.shape)
+
+
+def local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
+    """Fused LRN of a [N, C, H, W] batch (any memory format, dtype, device); see :class:`_FusedLRN`.
+
+    Under tracing and export (TorchScript, ONNX, torch.export, torch.compile) the plain formula is
+    used instead: it is made of standard operators that exporters know and that the compiler fuses.
+    """
+    _check_groups(x, groups)
+    if x.dim() != 4 or _tracing():
+        return plain_local_response_norm(x, size, alpha_per_term, beta, k, groups)
+    spec = _LRNSpec(size, alpha_per_term, beta, k, groups)
+    if torch.is_grad_enabled() and x.requires_grad:
+        return _FusedLRN.apply(x, spec)
+    return _lrn_forward(x, spec)[0]
+
+
+def _check_groups(x: torch.Tensor, groups: int) -> None:
+    if x.dim() < 2 or x.shape[1] % groups:
+        raise ValueError(f"LRN with groups={groups} needs channels divisible by it, got shape {tuple(x.shape)}")
+
+
+def _tracing() -> bool:
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or torch.compiler.is_compiling()
+
+
+class _LRNSpec(NamedTuple):
+    size: int
+    alpha_per_term: float
+    beta: float
+    k: float
+    groups: int
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """s and s^(−β) are kept in fp32 for half-precision input: k + α'Σa² ≈ 2 would otherwise round off
+    most of the window's contribution (bf16 has 8 bits of mantissa)."""
+    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+
+
+def _window_matrix(channels: int, groups: int, front: int, back: int, scale: float, like: torch.Tensor) -> torch.Tensor:
+    """The window sum over channels as a grouped 1×1 convolution's weight [C, C/groups, 1, 1]:
+    weight[o, i] = ``scale`` where input channel i lies in output o's window i ∈ o − front … o + back
+    (positions within the group), else 0."""
+    cg = channels // groups
+    out_pos = (torch.arange(channels, device=like.device) % cg)[:, None]
+    in_pos = torch.arange(cg, device=like.device)[None, :]
+    inside = (in_pos >= out_pos - front) & (in_pos <= out_pos + back)
+    return (inside.to(like.dtype) * scale)[:, :, None, None]
+
+
+def _window_sum(t: torch.Tensor, groups: int, front: int, back: int, scale: float) -> torch.Tensor:
+    """scale · Σ_{j=i−front}^{i+back} t_j within each group: one grouped 1×1 convolution with a banded
+    weight, i.e. one matrix product over the maps in their own layout (channels_last: a GEMM with
+    no reorder), instead of ``size`` passes over them. Under autocast the caller fixes the dtype."""
+    return F.conv2d(t, _window_matrix(t.shape[1], groups, front, back, scale, t), groups=groups)
+
+
+def _as_layout(x: torch.Tensor) -> torch.Tensor:
+    """x itself if it is NCHW- or channels_last-contiguous, else an NCHW-contiguous copy."""
+    if x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last):
+        return x
+    return x.contiguous()
+
+
+def _lrn_forward(x: torch.Tensor, spec: _LRNSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a² (r, s in fp32 for half input).
+
+    Half-precision input is converted once on the way in and once on the way out: mixed-dtype
+    elementwise ops would each convert on the fly, which on a CPU costs more than the arithmetic.
+    """
+    front, back = spec.size // 2, (spec.size - 1) // 2  # F.local_response_norm's window: i − n//2 … i + (n−1)//2
+    with torch.autocast(x.device.type, enabled=False):
+        a = _as_layout(x).to(_compute_dtype(x.dtype))
+        s = _window_sum(a * a, spec.groups, front, back, spec.alpha_per_term).add_(spec.k)
+        r = s.pow(-spec.beta)
+        y = (a * r).to(x.dtype)
+    return y, r, s
+
+
+class _FusedLRN(torch.autograd.Function):
+    """LRN with a closed-form backward. With b_i = a_i·s_i^(−β), s_i = k + α'·Σ_{j∈W(i)} a_j²:
+
+        ∂L/∂a_i = g_i·s_i^(−β) − 2α'β·a_i·Σ_{j: i∈W(j)} g_j·a_j·s_j^(−β−1)
+
+    Forward saves r = s^(−β) and s (the input a is kept by the ReLU before it anyway); backward is
+    one window sum of g·a·r/s over the transposed window (the transposed banded matrix) plus a few
+    elementwise passes. The plain formula's autograd graph instead keeps five maps and runs
+    ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, spec: _LRNSpec) -> torch.Tensor:
+        x = _as_layout(x)
+        y, r, s = _lrn_forward(x, spec)
+        ctx.save_for_backward(x, r, s)
+        ctx.spec = spec
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, r, s = ctx.saved_tensors
+        spec: _LRNSpec = ctx.spec
+        g = g.contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
+        # the transposed window of j ∈ i − n//2 … i + (n−1)//2 is j ∈ i − (n−1)//2 … i + n//2
+        front, back = (spec.size - 1) // 2, spec.size // 2
+        with torch.autocast(x.device.type, enabled=False):
+            a, g = x.to(r.dtype), g.to(r.dtype)
+            u = torch.mul(g, a).mul_(r).div_(s)
+            w = _window_sum(u, spec.groups, front, back, -2.0 * spec.alpha_per_term * spec.beta)
+            grad = w.mul_(a).addcmul_(g, r).to(x.dtype)
+        return grad, None
 
 
 # ---------------------------------------------------------------------------------------------

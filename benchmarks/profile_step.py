@@ -1,0 +1,60 @@
+"""Where a training step's time goes: torch.profiler over one step of ours and of the reference.
+
+    PYTHONPATH=src python3 benchmarks/profile_step.py --batch-size 64 [--precision bf16] [--plain] [--device cuda]
+
+``--plain`` profiles the naive version of the paper's net (F.local_response_norm, NCHW, fp32, SGD
+loop): the profile that showed ~40 % of the step in LRN's avg_pool3d, pow, mul and div.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from alexnet import fastpath, models
+from alexnet.bench.step import plain_lrn, reference_model, reference_step, synthetic_batch
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--model", default="alexnet")
+    p.add_argument("--precision", default="fp32", choices=fastpath.PRECISIONS)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--plain", action="store_true", help="the naive version instead of the fast path")
+    p.add_argument("--rows", type=int, default=15)
+    args = p.parse_args()
+    device = fastpath.resolve_device(args.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+
+    ref = reference_model()
+    x, y = synthetic_batch(ref, args.batch_size, 1000)
+    step = reference_step(ref, device)
+    runs = {"reference (torchvision, fp32 NCHW)": lambda: step(x, y)}
+
+    model = models.create(args.model)
+    ox, oy = synthetic_batch(model, args.batch_size, getattr(model.config, "num_classes", 1000))
+    if args.plain:
+        ours = reference_step(plain_lrn(model), device)
+        runs[f"{args.model} plain"] = lambda: ours(ox, oy)
+    else:
+        fast = fastpath.FastPath(device=str(device), precision=args.precision)
+        m = fastpath.prepare_model(model, fast)
+        train = fastpath.TrainStep(m, fastpath.sgd(m.parameters(), fast, lr=0.01), fast)
+        runs[f"{args.model} fast path {args.precision}"] = lambda: train(ox, oy)
+
+    for name, fn in runs.items():
+        fn(), fn()  # warm-up: allocator, oneDNN/cuDNN primitive selection
+        with profile(activities=activities) as prof:
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        print(f"== {name}, batch {args.batch_size}")
+        print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,129 @@
+"""``alexnet bench``: our AlexNets against the reference, in one run on one machine.
+
+Three parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
+batch 1, throughput at batch 64; eager, compiled, ONNX Runtime) and ``data`` (training from real
+JPEG photographs end to end, and the data path alone). Every figure is the median over ``reps``
+repetitions after ``warmup`` untimed ones, and every row carries its ratio to the reference row of
+its part. The report (a dict, written as JSON by the CLI) holds the machine, the resolved config
+and the rows; docs/PERFORMANCE.md records the figures.
+
+>>> from alexnet.bench import BenchConfig, run
+>>> report = run(BenchConfig(parts=("step",), quick=True))
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from .. import fastpath, models
+from . import data, infer, step
+from .timing import machine
+
+log = logging.getLogger(__name__)
+
+PARTS: tuple[str, ...] = ("step", "infer", "data")
+# The AlexNet family of the registry (other families — lenet, vgg, … — can be named with --model).
+ALEXNET_VARIANTS: tuple[str, ...] = ("alexnet", "bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure and how. ``resolve`` fills the defaults that depend on the device."""
+
+    parts: tuple[str, ...] = PARTS
+    device: str = "auto"  # "auto": cuda, else mps, else cpu
+    models: tuple[str, ...] = ()  # () → step: every AlexNet variant; infer: the paper's alexnet
+    batch_size: int = 128  # the training batch (§5); the reference runs at the same batch
+    precisions: tuple[str, ...] = ()  # () → fp32 and the best autocast precision the device supports
+    channels_last: bool = True
+    compile: bool = False  # also measure torch.compile (minutes on a small CPU)
+    quick: bool = False  # tiny batches and one repetition: checks that everything runs, in seconds
+    warmup: int = 2  # untimed calls before timing
+    reps: int = 5  # timed repetitions; the median is reported
+    infer_batch: int = 64  # the throughput batch of the inference part
+    infer_reps: int = 20  # repetitions at batch 1
+    baseline: bool = True  # also time the naive paper net (F.local_response_norm, NCHW, fp32)
+    tune_allocator: bool = True  # CPU: alexnet.fastpath.tune_cpu_allocator for our rows
+    workers: int = 0  # data-loader processes; 0 → one per CPU core
+    photos: int = 512  # JPEG photographs made for the data part (at least batch × (data_batches + 1))
+    data_batches: int = 3  # batches per timed chunk in the data part
+    data_dir: str | None = None  # where the photographs and the store are kept (default: the temp dir)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.parts) - set(PARTS))
+        if unknown:
+            raise ValueError(f"unknown bench part {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+        for p in self.precisions:
+            if p not in fastpath.PRECISIONS:
+                raise ValueError(f"precision {p!r} is not one of {', '.join(fastpath.PRECISIONS)}")
+        for name in self.models:
+            models.entry(name)  # raises, listing the valid names
+        for key in ("batch_size", "reps", "infer_batch", "infer_reps", "data_batches"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+
+    @property
+    def step_models(self) -> tuple[str, ...]:
+        return self.models or ALEXNET_VARIANTS
+
+    @property
+    def infer_models(self) -> tuple[str, ...]:
+        return self.models or ("alexnet",)
+
+    def resolve(self, device: torch.device) -> "BenchConfig":
+        """The config as run: precisions and workers filled in, the quick mode applied."""
+        cfg = self
+        if not cfg.precisions:
+            best = next((p for p in ("bf16", "fp16") if fastpath.precision_supported(device, p)), None)
+            cfg = replace(cfg, precisions=("fp32", best) if best else ("fp32",))
+        if not cfg.workers:
+            cfg = replace(cfg, workers=data.default_workers())
+        if cfg.quick:
+            cfg = replace(cfg, batch_size=min(cfg.batch_size, 4), warmup=1, reps=1, infer_batch=min(cfg.infer_batch, 4),
+                          infer_reps=2, photos=min(cfg.photos, 12), data_batches=1, workers=min(cfg.workers, 1),
+                          models=cfg.models or ("alexnet",), precisions=cfg.precisions if self.precisions else ("fp32",))
+        return cfg
+
+
+def run(config: BenchConfig) -> dict:
+    """Run the asked-for parts; returns {"machine", "config", "results", "seconds"}."""
+    device = fastpath.resolve_device(config.device)
+    cfg = config.resolve(device)
+    for p in cfg.precisions:
+        if not fastpath.precision_supported(device, p):
+            log.warning("%s autocast is not supported natively on %s: it will run emulated and slow", p, device)
+    start = time.perf_counter()
+    report = {"machine": machine(device), "config": asdict(cfg), "results": []}
+    parts = {"step": step.run, "infer": infer.run, "data": data.run}
+    for name in PARTS:
+        if name in cfg.parts:
+            log.info("bench: part %s", name)
+            report["results"] += parts[name](cfg, device)
+    report["machine"]["load_average_after"] = machine(device).get("load_average")
+    report["seconds"] = time.perf_counter() - start
+    return report
+
+
+def format_report(report: dict) -> str:
+    """The plain table the CLI prints: one line per row, images/s, ms and the ratio to the reference."""
+    m = report["machine"]
+    lines = [f"device {m['device']} ({m.get('gpu') or m['cpu']}), torch {m['torch']}, {m['torch_threads']} threads, "
+             f"load {m.get('load_average')}"]
+    part = None
+    for r in report["results"]:
+        if r["part"] != part:
+            part = r["part"]
+            lines += ["", f"{part:<7} {'what':<66} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"]
+        if "images_per_s" not in r:
+            lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<66} {r['batch_size']:>5}  {r.get('note', '')}")
+            continue
+        label = r["label"] + (f" ({r['kind']})" if "kind" in r else "")
+        ratio = f"{r['ratio']:.2f}×" if "ratio" in r else ""
+        peak = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else ""
+        lines.append(f"{'':<7} {label:<66} {r['batch_size']:>5} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {ratio:>6}  {peak:>8}")
+    lines.append(f"\n{report['seconds']:.0f} s in all")
+    return "\n".join(lines)

@@ -1,0 +1,134 @@
+"""Timing, peak memory and a description of the machine, the same way for every part of the bench.
+
+A measurement runs ``warmup`` calls that are not timed (allocator, oneDNN/cuDNN kernel selection,
+compilation), then ``reps`` timed calls, each between device synchronisations; it reports the
+median and keeps every repetition. Rows that are compared with each other are timed interleaved
+(:func:`measure_interleaved`), so a shared machine's changing load affects them alike. Peak memory is ``torch.cuda.max_memory_allocated`` on CUDA
+(reset before each measurement) and the process's peak resident set size on the CPU
+(``getrusage``: a high-water mark over the whole process, which cannot be reset).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+
+@dataclass
+class Measurement:
+    """Seconds per call: the median of ``times`` after ``warmup`` untimed calls."""
+
+    times: list[float]
+    warmup: int
+    peak_memory_mb: float | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.times)
+
+    def to_dict(self) -> dict:
+        return {"median_s": self.median, "times_s": self.times, "warmup": self.warmup, "peak_memory_mb": self.peak_memory_mb}
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """CUDA: the peak allocated since the last reset; CPU: the process's peak RSS so far."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if platform.system() == "Darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def measure(fn: Callable[[], object], device: torch.device, *, warmup: int, reps: int) -> Measurement:
+    """Call ``fn`` ``warmup`` times, then time ``reps`` calls one by one (synchronised)."""
+    for _ in range(warmup):
+        fn()
+    synchronize(device)
+    reset_peak_memory(device)
+    times = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return Measurement(times, warmup, peak_memory_mb(device))
+
+
+def measure_interleaved(fns: list[Callable[[], object]], device: torch.device, *, warmup: int, reps: int) -> list[Measurement]:
+    """Warm each of ``fns`` up, then time them round-robin, ``reps`` rounds: on a shared machine
+    whose load drifts, each sees the same conditions, so their ratios hold even when the absolute
+    times do not."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    synchronize(device)
+    reset_peak_memory(device)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            synchronize(device)
+            t.append(time.perf_counter() - start)
+    peak = peak_memory_mb(device)
+    return [Measurement(t, warmup, peak) for t in times]
+
+
+def machine(device: torch.device) -> dict:
+    """What the figures were measured on: device, processor, threads, load, versions."""
+    info = {
+        "device": str(device),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    try:
+        import torchvision
+
+        info["torchvision"] = torchvision.__version__
+    except ImportError:
+        pass
+    if hasattr(os, "getloadavg"):
+        info["load_average"] = [round(x, 2) for x in os.getloadavg()]
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

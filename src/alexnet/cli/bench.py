@@ -1,0 +1,76 @@
+"""``alexnet bench``: time the training step, inference and the data path against the reference."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+
+from .. import bench, fastpath
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench", help="measure training/inference/data speed against torchvision's AlexNet and pytorch/examples",
+        description="Measure, in one run on this machine, the training step of each AlexNet variant (synthetic data), "
+                    "inference (batch-1 latency, batch throughput; eager, compiled, ONNX Runtime) and training from "
+                    "JPEG photographs end to end, against torchvision's alexnet with pytorch/examples' step and "
+                    "ImageFolder pipeline. Medians over repetitions after warm-up; prints ratios ours / reference. "
+                    "See docs/PERFORMANCE.md.")
+    p.add_argument("part", nargs="?", default="all", choices=(*bench.PARTS, "all"),
+                   help="what to measure: step, infer, data, or all (default)")
+    p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: auto)")
+    p.add_argument("--model", action="append", default=None, metavar="NAME",
+                   help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="training batch for step and data (default: 128)")
+    p.add_argument("--infer-batch", type=int, default=64, metavar="N", help="inference throughput batch (default: 64)")
+    p.add_argument("--precision", action="append", default=None, choices=fastpath.PRECISIONS,
+                   help="autocast precision of our runs (repeatable; default: fp32 and the best the device supports)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                   help="run ours in channels_last (NHWC) layout (default: on)")
+    p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on a small CPU)")
+    p.add_argument("--no-baseline", dest="baseline", action="store_false",
+                   help="skip the naive paper net (F.local_response_norm, NCHW, fp32) in the step part")
+    p.add_argument("--no-tune-allocator", dest="tune_allocator", action="store_false",
+                   help="CPU: leave glibc's allocator at its defaults for our runs too")
+    p.add_argument("--reps", type=int, default=5, metavar="N", help="timed repetitions; the median is reported (default: 5)")
+    p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed repetitions first (default: 2)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loader processes (default: one per CPU core)")
+    p.add_argument("--photos", type=int, default=512, metavar="N", help="JPEG photographs to make for the data part (default: 512)")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="keep the photographs and their packed store here (default: a folder in the temp dir)")
+    p.add_argument("--quick", action="store_true", help="tiny batches, one repetition: checks that everything runs (seconds on a CPU)")
+    p.add_argument("--json", default=None, metavar="FILE", help="also write the report (machine, config, rows) as JSON")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json and os.path.isdir(args.json):
+        raise ValueError(f"--json {args.json}: is a folder; give a file name")
+    config = bench.BenchConfig(
+        parts=bench.PARTS if args.part == "all" else (args.part,), device=args.device, models=tuple(args.model or ()),
+        batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),
+        channels_last=args.channels_last, compile=args.compile, quick=args.quick, warmup=args.warmup, reps=args.reps,
+        baseline=args.baseline, tune_allocator=args.tune_allocator, workers=args.workers, photos=args.photos,
+        data_dir=args.data_dir,
+    )
+    report = bench.run(config)
+    print(bench.format_report(report))
+    if args.json:
+        write_json(args.json, report)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def write_json(path: str, report: dict) -> None:
+    """Atomically: a temporary file in the same folder, then os.replace."""
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise

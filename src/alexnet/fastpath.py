@@ -1,0 +1,183 @@
+"""The fast path for training and inference: one place for device, precision and memory layout.
+
+What makes the paper's network fast, measured on a 2-core CPU and written to run unchanged on CUDA
+(figures in docs/PERFORMANCE.md):
+
+* the fused LRN (:mod:`alexnet.models.layers`): it is always on; nothing to choose here;
+* ``channels_last``: oneDNN's (and cuDNN's) native layout for convolutions, grouped ones
+  included (the two towers of §3.2 stay one ``groups=2`` convolution: faster than two convs, and
+  the state dict keeps conv2.weight [256, 48, 5, 5]); the fused LRN then slides its window along
+  contiguous memory;
+* autocast to bf16 (or fp16 with a gradient scaler): one AMP code path for every device;
+* a fused (or foreach) SGD step instead of one small kernel per parameter tensor;
+* on CPU, :func:`tune_cpu_allocator`: glibc otherwise returns every freed activation (all of them
+  are above its 32 MiB mmap ceiling at batch 128) to the kernel and page-faults it back on the next
+  step, which costs more than the arithmetic of an elementwise layer;
+* ``torch.compile`` optionally (it pays on GPUs; on a 2-core CPU its compile time rarely does).
+
+Each choice keeps the outputs equal to the plain path within the precision's tolerance
+(tests/test_perf_fastpath.py).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+log = logging.getLogger(__name__)
+
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How to run a model: where, at which precision, in which layout."""
+
+    device: str = "cpu"  # a torch device string; see resolve_device for "auto"
+    precision: str = "fp32"  # "fp32", or autocast to "bf16" / "fp16" (parameters stay fp32)
+    channels_last: bool = True  # NHWC activations and weights (oneDNN / cuDNN native)
+    compile: bool = False  # torch.compile the model
+    fused_optimizer: bool = True  # SGD(fused=True) where the device has it, else foreach
+    tune_allocator: bool = True  # CPU only: keep freed activations in the process (tune_cpu_allocator)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → cuda if present, else mps, else cpu; other names are checked to exist."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} was asked for but MPS is not available here")
+    return device
+
+
+def precision_supported(device: torch.device, precision: str) -> bool:
+    """Whether autocast at ``precision`` runs natively on ``device`` (bf16 on a CPU needs AVX512-BF16/AMX)."""
+    if precision == "fp32":
+        return True
+    if device.type == "cuda":
+        return precision == "fp16" or torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        if precision == "bf16":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return True
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The one AMP code path: ``torch.autocast`` at bf16/fp16, a no-op at fp32."""
+    dtype = AUTOCAST_DTYPES[precision]
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator(limit_bytes: int = 2**30) -> bool:
+    """Let glibc keep freed blocks up to ``limit_bytes`` instead of unmapping them (process-wide).
+
+    Every activation of AlexNet at batch 128 is larger than glibc's largest mmap threshold (32 MiB),
+    so by default each one is mmap'd fresh and page-faulted in on every step: on the 2-core test
+    machine that makes ``relu`` of a conv1-sized map ~5× slower than the arithmetic. With
+    M_MMAP_THRESHOLD and M_TRIM_THRESHOLD raised the same memory is reused step after step. The
+    setting is the process's (it speeds up any model in it); on non-glibc systems it does nothing
+    and returns False.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    ok = bool(mallopt(m_mmap_threshold, limit_bytes)) and bool(mallopt(m_trim_threshold, limit_bytes))
+    _ALLOCATOR_TUNED = ok
+    log.info("glibc allocator: mmap/trim thresholds %s to %d bytes", "set" if ok else "NOT set", limit_bytes)
+    return ok
+
+
+def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
+    """Move ``model`` to the device and layout of ``fast`` (in place) and compile it if asked."""
+    device = torch.device(fast.device)
+    if device.type == "cpu" and fast.tune_allocator:
+        tune_cpu_allocator()
+    model.to(device=device, memory_format=fast.memory_format)
+    if fast.compile:
+        return torch.compile(model)
+    return model
+
+
+def to_input(images: torch.Tensor, fast: FastPath) -> torch.Tensor:
+    """A float batch [N, C, H, W] in the layout of ``fast`` on its device."""
+    return images.to(device=fast.device, memory_format=fast.memory_format, non_blocking=True)
+
+
+def sgd(params: Iterator[nn.Parameter] | list, fast: FastPath, *, lr: float, momentum: float = 0.9,
+        weight_decay: float = 5e-4) -> torch.optim.SGD:
+    """§5's SGD (momentum 0.9, weight decay 0.0005 by default) as one fused kernel where possible."""
+    params = list(params)
+    device = torch.device(fast.device)
+    if fast.fused_optimizer and device.type in ("cpu", "cuda", "mps"):
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+
+
+class TrainStep:
+    """forward → loss → backward → SGD step, under the precision of ``fast``; call with a batch.
+
+    fp16 uses a gradient scaler (its range is too narrow for raw gradients); bf16 has fp32's range
+    and needs none. The loss is computed in fp32 from the logits.
+    """
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, fast: FastPath) -> None:
+        self.model, self.optimizer, self.fast = model, optimizer, fast
+        self.device = torch.device(fast.device)
+        self.scaler = torch.amp.GradScaler(self.device.type) if fast.precision == "fp16" else None
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        x = to_input(images, self.fast)
+        with autocast(self.device, self.fast.precision):
+            logits = self.model(x)
+        loss = F.cross_entropy(logits.float(), labels.to(self.device, non_blocking=True))
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is None:
+            loss.backward()
+            self.optimizer.step()
+        else:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        return loss.detach()
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, fast: FastPath) -> torch.Tensor:
+    """Inference logits (fp32) under the precision and layout of ``fast``; the model should be in eval mode."""
+    with autocast(torch.device(fast.device), fast.precision):
+        return model(to_input(images, fast)).float()

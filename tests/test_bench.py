@@ -1,0 +1,82 @@
+"""`alexnet bench` in its quick mode: the command runs and its JSON has the promised structure.
+
+Nothing here asserts a speed: the figures belong to docs/PERFORMANCE.md, measured on a quiet machine.
+"""
+
+import json
+
+import pytest
+
+from alexnet import bench
+from alexnet.cli import main
+
+STEP_KEYS = {"part", "label", "impl", "model", "precision", "channels_last", "batch_size", "images_per_s", "ms",
+             "times_s", "median_s", "peak_memory_mb", "ratio"}
+
+
+def load(path):
+    report = json.loads(path.read_text())
+    assert set(report) == {"machine", "config", "results", "seconds"}
+    for key in ("device", "torch", "cpu", "torch_threads"):
+        assert key in report["machine"]
+    return report
+
+
+def test_step_quick_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert main(["bench", "step", "--quick", "--model", "alexnet_small", "--device", "cpu", "--json", str(out)]) == 0
+    report = load(out)
+    assert report["config"]["quick"] and report["config"]["parts"] == ["step"]
+    rows = report["results"]
+    assert {r["impl"] for r in rows} >= {"reference", "ours"}
+    for r in rows:
+        assert STEP_KEYS <= set(r), r["label"]
+        assert r["images_per_s"] > 0 and len(r["times_s"]) == report["config"]["reps"]
+    ref = rows[0]
+    assert ref["impl"] == "reference" and ref["model"] == "torchvision.alexnet" and ref["ratio"] == 1.0
+    ours = [r for r in rows if r["impl"] == "ours"]
+    assert [r["model"] for r in ours] == ["alexnet_small"] and ours[0]["channels_last"]
+    printed = capsys.readouterr().out
+    assert "alexnet_small fp32 channels_last" in printed and "×" in printed
+
+
+def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
+    out = tmp_path / "infer.json"
+    assert main(["bench", "infer", "--quick", "--model", "alexnet_small", "--no-channels-last", "--json", str(out)]) == 0
+    rows = load(out)["results"]
+    engines = {(r["model"], r["engine"], r["kind"]) for r in rows}
+    for model in ("torchvision.alexnet", "alexnet_small"):
+        for kind in ("latency", "throughput"):
+            assert (model, "eager", kind) in engines and (model, "onnxruntime", kind) in engines
+    compiled = [r for r in rows if r["engine"] == "compiled"]
+    assert compiled and all("--compile" in r["note"] and "images_per_s" not in r for r in compiled)
+    ort = [r for r in rows if r["engine"] == "onnxruntime"]
+    assert all("images_per_s" in r for r in ort), [r.get("note") for r in ort]
+    assert {r["batch_size"] for r in rows if r["kind"] == "latency"} == {1}
+
+
+def test_data_quick_runs_both_pipelines_from_jpeg_photographs(tmp_path, run_cli):
+    out = tmp_path / "data.json"
+    result = run_cli("bench", "data", "--quick", "--device", "cpu", "--data-dir", tmp_path / "photos", "--json", out)
+    assert result.returncode == 0, result.stderr
+    rows = load(out)["results"]
+    assert {(r["impl"], r["what"]) for r in rows} == {("reference", "data"), ("ours", "data"),
+                                                       ("reference", "end_to_end"), ("ours", "end_to_end")}
+    assert all(r["images_per_s"] > 0 and r["photos"] >= 8 for r in rows)
+    jpegs = list((tmp_path / "photos").glob("photos-*/train/class_*/*.jpg"))
+    assert len(jpegs) == rows[0]["photos"]
+    from PIL import Image
+
+    with Image.open(jpegs[0]) as im:
+        assert im.format == "JPEG" and sorted(im.size) == [375, 500]
+
+
+def test_bad_options_are_one_line_errors(tmp_path, capsys):
+    assert main(["bench", "step", "--quick", "--model", "no_such_net"]) == 2
+    assert "no_such_net" in capsys.readouterr().err
+    assert main(["bench", "step", "--quick", "--json", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown bench part"):
+        bench.BenchConfig(parts=("train",))
+    with pytest.raises(ValueError, match="batch_size"):
+        bench.BenchConfig(batch_size=0)

@@ -1,0 +1,76 @@
+"""The fast path changes speed, not results: channels_last, fused SGD and autocast against the plain step."""
+
+import copy
+
+import pytest
+import torch
+
+from alexnet import fastpath, models
+from alexnet.bench.step import plain_lrn
+from alexnet.models.layers import PlainLocalResponseNorm
+
+
+def small_net():
+    torch.manual_seed(0)
+    return models.create("alexnet_small", num_classes=10, dropout=0.0)
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(8, 3, 32, 32, generator=g), torch.randint(0, 10, (8,), generator=g)
+
+
+def train(model, fast, steps=2):
+    model = fastpath.prepare_model(model, fast)
+    step = fastpath.TrainStep(model, fastpath.sgd(model.parameters(), fast, lr=0.01), fast)
+    x, y = batch()
+    losses = [step(x, y).item() for _ in range(steps)]
+    return model, losses
+
+
+def test_fast_fp32_step_equals_the_plain_step():
+    """Plain: NCHW, the plain LRN formula, a for-loop SGD. Fast: channels_last, fused LRN, fused SGD."""
+    plain_model, plain_losses = train(plain_lrn(small_net()), fastpath.FastPath(channels_last=False, fused_optimizer=False, tune_allocator=False))
+    assert any(isinstance(m, PlainLocalResponseNorm) for m in plain_model.modules())
+    fast_model, fast_losses = train(small_net(), fastpath.FastPath(channels_last=True, fused_optimizer=True))
+    assert fast_model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
+    assert fast_model.conv2.weight.shape == (128, 32, 5, 5)  # the two towers stay one grouped conv
+    assert fast_losses == pytest.approx(plain_losses, rel=1e-4)
+    for (name, p), q in zip(fast_model.named_parameters(), plain_model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5, msg=name)
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_autocast_step_within_its_tolerance(precision):
+    _, exact = train(small_net(), fastpath.FastPath(), steps=1)
+    _, low = train(small_net(), fastpath.FastPath(precision=precision), steps=1)
+    assert low == pytest.approx(exact, rel=3e-2)
+
+
+def test_predict_in_channels_last_and_bf16_matches_fp32():
+    model = small_net().eval()
+    x, _ = batch()
+    with torch.no_grad():
+        expected = model(x)
+    fast = fastpath.FastPath(channels_last=True)
+    torch.testing.assert_close(fastpath.predict(copy.deepcopy(model).to(memory_format=torch.channels_last), x, fast), expected,
+                               rtol=1e-4, atol=1e-4)
+    low = fastpath.predict(model, x, fastpath.FastPath(precision="bf16"))
+    assert low.dtype == torch.float32
+    torch.testing.assert_close(low, expected, rtol=5e-2, atol=5e-2)
+
+
+def test_devices_and_precisions_are_checked():
+    assert fastpath.resolve_device("cpu").type == "cpu"
+    assert fastpath.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            fastpath.resolve_device("cuda")
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        fastpath.FastPath(precision="fp8")
+    assert fastpath.precision_supported(torch.device("cpu"), "fp32")
+
+
+def test_allocator_tuning_is_idempotent():
+    first = fastpath.tune_cpu_allocator()
+    assert isinstance(first, bool) and fastpath.tune_cpu_allocator() == first

@@ -1,0 +1,123 @@
+"""The fused LRN against the plain formula: forward, backward (float64 gradcheck), layouts, dtypes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexnet import models
+from alexnet.models import LocalResponseNorm
+from alexnet.models.layers import PlainLocalResponseNorm, local_response_norm, plain_local_response_norm
+
+
+def formula(x, size, alpha_per_term, beta, k, groups):
+    """b_i = a_i / (k + α'·Σ_{j=i−n//2}^{i+(n−1)//2} a_j²)^β within each group, written out by loop."""
+    n, c, h, w = x.shape
+    cg = c // groups
+    out = torch.empty_like(x)
+    for g in range(groups):
+        for i in range(cg):
+            lo, hi = max(0, i - size // 2), min(cg - 1, i + (size - 1) // 2)
+            s = k + alpha_per_term * (x[:, g * cg + lo:g * cg + hi + 1] ** 2).sum(1)
+            out[:, g * cg + i] = x[:, g * cg + i] / s ** beta
+    return out
+
+
+CASES = [  # size, alpha', beta, k, groups
+    (5, 1e-4 / 5, 0.75, 2.0, 1),  # the paper as run (α/n), Caffe's grouping
+    (5, 1e-4, 0.75, 2.0, 2),  # as printed, each tower on its own (§3.2)
+    (4, 0.3, 0.6, 1.0, 2),  # even window: asymmetric, so the backward's transposed window matters
+    (3, 0.5, 1.2, 0.5, 3),
+    (1, 0.2, 0.75, 1.0, 1),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_forward_matches_the_formula(case, channels_last):
+    size, a, b, k, groups = case
+    x = torch.randn(2, 12, 4, 5, dtype=torch.float64) * 3
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = formula(x, size, a, b, k, groups)
+    torch.testing.assert_close(local_response_norm(x, size, a, b, k, groups), expected)
+    torch.testing.assert_close(plain_local_response_norm(x, size, a, b, k, groups), expected)
+    y = local_response_norm(x.requires_grad_(), size, a, b, k, groups)  # the autograd.Function path
+    torch.testing.assert_close(y.detach(), expected)
+    assert y.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_fused_backward_passes_gradcheck(case, channels_last):
+    size, a, b, k, groups = case
+    x = torch.randn(2, 6 * groups, 3, 3, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, a, b, k, groups), (x,))
+    g = torch.randn_like(x)
+    (fused,) = torch.autograd.grad(local_response_norm(x, size, a, b, k, groups), x, g)
+    (plain,) = torch.autograd.grad(formula(x, size, a, b, k, groups), x, g)
+    torch.testing.assert_close(fused, plain)
+
+
+@pytest.mark.parametrize("convention", ["as_run", "as_printed"])
+@pytest.mark.parametrize("groups", [1, 2])
+def test_module_matches_torch_lrn_at_the_papers_scale(convention, groups):
+    """Activations of post-ReLU size (up to ~50) where the LRN term is far from negligible."""
+    fused = LocalResponseNorm(5, 1e-4, 0.75, 2.0, convention=convention, groups=groups)
+    plain = PlainLocalResponseNorm(5, 1e-4, 0.75, 2.0, convention=convention, groups=groups)
+    x = (torch.randn(3, 96, 7, 7) * 20).relu().requires_grad_(True)
+    g = torch.randn(3, 96, 7, 7)
+    y1, y2 = fused(x), plain(x)
+    torch.testing.assert_close(y1, y2)
+    (g1,) = torch.autograd.grad(y1, x, g)
+    (g2,) = torch.autograd.grad(y2, x, g)
+    torch.testing.assert_close(g1, g2)
+    if groups == 1:  # and the plain layer is torch's own module, α' = α/n ⇔ torch's alpha
+        alpha = fused.alpha_per_term * 5
+        torch.testing.assert_close(y1, torch.nn.LocalResponseNorm(5, alpha, 0.75, 2.0)(x))
+
+
+def test_bfloat16_within_its_tolerance():
+    x = (torch.randn(2, 16, 5, 5, dtype=torch.float64) * 10).relu()
+    g = torch.randn_like(x)
+    exact = x.clone().requires_grad_(True)
+    y = local_response_norm(exact, 5, 1e-4, 0.75, 2.0, 2)
+    (gx,) = torch.autograd.grad(y, exact, g)
+    low = x.bfloat16().requires_grad_(True)
+    y16 = local_response_norm(low, 5, 1e-4, 0.75, 2.0, 2)
+    (gx16,) = torch.autograd.grad(y16, low, g.bfloat16())
+    assert y16.dtype == gx16.dtype == torch.bfloat16
+    torch.testing.assert_close(y16.double(), y, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx16.double(), gx, rtol=2e-2, atol=2e-2)
+
+
+def test_bad_channel_count_is_a_clear_error():
+    with pytest.raises(ValueError, match="groups=2"):
+        LocalResponseNorm(groups=2)(torch.randn(1, 5, 2, 2))
+
+
+def test_tracing_uses_the_plain_formula():
+    layer = LocalResponseNorm(groups=2)
+    x = torch.randn(1, 8, 3, 3)
+    traced = torch.jit.trace(layer, x)
+    assert "avg_pool3d" in str(traced.graph)
+    torch.testing.assert_close(traced(x), layer(x))
+
+
+def test_paper_model_fused_equals_plain_forward_and_backward():
+    torch.manual_seed(0)
+    fused = models.create("alexnet_small", num_classes=10, init="kaiming", dropout=0.0)
+    plain = models.create("alexnet_small", num_classes=10, init="kaiming", dropout=0.0)
+    plain.load_state_dict(fused.state_dict())
+    for name, m in list(plain.named_children()):
+        if isinstance(m, LocalResponseNorm):
+            setattr(plain, name, PlainLocalResponseNorm(m.size, m.alpha, m.beta, m.k, convention=m.convention, groups=m.groups))
+    x = torch.randn(4, 3, 32, 32) * 50
+    y = torch.randint(0, 10, (4,))
+    F.cross_entropy(fused(x), y).backward()
+    F.cross_entropy(plain(x), y).backward()
+    torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)  # float32 rounding through 8 layers
+    for (n, p), q in zip(fused.named_parameters(), plain.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
