@@ -5,6 +5,7 @@ import copy
 import pytest
 import torch
 
+from alexnet.errors import AlexNetError
 from alexnet import fastpath, models
 from alexnet.bench.step import plain_lrn
 from alexnet.models.layers import PlainLocalResponseNorm
@@ -64,7 +65,7 @@ def test_devices_and_precisions_are_checked():
     assert fastpath.resolve_device("cpu").type == "cpu"
     assert fastpath.resolve_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA is not available"):
+        with pytest.raises(AlexNetError, match="CUDA is not available"):
             fastpath.resolve_device("cuda")
     with pytest.raises(ValueError, match="precision 'fp8'"):
         fastpath.FastPath(precision="fp8")

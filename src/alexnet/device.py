@@ -6,7 +6,7 @@ import torch
 
 from .errors import AlexNetError
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # anything else ("off", "fp32"): no autocast
 
 
 def resolve_device(name: str = "auto") -> torch.device:

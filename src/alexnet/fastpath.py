@@ -21,7 +21,6 @@ Each choice keeps the outputs equal to the plain path within the precision's tol
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 from collections.abc import Iterator
@@ -31,10 +30,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .device import autocast, resolve_device  # noqa: F401  (the one device/AMP path, re-exported)
+
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-AUTOCAST_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # "fp32" is autocast off
 
 
 @dataclass(frozen=True)
@@ -57,22 +57,6 @@ class FastPath:
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` → cuda if present, else mps, else cpu; other names are checked to exist."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available here")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device {name!r} was asked for but MPS is not available here")
-    return device
-
-
 def precision_supported(device: torch.device, precision: str) -> bool:
     """Whether autocast at ``precision`` runs natively on ``device`` (bf16 on a CPU needs AVX512-BF16/AMX)."""
     if precision == "fp32":
@@ -84,14 +68,6 @@ def precision_supported(device: torch.device, precision: str) -> bool:
             return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
         return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
     return True
-
-
-def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """The one AMP code path: ``torch.autocast`` at bf16/fp16, a no-op at fp32."""
-    dtype = AUTOCAST_DTYPES[precision]
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 _ALLOCATOR_TUNED = False

@@ -17,18 +17,11 @@ import torch
 from torch import nn
 
 from .. import fastpath, models
+from ..interop.export import export_onnx
 from .step import REFERENCE, reference_model
 from .timing import measure
 
 log = logging.getLogger(__name__)
-
-
-def export_onnx(model: nn.Module, path: str, input_size: int, channels: int = 3) -> None:
-    """ONNX with a dynamic batch axis (the TorchScript exporter: it needs no onnxscript)."""
-    x = torch.randn(1, channels, input_size, input_size)
-    kwargs = {"dynamo": False} if "dynamo" in torch.onnx.export.__code__.co_varnames else {}
-    torch.onnx.export(model.cpu().eval(), (x,), path, input_names=["images"], output_names=["logits"],
-                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, opset_version=17, **kwargs)
 
 
 def ort_session(path: str, threads: int):
@@ -94,7 +87,7 @@ def add_onnx(cfg, model: nn.Module, name: str, impl: str, data: torch.Tensor, ad
         path = os.path.join(tmp, f"{name}.onnx")
         try:
             log.info("infer: exporting %s to ONNX", name)
-            export_onnx(model, path, model.input_size, getattr(model, "in_channels", 3))
+            export_onnx(model, path, overwrite=True, input_size=data.shape[-1], channels=data.shape[1])
             session = ort_session(path, torch.get_num_threads())
         except Exception as e:  # an exporter gap is a result to report, not a crash of the bench
             add(label, impl, name, "onnxruntime", "fp32", None, torch.device("cpu"), note=f"skipped: export failed: {type(e).__name__}: {e}"[:200])

@@ -49,18 +49,22 @@ def write_atomically(out: str | os.PathLike, write: Callable[[str], None], *, ov
             os.unlink(tmp)
 
 
-def example_input(model: nn.Module, batch: int = 1) -> torch.Tensor:
-    return torch.zeros(batch, model.in_channels, model.input_size, model.input_size)
+def example_input(model: nn.Module, batch: int = 1, input_size: int | None = None, channels: int | None = None) -> torch.Tensor:
+    """A zero batch of the model's input shape (``input_size``/``channels`` for models without those attributes)."""
+    size = input_size or model.input_size
+    return torch.zeros(batch, channels or model.in_channels, size, size)
 
 
-def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = ONNX_OPSET, overwrite: bool = False) -> None:
+def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = ONNX_OPSET, overwrite: bool = False,
+                input_size: int | None = None, channels: int | None = None) -> None:
+    """ONNX with a dynamic batch axis (the TorchScript exporter: it needs no onnxscript)."""
     model = model.eval().cpu()
 
     def write(tmp: str) -> None:
         with warnings.catch_warnings():  # the TorchScript exporter's notes on constant folding
             warnings.simplefilter("ignore")
             torch.onnx.export(
-                model, (example_input(model, 2),), tmp, dynamo=False, opset_version=opset,
+                model, (example_input(model, 2, input_size, channels),), tmp, dynamo=False, opset_version=opset,
                 input_names=["images"], output_names=["logits"],
                 dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
             )
