@@ -140,42 +140,53 @@ class Preprocess:
     def fit(self, x: torch.Tensor) -> torch.Tensor:
         return fit_images(x, self.pipeline.resize, self.pipeline.channels)
 
-    def normalize(self, x: torch.Tensor, rows: torch.Tensor | None = None, cols: torch.Tensor | None = None) -> torch.Tensor:
-        """Subtract the mean (the mean image cropped like x, by ``rows``/``cols``) and scale."""
+    def normalize(self, x: torch.Tensor, tops: list[int] | int | None = None, lefts: list[int] | int | None = None) -> torch.Tensor:
+        """Subtract the mean (for the mean image: the part under each crop, at ``tops``/``lefts`` — one
+        offset per image, or one for all — or the centre when they are not given) and scale."""
         p = self.pipeline
         if p.normalize == "unit":
             return x / 255.0
         c = self._constants(x.device, x.shape[1])
         if p.normalize == "channel":
             return (x - c["mean"].view(1, -1, 1, 1)) / c["std"].view(1, -1, 1, 1)
-        mean = c["mean_image"]
-        if rows is None:
-            top, left = centre_offset(p.resize, x.shape[-2]), centre_offset(p.resize, x.shape[-1])
-            return x - mean[:, top : top + x.shape[-2], left : left + x.shape[-1]]
-        return x - mean[:, rows[:, :, None], cols[:, None, :]].permute(1, 0, 2, 3)
+        mean, h, w = c["mean_image"], x.shape[-2], x.shape[-1]
+        if tops is None:
+            tops, lefts = centre_offset(p.resize, h), centre_offset(p.resize, w)
+        if isinstance(tops, int):
+            return x - mean[:, tops : tops + h, lefts : lefts + w]
+        return x - torch.stack([mean[:, t : t + h, l : l + w] for t, l in zip(tops, lefts)])
 
     # -- training --------------------------------------------------------------------------------
     def train(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Random crops (or RandomResizedCrop), reflections, PCA lighting; float [B, C, crop, crop]."""
+        """Random crops (or RandomResizedCrop), reflections, PCA lighting; float [B, C, crop, crop].
+
+        The random numbers are drawn on the CPU from ``generator`` (so a run is reproducible on any
+        device); crops are cut from the uint8 images before anything becomes float, one slice per
+        image, and only the images drawn for reflection are flipped.
+        """
         p = self.pipeline
-        x = self.fit(x)
         b, device = x.shape[0], x.device
-        rand = lambda *shape: torch.rand(*shape, generator=generator, device=generator.device if generator else "cpu").to(device)  # noqa: E731
         if p.random_resized_crop:
-            x = self.normalize(self._random_resized_crop(x, rand))
+            rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
+            x = self.normalize(self._random_resized_crop(self.fit(x), rand))
         else:
-            top = (rand(b) * (p.resize - p.crop + 1)).long().clamp_(max=p.resize - p.crop)
-            left = (rand(b) * (p.resize - p.crop + 1)).long().clamp_(max=p.resize - p.crop)
-            ar = torch.arange(p.crop, device=device)
-            rows, cols = top[:, None] + ar, left[:, None] + ar  # [B, crop]
-            x = x[torch.arange(b, device=device)[:, None, None], :, rows[:, :, None], cols[:, None, :]]  # [B, crop, crop, C]
-            x = self.normalize(x.permute(0, 3, 1, 2), rows, cols)
+            span = p.resize - p.crop + 1
+            tops = torch.randint(0, span, (b,), generator=generator).tolist()
+            lefts = torch.randint(0, span, (b,), generator=generator).tolist()
+            c = p.crop
+            if tuple(x.shape[1:]) == (p.resize, p.resize, p.channels):  # stored as the model takes it: crop uint8
+                x = torch.stack([img[t : t + c, l : l + c] for img, t, l in zip(x, tops, lefts)])
+                x = x.permute(0, 3, 1, 2).float()
+            else:
+                x = self.fit(x)
+                x = torch.stack([img[:, t : t + c, l : l + c] for img, t, l in zip(x, tops, lefts)])
+            x = self.normalize(x, tops, lefts)
         if p.flip:
-            flip = rand(b) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            flip = (torch.rand(b, generator=generator) < 0.5).nonzero().flatten().to(device)
+            if len(flip):
+                x[flip] = x[flip].flip(-1)
         if p.lighting > 0 and x.shape[1] == 3 and self.stats.eigval.shape == (3,):  # RGB data only
-            gauss = torch.randn(b, 3, generator=generator, device=generator.device if generator else "cpu").to(device)
-            alpha = gauss * p.lighting  # αᵢ ~ N(0, σ), once per image
+            alpha = torch.randn(b, 3, generator=generator).to(device) * p.lighting  # αᵢ ~ N(0, σ), once per image
             shift = alpha @ self._constants(device, 3)["eig"].T  # Σ αᵢ λᵢ pᵢ, [B, 3]
             if p.normalize == "channel":
                 shift = shift / self._constants(device, 3)["std"]
@@ -227,7 +238,7 @@ class Preprocess:
         x = self.fit(x)
         s, c, o = p.resize, p.crop, centre_offset(p.resize, p.crop)
         corners = [(0, 0), (0, s - c), (s - c, 0), (s - c, s - c), (o, o)]
-        five = [self.normalize(x[:, :, t : t + c, l : l + c].contiguous(), *_box(t, l, c, x)) for t, l in corners]
+        five = [self.normalize(x[:, :, t : t + c, l : l + c].contiguous(), t, l) for t, l in corners]
         tl, tr, bl, br, centre = five
         mirrored = [tr, tl, br, bl, centre]  # TenCrop crops the reflected image: its top-left is our top-right
         return torch.stack(five + [v.flip(-1) for v in mirrored], dim=1)
@@ -237,12 +248,6 @@ def fit_images(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
     """uint8 [B, H, W, C] → float [B, channels, size, size] on x's device, on the 0–255 scale."""
     x = _match_channels(x.permute(0, 3, 1, 2).float(), channels)
     return x if x.shape[-2:] == (size, size) else _fit(x, size)
-
-
-def _box(top: int, left: int, crop: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    ar = torch.arange(crop, device=x.device)
-    b = x.shape[0]
-    return (top + ar).expand(b, crop), (left + ar).expand(b, crop)
 
 
 def _match_channels(x: torch.Tensor, channels: int) -> torch.Tensor:
