@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import demo, models, prepare, train
+from . import ablate, demo, models, prepare, train, visualize
 
-COMMANDS = [models, prepare, train, demo]  # each module's add_parser adds its subcommands, in this order
+COMMANDS = [models, prepare, train, visualize, ablate, demo]  # each module's add_parser adds its subcommands, in this order
 
 log = logging.getLogger("alexnet")
 
