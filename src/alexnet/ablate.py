@@ -4,7 +4,7 @@ A study is data: a name and its variants, each variant a list of ``--set`` overr
 the same preset (:data:`STUDIES`). The first variant of every study is ``baseline``, the preset as
 it is; every other variant changes one thing. Adding a study is a few lines::
 
-    STUDIES["norm"] = (BASELINE, Variant("batch-norm", ('model.options.norm="batch"',)), ...)
+    STUDIES["norm"] = (BASELINE, Variant("batch-norm", ("model.options.lrn=false", "model.options.batch_norm=true")))
 
 Overrides may name the base pipeline's fields in braces (``{crop}``, ``{resize}``), filled in from
 the resolved preset, so "no crops" can be said once for every preset.

@@ -173,7 +173,8 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = True) -
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save` with ``torch.load(weights_only=True)``.
+    """Read a checkpoint written by :func:`save` with ``torch.load(weights_only=True)``, or one
+    exported as safetensors (``alexnet export --format safetensors``).
 
     Every failure is one :class:`AlexNetError` line naming the file: missing, truncated, not a
     checkpoint, written by a newer format version, or a pickle that would run code (refused before
@@ -182,7 +183,9 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"{path}: no such checkpoint file" if not path.exists() else f"{path}: not a file")
-    payload = read_weights_only(path, map_location)
+    from .interop.export import is_safetensors, load_safetensors
+
+    payload = load_safetensors(path, map_location) if is_safetensors(path) else read_weights_only(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise AlexNetError(
             f"{path}: not an alexnet checkpoint (a torch file without the {FORMAT!r} marker; "

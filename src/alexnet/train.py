@@ -238,9 +238,9 @@ class RunFolder:
             return []
         return [json.loads(line) for line in self.metrics.read_text().splitlines() if line.strip()]
 
-    def keep_metrics_before(self, epoch: int) -> list[dict[str, Any]]:
-        """On resume: drop records of epochs that will be trained again."""
-        kept = [r for r in self.read_metrics() if r["epoch"] < epoch]
+    def keep_metrics_of(self, completed: int) -> list[dict[str, Any]]:
+        """On resume: keep the records of the ``completed`` epochs, drop those that will be trained again."""
+        kept = [r for r in self.read_metrics() if r["epoch"] <= completed]
         if self.write:
             atomic_write(self.metrics, "".join(json.dumps(r) + "\n" for r in kept))
         return kept
@@ -334,7 +334,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
         aug.set_state(ts["rng"]["aug"][info.rank] if isinstance(ts["rng"]["aug"], list) else ts["rng"]["aug"])
         if device.type == "cuda" and ts["rng"].get("cuda") is not None:
             torch.cuda.set_rng_state(ts["rng"]["cuda"])
-        history = folder.keep_metrics_before(epoch)
+        history = folder.keep_metrics_of(epoch)
         log.info("resuming %s at epoch %d, batch %d (step %d)", folder.root, epoch + 1, batch_in_epoch, step)
     folder.write_json("config.json", config.to_dict())
 

@@ -13,7 +13,7 @@
   images whose fc7 codes (``model.forward_features``, the 4096-d last hidden layer of §6.1) are
   nearest in Euclidean distance. Codes are computed on the centre crop; the training set is
   streamed in batches keeping a running top-k, so memory is O(queries × k), not O(train).
-* :func:`confusion_figure`: the confusion matrix of :mod:`alexnet.evaluate` for a checkpoint on a split.
+* :func:`plot_confusion`: the confusion matrix, drawn by :mod:`alexnet.evaluate`.
 
 Every figure is written atomically (:func:`save_figure`); :func:`figure_png` gives the PNG bytes
 that ``report.html`` embeds. Images are shown as the model sees them before cropping: the stored
@@ -298,26 +298,12 @@ def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, distances: np
 
 
 def plot_confusion(probs: torch.Tensor, labels: np.ndarray, classes: list[str], path: Path, *, views: int = 1) -> None:
-    """The row-normalised confusion matrix (row = true class, column = predicted) as a PNG.
+    """The row-normalised confusion matrix (row = true class, column = predicted) as a PNG, drawn by
+    :func:`alexnet.evaluate.save_confusion_plot` (what ``alexnet eval --plots`` writes)."""
+    from . import evaluate
 
-    Interim: the counts in the smallest way, until :mod:`alexnet.evaluate` lands (then its
-    ``summarize`` and ``save_confusion_plot`` draw it).
-    """
-    plt = _pyplot()
-    k = len(classes)
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    cm = torch.bincount(labels_t * k + probs.argmax(1), minlength=k * k).reshape(k, k).numpy().astype(np.float64)
-    rows = cm.sum(1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    fig, ax = plt.subplots(figsize=(min(12.0, 3.0 + 0.35 * k) + 1.5, min(12.0, 3.0 + 0.35 * k)))
-    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    if k <= 30:
-        ax.set_xticks(range(k), classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), classes, fontsize=8)
-    ax.set(xlabel="predicted class", ylabel="true class",
-           title=f"top-1 error {100 * (1 - np.trace(cm) / max(cm.sum(), 1)):.2f} %, {int(cm.sum())} images, {views} view(s)")
-    save_figure(fig, path)
-    plt.close(fig)
+    evaluate.save_confusion_plot(evaluate.summarize(probs, labels_t, classes, views=views), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -336,33 +322,24 @@ class Loaded:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded:
-    from . import checkpoint
-    from .errors import AlexNetError
+    from .evaluate import load_for_inference
 
-    ckpt = checkpoint.load(path)
-    model = checkpoint.build_model(ckpt, source=str(path)).to(device).eval()
-    if not ckpt.preprocess:
-        raise AlexNetError(f"{path}: checkpoint has no preprocessing; it cannot be applied to images without it")
-    try:
-        preprocess = Preprocess.from_state(ckpt.preprocess)
-    except (KeyError, TypeError, ValueError) as e:
-        raise AlexNetError(f"{path}: unusable preprocessing in checkpoint: {e}") from None
+    ckpt, model, preprocess = load_for_inference(path, device)
     spec = ((ckpt.provenance or {}).get("config") or {}).get("data", {}).get("spec") or None
-    return Loaded(model, preprocess, list(ckpt.classes), spec, torch.device(device))
+    return Loaded(model.eval(), preprocess, list(ckpt.classes), spec, torch.device(device))
 
 
 def open_splits(loaded: Loaded, spec: str | None, source: str) -> dict[str, ImageSet]:
     """The splits of ``spec`` (default: the checkpoint's training data), checked against its classes."""
     from .data import open_dataset
     from .errors import AlexNetError
+    from .evaluate import check_classes
 
     spec = spec or loaded.data_spec
     if not spec:
         raise AlexNetError(f"{source}: the checkpoint does not record its data; pass --data PATH")
     dataset = open_dataset(spec)
-    if list(dataset.classes) != loaded.classes:
-        raise AlexNetError(f"{spec}: its {len(dataset.classes)} classes are not the checkpoint's {len(loaded.classes)} "
-                           f"(first: {dataset.classes[:3]} vs {loaded.classes[:3]})")
+    check_classes(loaded.classes, dataset.classes, f"{source} on {spec}")
     return dataset.splits
 
 

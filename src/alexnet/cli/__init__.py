@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import ablate, demo, models, prepare, train, visualize
+from . import ablate, demo, evaluate, info, interop, models, predict, prepare, train, visualize
 
-COMMANDS = [models, prepare, train, visualize, ablate, demo]  # each module's add_parser adds its subcommands, in this order
+COMMANDS = [models, prepare, train, info, evaluate, predict, interop, visualize, ablate, demo]  # each module's add_parser adds its subcommands, in this order
 
 log = logging.getLogger("alexnet")
 

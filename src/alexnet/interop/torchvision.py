@@ -8,11 +8,17 @@ tensor present with the right shape, nothing left over.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import AlexNetError
+
+if TYPE_CHECKING:
+    from ..checkpoint import Checkpoint
 
 # torchvision.models.alexnet layer → our layer
 TORCHVISION_TO_OURS = {
@@ -54,10 +60,45 @@ def from_torchvision(state: Mapping[str, torch.Tensor], model: torch.nn.Module, 
     """Load torchvision AlexNet weights into an ``alexnet_owt`` model in place, after checking every shape."""
     ours = rename_keys(state, TORCHVISION_TO_OURS)
     check_state_dict(ours, model.state_dict(), source)
-    model.load_state_dict(ours)
+    model.load_state_dict(ours, assign=True)  # assign: also fills a model built on the meta device
 
 
 def to_torchvision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """An ``alexnet_owt`` model's weights under torchvision's keys (for ``torchvision.models.alexnet``)."""
     back = {v: k for k, v in TORCHVISION_TO_OURS.items()}
     return {f"{back[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}": v for k, v in model.state_dict().items()}
+
+
+def import_torchvision(path: str | os.PathLike) -> "Checkpoint":
+    """torchvision's AlexNet state dict file (e.g. ``alexnet-owt-7be5be79.pth``) → an ``alexnet_owt``
+    checkpoint with ImageNet's class names and torchvision's evaluation preprocessing.
+
+    The file is read with ``torch.load(weights_only=True)``. The preprocessing is torchvision's
+    ``Resize(256)``, ``CenterCrop(224)``, ``Normalize(mean, std)`` (``imagenet_stats()``), so the
+    checkpoint predicts what ``torchvision.models.alexnet`` does on the same images.
+    """
+    from .. import models
+    from ..checkpoint import collect_provenance, from_model, read_weights_only
+    from ..data.stats import imagenet_stats
+    from ..data.transforms import Preprocess, pipeline
+    from .imagenet import imagenet_classes
+
+    path = Path(path)
+    if not path.is_file():
+        raise AlexNetError(f"{path}: no such file")
+    state = read_weights_only(path)
+    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
+        state = state["state_dict"]  # a training checkpoint of torchvision's reference scripts
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise AlexNetError(f"{path}: not a state dict (expected a mapping of tensor names to tensors)")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # saved from DataParallel
+    classes = imagenet_classes()
+    with torch.device("meta"):  # shapes only: no time spent on a random initialisation we overwrite
+        model = models.create("alexnet_owt", num_classes=len(classes))
+    try:
+        from_torchvision(state, model, source=str(path))
+    except AlexNetError as e:
+        raise AlexNetError(str(e) if str(path) in str(e) else f"{path}: {e}") from None
+    preprocess = Preprocess(pipeline("torchvision"), imagenet_stats(256)).to_state()
+    return from_model(model, classes, preprocess=preprocess,
+                      provenance=collect_provenance(recipe="torchvision", source=f"torchvision state dict {path.name}"))

@@ -1,11 +1,19 @@
 """The AlexNet family: ``create(name, num_classes, **options)``, ``names()``, and the building blocks.
 
+Besides AlexNet's variants (``zoo``), the registry holds the networks AlexNet is taught among
+(docs/FAMILY.md): ``lenet`` before it; ``vgg11``…``vgg19``, ``nin``, ``googlenet`` and ``alexnet_bn``
+after it, each with its d2l.ai Fashion-MNIST form (``*_d2l``).
+
 >>> from alexnet import models
 >>> model = models.create("alexnet")          # the paper's network, 60,965,224 parameters
 >>> small = models.create("alexnet_small", num_classes=10, lrn=False)   # an ablation is an option
 """
 
 from . import zoo as _zoo  # noqa: F401  (registers the variants)
+from . import lenet as _lenet  # noqa: F401, I001  (the family, in order of publication)
+from . import vgg as _vgg  # noqa: F401
+from . import nin as _nin  # noqa: F401
+from . import googlenet as _googlenet  # noqa: F401
 from .alexnet import AlexNet, AlexNetConfig, Conv, ablate
 from .layers import LocalResponseNorm, initialise, paper_init
 from .registry import create, entry, names, register

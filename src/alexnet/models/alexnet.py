@@ -10,12 +10,18 @@ for every variant, and grouped weights are shaped as Caffe stores them (conv2.we
 [256, 48, 5, 5] in the paper's net). The modules run in this order (those a config turns off are
 absent)::
 
-    conv1 relu1 norm1 pool1 conv2 relu2 norm2 pool2 conv3 relu3 conv4 relu4 conv5 relu5 pool5
-    avgpool flatten [drop6] fc6 relu6 [drop6] [drop7] fc7 relu7 [drop7] fc8
+    conv1 [bn1] relu1 norm1 pool1 conv2 [bn2] relu2 norm2 pool2 conv3 [bn3] relu3 conv4 [bn4] relu4
+    conv5 [bn5] relu5 pool5 avgpool flatten [drop6] fc6 relu6 [drop6] [drop7] fc7 relu7 [drop7] fc8
 
 ``norm_position`` moves the LRN before the ReLU (Krizhevsky's 2012 code, conv1) or after the pool
 (CaffeNet); ``dropout_position`` puts dropout on the inputs of fc6/fc7 (torchvision) instead of on
 the outputs of fc6/fc7 (paper §4.2, Caffe).
+
+``batch_norm`` puts a BatchNorm2d ``bn{i}`` after every conv, before its ReLU (Ioffe & Szegedy
+2015, §3.2: normalise Wx+b, then the nonlinearity); ``alexnet_bn`` is the paper's net with it in
+place of LRN. The FC layers are left as the paper has them (dropout, no BatchNorm1d), so the
+comparison with LRN changes one thing. The conv biases are kept (redundant before BN, as in
+torchvision's ``vgg*_bn``) so every variant has the same ``conv{i}.bias`` keys.
 """
 
 from __future__ import annotations
@@ -72,6 +78,7 @@ class AlexNetConfig:
     lrn_k: float = 2.0  # k (Caffe's models use 1)
     lrn_convention: str = "as_run"  # α' = α/n as run by the 2012 code, Caffe, PyTorch; "as_printed": α' = α
     lrn_groups: int = 2  # 2: each tower normalises its own maps (§3.2); Caffe: 1
+    batch_norm: bool = False  # BatchNorm2d after every conv, before its ReLU (alexnet_bn); independent of lrn
     norm_position: str = "after_relu"  # §3.5 order conv → ReLU → LRN → pool
     pool_after: tuple[int, ...] = (1, 2, 5)  # conv layers followed by max pooling
     pool_kernel: int = 3  # 3/2 overlapping pooling (§3.4); 2/2 is the non-overlapping ablation
@@ -139,6 +146,8 @@ class AlexNet(nn.Module):
         in_ch = c.in_channels
         for i, spec in enumerate(c.convs, start=1):
             self.add_module(f"conv{i}", nn.Conv2d(in_ch, spec.out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups))
+            if c.batch_norm:
+                self.add_module(f"bn{i}", nn.BatchNorm2d(spec.out_channels))
             norm = f"norm{i}" if c.lrn and i in c.lrn_after else None
             pool = f"pool{i}" if i in c.pool_after else None
             if norm:
@@ -151,7 +160,7 @@ class AlexNet(nn.Module):
                 "before_relu": [norm, f"relu{i}", pool],
                 "after_pool": [f"relu{i}", pool, norm],
             }[c.norm_position]
-            conv_order += [f"conv{i}"] + [m for m in stage if m]
+            conv_order += [f"conv{i}"] + ([f"bn{i}"] if c.batch_norm else []) + [m for m in stage if m]
             in_ch = spec.out_channels
         if c.adaptive_pool:
             self.avgpool = nn.AdaptiveAvgPool2d(c.adaptive_pool)

@@ -6,6 +6,9 @@ have the paper's design (``alexnet``, ``bvlc_alexnet``, ``caffenet``, ``alexnet_
 * ``activation``: "relu" (§3.1) or "tanh" (Fig. 1's comparison)
 * ``lrn``: local response normalisation on or off (§3.3); ``lrn_convention`` "as_run" (α/n) or
   "as_printed" (α), see :mod:`alexnet.models.layers`
+* ``batch_norm``: BatchNorm2d after every conv, before its ReLU (``alexnet_bn`` has it in place of
+  LRN); with ``lrn`` the norm study compares LRN (``lrn=True``), BN (``lrn=False, batch_norm=True``)
+  and neither
 * ``pooling``: "overlapping" 3/2 (§3.4) or "non-overlapping" 2/2
 * ``dropout``: the probability on fc6 and fc7 (§4.2); 0 removes the layers
 * ``towers``: 2 (the two-GPU connectivity as groups) or 1 (the half-width single-GPU net of §3.2)
@@ -35,8 +38,10 @@ def _paper_design(
     dropout: float,
     towers: int,
     init: str,
+    batch_norm: bool = False,
 ) -> AlexNet:
-    config = replace(config, activation=activation, lrn=lrn, lrn_convention=lrn_convention, dropout=dropout, init=init)
+    config = replace(config, activation=activation, lrn=lrn, lrn_convention=lrn_convention, dropout=dropout, init=init,
+                     batch_norm=batch_norm)
     return AlexNet(ablate(config, towers=towers, pooling=pooling), name=name)
 
 
@@ -51,19 +56,43 @@ def alexnet(
     dropout: float = 0.5,
     towers: int = 2,
     init: str = "paper",
+    batch_norm: bool = False,
     devices: Sequence[str | torch.device] | None = None,
 ) -> nn.Module:
     """The paper's network. ``devices=(d0, d1)`` places the two towers on two devices (§3.2)."""
     model = _paper_design(
         AlexNetConfig(num_classes=num_classes), "alexnet",
         activation=activation, lrn=lrn, lrn_convention=lrn_convention, pooling=pooling,
-        dropout=dropout, towers=towers, init=init,
+        dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
     )
     if devices is None:
         return model
     if towers != 2:
         raise ValueError("devices=(d0, d1) places two towers; it needs towers=2")
+    if batch_norm:
+        raise ValueError("devices=(d0, d1) does not split BatchNorm layers; use batch_norm=False")
     return TwoTowerAlexNet(model, devices)
+
+
+@register("the paper's network with BatchNorm after every conv in place of LRN (227 input, paper widths)")
+def alexnet_bn(
+    *,
+    num_classes: int = 1000,
+    activation: str = "relu",
+    pooling: str = "overlapping",
+    dropout: float = 0.5,
+    towers: int = 2,
+    init: str = "paper",
+) -> nn.Module:
+    """``alexnet`` with ``lrn=False, batch_norm=True``: bn1…bn5 after conv1…conv5, before each ReLU.
+
+    The FC layers keep the paper's dropout and have no BatchNorm1d, so against ``alexnet`` one thing
+    changes. 60,967,976 parameters: the paper's 60,965,224 plus γ and β of its 1,376 conv maps (the
+    running means and variances are buffers, not parameters).
+    """
+    return _paper_design(AlexNetConfig(num_classes=num_classes), "alexnet_bn", activation=activation, lrn=False,
+                         lrn_convention="as_run", pooling=pooling, dropout=dropout, towers=towers, init=init,
+                         batch_norm=True)
 
 
 @register("Caffe's bvlc_alexnet: the paper's order, LRN k=1 across both towers, biases 0.1")
@@ -76,10 +105,11 @@ def bvlc_alexnet(
     dropout: float = 0.5,
     towers: int = 2,
     init: str = "bvlc_alexnet",
+    batch_norm: bool = False,
 ) -> nn.Module:
     config = AlexNetConfig(num_classes=num_classes, lrn_k=1.0, lrn_groups=1)
     return _paper_design(config, "bvlc_alexnet", activation=activation, lrn=lrn, lrn_convention="as_run",
-                         pooling=pooling, dropout=dropout, towers=towers, init=init)
+                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm)
 
 
 @register("Caffe's bvlc_reference_caffenet: pooling before LRN, LRN k=1, Caffe's fillers")
@@ -92,10 +122,11 @@ def caffenet(
     dropout: float = 0.5,
     towers: int = 2,
     init: str = "caffenet",
+    batch_norm: bool = False,
 ) -> nn.Module:
     config = AlexNetConfig(num_classes=num_classes, lrn_k=1.0, lrn_groups=1, norm_position="after_pool")
     return _paper_design(config, "caffenet", activation=activation, lrn=lrn, lrn_convention="as_run",
-                         pooling=pooling, dropout=dropout, towers=towers, init=init)
+                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm)
 
 
 @register("torchvision's AlexNet ('one weird trick', 2014): 64-192-384-256-256, no LRN, no groups, 224 input")
@@ -152,8 +183,11 @@ def alexnet_small(
     dropout: float = 0.5,
     towers: int = 2,
     init: str = "kaiming",
+    batch_norm: bool = False,
 ) -> nn.Module:
     """``width`` scales every layer's kernels and FC units (kept even, so the towers split evenly).
+
+    ``batch_norm=True, lrn=False`` is the small net's ``alexnet_bn`` (the norm study's BN arm).
 
     Initialised He-normal by default: at this depth and width N(0, 0.01) shrinks the signal ~100× per
     layer, which is the flat-loss failure of reference §4; ``init="paper"`` is there to see it.
@@ -167,5 +201,5 @@ def alexnet_small(
         convs=convs, hidden=(scale(512), scale(512)),
     )
     return _paper_design(config, "alexnet_small", activation=activation, lrn=lrn, lrn_convention=lrn_convention,
-                         pooling=pooling, dropout=dropout, towers=towers, init=init)
+                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm)
 

@@ -1,0 +1,74 @@
+"""``alexnet eval``: top-1/top-5 error of a checkpoint or an ensemble (§4.1, §6)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..errors import AlexNetError
+from ..evaluate import EvalConfig, evaluate_checkpoints, save_confusion_plot
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="top-1/top-5 error of checkpoints (several: an ensemble) on a data split",
+                       description="Top-1 and top-5 error and accuracy, images, per-class accuracy. Several "
+                                   "checkpoints form an ensemble that averages their softmax outputs (§6's 5- and 7-CNN "
+                                   "results); --views 10 averages the paper's ten crops (§4.1).")
+    p.add_argument("--checkpoint", nargs="+", required=True, metavar="C", help="checkpoint file(s); several are an ensemble")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help='data set: "digits", an ImageNet-layout folder, cifar-10-batches-py, an IDX folder or a packed store')
+    p.add_argument("--split", choices=("val", "test"), default=None, help="split to evaluate (default: val, else test)")
+    p.add_argument("--views", type=int, choices=(1, 10), default=1, help="1: centre crop; 10: four corners + centre and their reflections")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default: the first accelerator found)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: top1_error, top5_error, top1_accuracy, top5_accuracy, images, views, checkpoints, per_class")
+    p.add_argument("--plots", metavar="DIR", default=None, help="write confusion_matrix.png into DIR")
+    p.set_defaults(func=run)
+
+
+def resolve_device(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import open_dataset
+
+    if args.batch_size < 1:
+        raise AlexNetError(f"--batch-size {args.batch_size} must be at least 1")
+    dataset = open_dataset(args.data)
+    split = args.split or ("val" if "val" in dataset.splits else "test")
+    if split not in dataset.splits:
+        raise AlexNetError(f"{args.data}: no {split!r} split (it has {', '.join(dataset.splits) or 'none'})")
+    config = EvalConfig(views=args.views, batch_size=args.batch_size, device=resolve_device(args.device), workers=args.workers)
+    report = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
+    report.extra.update({"data": args.data, "split": split})
+    if args.plots:
+        Path(args.plots).mkdir(parents=True, exist_ok=True)
+        save_confusion_plot(report, Path(args.plots) / "confusion_matrix.png")
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+        return 0
+    kind = f"ensemble of {len(args.checkpoint)}" if len(args.checkpoint) > 1 else args.checkpoint[0]
+    print(f"{kind} on {args.data} [{split}], {report.images} images, {report.views} view(s)")
+    print(f"top-1 error {100 * report.top1_error:6.2f} %   accuracy {100 * report.top1_accuracy:6.2f} %")
+    print(f"top-5 error {100 * report.top5_error:6.2f} %   accuracy {100 * report.top5_accuracy:6.2f} %")
+    if len(report.classes) <= 30:
+        print(f"{'class':<24} {'images':>7} {'top-1 acc':>10}")
+        for name, n, acc in zip(report.classes, report.per_class_images, report.per_class_accuracy):
+            print(f"{name[:24]:<24} {n:>7} {'-' if acc is None else f'{100 * acc:.2f} %':>10}")
+    else:
+        print("per-class accuracy: --json lists all classes")
+    if args.plots:
+        print(f"wrote {Path(args.plots) / 'confusion_matrix.png'}")
+    return 0

@@ -1,0 +1,82 @@
+"""``alexnet import`` (torchvision, Caffe weights → checkpoints) and ``alexnet export`` (ONNX,
+TorchScript, safetensors)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .. import checkpoint
+from ..interop import caffe, export
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("import", help="turn torchvision or Caffe AlexNet weights into a checkpoint",
+                       description="Import pretrained weights as a self-describing checkpoint (ImageNet class names, "
+                                   "the source's preprocessing). Every expected tensor is checked: present, the right "
+                                   "shape, nothing left over.")
+    kinds = p.add_subparsers(dest="source", metavar="SOURCE", required=True)
+
+    tv = kinds.add_parser("torchvision", help="torchvision's AlexNet state dict (alexnet-owt-7be5be79.pth) → alexnet_owt",
+                          description="torchvision's AlexNet state dict → an alexnet_owt checkpoint with torchvision's "
+                                      "preprocessing (resize 256, centre crop 224, ImageNet mean/std).")
+    tv.add_argument("file", metavar="FILE.pth", help="the state dict file (read with torch.load(weights_only=True))")
+    tv.add_argument("--out", required=True, metavar="C", help="checkpoint to write")
+    tv.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    tv.set_defaults(func=run_torchvision)
+
+    cf = kinds.add_parser("caffe", help="bvlc_alexnet / bvlc_reference_caffenet .caffemodel → checkpoint",
+                          description="A binary Caffe NetParameter (V1 'layers' or V2 'layer') → a bvlc_alexnet or "
+                                      "caffenet checkpoint; conv1 is turned from BGR to RGB input, the mean image kept "
+                                      "as the checkpoint's statistics. No Caffe installation needed.")
+    cf.add_argument("file", metavar="FILE.caffemodel", help="the weights")
+    cf.add_argument("--mean", metavar="FILE.binaryproto", default=None,
+                    help="Caffe's mean image (BGR [1,3,256,256]); default: ImageNet's channel mean everywhere")
+    cf.add_argument("--arch", required=True, choices=tuple(caffe.ARCHS),
+                    help="alexnet: bvlc_alexnet (LRN after ReLU); caffenet: bvlc_reference_caffenet (pool before LRN)")
+    cf.add_argument("--out", required=True, metavar="C", help="checkpoint to write")
+    cf.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    cf.set_defaults(func=run_caffe)
+
+    ex = sub.add_parser("export", help="export a checkpoint's model to ONNX, TorchScript or safetensors",
+                        description="ONNX (dynamic batch axis; input 'images' = preprocessed float [N,C,S,S], output "
+                                    "'logits'), TorchScript (traced), or safetensors (weights + checkpoint metadata).")
+    ex.add_argument("--checkpoint", required=True, metavar="C", help="checkpoint file")
+    ex.add_argument("--format", required=True, choices=export.FORMATS, help="output format")
+    ex.add_argument("--out", required=True, metavar="F", help="file to write")
+    ex.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    ex.set_defaults(func=run_export)
+
+
+def _refuse_existing(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from ..errors import AlexNetError
+
+    if Path(args.out).exists() and not args.force:
+        raise AlexNetError(f"{args.out} already exists; choose another path or pass --force")
+
+
+def run_torchvision(args: argparse.Namespace) -> int:
+    from ..interop.torchvision import import_torchvision
+
+    _refuse_existing(args)
+    ckpt = import_torchvision(args.file)
+    checkpoint.save(args.out, ckpt, overwrite=args.force)
+    print(f"wrote {args.out}: {ckpt.model}, {ckpt.num_classes} classes, input {ckpt.input_size}")
+    return 0
+
+
+def run_caffe(args: argparse.Namespace) -> int:
+    _refuse_existing(args)
+    ckpt = caffe.import_caffe(args.file, args.arch, args.mean)
+    checkpoint.save(args.out, ckpt, overwrite=args.force)
+    print(f"wrote {args.out}: {ckpt.model}, {ckpt.num_classes} classes, input {ckpt.input_size}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    _refuse_existing(args)
+    ckpt = checkpoint.load(args.checkpoint)
+    export.export(ckpt, args.format, args.out, overwrite=args.force)
+    print(f"wrote {args.out} ({args.format})")
+    return 0

@@ -1,0 +1,320 @@
+"""Top-1 / top-5 error over views and ensembles (§4.1, §6, Table 2), per-class accuracy, predictions.
+
+The pure part works on probabilities and labels:
+
+* :func:`view_probabilities`: softmax of each view's logits, averaged over the views. §4.1: the
+  network "makes a prediction by extracting five 224×224 patches (the four corner patches and the
+  center patch) as well as their horizontal reflections (hence ten patches in all), and averaging
+  the predictions made by the network's softmax layer on the ten patches".
+* :func:`ensemble_probabilities`: the mean of several models' probabilities, the paper's "5 CNNs"
+  and "7 CNNs" rows (§6: "averaging the predictions of five similar CNNs").
+* :func:`topk_correct`, :func:`confusion_matrix`, :func:`summarize` → :class:`Report`.
+
+Top-k with fewer than k classes counts every image correct at k (top-5 of a 2-class set is 0 %
+error). Ties follow ``torch.topk``.
+
+The runners apply checkpoints to data: :func:`checkpoint_probabilities` (one model over an
+ImageSet, through the checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble,
+one model in memory at a time: each adds its [N, K] probabilities to a running sum) and
+:func:`classify_images` (image files → top-k labels, what ``alexnet predict`` prints).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import AlexNetError
+
+log = logging.getLogger(__name__)
+
+VIEWS = (1, 10)
+
+
+# -- pure functions over probabilities -----------------------------------------------------------
+def view_probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Logits [B, V, K] of V views → class probabilities [B, K]: softmax per view, mean over views."""
+    if logits.ndim != 3:
+        raise ValueError(f"expected logits [B, views, classes], got shape {tuple(logits.shape)}")
+    return torch.softmax(logits.float(), dim=-1).mean(dim=1)
+
+
+def ensemble_probabilities(probabilities: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The mean of several models' probabilities [N, K] (§6's averaged CNNs)."""
+    if not probabilities:
+        raise ValueError("an ensemble needs at least one model's probabilities")
+    shapes = {tuple(p.shape) for p in probabilities}
+    if len(shapes) != 1:
+        raise ValueError(f"ensemble members disagree on shape: {sorted(shapes)}")
+    return torch.stack([p.float() for p in probabilities]).mean(dim=0)
+
+
+def topk_correct(probabilities: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """bool [N]: whether the label is among the k most probable classes (k capped at K)."""
+    k = min(k, probabilities.shape[1])
+    top = probabilities.topk(k, dim=1).indices
+    return (top == labels[:, None]).any(dim=1)
+
+
+def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """int64 [K, K]: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predicted.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+@dataclass
+class Report:
+    """What ``alexnet eval`` prints; :meth:`to_dict` is its JSON."""
+
+    top1_error: float
+    top5_error: float
+    images: int
+    views: int
+    checkpoints: list[str]
+    classes: list[str]
+    per_class_accuracy: list[float | None]  # top-1 accuracy per class, None for a class with no images
+    per_class_images: list[int]
+    confusion: np.ndarray  # int64 [K, K], row = true, column = predicted
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def top1_accuracy(self) -> float:
+        return 1.0 - self.top1_error
+
+    @property
+    def top5_accuracy(self) -> float:
+        return 1.0 - self.top5_error
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "top1_error": self.top1_error,
+            "top5_error": self.top5_error,
+            "top1_accuracy": self.top1_accuracy,
+            "top5_accuracy": self.top5_accuracy,
+            "images": self.images,
+            "views": self.views,
+            "checkpoints": list(self.checkpoints),
+            "per_class": [
+                {"class": c, "images": n, "top1_accuracy": a}
+                for c, n, a in zip(self.classes, self.per_class_images, self.per_class_accuracy)
+            ],
+            **self.extra,
+        }
+
+
+def summarize(
+    probabilities: torch.Tensor,
+    labels: torch.Tensor,
+    classes: Sequence[str],
+    *,
+    views: int = 1,
+    checkpoints: Sequence[str] = (),
+) -> Report:
+    """Top-1/top-5 error, per-class top-1 accuracy and the confusion matrix of [N, K] probabilities."""
+    if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0]:
+        raise ValueError(f"probabilities {tuple(probabilities.shape)} do not match {labels.shape[0]} labels")
+    if probabilities.shape[1] != len(classes):
+        raise ValueError(f"probabilities have {probabilities.shape[1]} classes, names {len(classes)}")
+    n = int(labels.shape[0])
+    if n == 0:
+        raise AlexNetError("no images to evaluate")
+    labels = labels.long().cpu()
+    probabilities = probabilities.float().cpu()
+    top1 = topk_correct(probabilities, labels, 1)
+    top5 = topk_correct(probabilities, labels, 5)
+    k = len(classes)
+    counts = torch.bincount(labels, minlength=k)
+    correct = torch.bincount(labels[top1], minlength=k)
+    per_class = [float(c) / float(t) if t else None for c, t in zip(correct.tolist(), counts.tolist())]
+    return Report(
+        top1_error=1.0 - top1.double().mean().item(),
+        top5_error=1.0 - top5.double().mean().item(),
+        images=n,
+        views=views,
+        checkpoints=list(checkpoints),
+        classes=list(classes),
+        per_class_accuracy=per_class,
+        per_class_images=counts.tolist(),
+        confusion=confusion_matrix(probabilities.argmax(1), labels, k).numpy(),
+    )
+
+
+def save_confusion_plot(report: Report, path: str | os.PathLike) -> None:
+    """A PNG of the row-normalised confusion matrix (true class down, predicted across), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cm = report.confusion.astype(np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    k = len(report.classes)
+    side = min(12.0, 3.0 + 0.35 * k)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), report.classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), report.classes, fontsize=8)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"top-1 error {100 * report.top1_error:.2f} %, {report.images} images, {report.views} view(s)")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    try:
+        fig.savefig(tmp, dpi=120)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if tmp.exists():
+            tmp.unlink()
+
+
+# -- running models ------------------------------------------------------------------------------
+def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file."""
+    from . import checkpoint
+    from .data.transforms import Preprocess
+
+    ckpt = checkpoint.load(path)
+    model = checkpoint.build_model(ckpt, source=str(path)).to(device)
+    if not ckpt.preprocess:
+        raise AlexNetError(f"{path}: checkpoint has no preprocessing; it cannot be evaluated without it")
+    try:
+        preprocess = Preprocess.from_state(ckpt.preprocess)
+    except (KeyError, TypeError, ValueError) as e:
+        raise AlexNetError(f"{path}: unusable preprocessing in checkpoint: {e}") from None
+    return ckpt, model, preprocess
+
+
+@torch.no_grad()
+def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor, views: int) -> torch.Tensor:
+    """uint8 [B, H, W, C] → probabilities [B, K], averaged over ``views`` (1 or 10) crops."""
+    if views not in VIEWS:
+        raise ValueError(f"views must be 1 or 10, got {views}")
+    x = preprocess.views(images, views)  # [B, V, C, crop, crop]
+    b, v = x.shape[:2]
+    logits = model(x.flatten(0, 1)).reshape(b, v, -1)
+    return view_probabilities(logits)
+
+
+def check_classes(ckpt_classes: Sequence[str], data_classes: Sequence[str], source: str) -> None:
+    """A checkpoint and the data must name the same classes in the same order."""
+    if len(ckpt_classes) != len(data_classes):
+        raise AlexNetError(f"{source}: checkpoint has {len(ckpt_classes)} classes but the data has {len(data_classes)}")
+    for i, (a, b) in enumerate(zip(ckpt_classes, data_classes)):
+        if a != b:
+            raise AlexNetError(f"{source}: class {i} is {a!r} in the checkpoint but {b!r} in the data")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    views: int = 1  # 1: centre crop; 10: the paper's ten views (§4.1)
+    batch_size: int = 128
+    device: str = "cpu"
+    workers: int = 0  # decoding processes for image folders
+
+
+def checkpoint_probabilities(path: str | os.PathLike, images, config: EvalConfig) -> torch.Tensor:
+    """Probabilities [N, K] (on the CPU) of one checkpoint over an ImageSet, in the set's order."""
+    from .data.loader import iter_batches
+
+    ckpt, model, preprocess = load_for_inference(path, config.device)
+    check_classes(ckpt.classes, images.classes, str(path))
+    out = []
+    for x, _ in iter_batches(images, config.batch_size, size=preprocess.pipeline.resize, device=config.device,
+                             workers=config.workers):
+        out.append(batch_probabilities(model, preprocess, x, config.views).cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(ckpt.classes))
+
+
+def evaluate_checkpoints(paths: Sequence[str | os.PathLike], images, config: EvalConfig) -> Report:
+    """One checkpoint, or an ensemble averaging its members' softmax outputs (§6).
+
+    Members are loaded one after another; only the running sum of probabilities ([N, K] floats)
+    stays in memory between them.
+    """
+    if not paths:
+        raise ValueError("no checkpoints to evaluate")
+    total: torch.Tensor | None = None
+    for path in paths:
+        log.info("evaluating %s on %d images (%d view(s))", path, len(images), config.views)
+        p = checkpoint_probabilities(path, images, config)
+        total = p if total is None else total + p
+    labels = torch.as_tensor(np.asarray(images.labels), dtype=torch.long)
+    return summarize(total / len(paths), labels, images.classes, views=config.views, checkpoints=[str(p) for p in paths])
+
+
+# -- predicting image files ----------------------------------------------------------------------
+@dataclass
+class Prediction:
+    image: str
+    predictions: list[dict[str, Any]] | None = None  # [{"index", "label", "probability"}], most probable first
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error is not None:
+            return {"image": self.image, "error": self.error}
+        return {"image": self.image, "predictions": self.predictions}
+
+
+def classify_images(
+    paths: Iterable[str],
+    checkpoint_path: str | os.PathLike,
+    *,
+    topk: int = 5,
+    views: int = 1,
+    batch_size: int = 32,
+    device: str = "cpu",
+) -> list[Prediction]:
+    """Top-k labels for each image file, in the given order. A file that cannot be decoded gets a
+    :class:`Prediction` with ``error`` (its one-line reason) and the others are still classified."""
+    from .data.images import decode_image
+    from .data.transforms import downsample
+
+    if topk < 1:
+        raise ValueError(f"--topk {topk} must be at least 1")
+    ckpt, model, preprocess = load_for_inference(checkpoint_path, device)
+    size = preprocess.pipeline.resize
+    results: list[Prediction] = []
+    pending: list[tuple[Prediction, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = torch.from_numpy(np.stack([a for _, a in pending])).to(device)
+        probs = batch_probabilities(model, preprocess, batch, views).cpu()
+        top = probs.topk(min(topk, probs.shape[1]), dim=1)
+        for (pred, _), values, indices in zip(pending, top.values, top.indices):
+            pred.predictions = [{"index": int(i), "label": ckpt.classes[int(i)], "probability": float(v)}
+                                for v, i in zip(values, indices)]
+        pending.clear()
+
+    for path in paths:
+        pred = Prediction(image=str(path))
+        results.append(pred)
+        try:
+            pending.append((pred, downsample(decode_image(path), size)))
+        except AlexNetError as e:
+            pred.error = " ".join(str(e).split())
+            continue
+        if len(pending) == batch_size:
+            flush()
+    flush()
+    return results
+

@@ -1,0 +1,146 @@
+"""Evaluation: top-k over views and ensembles, per-class accuracy, checkpoints on ImageSets."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from alexnet import checkpoint, cli, evaluate, models
+from alexnet.data.imageset import ImageSet
+from alexnet.data.stats import compute_stats
+from alexnet.data.transforms import Preprocess, pipeline
+from alexnet.errors import AlexNetError
+
+CLASSES = [f"c{i}" for i in range(6)]
+
+
+def test_views_average_softmax_outputs_not_logits():
+    # view 1 is very sure of class 0, view 2 prefers class 1: the averaged softmax picks class 0,
+    # averaged logits would pick class 1 (§4.1 averages the softmax outputs).
+    logits = torch.tensor([[[4.0, 0.0, 0.0], [-4.0, 1.0, 0.0]]])
+    probs = evaluate.view_probabilities(logits)
+    expected = (torch.softmax(logits[0, 0], 0) + torch.softmax(logits[0, 1], 0)) / 2
+    torch.testing.assert_close(probs[0], expected)
+    assert probs.sum().item() == pytest.approx(1.0)
+    assert probs.argmax().item() == 0 and logits.mean(1).argmax().item() == 1
+
+
+def test_topk_errors_per_class_and_confusion():
+    probs = torch.tensor([
+        [0.5, 0.3, 0.1, 0.05, 0.03, 0.02],  # label 0: top-1 right
+        [0.5, 0.3, 0.1, 0.05, 0.03, 0.02],  # label 1: top-1 wrong, top-5 right
+        [0.5, 0.3, 0.1, 0.05, 0.03, 0.02],  # label 5: wrong even at top-5
+        [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],  # label 3: right
+    ])
+    labels = torch.tensor([0, 1, 5, 3])
+    r = evaluate.summarize(probs, labels, CLASSES, views=10, checkpoints=["a.pt"])
+    assert r.top1_error == pytest.approx(0.5) and r.top5_error == pytest.approx(0.25)
+    assert r.top1_accuracy == pytest.approx(0.5) and r.images == 4 and r.views == 10
+    assert r.per_class_accuracy == [1.0, 0.0, None, 1.0, None, 0.0]
+    assert r.per_class_images == [1, 1, 0, 1, 0, 1]
+    assert r.confusion[1, 0] == 1 and r.confusion[5, 0] == 1 and r.confusion[3, 3] == 1 and r.confusion.sum() == 4
+    d = r.to_dict()
+    for key in ("top1_error", "top5_error", "top1_accuracy", "top5_accuracy", "images", "views", "checkpoints"):
+        assert key in d
+    json.dumps(d)
+
+
+def test_top5_with_fewer_than_five_classes_counts_every_image():
+    probs = torch.tensor([[0.9, 0.1], [0.8, 0.2]])
+    r = evaluate.summarize(probs, torch.tensor([1, 1]), ["a", "b"])
+    assert r.top1_error == 1.0 and r.top5_error == 0.0
+
+
+def test_ensemble_averages_members():
+    a = torch.tensor([[0.6, 0.4], [0.1, 0.9]])
+    b = torch.tensor([[0.2, 0.8], [0.3, 0.7]])
+    torch.testing.assert_close(evaluate.ensemble_probabilities([a, b]), torch.tensor([[0.4, 0.6], [0.2, 0.8]]))
+    with pytest.raises(ValueError):
+        evaluate.ensemble_probabilities([a, b[:1]])
+
+
+# -- checkpoints on an ImageSet ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def imageset():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (20, 36, 36, 3), dtype=np.uint8)
+    return ImageSet(labels=np.arange(20, dtype=np.int64) % 6, classes=CLASSES, images=images)
+
+
+def make_checkpoint(path, imageset, seed, classes=CLASSES):
+    torch.manual_seed(seed)
+    model = models.create("alexnet_small", num_classes=len(classes), width=0.25).eval()
+    preprocess = Preprocess(pipeline("small"), compute_stats(imageset.images))
+    ckpt = checkpoint.from_model(model, classes, model_options={"width": 0.25}, preprocess=preprocess.to_state())
+    checkpoint.save(path, ckpt)
+    return model, preprocess
+
+
+def reference_probabilities(model, preprocess, images, views):
+    with torch.no_grad():
+        x = preprocess.views(torch.from_numpy(images), views)
+        logits = model(x.flatten(0, 1)).reshape(len(images), views, -1)
+    return torch.softmax(logits, -1).mean(1)
+
+
+@pytest.mark.parametrize("views", [1, 10])
+def test_checkpoint_probabilities_follow_the_checkpoints_preprocessing(tmp_path, imageset, views):
+    model, preprocess = make_checkpoint(tmp_path / "a.pt", imageset, 0)
+    config = evaluate.EvalConfig(views=views, batch_size=7)
+    got = evaluate.checkpoint_probabilities(tmp_path / "a.pt", imageset, config)
+    torch.testing.assert_close(got, reference_probabilities(model, preprocess, imageset.images, views))
+
+
+def test_ensemble_of_checkpoints_is_the_mean_of_their_probabilities(tmp_path, imageset):
+    members = [make_checkpoint(tmp_path / f"{s}.pt", imageset, s) for s in (0, 1)]
+    paths = [tmp_path / f"{s}.pt" for s in (0, 1)]
+    report = evaluate.evaluate_checkpoints(paths, imageset, evaluate.EvalConfig(views=10, batch_size=10))
+    mean = torch.stack([reference_probabilities(m, p, imageset.images, 10) for m, p in members]).mean(0)
+    expected = evaluate.summarize(mean, torch.from_numpy(imageset.labels), CLASSES, views=10)
+    assert report.top1_error == pytest.approx(expected.top1_error)
+    assert report.top5_error == pytest.approx(expected.top5_error)
+    assert report.checkpoints == [str(p) for p in paths] and report.images == 20 and report.views == 10
+    np.testing.assert_array_equal(report.confusion, expected.confusion)
+
+
+def test_classes_that_differ_from_the_data_are_one_line_errors(tmp_path, imageset):
+    make_checkpoint(tmp_path / "ten.pt", imageset, 0, classes=[f"c{i}" for i in range(10)])
+    with pytest.raises(AlexNetError, match="ten.pt: checkpoint has 10 classes but the data has 6"):
+        evaluate.evaluate_checkpoints([tmp_path / "ten.pt"], imageset, evaluate.EvalConfig())
+    renamed = ["c0", "c1", "cat", "c3", "c4", "c5"]
+    make_checkpoint(tmp_path / "renamed.pt", imageset, 0, classes=renamed)
+    with pytest.raises(AlexNetError, match="class 2 is 'cat' in the checkpoint but 'c2' in the data"):
+        evaluate.evaluate_checkpoints([tmp_path / "renamed.pt"], imageset, evaluate.EvalConfig())
+
+
+def test_confusion_plot_is_a_png(tmp_path, imageset):
+    probs = torch.softmax(torch.randn(20, 6), 1)
+    report = evaluate.summarize(probs, torch.from_numpy(imageset.labels), CLASSES)
+    out = tmp_path / "cm.png"
+    evaluate.save_confusion_plot(report, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
+
+
+def test_eval_command_on_the_digits_data(tmp_path, capsys):
+    from alexnet.data import open_dataset
+
+    dataset = open_dataset("digits")
+    split = "val" if "val" in dataset.splits else "test"
+    images = dataset.splits[split]
+    torch.manual_seed(0)
+    model = models.create("alexnet_small", num_classes=len(dataset.classes), in_channels=images.channels, width=0.25)
+    stats = dataset.stats or compute_stats(np.asarray(dataset.splits["train"].images))
+    preprocess = Preprocess(pipeline("small", channels=images.channels), stats)
+    ckpt = checkpoint.from_model(model, dataset.classes, model_options={"width": 0.25, "in_channels": images.channels},
+                                 preprocess=preprocess.to_state())
+    checkpoint.save(tmp_path / "d.pt", ckpt)
+    argv = ["eval", "--checkpoint", str(tmp_path / "d.pt"), str(tmp_path / "d.pt"), "--data", "digits",
+            "--split", split, "--json", "--plots", str(tmp_path / "plots"), "--device", "cpu"]
+    assert cli.main(argv) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["images"] == len(images) and d["views"] == 1 and len(d["checkpoints"]) == 2
+    assert math.isclose(d["top1_error"] + d["top1_accuracy"], 1.0) and 0 <= d["top5_error"] <= d["top1_error"]
+    assert (tmp_path / "plots" / "confusion_matrix.png").exists()

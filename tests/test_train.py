@@ -1,0 +1,175 @@
+"""The training loop: presets, the run folder, resume-exactness, divergence, refusing to overwrite."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from alexnet import checkpoint
+from alexnet.config import preset_names, resolve
+from alexnet.errors import AlexNetError
+from alexnet.train import RunOptions, Schedule, TrainingDiverged, train
+
+# A quarter-width alexnet_small on the embedded digits: seconds per epoch on the CPU.
+TINY = ["model.options.width=0.25", "data.workers=0"]
+
+
+def tiny(epochs=2, extra=()):
+    return resolve("digits", {"epochs": epochs, "device": "cpu"}, [*TINY, *extra])
+
+
+def weights(run_dir):
+    return checkpoint.load(run_dir / "checkpoints" / "last.pt").state_dict
+
+
+def test_every_preset_resolves():
+    assert {"paper", "caffenet", "torchvision", "d2l", "small", "digits"} <= set(preset_names())
+    for name in preset_names():
+        config = resolve(name, {}, [])
+        assert config.epochs >= 1 and config.batch_size >= 1
+    paper = resolve("paper", {}, [])
+    assert (paper.model.name, paper.batch_size, paper.optim.lr, paper.optim.momentum, paper.optim.weight_decay) == (
+        "alexnet", 128, 0.01, 0.9, 5e-4)
+    assert (paper.schedule.kind, paper.schedule.factor, paper.schedule.max_reductions, paper.epochs, paper.eval_views) == (
+        "plateau", 0.1, 3, 90, 10)
+    assert resolve("caffenet", {}, []).max_steps == 450_000
+
+
+def test_overrides_and_their_errors():
+    c = resolve("digits", {"optim.lr": 0.5}, ["optim.nesterov=true", "model.options.lrn=false", "data.spec=/x"])
+    assert c.optim.lr == 0.5 and c.optim.nesterov and c.model.options["lrn"] is False and c.data.spec == "/x"
+    with pytest.raises(AlexNetError, match="unknown setting optim.lrr; valid in optim.: lr, momentum"):
+        resolve("digits", {}, ["optim.lrr=1"])
+    with pytest.raises(AlexNetError, match="amp='fp8' is not one of off, bf16, fp16"):
+        resolve("digits", {}, ["amp=fp8"])
+    with pytest.raises(AlexNetError, match="unknown preset 'nope'"):
+        resolve("nope", {}, [])
+    with pytest.raises(AlexNetError, match="batch_size must be int"):
+        resolve("digits", {}, ["batch_size='big'"])
+
+
+def test_schedules():
+    c = resolve("paper", {}, ["schedule.patience=2"])
+    s = Schedule(c, steps_per_epoch=10)
+    for err in [0.5, 0.4, 0.41, 0.42, 0.43, 0.44, 0.45, 0.46, 0.47, 0.48, 0.49, 0.5]:
+        s.epoch_end(err)
+    assert s.reductions == 3  # "reduced three times" and no more
+    assert s.lr(0) == pytest.approx(0.01 * 0.1**3)
+    step = Schedule(resolve("caffenet", {}, []), steps_per_epoch=5000)
+    assert step.lr(99_999) == pytest.approx(0.01) and step.lr(100_000) == pytest.approx(0.001)
+    tv = Schedule(resolve("torchvision", {}, []), steps_per_epoch=100)
+    assert tv.lr(30 * 100 - 1) == pytest.approx(0.01) and tv.lr(30 * 100) == pytest.approx(0.001)
+
+
+def test_training_writes_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    records = []
+    report = train(tiny(epochs=2), RunOptions(out=out, progress_bar=False), on_epoch=records.append)
+    for name in ["config.json", "metrics.jsonl", "report.json", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"]:
+        assert (out / name).exists(), name
+    assert any((out / "tb").iterdir())
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["epoch"] for l in lines] == [1, 2] == [r["epoch"] for r in records]
+    for key in ["train_loss", "train_top1_error", "train_top5_error", "val_loss", "val_top1_error", "val_top5_error",
+                "lr", "images_per_second", "epoch_seconds"]:
+        assert key in lines[0]
+    assert lines[1]["train_loss"] < lines[0]["train_loss"]
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["final"]["test_1view"]["images"] == 359 and saved["final"]["val_1view"]["images"] == 179
+    assert 0 <= saved["final"]["test_1view"]["top1_error"] <= 1 and saved["epochs"] == 2
+    assert saved["parameters"] > 0 and saved["versions"]["torch"] == str(torch.__version__)
+    ck = checkpoint.load(out / "checkpoints" / "last.pt")
+    assert ck.classes == [str(i) for i in range(10)] and ck.preprocess["pipeline"]["crop"] == 24
+    assert ck.provenance["recipe"] == "digits" and ck.train_state["epoch"] == 2
+    model = checkpoint.build_model(ck)
+    assert model(torch.zeros(1, 1, 24, 24)).shape == (1, 10)
+
+
+def test_existing_run_is_refused_unless_resume_or_force(tmp_path):
+    out = tmp_path / "run"
+    train(tiny(epochs=1), RunOptions(out=out, progress_bar=False))
+    with pytest.raises(AlexNetError, match="already holds a run; pass --resume"):
+        train(tiny(epochs=1), RunOptions(out=out, progress_bar=False))
+    train(tiny(epochs=1), RunOptions(out=out, force=True, progress_bar=False))
+    with pytest.raises(AlexNetError, match="nothing to resume"):
+        train(tiny(epochs=1), RunOptions(out=tmp_path / "empty", resume=True, progress_bar=False))
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    config = tiny(epochs=2, extra=["checkpoint_every=5"])
+    train(config, RunOptions(out=tmp_path / "whole", progress_bar=False))
+    stopped = train(config, RunOptions(out=tmp_path / "cut", progress_bar=False, stop_after_steps=27))
+    assert stopped["stopped_at_step"] == 27  # inside the second epoch, two steps after a checkpoint
+    train(config, RunOptions(out=tmp_path / "cut", resume=True, progress_bar=False))
+    a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    cut = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    whole = [json.loads(l) for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in cut] == [1, 2]
+    assert cut[1]["train_loss"] == pytest.approx(whole[1]["train_loss"], rel=1e-9)
+
+
+def test_kill_9_loses_at_most_the_steps_since_the_checkpoint(tmp_path, cli_env):
+    args = ["--preset", "digits", "--epochs", "2", "--device", "cpu", "--checkpoint-every", "3", "--quiet",
+            *[a for s in TINY for a in ("--set", s)]]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "train", *args, "--out", str(out)], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.load(last).train_state["step"] >= 3  # the checkpoint on disk is whole
+    done = subprocess.run([sys.executable, "-m", "alexnet", "train", *args, "--out", str(out), "--resume"],
+                          env=cli_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    train(resolve("digits", {"epochs": 2, "device": "cpu", "checkpoint_every": 3}, TINY),
+          RunOptions(out=tmp_path / "whole", progress_bar=False))
+    a, b = weights(tmp_path / "whole"), weights(out)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):
+    out = tmp_path / "run"
+    config = tiny(epochs=3, extra=["optim.lr=1e6", "checkpoint_every=1"])
+    with pytest.raises(TrainingDiverged, match=r"the loss became (nan|inf).*last good checkpoint is .*last\.pt"):
+        train(config, RunOptions(out=out, progress_bar=False))
+    ck = checkpoint.load(out / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(t).all() for t in ck.state_dict.values())
+
+
+def test_cli_train_and_bad_input(run_cli, tmp_path):
+    r = run_cli("train", "--preset", "digits", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r",
+                *[a for s in TINY for a in ("--set", s)])
+    assert r.returncode == 0, r.stderr
+    assert '"preset": "digits"' in r.stdout and "test_1view" in r.stdout and str(tmp_path / "r") in r.stdout
+    r = run_cli("train", "--preset", "paper", "--out", tmp_path / "p")
+    assert r.returncode == 2 and r.stderr.strip() == "alexnet: error: preset paper needs --data PATH (an image folder, CIFAR-10, IDX files or a packed store)"
+    r = run_cli("train", "--data", tmp_path / "missing", "--out", tmp_path / "m")
+    assert r.returncode == 2 and "missing" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_distributed_two_processes(tmp_path, cli_env):
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "alexnet", "train", "--preset", "digits", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(out),
+           *[a for s in TINY for a in ("--set", s)]]
+    env = dict(cli_env, OMP_NUM_THREADS="1")
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["hardware"]["processes"] == 2
+    assert report["final"]["test_1view"]["images"] >= 359  # every test image counted once (padding may repeat a few)
+    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert line["step"] == 1259 // (2 * 64)  # each rank took half of every epoch
