@@ -299,8 +299,12 @@ def table_figure(table: dict[str, Any]):
 
     plt = _pyplot()
     names = list(table["studies"])
-    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names) + 0.6, 3.6), squeeze=False)
-    for ax, study in zip(axes[0], names):
+    cols = min(3, len(names))
+    rows = -(-len(names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 0.6, 3.4 * rows + 0.3), squeeze=False)
+    for ax in axes.flat[len(names):]:
+        ax.set_axis_off()
+    for ax, study in zip(axes.flat, names):
         rows = table["studies"][study]
         means = [100 * (r["top1_error"]["mean"] or 0) for r in rows]
         stds = [100 * (r["top1_error"]["std"] or 0) for r in rows]
