@@ -476,6 +476,12 @@ def _finish(config, model, data: Data, folder: RunFolder, device, info, history,
             plot_curves(history, folder.root / "curves.png")
         except Exception as e:  # a figure must never cost the run its report
             log.warning("could not draw curves.png: %s", e)
+        try:
+            from .report import evidence_from_training, write_report
+
+            write_report(folder.root, evidence_from_training(model, data.preprocess, data.classes, data.test, data.val, device))
+        except Exception as e:  # nor the page
+            log.warning("could not write report.html: %s", e)
     return report
 
 

@@ -14,9 +14,9 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import bench, demo, evaluate, info, interop, models, predict, prepare, train
+from . import ablate, bench, demo, evaluate, info, interop, models, predict, prepare, train, visualize
 
-COMMANDS = [models, prepare, train, info, evaluate, predict, interop, bench, demo]  # add_parser order = --help order
+COMMANDS = [models, prepare, train, info, evaluate, predict, interop, visualize, ablate, bench, demo]  # = --help order
 
 log = logging.getLogger("alexnet")
 

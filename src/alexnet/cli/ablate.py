@@ -1,0 +1,59 @@
+"""``alexnet ablate``: the paper's ablations trained side by side over seeds, and their table."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from ..ablate import STUDIES, TARGET_ERROR
+from ..config import preset_names
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "ablate", help="train ablation variants side by side over seeds; table of mean ± std errors",
+        description="Train the variants of a study (the preset as it is, and the preset with one thing changed) "
+                    "with everything else identical, over --seeds seeds, each in OUT/VARIANT/seedN, then write "
+                    "OUT/ablation.md, ablation.json and ablation.png: mean ± std of the final top-1/top-5 error "
+                    "(and, for relu-tanh, the epochs and seconds to reach --target-error training error, Fig. 1). "
+                    "Rerunning resumes: finished runs are not trained again, interrupted ones continue.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--preset", default="digits", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file")
+    p.add_argument("--data", help="'digits', or a path (default: the preset's)")
+    p.add_argument("--study", required=True, choices=[*STUDIES, "all"],
+                   help="which ablation: " + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
+    p.add_argument("--seeds", type=int, default=2, help="runs per variant, seeds preset seed, +1, ...")
+    p.add_argument("--epochs", type=int, help="epochs per run (preset's default otherwise)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--batch-size", type=int, help="images per step")
+    p.add_argument("--target-error", type=float, default=TARGET_ERROR,
+                   help="relu-tanh: the training top-1 error (0–1) whose epochs and seconds to reach are reported")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a setting for every variant, as in alexnet train (repeatable)")
+    p.add_argument("--out", type=Path, required=True, help="folder of the runs and the table")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..ablate import AblationOptions, run_all
+
+    if not 0 < args.target_error < 1:
+        raise ValueError(f"--target-error {args.target_error} must be between 0 and 1")
+    options = AblationOptions(
+        preset=args.preset, study=args.study, out=args.out, seeds=args.seeds,
+        flags={"data.spec": args.data, "epochs": args.epochs, "device": args.device, "batch_size": args.batch_size},
+        overrides=args.set, target_error=args.target_error,
+    )
+    start = time.time()
+
+    def on_run(r, status: str) -> None:
+        what = {"done": "done, skipped", "resume": "resuming", "new": "training"}[status]
+        same = f" (= {r.same_as})" if r.same_as else ""
+        print(f"{r.study}: {r.variant.name}{same} seed {r.seed} → {r.folder}: {what}", flush=True)
+
+    run_all(options, on_run)
+    print(f"\ntable: {args.out / 'ablation.md'} (.json, .png); {time.time() - start:.0f} s")
+    print((args.out / "ablation.md").read_text())
+    return 0

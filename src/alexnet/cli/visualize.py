@@ -1,0 +1,139 @@
+"""``alexnet visualize``: the paper's figures, training curves, the confusion matrix, the run report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..errors import AlexNetError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("visualize", help="figures: conv1 kernels, neighbours, predictions, curves, confusion; report.html",
+                       description="Draw a figure as a PNG (or rewrite a run's report.html). Existing files are not "
+                                   "overwritten without --force.")
+    figures = p.add_subparsers(dest="figure", metavar="FIGURE", required=True)
+
+    def figure(name: str, help: str, *, data: bool) -> argparse.ArgumentParser:
+        f = figures.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        f.add_argument("checkpoint", type=Path, help="a checkpoint (e.g. RUN/checkpoints/best.pt)")
+        if data:
+            f.add_argument("--data", help="'digits' or a data folder (default: the data the checkpoint was trained on)")
+            f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+        f.add_argument("--out", type=Path, required=True, help="PNG file to write")
+        f.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+        return f
+
+    figure("filters", "conv1's kernels as colour patches, one block per tower (the paper's Fig. 3)", data=False) \
+        .set_defaults(func=run_filters)
+    f = figure("neighbors", "test images and the training images nearest to each in fc7 (Euclidean; Fig. 4, right)", data=True)
+    f.add_argument("--queries", type=int, default=5, help="query images, drawn at random from the test split")
+    f.add_argument("-k", "--neighbors", type=int, default=6, help="training images shown per query")
+    f.add_argument("--split", help="split to draw queries from (default: test, else val)")
+    f.add_argument("--train-limit", type=int, default=0, metavar="N", help="search only the first N training images (0: all)")
+    f.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    f.set_defaults(func=run_neighbors)
+    f = figure("predictions", "test images with their top-5 labels and probabilities as bars, the true one red (Fig. 4, left)",
+               data=True)
+    f.add_argument("--images", type=int, default=8, help="images shown, drawn at random")
+    f.add_argument("--split", help="split to draw from (default: test, else val)")
+    f.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    f.set_defaults(func=run_predictions)
+    f = figure("confusion", "the confusion matrix of the centre-crop predictions on a split", data=True)
+    f.add_argument("--split", help="split (default: test, else val)")
+    f.set_defaults(func=run_confusion)
+
+    f = figures.add_parser("curves", help="loss and error per epoch of a training run (its metrics.jsonl)",
+                           description="Loss and error per epoch of a training run (its metrics.jsonl).")
+    f.add_argument("run", type=Path, help="a run folder")
+    f.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    f.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    f.set_defaults(func=run_curves)
+    f = figures.add_parser("report", help="(re)write a run folder's self-contained report.html",
+                           description="Write RUN/report.html: final numbers, curves, conv1 kernels, confusion matrix, "
+                                       "sample predictions and the configuration, with every image embedded.")
+    f.add_argument("run", type=Path, help="a run folder")
+    f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    f.set_defaults(func=run_report)
+
+
+def _out(args: argparse.Namespace) -> Path:
+    out: Path = args.out
+    if out.suffix.lower() != ".png":
+        raise AlexNetError(f"--out {out}: give a .png file name")
+    if out.exists() and not args.force:
+        raise AlexNetError(f"{out} already exists; choose another --out or pass --force")
+    if not out.parent.is_dir():
+        raise AlexNetError(f"--out {out}: no folder {out.parent}")
+    return out
+
+
+def _loaded_split(args: argparse.Namespace):
+    from .. import visualize
+
+    loaded = visualize.load_checkpoint(args.checkpoint, args.device)
+    splits = visualize.open_splits(loaded, args.data, str(args.checkpoint))
+    name, images = visualize.pick_split(splits, getattr(args, "split", None), args.data or loaded.data_spec)
+    return loaded, splits, name, images
+
+
+def run_filters(args: argparse.Namespace) -> int:
+    from .. import visualize
+
+    out = _out(args)
+    visualize.draw_filters(args.checkpoint, out)
+    print(out)
+    return 0
+
+
+def run_neighbors(args: argparse.Namespace) -> int:
+    from .. import visualize
+
+    out = _out(args)
+    if args.queries < 1 or args.neighbors < 1:
+        raise ValueError("--queries and --neighbors must be at least 1")
+    loaded, splits, name, images = _loaded_split(args)
+    if "train" not in splits:
+        raise AlexNetError(f"{args.data or loaded.data_spec}: no train split to search")
+    visualize.draw_neighbours(loaded, images, splits["train"], out, count=args.queries, k=args.neighbors, seed=args.seed,
+                              limit=args.train_limit)
+    print(f"{out}: {min(args.queries, len(images))} {name} images and their {args.neighbors} nearest training images")
+    return 0
+
+
+def run_predictions(args: argparse.Namespace) -> int:
+    from .. import visualize
+
+    out = _out(args)
+    if args.images < 1:
+        raise ValueError("--images must be at least 1")
+    loaded, _, name, images = _loaded_split(args)
+    visualize.draw_predictions(loaded, images, out, count=args.images, seed=args.seed)
+    print(f"{out}: top-5 predictions for {min(args.images, len(images))} {name} images")
+    return 0
+
+
+def run_confusion(args: argparse.Namespace) -> int:
+    from .. import visualize
+
+    out = _out(args)
+    loaded, _, name, images = _loaded_split(args)
+    visualize.draw_confusion(loaded, images, out)
+    print(f"{out}: confusion matrix on {len(images)} {name} images")
+    return 0
+
+
+def run_curves(args: argparse.Namespace) -> int:
+    from .. import visualize
+
+    out = _out(args)
+    visualize.plot_curves(visualize.read_history(args.run), out)
+    print(out)
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    from ..report import write_report
+
+    print(write_report(args.run, device=args.device))
+    return 0

@@ -1,0 +1,81 @@
+"""alexnet ablate: studies as data, a run folder per (variant, seed), resume and skip, the table."""
+
+import json
+
+import pytest
+from PIL import Image
+
+from alexnet import ablate
+from alexnet.ablate import AblationOptions, plan, run_all, time_to_target
+from alexnet.cli import main
+from alexnet.errors import AlexNetError
+from alexnet.train import RunOptions, train
+
+TINY = ["model.options.width=0.25", "max_steps=3"]
+
+
+def options(out, study="dropout", **changes):
+    base = dict(preset="digits", study=study, out=out, seeds=1, flags={"epochs": 1, "device": "cpu"}, overrides=list(TINY))
+    return AblationOptions(**{**base, **changes})
+
+
+def test_identical_variants_share_a_folder_and_placeholders_are_filled(tmp_path):
+    runs = plan(options(tmp_path, "augmentation", seeds=2))
+    by_name = {(r.variant.name, r.seed): r for r in runs}
+    # digits has no reflections and no lighting already: those variants are the baseline
+    assert by_name[("no-flip", 0)].same_as == "baseline" and by_name[("no-flip", 0)].folder == tmp_path / "baseline" / "seed0"
+    assert by_name[("no-lighting", 1)].folder == tmp_path / "baseline" / "seed1"
+    no_crops = by_name[("no-crops", 0)]
+    assert no_crops.same_as is None and no_crops.config.data.pipeline_options["resize"] == 24  # = the preset's crop
+    assert by_name[("baseline", 1)].config.seed == 1
+    everything = plan(options(tmp_path, "all"))
+    assert len({r.folder for r in everything if r.variant.name == "baseline"}) == 1
+    assert {r.study for r in everything} == set(ablate.STUDIES)
+
+
+def test_time_to_target_counts_epochs_and_seconds():
+    history = [{"epoch": 1, "train_top1_error": 0.6, "epoch_seconds": 2.0},
+               {"epoch": 2, "train_top1_error": 0.3, "epoch_seconds": 3.0},
+               {"epoch": 3, "train_top1_error": 0.2, "epoch_seconds": 4.0}]
+    assert time_to_target(history, 0.25) == (3, 9.0)
+    assert time_to_target(history, 0.1) == (None, None)
+
+
+def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
+    opts = options(tmp_path)
+    runs = plan(opts)
+    # an interrupted run of the second variant: it must be resumed, not restarted
+    interrupted = [r for r in runs if r.variant.name == "no-dropout"][0]
+    train(interrupted.config, RunOptions(out=interrupted.folder, progress_bar=False, stop_after_steps=1))
+    assert (interrupted.folder / "checkpoints" / "last.pt").is_file()
+    seen = []
+    table = run_all(opts, lambda r, status: seen.append((r.variant.name, status)))
+    assert seen == [("baseline", "new"), ("no-dropout", "resume")]
+    assert json.loads((interrupted.folder / "report.json").read_text())["steps"] == 3
+    for name in ("ablation.md", "ablation.json", "ablation.png"):
+        assert (tmp_path / name).is_file()
+    with Image.open(tmp_path / "ablation.png") as im:
+        im.load()
+        assert im.width > 100
+    rows = table["studies"]["dropout"]
+    assert [r["variant"] for r in rows] == ["baseline", "no-dropout"]
+    assert all(r["top1_error"]["n"] == 1 and 0 <= r["top1_error"]["mean"] <= 1 for r in rows)
+    assert rows[0]["delta_top1"] == 0.0
+    assert json.loads((tmp_path / "ablation.json").read_text()) == json.loads(json.dumps(table))
+    md = (tmp_path / "ablation.md").read_text()
+    assert "| no-dropout (no dropout on fc6/fc7) |" in md and f"{100 * rows[1]['top1_error']['mean']:.2f}" in md
+    # a rerun trains nothing: every folder is done
+    stamp = (interrupted.folder / "report.json").stat().st_mtime_ns
+    seen.clear()
+    run_all(opts, lambda r, status: seen.append(status))
+    assert seen == ["done", "done"] and (interrupted.folder / "report.json").stat().st_mtime_ns == stamp
+    # the same folders asked for with another configuration: refused, nothing overwritten
+    with pytest.raises(AlexNetError, match="another configuration"):
+        run_all(options(tmp_path, overrides=[*TINY, "optim.lr=0.05"]))
+
+
+def test_cli_rejects_unknown_options_before_training(tmp_path, capsys):
+    code = main(["ablate", "--study", "lrn", "--seeds", "1", "--epochs", "1", "--set", "model.options.nonsense=1",
+                 "--out", str(tmp_path / "a")])
+    assert code == 2 and "nonsense" in capsys.readouterr().err
+    assert not (tmp_path / "a" / "baseline").exists()

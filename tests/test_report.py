@@ -1,0 +1,73 @@
+"""report.html: written by every training run, self-contained (embedded PNGs, nothing fetched)."""
+
+import base64
+import io
+import json
+import re
+
+import pytest
+from PIL import Image
+
+from alexnet.cli import main
+from alexnet.config import resolve
+from alexnet.report import render, write_report
+from alexnet.train import RunOptions, train
+
+TINY = ["model.options.width=0.25", "max_steps=3"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "digits-tiny"
+    config = resolve("digits", {"epochs": 1, "device": "cpu"}, TINY)
+    train(config, RunOptions(out=out, progress_bar=False))
+    return out
+
+
+def embedded_pngs(page: str) -> list[Image.Image]:
+    images = []
+    for data in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page):
+        im = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+        im.load()
+        images.append(im)
+    return images
+
+
+def test_training_writes_a_self_contained_report(run_dir):
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    assert page.startswith("<!DOCTYPE html>")
+    assert "http://" not in page and "https://" not in page
+    assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
+    sources = re.findall(r'src="([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    images = embedded_pngs(page)
+    assert len(images) == 4  # curves, conv1 kernels, confusion matrix, sample predictions
+    assert all(im.width > 100 and im.height > 50 for im in images)
+    for name in ("curves.png", "filters.png", "confusion.png", "predictions.png"):
+        assert (run_dir / name).is_file()
+    # the final numbers and the configuration are on the page
+    report = json.loads((run_dir / "report.json").read_text())
+    assert f"{100 * report['final']['test_1view']['top1_error']:.2f} %" in page
+    assert "&quot;max_steps&quot;: 3" in page and "alexnet_small" in page
+    assert "Sample predictions on the test split" in page
+
+
+def test_rewriting_a_report_from_the_run_folder(run_dir, capsys):
+    (run_dir / "report.html").unlink()
+    assert main(["visualize", "report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    assert len(embedded_pngs(page)) == 4
+    assert str(run_dir / "report.html") in capsys.readouterr().out
+
+
+def test_a_figure_that_cannot_be_drawn_never_costs_the_page(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"preset": "x", "epochs": 1}))
+    out = write_report(tmp_path)  # no metrics, no checkpoint, no report.json
+    page = out.read_text()
+    assert "not drawn" in page and "not available for this run" in page and "has not finished" in page
+    assert embedded_pngs(page) == []
+
+
+def test_render_escapes_what_it_shows():
+    page = render({"final": {}}, {"description": "<b>bold</b> & co"}, {}, None, "<run>")
+    assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt; &amp; co" in page and "&lt;run&gt;" in page

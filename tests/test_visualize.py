@@ -1,0 +1,122 @@
+"""Figures: Fig. 3 mosaics per tower, Fig. 4 predictions and fc7 neighbours, the CLI's PNGs."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet import checkpoint, models, visualize
+from alexnet.cli import main
+from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
+
+DIGITS = [str(d) for d in range(10)]
+
+
+def digits_preprocess() -> Preprocess:
+    train = open_dataset("digits").splits["train"]
+    return Preprocess(pipeline("small", resize=28, crop=24, channels=1, flip=False, lighting=0.0), compute_stats(train.images))
+
+
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory):
+    """An untrained alexnet_small for digits saved as a real checkpoint (what training writes)."""
+    torch.manual_seed(0)
+    options = {"in_channels": 1, "width": 0.25, "input_size": 24}
+    model = models.create("alexnet_small", num_classes=10, **options)
+    ck = checkpoint.from_model(model, DIGITS, model_options=options, preprocess=digits_preprocess().to_state(),
+                               provenance=checkpoint.collect_provenance("digits", {"data": {"spec": "digits"}}))
+    path = tmp_path_factory.mktemp("ckpt") / "digits.pt"
+    checkpoint.save(path, ck)
+    return path
+
+
+# -- Fig. 3 ---------------------------------------------------------------------------------------
+def test_paper_net_has_48_kernels_per_tower_in_two_blocks():
+    weight, towers = visualize.conv1_kernels(models.create("alexnet"))
+    assert towers == 2 and tuple(weight.shape) == (96, 3, 11, 11)
+    mosaics = visualize.filter_mosaics(weight, towers)
+    assert len(mosaics) == 2
+    for mosaic in mosaics:  # 48 kernels: 3 rows of 16, 11×11 patches, 1-pixel gaps
+        assert mosaic.shape == (3 * 12 - 1, 16 * 12 - 1, 3)
+    # tower 2's first patch is kernel 48, min-max scaled on its own
+    k = weight[48].permute(1, 2, 0)
+    expected = ((k - k.min()) / (k.max() - k.min())).numpy()
+    np.testing.assert_allclose(mosaics[1][:11, :11], expected, atol=1e-6)
+    assert mosaics[0].min() == 0.0 and mosaics[0].max() == 1.0
+
+
+def test_one_tower_and_grey_kernels():
+    model = models.create("alexnet_small", num_classes=10, in_channels=1, width=0.25, towers=1)
+    weight, towers = visualize.conv1_kernels(model)
+    assert towers == 1 and weight.shape[1] == 1
+    (mosaic,) = visualize.filter_mosaics(weight, towers, columns=4)
+    n = weight.shape[0]
+    assert mosaic.shape == (-(-n // 4) * 6 - 1, 4 * 6 - 1, 3)
+    assert np.allclose(mosaic[:5, :5, 0], mosaic[:5, :5, 2])  # grey shown as grey
+    fig = visualize.filters_figure(model)
+    assert len(fig.axes) == 1
+    assert len(visualize.filters_figure(models.create("alexnet_small", width=0.25)).axes) == 2
+    assert visualize.conv1_kernels(models.create("alexnet_owt"))[1] == 1
+
+
+# -- Fig. 4 ---------------------------------------------------------------------------------------
+def test_streamed_neighbours_are_the_brute_force_nearest():
+    torch.manual_seed(0)
+    model = models.create("alexnet_small", num_classes=10, in_channels=1, width=0.25, input_size=24).eval()
+    pre = digits_preprocess()
+    splits = open_dataset("digits").splits
+    train, test = splits["train"], splits["test"]
+    queries = visualize.image_batch(test, np.array([0, 5, 17]), 28)
+    found = visualize.nearest_neighbours(model, pre, queries, train, k=4, batch_size=97, limit=500)
+    codes = visualize.fc7_codes(model, pre, torch.from_numpy(train.images[:500])).double()
+    d = torch.cdist(visualize.fc7_codes(model, pre, queries).double(), codes)
+    expected = d.topk(4, largest=False)
+    np.testing.assert_array_equal(found.index, expected.indices.numpy())
+    np.testing.assert_allclose(found.distance, expected.values.numpy(), rtol=1e-9)
+    assert found.index.max() < 500
+
+
+def test_predictions_figure_marks_the_true_label_red():
+    images = np.zeros((3, 8, 8, 1), np.uint8)
+    probs = torch.tensor([[0.1, 0.6, 0.3], [0.5, 0.2, 0.3], [0.2, 0.2, 0.6]])
+    fig = visualize.predictions_figure(images, probs, np.array([2, 1, 0]), ["a", "b", "c"], columns=2)
+    assert len(fig.axes) == 6  # picture + bars per image
+    bars = fig.axes[1].patches  # image 0: top-3 are b, c, a; truth c is the second bar
+    colours = [tuple(round(v, 3) for v in b.get_facecolor()[:3]) for b in bars]
+    assert colours[1] != colours[0] and colours[0] == colours[2]
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == ["b", "c", "a"]
+
+
+# -- the CLI ---------------------------------------------------------------------------------------
+def png_size(path):
+    with Image.open(path) as im:
+        im.load()
+        return im.size
+
+
+def test_cli_figures_write_pngs_that_decode(digits_checkpoint, tmp_path, capsys):
+    ck = str(digits_checkpoint)
+    assert main(["visualize", "filters", ck, "--out", str(tmp_path / "f.png")]) == 0
+    assert main(["visualize", "neighbors", ck, "--data", "digits", "--queries", "3", "-k", "4", "--out",
+                 str(tmp_path / "n.png")]) == 0
+    assert main(["visualize", "predictions", ck, "--images", "4", "--out", str(tmp_path / "p.png")]) == 0
+    assert main(["visualize", "confusion", ck, "--out", str(tmp_path / "c.png")]) == 0
+    sizes = {name: png_size(tmp_path / f"{name}.png") for name in "fnpc"}
+    assert all(w > 200 and h > 100 for w, h in sizes.values())
+    # neighbours: 3 query rows of 1 + 4 images, so wider than tall; predictions: 4 images in one row
+    assert sizes["n"][0] > sizes["n"][1] and sizes["p"][0] > sizes["p"][1]
+    assert "3 test images" in capsys.readouterr().out
+
+
+def test_cli_refuses_to_overwrite_and_names_bad_checkpoints(digits_checkpoint, tmp_path, capsys):
+    out = tmp_path / "f.png"
+    out.write_bytes(b"mine")
+    assert main(["visualize", "filters", str(digits_checkpoint), "--out", str(out)]) == 2
+    assert out.read_bytes() == b"mine" and "already exists" in capsys.readouterr().err
+    assert main(["visualize", "filters", str(digits_checkpoint), "--out", str(out), "--force"]) == 0
+    assert png_size(out)[0] > 0
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["visualize", "filters", str(bad), "--out", str(tmp_path / "g.png")]) == 2
+    err = capsys.readouterr().err
+    assert "bad.pt" in err and len(err.strip().splitlines()) == 1
