@@ -4,7 +4,7 @@ A study is data: a name and its variants, each variant a list of ``--set`` overr
 the same preset (:data:`STUDIES`). The first variant of every study is ``baseline``, the preset as
 it is; every other variant changes one thing. Adding a study is a few lines::
 
-    STUDIES["norm"] = (BASELINE, Variant("batch-norm", ("model.options.lrn=false", "model.options.batch_norm=true")))
+    STUDIES["dropout"] = (BASELINE, Variant("no-dropout", ("model.options.dropout=0.0",), "no dropout on fc6/fc7"))
 
 Overrides may name the base pipeline's fields in braces (``{crop}``, ``{resize}``), filled in from
 the resolved preset, so "no crops" can be said once for every preset.
@@ -74,6 +74,14 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
     ),
     # §3.2: two towers against one tower of half the kernels (−1.7 / −1.2)
     "towers": (BASELINE, Variant("one-tower", ("model.options.towers=1",), "one tower with half the kernels, no groups")),
+    # §3.3 against Ioffe & Szegedy 2015 §3.2: LRN (the baseline), batch normalization in its place
+    # (bn1…bn5 after each conv, before its ReLU), and neither. "no-lrn" is the lrn study's variant:
+    # the same configuration, so with --study all it is trained once.
+    "norm": (
+        BASELINE,
+        Variant("batch-norm", ("model.options.lrn=false", "model.options.batch_norm=true"), "batch normalization instead of LRN"),
+        Variant("no-lrn", ("model.options.lrn=false",), "no normalisation layer"),
+    ),
 }
 
 

@@ -45,6 +45,7 @@ from .data.transforms import fit_images
 from .device import autocast, resolve_device
 from .errors import AlexNetError
 from .evaluate import batch_probabilities, topk_correct
+from .models.googlenet import AUX_LOSS_WEIGHT, GoogLeNetOutputs
 
 log = logging.getLogger(__name__)
 
@@ -172,6 +173,19 @@ class Schedule:
 
 # ---------------------------------------------------------------------------------------------
 # Metrics
+
+
+def training_loss(outputs: torch.Tensor | GoogLeNetOutputs, y: torch.Tensor, label_smoothing: float = 0.0
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logits, loss) of a training forward pass. GoogLeNet with auxiliary heads returns
+    :class:`GoogLeNetOutputs` in training mode: Szegedy et al. §5 add each head's loss × 0.3."""
+    if not isinstance(outputs, GoogLeNetOutputs):
+        return outputs, F.cross_entropy(outputs.float(), y, label_smoothing=label_smoothing)
+    loss = F.cross_entropy(outputs.logits.float(), y, label_smoothing=label_smoothing)
+    for aux in (outputs.aux_logits1, outputs.aux_logits2):
+        if aux is not None:
+            loss = loss + AUX_LOSS_WEIGHT * F.cross_entropy(aux.float(), y, label_smoothing=label_smoothing)
+    return outputs.logits, loss
 
 
 @torch.no_grad()
@@ -375,8 +389,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
                 group["lr"] = lr * group["lr_mult"]
             inputs = data.preprocess.train(x, aug).contiguous(memory_format=memory_format)
             with autocast(device, config.amp):
-                logits = train_model(inputs)
-                loss = F.cross_entropy(logits.float(), y, label_smoothing=config.label_smoothing)
+                logits, loss = training_loss(train_model(inputs), y, config.label_smoothing)
             if not torch.isfinite(loss).item():
                 raise TrainingDiverged(
                     f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:g}); stopped. "

@@ -257,6 +257,10 @@ def googlenet(
 
 
 @register("d2l.ai's GoogLeNet for Fashion-MNIST: 1×96×96, no BatchNorm, no LRN, 5×5 branches, Xavier init")
-def googlenet_d2l(*, num_classes: int = 10, in_channels: int = 1, aux_logits: bool = False, init: str = "xavier") -> nn.Module:
-    config = _form("d2l", num_classes=num_classes, in_channels=in_channels, aux_logits=aux_logits, init=init)
+def googlenet_d2l(*, num_classes: int = 10, in_channels: int = 1, input_size: int = 96, batch_norm: bool = False,
+                  aux_logits: bool = False, init: str = "xavier") -> nn.Module:
+    """``input_size``: d2l's 96, or smaller (32 leaves 1×1 maps in inception 5; global pooling follows);
+    ``batch_norm``: torchvision's conv unit (conv without bias → BN → ReLU) in every branch."""
+    config = _form("d2l", num_classes=num_classes, in_channels=in_channels, input_size=input_size, batch_norm=batch_norm,
+                   aux_logits=aux_logits, init=init)
     return GoogLeNet(config, name="googlenet_d2l")

@@ -137,8 +137,10 @@ def nin(*, num_classes: int = 1000, dropout: float = 0.5, init: str = "kaiming")
 
 
 @register("d2l.ai's NiN for Fashion-MNIST: 1×224×224, last block 3×3 and 1×1 convs to the classes, Xavier init")
-def nin_d2l(*, num_classes: int = 10, in_channels: int = 1, dropout: float = 0.5, init: str = "xavier") -> nn.Module:
+def nin_d2l(*, num_classes: int = 10, in_channels: int = 1, input_size: int = 224, dropout: float = 0.5,
+            init: str = "xavier") -> nn.Module:
+    """``input_size``: d2l's 224, or down to 67 (11×11/4 and three 3×3/2 poolings leave 1×1 maps)."""
     blocks = NIN_IMAGENET[:3] + (MlpConv((num_classes,) * 3, 3, padding=1),)
-    config = NiNConfig(blocks=blocks, num_classes=num_classes, in_channels=in_channels, dropout=dropout,
-                       ceil_mode=False, init=init)
+    config = NiNConfig(blocks=blocks, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                       dropout=dropout, ceil_mode=False, init=init)
     return NiN(config, name="nin_d2l")

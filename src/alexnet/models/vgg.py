@@ -201,14 +201,16 @@ def vgg11_d2l(
     num_classes: int = 10,
     in_channels: int = 1,
     ratio: int = 4,
+    input_size: int = 224,
     batch_norm: bool = False,
     dropout: float = 0.5,
     init: str = "xavier",
 ) -> nn.Module:
-    """``ratio`` divides every block's width (d2l: 4; 1 gives VGG-11's own widths)."""
+    """``ratio`` divides every block's width (d2l: 4; 1 gives VGG-11's own widths); ``input_size``
+    any multiple of 32 (d2l: 224; 32 leaves 1×1 maps before fc6, for 28–32 px data)."""
     if ratio < 1 or any(w % ratio for _, w in VGG_BLOCKS[11]):
         raise ValueError(f"ratio={ratio} must be a positive divisor of 64")
     blocks = tuple((n, w // ratio) for n, w in VGG_BLOCKS[11])
-    config = VGGConfig(blocks=blocks, num_classes=num_classes, in_channels=in_channels, batch_norm=batch_norm,
-                       dropout=dropout, adaptive_pool=None, init=init)
+    config = VGGConfig(blocks=blocks, num_classes=num_classes, in_channels=in_channels, input_size=input_size,
+                       batch_norm=batch_norm, dropout=dropout, adaptive_pool=None, init=init)
     return VGG(config, name="vgg11_d2l")
