@@ -343,7 +343,14 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
         train_model = torch.compile(train_model)
 
     def snapshot(path: Path) -> None:
-        """Write a checkpoint of everything needed to continue exactly from here (rank 0 only)."""
+        """Write a checkpoint of everything needed to continue exactly from here (rank 0 only).
+
+        Weights that are no longer finite are never written: the last good checkpoint stays."""
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise TrainingDiverged(
+                f"the weights became non-finite at epoch {epoch + 1}, step {step}; stopped. "
+                f"The last good checkpoint is {folder.last}; lower the learning rate or check the data"
+            )
         rng = {"torch": torch.get_rng_state(), "aug": aug.get_state(),
                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
         if info.enabled:  # every rank's augmentation stream

@@ -173,14 +173,12 @@ class Preprocess:
             span = p.resize - p.crop + 1
             tops = torch.randint(0, span, (b,), generator=generator).tolist()
             lefts = torch.randint(0, span, (b,), generator=generator).tolist()
-            c = p.crop
-            if tuple(x.shape[1:]) == (p.resize, p.resize, p.channels):  # stored as the model takes it: crop uint8
-                x = torch.stack([img[t : t + c, l : l + c] for img, t, l in zip(x, tops, lefts)])
-                x = x.permute(0, 3, 1, 2).float()
+            if tuple(x.shape[1:]) == (p.resize, p.resize, p.channels):  # stored as the model takes it
+                x = self._crop_uint8(x, tops, lefts)
             else:
                 x = self.fit(x)
-                x = torch.stack([img[:, t : t + c, l : l + c] for img, t, l in zip(x, tops, lefts)])
-            x = self.normalize(x, tops, lefts)
+                c = p.crop
+                x = self.normalize(torch.stack([img[:, t : t + c, l : l + c] for img, t, l in zip(x, tops, lefts)]), tops, lefts)
         if p.flip:
             flip = (torch.rand(b, generator=generator) < 0.5).nonzero().flatten().to(device)
             if len(flip):
@@ -192,8 +190,27 @@ class Preprocess:
                 shift = shift / self._constants(device, 3)["std"]
             elif p.normalize == "unit":
                 shift = shift / 255.0
-            x = x + shift[:, :, None, None]
-        return x.contiguous()
+            x = x.add_(shift[:, :, None, None])
+        return x
+
+    def _crop_uint8(self, x: torch.Tensor, tops: list[int], lefts: list[int]) -> torch.Tensor:
+        """Per image: cut the uint8 patch and write it, minus the mean under it, as float — one pass
+        over the output. The output is channels_last (the patch's own order, so no transpose)."""
+        p, c = self.pipeline, self.pipeline.crop
+        out = torch.empty((x.shape[0], x.shape[3], c, c), device=x.device, memory_format=torch.channels_last)
+        mean = self._constants(x.device, x.shape[3]).get("mean_image") if p.normalize == "mean_image" else None
+        for i, (t, l) in enumerate(zip(tops, lefts)):
+            patch = x[i, t : t + c, l : l + c].permute(2, 0, 1)
+            if mean is None:
+                out[i].copy_(patch)
+            else:
+                torch.sub(patch, mean[:, t : t + c, l : l + c], out=out[i])
+        if p.normalize == "channel":
+            k = self._constants(x.device, x.shape[3])
+            out.sub_(k["mean"].view(1, -1, 1, 1)).div_(k["std"].view(1, -1, 1, 1))
+        elif p.normalize == "unit":
+            out.div_(255.0)
+        return out
 
     def _random_resized_crop(self, x: torch.Tensor, rand) -> torch.Tensor:
         """torchvision's RandomResizedCrop box sampling (10 tries, then the central box), resampled

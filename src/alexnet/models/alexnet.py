@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .base import ConfiguredNet
 from .layers import INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, initialise
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
@@ -129,7 +130,7 @@ class AlexNetConfig:
         return self.convs[-1].out_channels, side
 
 
-class AlexNet(nn.Module):
+class AlexNet(ConfiguredNet):
     """Five conv layers and three FC layers (§3.5), configured by an :class:`AlexNetConfig`.
 
     ``forward(x)`` maps [N, C, H, W] images to [N, num_classes] logits (softmax is left to the loss
@@ -216,14 +217,6 @@ class AlexNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.head_name)(self.forward_features(x))
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
 
     @property
     def fc6_inputs(self) -> int:

@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from .base import ConfiguredNet
 from .layers import LocalResponseNorm
 from .registry import register
 
@@ -153,7 +154,7 @@ class InceptionAux(nn.Module):
         return self.fc2(self.dropout(self.relu(self.fc1(x))))
 
 
-class GoogLeNet(nn.Module):
+class GoogLeNet(ConfiguredNet):
     """Inception v1 configured by a :class:`GoogLeNetConfig`; see the module docstring for the forms."""
 
     def __init__(self, config: GoogLeNetConfig, *, name: str = "googlenet") -> None:
@@ -231,14 +232,6 @@ class GoogLeNet(nn.Module):
         if self.config.aux_logits and self.training:
             return GoogLeNetOutputs(logits, aux2, aux1)
         return logits
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
 
 
 def _form(form: str, **changes) -> GoogLeNetConfig:

@@ -94,11 +94,12 @@ def plain_local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float,
 def local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
     """Fused LRN of a [N, C, H, W] batch (any memory format, dtype, device); see :class:`_FusedLRN`.
 
-    Under tracing and export (TorchScript, ONNX, torch.export, torch.compile) the plain formula is
-    used instead: it is made of standard operators that exporters know and that the compiler fuses.
+    Under tracing and export (TorchScript, ONNX, torch.export, torch.compile) and on the meta device
+    (shape-only summaries) the plain formula is used instead: it is made of standard operators that
+    exporters know, the compiler fuses and every device implements.
     """
     _check_groups(x, groups)
-    if x.dim() != 4 or _tracing():
+    if x.dim() != 4 or x.device.type == "meta" or _tracing():
         return plain_local_response_norm(x, size, alpha_per_term, beta, k, groups)
     spec = _LRNSpec(size, alpha_per_term, beta, k, groups)
     if torch.is_grad_enabled() and x.requires_grad:

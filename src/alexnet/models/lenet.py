@@ -41,6 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .base import ConfiguredNet
 from .layers import conv_output_size
 from .registry import register
 
@@ -86,7 +87,7 @@ class LeNetConfig:
         return side
 
 
-class LeNet(nn.Module):
+class LeNet(ConfiguredNet):
     """LeNet-5 configured by a :class:`LeNetConfig`; [N, C, H, W] → [N, num_classes] logits."""
 
     def __init__(self, config: LeNetConfig, *, name: str = "lenet") -> None:
@@ -133,14 +134,6 @@ class LeNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc5(self.forward_features(x))
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
 
 
 @register("LeNet-5 (LeCun et al. 1998): 1×32×32, scaled tanh, average pooling; AlexNet's ancestor")

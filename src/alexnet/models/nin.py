@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .base import ConfiguredNet
 from .registry import register
 
 
@@ -70,7 +71,7 @@ class NiNConfig:
             raise ValueError(f"num_classes={self.num_classes} must be at least 1")
 
 
-class NiN(nn.Module):
+class NiN(ConfiguredNet):
     """Four mlpconv blocks with 3×3/2 max pooling between them, then global average pooling."""
 
     def __init__(self, config: NiNConfig, *, name: str = "nin") -> None:
@@ -128,14 +129,6 @@ class NiN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = getattr(self, f"relu_{self.head_name}")(getattr(self, self.head_name)(self.forward_maps(x)))
         return torch.flatten(self.avgpool(x), 1)
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
 
 
 @register("Network in Network (Lin et al. 2014), the authors' ImageNet model: mlpconv blocks, global average pooling, 224 input")

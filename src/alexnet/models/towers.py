@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from .base import ConfiguredNet
 from .alexnet import AlexNet
 from .layers import LocalResponseNorm
 
@@ -37,7 +38,7 @@ def _split_layer(layer: nn.Module, tower: int, grouped: bool) -> nn.Module:
     return part
 
 
-class TwoTowerAlexNet(nn.Module):
+class TwoTowerAlexNet(ConfiguredNet):
     """A grouped :class:`AlexNet` split over two devices, exchanging activations at conv3 and fc6–fc8."""
 
     def __init__(self, model: AlexNet, devices: Sequence[torch.device | str]) -> None:
@@ -72,14 +73,6 @@ class TwoTowerAlexNet(nn.Module):
         with torch.no_grad():
             self.head.weight.copy_(head.weight)
             self.head.bias.copy_(head.bias)
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
 
     def _both(self, xs: list[torch.Tensor], device: torch.device) -> torch.Tensor:
         """Both towers' maps, concatenated along channels on ``device``: the cross-GPU exchange."""

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .base import ConfiguredNet
 from .registry import register
 
 # Table 1: (convolutions, width) for each of the five blocks
@@ -77,7 +78,7 @@ class VGGConfig:
         return side
 
 
-class VGG(nn.Module):
+class VGG(ConfiguredNet):
     """Blocks of 3×3 convolutions and 2×2 pooling, then fc6–fc8 (§2.1); configured by a :class:`VGGConfig`."""
 
     def __init__(self, config: VGGConfig, *, name: str = "vgg11") -> None:
@@ -153,14 +154,6 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return getattr(self, self.head_name)(self.forward_features(x))
-
-    @property
-    def input_size(self) -> int:
-        return self.config.input_size
-
-    @property
-    def in_channels(self) -> int:
-        return self.config.in_channels
 
     def torchvision_names(self) -> dict[str, str]:
         """Our layer → torchvision's (``conv1_1`` → ``features.0``, ``fc6`` → ``classifier.0``, …).
