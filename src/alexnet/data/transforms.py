@@ -169,20 +169,19 @@ class Preprocess:
         if p.random_resized_crop:
             rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
             x = self.normalize(self._random_resized_crop(self.fit(x), rand))
+            x = _reflect(x, (torch.rand(b, generator=generator) < 0.5).tolist() if p.flip else [False] * b)
         else:
             span = p.resize - p.crop + 1
             tops = torch.randint(0, span, (b,), generator=generator).tolist()
             lefts = torch.randint(0, span, (b,), generator=generator).tolist()
+            flips = (torch.rand(b, generator=generator) < 0.5).tolist() if p.flip else [False] * b
             if tuple(x.shape[1:]) == (p.resize, p.resize, p.channels):  # stored as the model takes it
-                x = self._crop_uint8(x, tops, lefts)
+                x = self._crop_uint8(x, tops, lefts, flips)
             else:
                 x = self.fit(x)
                 c = p.crop
                 x = self.normalize(torch.stack([img[:, t : t + c, l : l + c] for img, t, l in zip(x, tops, lefts)]), tops, lefts)
-        if p.flip:
-            flip = (torch.rand(b, generator=generator) < 0.5).nonzero().flatten().to(device)
-            if len(flip):
-                x[flip] = x[flip].flip(-1)
+                x = _reflect(x, flips)
         if p.lighting > 0 and x.shape[1] == 3 and self.stats.eigval.shape == (3,):  # RGB data only
             alpha = torch.randn(b, 3, generator=generator).to(device) * p.lighting  # αᵢ ~ N(0, σ), once per image
             shift = alpha @ self._constants(device, 3)["eig"].T  # Σ αᵢ λᵢ pᵢ, [B, 3]
@@ -193,18 +192,21 @@ class Preprocess:
             x = x.add_(shift[:, :, None, None])
         return x
 
-    def _crop_uint8(self, x: torch.Tensor, tops: list[int], lefts: list[int]) -> torch.Tensor:
-        """Per image: cut the uint8 patch and write it, minus the mean under it, as float — one pass
-        over the output. The output is channels_last (the patch's own order, so no transpose)."""
+    def _crop_uint8(self, x: torch.Tensor, tops: list[int], lefts: list[int], flips: list[bool]) -> torch.Tensor:
+        """Per image: cut the uint8 patch (reflected where drawn: a cheap uint8 copy) and write it,
+        minus the mean under it (reflected alike), as float — one pass over the output. The output
+        is channels_last (the patch's own order, so no transpose)."""
         p, c = self.pipeline, self.pipeline.crop
         out = torch.empty((x.shape[0], x.shape[3], c, c), device=x.device, memory_format=torch.channels_last)
         mean = self._constants(x.device, x.shape[3]).get("mean_image") if p.normalize == "mean_image" else None
-        for i, (t, l) in enumerate(zip(tops, lefts)):
+        for i, (t, l, f) in enumerate(zip(tops, lefts, flips)):
             patch = x[i, t : t + c, l : l + c].permute(2, 0, 1)
+            patch = patch.flip(-1) if f else patch
             if mean is None:
                 out[i].copy_(patch)
             else:
-                torch.sub(patch, mean[:, t : t + c, l : l + c], out=out[i])
+                m = mean[:, t : t + c, l : l + c]
+                torch.sub(patch, m.flip(-1) if f else m, out=out[i])
         if p.normalize == "channel":
             k = self._constants(x.device, x.shape[3])
             out.sub_(k["mean"].view(1, -1, 1, 1)).div_(k["std"].view(1, -1, 1, 1))
@@ -259,6 +261,15 @@ class Preprocess:
         tl, tr, bl, br, centre = five
         mirrored = [tr, tl, br, bl, centre]  # TenCrop crops the reflected image: its top-left is our top-right
         return torch.stack(five + [v.flip(-1) for v in mirrored], dim=1)
+
+
+def _reflect(x: torch.Tensor, flips: list[bool]) -> torch.Tensor:
+    """Mirror (in place) the images of a float batch whose entry in ``flips`` is true."""
+    chosen = [i for i, f in enumerate(flips) if f]
+    if chosen:
+        index = torch.tensor(chosen, device=x.device)
+        x[index] = x[index].flip(-1)
+    return x
 
 
 def fit_images(x: torch.Tensor, size: int, channels: int) -> torch.Tensor:
