@@ -1,8 +1,6 @@
 """The training loop: presets, the run folder, resume-exactness, divergence, refusing to overwrite."""
 
 import json
-import math
-import os
 import signal
 import subprocess
 import sys
@@ -70,7 +68,7 @@ def test_schedules():
 def test_training_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
     records = []
-    report = train(tiny(epochs=2), RunOptions(out=out, progress_bar=False), on_epoch=records.append)
+    train(tiny(epochs=2), RunOptions(out=out, progress_bar=False), on_epoch=records.append)
     for name in ["config.json", "metrics.jsonl", "report.json", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"]:
         assert (out / name).exists(), name
     assert any((out / "tb").iterdir())

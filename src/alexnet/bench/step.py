@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import fastpath, models

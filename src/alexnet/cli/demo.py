@@ -37,10 +37,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"alexnet demo: training {config.model.name} ({config.description}) → {out}")
     started = time.time()
     report = train(config, RunOptions(out=out, progress_bar=False), on_epoch=print_epoch)
-    best = out / "checkpoints" / "last.pt"  # the final weights, as the report
+    final = out / "checkpoints" / "last.pt"  # the final weights, as in report.json
 
     test = open_dataset("digits").splits["test"]
-    result = evaluate_checkpoints([best], test, EvalConfig(views=1, batch_size=256, device=str(report["hardware"]["device"])))
+    result = evaluate_checkpoints([final], test, EvalConfig(views=1, batch_size=256, device=str(report["hardware"]["device"])))
 
     samples = out / "samples"
     samples.mkdir(exist_ok=True)
@@ -49,8 +49,8 @@ def run(args: argparse.Namespace) -> int:
         path = samples / f"test{i:03d}_label{test.classes[test.labels[i]]}.png"
         Image.fromarray(test.images[i][..., 0]).save(path)
         paths.append(str(path))
-    print(f"\nalexnet predict --checkpoint {best} {samples}/*.png")
-    for p in classify_images(paths, best, topk=3):
+    print(f"\nalexnet predict --checkpoint {final} {samples}/*.png")
+    for p in classify_images(paths, final, topk=3):
         top = ", ".join(f"{d['label']} {100 * d['probability']:.1f}%" for d in p.predictions)
         print(f"  {Path(p.image).name:<22} → {top}")
 

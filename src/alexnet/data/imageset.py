@@ -72,7 +72,7 @@ def subset(images: ImageSet, index: np.ndarray) -> ImageSet:
     index = np.asarray(index, dtype=np.int64)
     paths = [images.paths[i] for i in index] if images.paths is not None else None
     if images.in_memory:
-        return ImageSet(images.labels[index], images.classes, images=np.asarray(images.images[np.sort(index)])[np.argsort(np.argsort(index))], paths=paths)
+        return ImageSet(images.labels[index], images.classes, images=np.take(images.images, index, axis=0), paths=paths)
     return ImageSet(images.labels[index], images.classes, loader=_IndexedLoader(images, index), paths=paths)
 
 
