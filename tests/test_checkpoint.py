@@ -167,3 +167,19 @@ def test_class_names_must_match_num_classes(tmp_path):
     ckpt.classes = CLASSES[:9]
     with pytest.raises(AlexNetError, match="9 class names"):
         checkpoint.save(tmp_path / "c.pt", ckpt)
+
+
+def test_format_1_checkpoints_of_the_paper_net_keep_inverted_dropout(tmp_path):
+    """Format 1 had inverted dropout in ``alexnet``; such a checkpoint must rebuild the net it was trained as."""
+    model = models.create("alexnet", num_classes=10, dropout_scaling="inverted").eval()
+    ckpt = checkpoint.from_model(model, CLASSES)
+    payload = ckpt.to_payload()
+    payload["format_version"] = 1
+    torch.save(payload, tmp_path / "v1.pt")
+    old = checkpoint.load(tmp_path / "v1.pt")
+    assert old.model_options["dropout_scaling"] == "inverted"
+    rebuilt = checkpoint.build_model(old)
+    x = torch.randn(1, 3, 227, 227)
+    torch.testing.assert_close(rebuilt(x), model(x))
+    checkpoint.save(tmp_path / "v2.pt", checkpoint.from_model(models.create("alexnet", num_classes=10), CLASSES))
+    assert "dropout_scaling" not in checkpoint.load(tmp_path / "v2.pt").model_options  # the default: the paper's

@@ -221,3 +221,41 @@ def test_forward_backward_every_model(name):
 def test_small_net_takes_28_to_64_px(size):
     model = models.create("alexnet_small", input_size=size, in_channels=1)
     assert model(torch.randn(2, 1, size, size)).shape == (2, 10)
+
+
+def test_paper_dropout_keeps_survivors_unscaled_and_scales_at_test():
+    """§4.2: training zeroes outputs without rescaling the rest; test multiplies every output by 1 − p."""
+    from alexnet.models.layers import PaperDropout
+
+    drop = PaperDropout(0.5)
+    x = torch.rand(64, 4096) + 0.5
+    torch.manual_seed(3)
+    y = drop(x)
+    kept = y != 0
+    assert torch.equal(y[kept], x[kept])  # survivors pass unchanged (nn.Dropout would double them)
+    assert 0.45 < kept.float().mean().item() < 0.55
+    torch.manual_seed(3)
+    assert torch.equal(kept, torch.nn.Dropout(0.5)(x) != 0)  # the same mask as nn.Dropout draws
+    assert torch.equal(drop.eval()(x), x * 0.5)
+
+
+def test_dropout_scaling_per_variant():
+    """The paper's net uses §4.2's scaling; Caffe's, torchvision's, d2l's and the small net keep inverted dropout."""
+    from alexnet.models.layers import PaperDropout
+
+    paper = models.create("alexnet")
+    assert isinstance(paper.drop6, PaperDropout) and isinstance(paper.drop7, PaperDropout)
+    assert isinstance(models.create("alexnet_bn").drop7, PaperDropout)
+    for name in ("bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small"):
+        assert type(models.create(name).drop7) is torch.nn.Dropout, name
+    inverted = models.create("alexnet", dropout_scaling="inverted")
+    assert type(inverted.drop6) is torch.nn.Dropout
+    # Same weights, eval mode: halving fc7's and fc8's weights turns one into the other.
+    inverted.load_state_dict(paper.state_dict())
+    with torch.no_grad():
+        inverted.fc7.weight.mul_(0.5)
+        inverted.fc8.weight.mul_(0.5)
+    x = torch.randn(2, 3, 227, 227)
+    torch.testing.assert_close(inverted.eval()(x), paper.eval()(x), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="dropout_scaling='x2' is not one of paper, inverted"):
+        models.create("alexnet", dropout_scaling="x2")

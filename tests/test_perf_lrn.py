@@ -93,6 +93,23 @@ def test_bfloat16_within_its_tolerance():
     torch.testing.assert_close(gx16.double(), gx, rtol=2e-2, atol=2e-2)
 
 
+def test_bfloat16_where_the_normalisation_bites():
+    """bf16 computes the LRN in bf16 (no fp32 round trip): at activations where α'Σa² is of the order
+    of k (the paper's 0–255 scale after conv1), outputs and gradients stay within bf16's tolerance."""
+    x = (torch.randn(2, 96, 7, 7, dtype=torch.float64) * 150).relu()
+    g = torch.randn_like(x)
+    exact = x.clone().requires_grad_(True)
+    y = local_response_norm(exact, 5, 1e-4 / 5, 0.75, 2.0, 2)
+    (gx,) = torch.autograd.grad(y, exact, g)
+    s = 2.0 + 1e-4 / 5 * torch.nn.functional.avg_pool3d((x * x).unsqueeze(1), (5, 1, 1), 1, (2, 0, 0)).squeeze(1) * 5
+    assert s.max() > 3.0  # the window's term matters: s is not ≈ k
+    low = x.bfloat16().contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    y16 = local_response_norm(low, 5, 1e-4 / 5, 0.75, 2.0, 2)
+    (gx16,) = torch.autograd.grad(y16, low, g.bfloat16())
+    torch.testing.assert_close(y16.double(), y, rtol=2e-2, atol=1e-1)
+    torch.testing.assert_close(gx16.double(), gx, rtol=3e-2, atol=3e-2)
+
+
 def test_bad_channel_count_is_a_clear_error():
     with pytest.raises(ValueError, match="groups=2"):
         LocalResponseNorm(groups=2)(torch.randn(1, 5, 2, 2))

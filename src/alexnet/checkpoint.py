@@ -8,7 +8,7 @@ checkpoint also holds ``train_state`` (optimizer, scheduler, RNG states, epoch, 
 
 On disk it is ``torch.save`` of one plain dict::
 
-    {"format": "alexnet-checkpoint", "format_version": 1, "model": "alexnet",
+    {"format": "alexnet-checkpoint", "format_version": 2, "model": "alexnet",
      "model_options": {...}, "state_dict": {...}, "classes": [...], "input_size": 227,
      "preprocess": {...}, "provenance": {...}, "train_state": {...} | None}
 
@@ -46,7 +46,11 @@ from .errors import AlexNetError
 log = logging.getLogger(__name__)
 
 FORMAT = "alexnet-checkpoint"
-FORMAT_VERSION = 1  # bump when a field changes meaning; load() refuses newer versions
+FORMAT_VERSION = 2  # bump when a field changes meaning; load() refuses newer versions, upgrades older ones
+
+# Format 2: ``alexnet`` and ``alexnet_bn`` default to the paper's dropout scaling (§4.2); a format-1
+# checkpoint of them was trained and runs with inverted dropout, so loading one says so explicitly.
+_V1_INVERTED_DROPOUT = ("alexnet", "alexnet_bn")
 
 SAFE_SCALARS = (str, int, float, bool, type(None))
 
@@ -199,9 +203,12 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
     missing = [k for k in ("model", "model_options", "state_dict", "classes", "input_size") if k not in payload]
     if missing:
         raise AlexNetError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    options = dict(payload["model_options"])
+    if version < 2 and payload["model"] in _V1_INVERTED_DROPOUT:
+        options.setdefault("dropout_scaling", "inverted")
     return Checkpoint(
         model=payload["model"],
-        model_options=dict(payload["model_options"]),
+        model_options=options,
         state_dict=dict(payload["state_dict"]),
         classes=list(payload["classes"]),
         input_size=int(payload["input_size"]),

@@ -114,14 +114,16 @@ def to_input(images: torch.Tensor, fast: FastPath) -> torch.Tensor:
     return images.to(device=fast.device, memory_format=fast.memory_format, non_blocking=True)
 
 
+def sgd_kernel(device: torch.device, fused: bool = True) -> dict[str, bool]:
+    """``SGD``'s implementation flag: one fused kernel where the device has it, else foreach."""
+    return {"fused": True} if fused and device.type in ("cpu", "cuda", "mps") else {"foreach": True}
+
+
 def sgd(params: Iterator[nn.Parameter] | list, fast: FastPath, *, lr: float, momentum: float = 0.9,
         weight_decay: float = 5e-4) -> torch.optim.SGD:
     """§5's SGD (momentum 0.9, weight decay 0.0005 by default) as one fused kernel where possible."""
-    params = list(params)
-    device = torch.device(fast.device)
-    if fast.fused_optimizer and device.type in ("cpu", "cuda", "mps"):
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=True)
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True)
+    kernel = sgd_kernel(torch.device(fast.device), fast.fused_optimizer)
+    return torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay, **kernel)
 
 
 class TrainStep:

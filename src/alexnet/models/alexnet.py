@@ -15,7 +15,9 @@ absent)::
 
 ``norm_position`` moves the LRN before the ReLU (Krizhevsky's 2012 code, conv1) or after the pool
 (CaffeNet); ``dropout_position`` puts dropout on the inputs of fc6/fc7 (torchvision) instead of on
-the outputs of fc6/fc7 (paper §4.2, Caffe).
+the outputs of fc6/fc7 (paper §4.2, Caffe); ``dropout_scaling`` is the paper's (survivors unscaled in
+training, every output × (1 − p) at test, §4.2) or the inverted one of PyTorch, Caffe and torchvision
+(survivors × 1/(1 − p) in training): see :class:`~alexnet.models.layers.PaperDropout` for why it matters.
 
 ``batch_norm`` puts a BatchNorm2d ``bn{i}`` after every conv, before its ReLU (Ioffe & Szegedy
 2015, §3.2: normalise Wx+b, then the nonlinearity); ``alexnet_bn`` is the paper's net with it in
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 
 from .base import ConfiguredNet
-from .layers import INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, initialise
+from .layers import DROPOUT_SCALINGS, INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, dropout_layer, initialise
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 NORM_POSITIONS = ("after_relu", "before_relu", "after_pool")
@@ -87,6 +89,7 @@ class AlexNetConfig:
     adaptive_pool: int | None = None  # torchvision's AdaptiveAvgPool2d(6) before fc6
     dropout: float = 0.5  # §4.2
     dropout_position: str = "after"  # on the outputs of fc6, fc7 (paper, Caffe); "before": torchvision
+    dropout_scaling: str = "paper"  # §4.2: survivors unscaled, ×(1 − p) at test; "inverted": ×1/(1 − p) in training (PyTorch, Caffe)
     init: str = "paper"  # §5; see layers.INITS
 
     def __post_init__(self) -> None:
@@ -95,6 +98,7 @@ class AlexNetConfig:
             "lrn_convention": (self.lrn_convention, LRN_CONVENTIONS),
             "norm_position": (self.norm_position, NORM_POSITIONS),
             "dropout_position": (self.dropout_position, DROPOUT_POSITIONS),
+            "dropout_scaling": (self.dropout_scaling, DROPOUT_SCALINGS),
             "init": (self.init, INITS),
         }
         for key, (value, valid) in choices.items():
@@ -177,7 +181,7 @@ class AlexNet(ConfiguredNet):
             self.add_module(f"fc{j}", nn.Linear(w_in, w_out))
             self.add_module(f"relu{j}", act())
             if drop:
-                self.add_module(drop, nn.Dropout(c.dropout))
+                self.add_module(drop, dropout_layer(c.dropout, c.dropout_scaling))
             if c.dropout_position == "before":
                 fc_order += [m for m in (drop, f"fc{j}", f"relu{j}") if m]
             else:

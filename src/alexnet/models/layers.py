@@ -125,9 +125,15 @@ class _LRNSpec(NamedTuple):
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    """s and s^(−β) are kept in fp32 for half-precision input: k + α'Σa² ≈ 2 would otherwise round off
-    most of the window's contribution (bf16 has 8 bits of mantissa)."""
-    return torch.float32 if dtype in (torch.bfloat16, torch.float16) else dtype
+    """The dtype the LRN computes in: fp16 input in fp32 (a² overflows fp16's 65,504 for |a| > 256,
+    which the paper's 0–255-scale activations reach); everything else, bf16 included, in its own.
+
+    bf16 has fp32's range, and its 8-bit mantissa costs b = a·s^(−β) no more than the bf16 rounding
+    of b itself: s ≥ k = 2 is held to ±0.4 %, which moves s^(−β) by ±0.3 %. Computing in bf16 halves
+    the memory traffic of the LRN's passes over conv1's and conv2's maps and runs the window sum as a
+    bf16 GEMM (docs/PERFORMANCE.md has the figures).
+    """
+    return torch.float32 if dtype == torch.float16 else dtype
 
 
 def _window_matrix(channels: int, groups: int, front: int, back: int, scale: float, like: torch.Tensor) -> torch.Tensor:
@@ -141,11 +147,13 @@ def _window_matrix(channels: int, groups: int, front: int, back: int, scale: flo
     return (inside.to(like.dtype) * scale)[:, :, None, None]
 
 
-def _window_sum(t: torch.Tensor, groups: int, front: int, back: int, scale: float) -> torch.Tensor:
-    """scale · Σ_{j=i−front}^{i+back} t_j within each group: one grouped 1×1 convolution with a banded
-    weight, i.e. one matrix product over the maps in their own layout (channels_last: a GEMM with
-    no reorder), instead of ``size`` passes over them. Under autocast the caller fixes the dtype."""
-    return F.conv2d(t, _window_matrix(t.shape[1], groups, front, back, scale, t), groups=groups)
+def _window_sum(t: torch.Tensor, groups: int, front: int, back: int, scale: float, offset: float = 0.0) -> torch.Tensor:
+    """offset + scale · Σ_{j=i−front}^{i+back} t_j within each group: one grouped 1×1 convolution with a
+    banded weight and the offset as its bias, i.e. one matrix product over the maps in their own layout
+    (channels_last: a GEMM with no reorder), instead of ``size`` passes over them. Under autocast the
+    caller fixes the dtype."""
+    bias = torch.full((t.shape[1],), offset, dtype=t.dtype, device=t.device) if offset else None
+    return F.conv2d(t, _window_matrix(t.shape[1], groups, front, back, scale, t), bias, groups=groups)
 
 
 def _as_layout(x: torch.Tensor) -> torch.Tensor:
@@ -155,19 +163,32 @@ def _as_layout(x: torch.Tensor) -> torch.Tensor:
     return x.contiguous()
 
 
-def _lrn_forward(x: torch.Tensor, spec: _LRNSpec) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(b, r, s): b = a·r with r = s^(−β) and s = k + α'·Σ_window a² (r, s in fp32 for half input).
+def _lrn_forward(x: torch.Tensor, spec: _LRNSpec, for_backward: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(b, r, t): b = a·r with r = s^(−β), s = k + α'·Σ_window a², in :func:`_compute_dtype`; with
+    ``for_backward`` also r and t = a·r/s = a·s^(−β−1), what the backward needs besides a (else None).
 
-    Half-precision input is converted once on the way in and once on the way out: mixed-dtype
-    elementwise ops would each convert on the fly, which on a CPU costs more than the arithmetic.
+    fp16 input is converted once on the way in and once on the way out: mixed-dtype elementwise ops
+    would each convert on the fly, which on a CPU costs more than the arithmetic. A few cheap passes
+    over the maps (a², s^(−β), a·r, and b/s for the backward) and one GEMM (the window sum, with k as
+    its bias).
     """
     front, back = spec.size // 2, (spec.size - 1) // 2  # F.local_response_norm's window: i − n//2 … i + (n−1)//2
     with torch.autocast(x.device.type, enabled=False):
         a = _as_layout(x).to(_compute_dtype(x.dtype))
-        s = _window_sum(a * a, spec.groups, front, back, spec.alpha_per_term).add_(spec.k)
-        r = s.pow(-spec.beta)
-        y = (a * r).to(x.dtype)
-    return y, r, s
+        s = _window_sum(a * a, spec.groups, front, back, spec.alpha_per_term, offset=spec.k)
+        r = _negative_power(s, spec.beta)
+        b = a * r
+        t = b / s if for_backward else None
+        return b.to(x.dtype), (r if for_backward else None), t
+
+
+def _negative_power(s: torch.Tensor, beta: float) -> torch.Tensor:
+    """s^(−β). For the paper's β = 0.75 as 1/√(s·√s): three cheap passes instead of one ``pow``, whose
+    general exponent costs ~3× as much on a CPU (bf16 and fp32 alike); equal within 2 ulp."""
+    if beta == 0.75:
+        return s.sqrt().mul_(s).rsqrt_()
+    return s.pow(-beta)
 
 
 class _FusedLRN(torch.autograd.Function):
@@ -175,33 +196,72 @@ class _FusedLRN(torch.autograd.Function):
 
         ∂L/∂a_i = g_i·s_i^(−β) − 2α'β·a_i·Σ_{j: i∈W(j)} g_j·a_j·s_j^(−β−1)
 
-    Forward saves r = s^(−β) and s (the input a is kept by the ReLU before it anyway); backward is
-    one window sum of g·a·r/s over the transposed window (the transposed banded matrix) plus a few
-    elementwise passes. The plain formula's autograd graph instead keeps five maps and runs
-    ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
+    Forward saves r = s^(−β) and t = a·s^(−β−1) (the input a is kept by the ReLU before it anyway);
+    backward is one window sum of g·t over the transposed window (the transposed banded matrix) and
+    two elementwise passes, g·t and w·a + g·r. The plain formula's autograd graph instead keeps five
+    maps and runs ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: _LRNSpec) -> torch.Tensor:
         x = _as_layout(x)
-        y, r, s = _lrn_forward(x, spec)
-        ctx.save_for_backward(x, r, s)
+        y, r, t = _lrn_forward(x, spec, for_backward=True)
+        ctx.save_for_backward(x, r, t)
         ctx.spec = spec
         return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x, r, s = ctx.saved_tensors
+        x, r, t = ctx.saved_tensors
         spec: _LRNSpec = ctx.spec
         g = g.contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
         # the transposed window of j ∈ i − n//2 … i + (n−1)//2 is j ∈ i − (n−1)//2 … i + n//2
         front, back = (spec.size - 1) // 2, spec.size // 2
         with torch.autocast(x.device.type, enabled=False):
             a, g = x.to(r.dtype), g.to(r.dtype)
-            u = torch.mul(g, a).mul_(r).div_(s)
-            w = _window_sum(u, spec.groups, front, back, -2.0 * spec.alpha_per_term * spec.beta)
+            w = _window_sum(g * t, spec.groups, front, back, -2.0 * spec.alpha_per_term * spec.beta)
             grad = w.mul_(a).addcmul_(g, r).to(x.dtype)
         return grad, None
+
+
+# ---------------------------------------------------------------------------------------------
+# Dropout (§4.2) in the paper's scaling and in the inverted one every framework uses.
+
+DROPOUT_SCALINGS: tuple[str, ...] = ("paper", "inverted")
+
+
+class PaperDropout(nn.Dropout):
+    """Dropout as §4.2 describes it: in training each output is zeroed with probability p and the
+    others pass *unscaled*; at test time "we use all the neurons but multiply their outputs by 0.5"
+    (by 1 − p).
+
+    ``nn.Dropout`` (and Caffe's, torchvision's, d2l's) is *inverted*: the survivors are multiplied by
+    1/(1 − p) in training and nothing is done at test time. The two have the same expected output, but
+    not the same training: with the paper's init (biases of 1 in fc6/fc7, so the fc6/fc7 codes are
+    all positive, ≈ 1) inverted dropout doubles what fc7 and fc8 see, which makes their effective
+    learning rate 4× the paper's and is enough, at ε = 0.01, to blow the first steps up and leave the
+    loss flat at ln(classes) (docs/TRAINING.md, measured). With this scaling the paper's init and ε
+    learn. Weights trained one way run the other way after halving the weights of the layers that read
+    the dropped outputs (fc7 and fc8 in the paper's placement).
+
+    In training it draws the same mask as ``nn.Dropout`` with the same generator state
+    (``F.dropout`` then × (1 − p): exact for p = 0.5).
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            return F.dropout(x, self.p, True) * (1.0 - self.p)
+        return x * (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, scaling=paper"
+
+
+def dropout_layer(p: float, scaling: str) -> nn.Dropout:
+    """The dropout module for ``scaling`` "paper" (:class:`PaperDropout`) or "inverted" (``nn.Dropout``)."""
+    if scaling not in DROPOUT_SCALINGS:
+        raise ValueError(f"dropout scaling {scaling!r} is not one of {', '.join(DROPOUT_SCALINGS)}")
+    return PaperDropout(p) if scaling == "paper" else nn.Dropout(p)
 
 
 # ---------------------------------------------------------------------------------------------

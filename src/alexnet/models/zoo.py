@@ -10,7 +10,9 @@ have the paper's design (``alexnet``, ``bvlc_alexnet``, ``caffenet``, ``alexnet_
   LRN); with ``lrn`` the norm study compares LRN (``lrn=True``), BN (``lrn=False, batch_norm=True``)
   and neither
 * ``pooling``: "overlapping" 3/2 (§3.4) or "non-overlapping" 2/2
-* ``dropout``: the probability on fc6 and fc7 (§4.2); 0 removes the layers
+* ``dropout``: the probability on fc6 and fc7 (§4.2); 0 removes the layers; ``dropout_scaling``
+  "paper" (§4.2: survivors unscaled, × (1 − p) at test; ``alexnet``'s default) or "inverted"
+  (PyTorch's, Caffe's: survivors × 1/(1 − p) in training; the Caffe and small nets' default)
 * ``towers``: 2 (the two-GPU connectivity as groups) or 1 (the half-width single-GPU net of §3.2)
 """
 
@@ -39,9 +41,10 @@ def _paper_design(
     towers: int,
     init: str,
     batch_norm: bool = False,
+    dropout_scaling: str = "paper",
 ) -> AlexNet:
     config = replace(config, activation=activation, lrn=lrn, lrn_convention=lrn_convention, dropout=dropout, init=init,
-                     batch_norm=batch_norm)
+                     batch_norm=batch_norm, dropout_scaling=dropout_scaling)
     return AlexNet(ablate(config, towers=towers, pooling=pooling), name=name)
 
 
@@ -57,13 +60,14 @@ def alexnet(
     towers: int = 2,
     init: str = "paper",
     batch_norm: bool = False,
+    dropout_scaling: str = "paper",
     devices: Sequence[str | torch.device] | None = None,
 ) -> nn.Module:
     """The paper's network. ``devices=(d0, d1)`` places the two towers on two devices (§3.2)."""
     model = _paper_design(
         AlexNetConfig(num_classes=num_classes), "alexnet",
         activation=activation, lrn=lrn, lrn_convention=lrn_convention, pooling=pooling,
-        dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
+        dropout=dropout, towers=towers, init=init, batch_norm=batch_norm, dropout_scaling=dropout_scaling,
     )
     if devices is None:
         return model
@@ -83,6 +87,7 @@ def alexnet_bn(
     dropout: float = 0.5,
     towers: int = 2,
     init: str = "paper",
+    dropout_scaling: str = "paper",
 ) -> nn.Module:
     """``alexnet`` with ``lrn=False, batch_norm=True``: bn1…bn5 after conv1…conv5, before each ReLU.
 
@@ -92,7 +97,7 @@ def alexnet_bn(
     """
     return _paper_design(AlexNetConfig(num_classes=num_classes), "alexnet_bn", activation=activation, lrn=False,
                          lrn_convention="as_run", pooling=pooling, dropout=dropout, towers=towers, init=init,
-                         batch_norm=True)
+                         batch_norm=True, dropout_scaling=dropout_scaling)
 
 
 @register("Caffe's bvlc_alexnet: the paper's order, LRN k=1 across both towers, biases 0.1")
@@ -106,10 +111,12 @@ def bvlc_alexnet(
     towers: int = 2,
     init: str = "bvlc_alexnet",
     batch_norm: bool = False,
+    dropout_scaling: str = "inverted",  # Caffe's DropoutLayer scales the survivors in training
 ) -> nn.Module:
     config = AlexNetConfig(num_classes=num_classes, lrn_k=1.0, lrn_groups=1)
     return _paper_design(config, "bvlc_alexnet", activation=activation, lrn=lrn, lrn_convention="as_run",
-                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm)
+                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
+                         dropout_scaling=dropout_scaling)
 
 
 @register("Caffe's bvlc_reference_caffenet: pooling before LRN, LRN k=1, Caffe's fillers")
@@ -123,10 +130,12 @@ def caffenet(
     towers: int = 2,
     init: str = "caffenet",
     batch_norm: bool = False,
+    dropout_scaling: str = "inverted",  # Caffe's DropoutLayer scales the survivors in training
 ) -> nn.Module:
     config = AlexNetConfig(num_classes=num_classes, lrn_k=1.0, lrn_groups=1, norm_position="after_pool")
     return _paper_design(config, "caffenet", activation=activation, lrn=lrn, lrn_convention="as_run",
-                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm)
+                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
+                         dropout_scaling=dropout_scaling)
 
 
 @register("torchvision's AlexNet ('one weird trick', 2014): 64-192-384-256-256, no LRN, no groups, 224 input")
@@ -139,6 +148,7 @@ def alexnet_owt(*, num_classes: int = 1000, dropout: float = 0.5, init: str = "t
         adaptive_pool=6,
         dropout=dropout,
         dropout_position="before",
+        dropout_scaling="inverted",  # torchvision's nn.Dropout, so its weights load and run unchanged
         init=init,
     )
     return AlexNet(config, name="alexnet_owt")
@@ -153,6 +163,7 @@ def alexnet_d2l(*, num_classes: int = 10, in_channels: int = 1, dropout: float =
         convs=(Conv(96, 11, 4, 1), Conv(256, 5, padding=2), Conv(384, 3, padding=1), Conv(384, 3, padding=1), Conv(256, 3, padding=1)),
         lrn=False,
         dropout=dropout,
+        dropout_scaling="inverted",  # d2l's nn.Dropout
         init=init,
     )
     return AlexNet(config, name="alexnet_d2l")
@@ -184,6 +195,7 @@ def alexnet_small(
     towers: int = 2,
     init: str = "kaiming",
     batch_norm: bool = False,
+    dropout_scaling: str = "inverted",
 ) -> nn.Module:
     """``width`` scales every layer's kernels and FC units (kept even, so the towers split evenly).
 
@@ -201,5 +213,6 @@ def alexnet_small(
         convs=convs, hidden=(scale(512), scale(512)),
     )
     return _paper_design(config, "alexnet_small", activation=activation, lrn=lrn, lrn_convention=lrn_convention,
-                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm)
+                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
+                         dropout_scaling=dropout_scaling)
 

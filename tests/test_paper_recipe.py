@@ -1,0 +1,43 @@
+"""The paper's recipe learns (issue 4, reference §4): its model, init and ε drive the loss well below
+ln(classes), where reimplementations famously stall.
+
+The `paper` preset as it ships — the two-tower `alexnet` at 227, §5's init (N(0, 0.01), biases 1 in
+conv2/4/5 and fc6/7), §4.2's dropout (survivors unscaled, × 0.5 at test), SGD ε = 0.01, momentum
+0.9, weight decay 5e-4, batch 128, mean-image input with crops, reflections and PCA lighting —
+trained on the embedded digits (10 classes, up-sampled to 256) for a few epochs. The only changes
+are the data, the number of epochs and one view at the end (ten views cost time and prove nothing
+here). docs/TRAINING.md has the measurements behind the thresholds, and the run with PyTorch's
+inverted dropout that stays at ln 10.
+"""
+
+import math
+
+import torch
+
+from alexnet import models
+from alexnet.config import resolve
+from alexnet.fastpath import precision_supported
+from alexnet.models.layers import PaperDropout
+from alexnet.train import RunOptions, train
+
+EPOCHS = 8  # 9 steps each at batch 128: the loss leaves ln 10 at step 35–45 (docs/TRAINING.md)
+
+
+def test_paper_preset_learns_at_small_scale(tmp_path):
+    amp = "bf16" if precision_supported(torch.device("cpu"), "bf16") else "off"  # the same recipe, faster
+    config = resolve("paper", {"epochs": EPOCHS, "device": "cpu", "amp": amp},
+                     ["data.spec='digits'", "eval_views=1", "data.workers=0"])
+    # What is kept of the preset: the model, its init and dropout, the optimiser and the batch.
+    assert config.model.name == "alexnet" and config.model.options == {}
+    assert (config.optim.lr, config.optim.momentum, config.optim.weight_decay, config.batch_size) == (0.01, 0.9, 5e-4, 128)
+    model = models.create(config.model.name)
+    assert model.config.init == "paper" and isinstance(model.drop7, PaperDropout)
+
+    records = []
+    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False), on_epoch=records.append)
+
+    chance = math.log(10)
+    assert records[0]["train_loss"] > 0.9 * chance  # it starts at chance: the test is not passed by the first step
+    assert records[-1]["train_loss"] < 0.5 * chance, [round(r["train_loss"], 3) for r in records]
+    assert records[-1]["val_top1_error"] < 0.3  # chance is 0.9
+    assert report["final"]["test_1view"]["top1_error"] < 0.3
