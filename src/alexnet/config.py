@@ -68,7 +68,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     amp: str = "off"  # off | bf16 | fp16
-    channels_last: bool = False
+    channels_last: bool = True  # NHWC: oneDNN's and cuDNN's native layout (docs/PERFORMANCE.md); false for NCHW
     compile: bool = False
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at epoch ends)
     grad_clip: float = 0.0  # 0: off

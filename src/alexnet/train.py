@@ -106,7 +106,10 @@ def prefit(images: ImageSet | None, size: int, channels: int) -> ImageSet | None
         return images
     fitted = [fit_images(torch.from_numpy(np.asarray(images.images[i : i + 1024])), size, channels)
               .round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy() for i in range(0, len(images), 1024)]
-    return ImageSet(images.labels, images.classes, images=np.concatenate(fitted), paths=images.paths, info=images.info)
+    # C order, as a store's memmap is: np.take of a batch from an array that keeps the NCHW strides of
+    # the permuted views gathers byte by byte (≈200 ms for 128 images at 256×256, against ≈2 ms)
+    fitted_images = np.ascontiguousarray(np.concatenate(fitted))
+    return ImageSet(images.labels, images.classes, images=fitted_images, paths=images.paths, info=images.info)
 
 
 def statistics(images: ImageSet, size: int, channels: int, workers: int = 0):
