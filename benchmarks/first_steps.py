@@ -5,9 +5,10 @@
 
 For each seed it prints the mean training loss of every ``--every`` steps, then one line per seed:
 the largest loss in the first 20 steps (the blow-up of a too-large first update) and the mean of
-the last ``--every`` steps. It builds the model, data and optimiser exactly as ``alexnet train``
-does (``alexnet.train.load_data``, ``param_groups``, the schedule's first learning rate) and runs
-the trainer's step; what it leaves out is the validation, the checkpoints and the run folder. The
+the last ``--every`` steps. It builds the model, data and optimiser as ``alexnet train`` does
+(``alexnet.train.load_data``, ``param_groups``, the base learning rate, which every schedule starts
+from) and takes the same step on the CPU (channels_last, autocast, cross-entropy, SGD); what it
+leaves out is the validation, the checkpoints and the run folder. The
 figures in docs/TRAINING.md ("Does the paper's recipe learn?") were made with it.
 """
 

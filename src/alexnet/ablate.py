@@ -74,9 +74,6 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
     ),
     # §3.2: two towers against one tower of half the kernels (−1.7 / −1.2)
     "towers": (BASELINE, Variant("one-tower", ("model.options.towers=1",), "one tower with half the kernels, no groups")),
-    # §3.3 against Ioffe & Szegedy 2015 §3.2: LRN (the baseline), batch normalization in its place
-    # (bn1…bn5 after each conv, before its ReLU), and neither. "no-lrn" is the lrn study's variant:
-    # the same configuration, so with --study all it is trained once.
     # §4.2 and §5: the paper's dropout (survivors unscaled, × 0.5 at test) against the inverted dropout
     # of PyTorch and Caffe. With the paper's init only the first learns at ε = 0.01 (docs/TRAINING.md);
     # whichever the preset has is the baseline's run.
@@ -85,6 +82,9 @@ STUDIES: dict[str, tuple[Variant, ...]] = {
         Variant("paper-dropout", ('model.options.dropout_scaling="paper"',), "§4.2: survivors unscaled, × (1 − p) at test"),
         Variant("inverted-dropout", ('model.options.dropout_scaling="inverted"',), "PyTorch/Caffe: survivors × 1/(1 − p) in training"),
     ),
+    # §3.3 against Ioffe & Szegedy 2015 §3.2: LRN (the baseline), batch normalization in its place
+    # (bn1…bn5 after each conv, before its ReLU), and neither. "no-lrn" is the lrn study's variant:
+    # the same configuration, so with --study all it is trained once.
     "norm": (
         BASELINE,
         Variant("batch-norm", ("model.options.lrn=false", "model.options.batch_norm=true"), "batch normalization instead of LRN"),

@@ -238,9 +238,10 @@ class PaperDropout(nn.Dropout):
     ``nn.Dropout`` (and Caffe's, torchvision's, d2l's) is *inverted*: the survivors are multiplied by
     1/(1 − p) in training and nothing is done at test time. The two have the same expected output, but
     not the same training: with the paper's init (biases of 1 in fc6/fc7, so the fc6/fc7 codes are
-    all positive, ≈ 1) inverted dropout doubles what fc7 and fc8 see, which makes their effective
-    learning rate 4× the paper's and is enough, at ε = 0.01, to blow the first steps up and leave the
-    loss flat at ln(classes) (docs/TRAINING.md, measured). With this scaling the paper's init and ε
+    all positive) inverted dropout doubles what fc7 sees, and fc8 sees twice fc7's larger output: at
+    init the fc7 code's squared norm is 7× the paper's and the first SGD step moves the logits 14× as
+    far, enough at ε = 0.01 to blow the first steps up and leave the loss flat at ln(classes)
+    (docs/TRAINING.md, measured). With this scaling the paper's init and ε
     learn. Weights trained one way run the other way after halving the weights of the layers that read
     the dropped outputs (fc7 and fc8 in the paper's placement).
 
