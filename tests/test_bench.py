@@ -57,11 +57,14 @@ def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
 
 def test_data_quick_runs_both_pipelines_from_jpeg_photographs(tmp_path, run_cli):
     out = tmp_path / "data.json"
-    result = run_cli("bench", "data", "--quick", "--device", "cpu", "--data-dir", tmp_path / "photos", "--json", out)
+    result = run_cli("bench", "data", "--quick", "--device", "cpu", "--data-dir", tmp_path / "photos",
+                     "--model", "alexnet", "--model", "alexnet_owt", "--json", out)
     assert result.returncode == 0, result.stderr
     rows = load(out)["results"]
     assert {(r["impl"], r["what"]) for r in rows} == {("reference", "data"), ("ours", "data"),
                                                        ("reference", "end_to_end"), ("ours", "end_to_end")}
+    ours = [(r["model"], r["pipeline"]) for r in rows if r["impl"] == "ours" and r["what"] == "end_to_end"]
+    assert ours == [("alexnet", "paper"), ("alexnet_owt", "torchvision")]  # the paper's net; the reference's net
     assert all(r["images_per_s"] > 0 and r["photos"] >= 8 for r in rows)
     jpegs = list((tmp_path / "photos").glob("photos-*/train/class_*/*.jpg"))
     assert len(jpegs) == rows[0]["photos"]

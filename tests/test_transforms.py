@@ -121,7 +121,29 @@ def test_random_resized_crop_output():
     pre = Preprocess(pipeline("torchvision"), compute_stats(img[None]))
     out = pre.train(torch.from_numpy(np.stack([img] * 3)), torch.Generator().manual_seed(0))
     assert out.shape == (3, 3, 224, 224) and torch.isfinite(out).all()
+    assert out.is_contiguous(memory_format=torch.channels_last)
     assert not torch.allclose(out[0], out[1])
+
+
+def test_random_resized_crop_is_torchvisions_resized_crop_of_the_drawn_boxes():
+    from torchvision.transforms.v2 import functional as TF
+
+    from alexnet.data.transforms import _resized_crop_boxes
+
+    img = downsample(photo(), 256)
+    stats = compute_stats(img[None])
+    pre = Preprocess(pipeline("torchvision", lighting=0.0), stats)
+    batch = torch.from_numpy(np.stack([img, img[::-1].copy(), img[:, ::-1].copy(), img]))
+    out = pre.train(batch, torch.Generator().manual_seed(3))
+    g = torch.Generator().manual_seed(3)  # the same draws: boxes, then reflections
+    boxes = _resized_crop_boxes(4, 256, 256, pre.pipeline.min_area, g)
+    flips = (torch.rand(4, generator=g) < 0.5).tolist()
+    assert len({b for b in boxes}) == 4 and all(0 < h <= 256 and 0 < w <= 256 for _, _, h, w in boxes)
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(3, 1, 1) for v in (stats.channel_mean, stats.channel_std))
+    for i, (top, left, h, w) in enumerate(boxes):
+        want = TF.resized_crop(batch[i].permute(2, 0, 1), top, left, h, w, [224, 224], antialias=True)
+        want = (want.flip(-1) if flips[i] else want).float()
+        torch.testing.assert_close(out[i], (want - mean) / std, rtol=1e-5, atol=1e-5)
 
 
 def test_preprocess_state_round_trip():

@@ -36,7 +36,7 @@ class BenchConfig:
 
     parts: tuple[str, ...] = PARTS
     device: str = "auto"  # "auto": cuda, else mps, else cpu
-    models: tuple[str, ...] = ()  # () → step: every AlexNet variant; infer: the paper's alexnet
+    models: tuple[str, ...] = ()  # () → step: every AlexNet variant; infer: alexnet; data: alexnet and alexnet_owt
     batch_size: int = 128  # the training batch (§5); the reference runs at the same batch
     precisions: tuple[str, ...] = ()  # () → fp32 and the best autocast precision the device supports
     channels_last: bool = True
@@ -73,6 +73,11 @@ class BenchConfig:
     @property
     def infer_models(self) -> tuple[str, ...]:
         return self.models or ("alexnet",)
+
+    @property
+    def data_models(self) -> tuple[str, ...]:
+        """What ours trains end to end: the paper's net, and torchvision's architecture (the reference's network)."""
+        return self.models or ("alexnet", "alexnet_owt")
 
     def resolve(self, device: torch.device) -> "BenchConfig":
         """The config as run: precisions and workers filled in, the quick mode applied."""
@@ -117,13 +122,13 @@ def format_report(report: dict) -> str:
     for r in report["results"]:
         if r["part"] != part:
             part = r["part"]
-            lines += ["", f"{part:<7} {'what':<66} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"]
+            lines += ["", f"{part:<7} {'what':<70} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"]
         if "images_per_s" not in r:
-            lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<66} {r['batch_size']:>5}  {r.get('note', '')}")
+            lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<70} {r['batch_size']:>5}  {r.get('note', '')}")
             continue
         label = r["label"] + (f" ({r['kind']})" if "kind" in r else "")
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else ""
         peak = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else ""
-        lines.append(f"{'':<7} {label:<66} {r['batch_size']:>5} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {ratio:>6}  {peak:>8}")
+        lines.append(f"{'':<7} {label:<70} {r['batch_size']:>5} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {ratio:>6}  {peak:>8}")
     lines.append(f"\n{report['seconds']:.0f} s in all")
     return "\n".join(lines)

@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="what to measure: step, infer, data, or all (default)")
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--model", action="append", default=None, metavar="NAME",
-                   help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer)")
+                   help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer, "
+                        "alexnet and alexnet_owt (torchvision's architecture) end to end in data)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="training batch for step and data (default: 128)")
     p.add_argument("--infer-batch", type=int, default=64, metavar="N", help="inference throughput batch (default: 64)")
     p.add_argument("--precision", action="append", default=None, choices=fastpath.PRECISIONS,

@@ -167,9 +167,7 @@ class Preprocess:
         p = self.pipeline
         b, device = x.shape[0], x.device
         if p.random_resized_crop:
-            rand = lambda *shape: torch.rand(*shape, generator=generator).to(device)  # noqa: E731
-            x = self.normalize(self._random_resized_crop(self.fit(x), rand))
-            x = _reflect(x, (torch.rand(b, generator=generator) < 0.5).tolist() if p.flip else [False] * b)
+            x = self._random_resized_crop(x, generator)
         else:
             span = p.resize - p.crop + 1
             tops = torch.randint(0, span, (b,), generator=generator).tolist()
@@ -214,28 +212,38 @@ class Preprocess:
             out.div_(255.0)
         return out
 
-    def _random_resized_crop(self, x: torch.Tensor, rand) -> torch.Tensor:
-        """torchvision's RandomResizedCrop box sampling (10 tries, then the central box), resampled
-        with ``roi_align`` (bilinear, averaging several samples per output pixel) for the whole batch."""
-        from torchvision.ops import roi_align
+    def _random_resized_crop(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+        """torchvision's RandomResizedCrop: its box sampling (area ``min_area``–100 %, aspect 3/4–4/3,
+        10 tries, then the central box), each box resized to crop×crop with antialiased bilinear
+        interpolation — per image, on the uint8 patch where the batch is stored as the model takes it:
+        exactly ``torchvision.transforms.v2.functional.resized_crop(..., antialias=True)`` on that
+        uint8 image (the PIL pipeline rounds differently) — then reflected where drawn and
+        normalised. float [B, C, crop, crop], channels_last."""
+        p, b = self.pipeline, x.shape[0]
+        stored = x.dtype == torch.uint8 and tuple(x.shape[1:]) == (p.resize, p.resize, p.channels)
+        images = x.permute(0, 3, 1, 2) if stored else self.fit(x)  # [B, C, S, S]: uint8 views, or float
+        h, w = images.shape[-2:]
+        boxes = _resized_crop_boxes(b, h, w, p.min_area, generator)
+        flips = (torch.rand(b, generator=generator) < 0.5).tolist() if p.flip else [False] * b
+        out = torch.empty((b, images.shape[1], p.crop, p.crop), device=x.device, memory_format=torch.channels_last)
+        exact_uint8 = images.device.type == "cpu"  # CUDA/MPS interpolate float only, as torchvision does there
+        for i, (top, left, ch, cw) in enumerate(boxes):
+            box = images[i : i + 1, :, top : top + ch, left : left + cw]
+            patch = F.interpolate(box if exact_uint8 else box.float(), size=(p.crop, p.crop),
+                                  mode="bilinear", align_corners=False, antialias=True)[0]
+            out[i].copy_(patch.flip(-1) if flips[i] else patch)
+        return self._normalize_(out)
 
-        p, (b, _, h, w) = self.pipeline, x.shape
-        area = h * w
-        tries = 10
-        scale = p.min_area + rand(b, tries) * (1.0 - p.min_area)
-        log_ratio = math.log(3 / 4) + rand(b, tries) * (math.log(4 / 3) - math.log(3 / 4))
-        ratio = torch.exp(log_ratio)
-        cw = torch.sqrt(scale * area * ratio).round()
-        ch = torch.sqrt(scale * area / ratio).round()
-        ok = (cw <= w) & (ch <= h) & (cw > 0) & (ch > 0)
-        first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((b,), -1, device=x.device))
-        idx = first.clamp(min=0)
-        cw = torch.where(first >= 0, cw.gather(1, idx[:, None])[:, 0], torch.full((b,), float(min(h, w)), device=x.device))
-        ch = torch.where(first >= 0, ch.gather(1, idx[:, None])[:, 0], torch.full((b,), float(min(h, w)), device=x.device))
-        top = (rand(b) * (h - ch + 1)).floor()
-        left = (rand(b) * (w - cw + 1)).floor()
-        boxes = torch.stack([torch.arange(b, device=x.device).float(), left, top, left + cw, top + ch], dim=1)
-        return roi_align(x, boxes, output_size=p.crop, spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+    def _normalize_(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`normalize` in place (the mean image's centre under every crop)."""
+        p = self.pipeline
+        if p.normalize == "unit":
+            return x.div_(255.0)
+        c = self._constants(x.device, x.shape[1])
+        if p.normalize == "channel":
+            return x.sub_(c["mean"].view(1, -1, 1, 1)).div_(c["std"].view(1, -1, 1, 1))
+        t, l = centre_offset(p.resize, x.shape[-2]), centre_offset(p.resize, x.shape[-1])
+        return x.sub_(c["mean_image"][:, t : t + x.shape[-2], l : l + x.shape[-1]])
 
     # -- evaluation ------------------------------------------------------------------------------
     def eval(self, x: torch.Tensor) -> torch.Tensor:
@@ -261,6 +269,28 @@ class Preprocess:
         tl, tr, bl, br, centre = five
         mirrored = [tr, tl, br, bl, centre]  # TenCrop crops the reflected image: its top-left is our top-right
         return torch.stack(five + [v.flip(-1) for v in mirrored], dim=1)
+
+
+def _resized_crop_boxes(b: int, h: int, w: int, min_area: float, generator: torch.Generator | None
+                        ) -> list[tuple[int, int, int, int]]:
+    """(top, left, height, width) per image: torchvision's ``RandomResizedCrop.get_params`` with
+    scale (min_area, 1) and ratio (3/4, 4/3), vectorised over the batch (the first of 10 tries that
+    fits, else the central square of the shorter side), drawn on the CPU from ``generator``."""
+    tries = 10
+    scale = min_area + torch.rand(b, tries, generator=generator) * (1.0 - min_area)
+    log_ratio = math.log(3 / 4) + torch.rand(b, tries, generator=generator) * (math.log(4 / 3) - math.log(3 / 4))
+    ratio = torch.exp(log_ratio)
+    cw = torch.sqrt(scale * h * w * ratio).round()
+    ch = torch.sqrt(scale * h * w / ratio).round()
+    ok = (cw <= w) & (ch <= h) & (cw > 0) & (ch > 0)
+    found = ok.any(1)
+    first = ok.float().argmax(1, keepdim=True)
+    side = float(min(h, w))
+    cw = torch.where(found, cw.gather(1, first)[:, 0], torch.full((b,), side))
+    ch = torch.where(found, ch.gather(1, first)[:, 0], torch.full((b,), side))
+    top = (torch.rand(b, generator=generator) * (h - ch + 1)).floor()
+    left = (torch.rand(b, generator=generator) * (w - cw + 1)).floor()
+    return [tuple(int(v) for v in box) for box in torch.stack([top, left, ch, cw], 1).tolist()]
 
 
 def _reflect(x: torch.Tensor, flips: list[bool]) -> torch.Tensor:
