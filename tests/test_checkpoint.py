@@ -177,7 +177,7 @@ def test_format_1_checkpoints_of_the_paper_net_keep_inverted_dropout(tmp_path):
     payload["format_version"] = 1
     torch.save(payload, tmp_path / "v1.pt")
     old = checkpoint.load(tmp_path / "v1.pt")
-    assert old.model_options["dropout_scaling"] == "inverted"
+    assert old.model_options["dropout_scaling"] == "inverted" and old.format_version == 1
     rebuilt = checkpoint.build_model(old)
     x = torch.randn(1, 3, 227, 227)
     torch.testing.assert_close(rebuilt(x), model(x))

@@ -47,6 +47,16 @@ def test_info_prints_what_the_checkpoint_carries(good, capsys):
     assert d["parameters"] == sum(v.numel() for v in checkpoint.load(good).state_dict.values())
 
 
+def test_info_reports_the_files_format_version(tmp_path, good, capsys):
+    payload = checkpoint.load(good).to_payload()
+    payload["format_version"] = 1
+    torch.save(payload, tmp_path / "v1.pt")
+    assert cli.main(["info", str(tmp_path / "v1.pt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["format_version"] == 1
+    assert cli.main(["info", str(good)]) == 0
+    assert f"(format {checkpoint.FORMAT_VERSION})" in capsys.readouterr().out
+
+
 def test_info_one_line_errors(tmp_path, good, capsys):
     data = good.read_bytes()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])

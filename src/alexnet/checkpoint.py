@@ -67,6 +67,7 @@ class Checkpoint:
     preprocess: dict[str, Any] = field(default_factory=dict)  # Preprocess.to_state()
     provenance: dict[str, Any] = field(default_factory=dict)  # see collect_provenance()
     train_state: dict[str, Any] | None = None  # optimizer, scheduler, RNG states, epoch, step
+    format_version: int = FORMAT_VERSION  # the version of the file it was read from (saving writes the current one)
 
     @property
     def num_classes(self) -> int:
@@ -215,6 +216,7 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
         preprocess=payload.get("preprocess") or {},
         provenance=payload.get("provenance") or {},
         train_state=payload.get("train_state"),
+        format_version=version,
     )
 
 

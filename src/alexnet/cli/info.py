@@ -24,7 +24,7 @@ def describe(ckpt: checkpoint.Checkpoint) -> dict[str, Any]:
     """The checkpoint as plain values: tensors of the preprocessing shown by shape and a few values."""
     params = sum(v.numel() for v in ckpt.state_dict.values())
     out: dict[str, Any] = {
-        "format_version": checkpoint.FORMAT_VERSION,
+        "format_version": ckpt.format_version,  # the file's, not this package's
         "model": ckpt.model,
         "model_options": ckpt.model_options,
         "parameters": params,
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(d, indent=2))
         return 0
     options = ", ".join(f"{k}={v}" for k, v in d["model_options"].items())
-    print(f"checkpoint  {args.checkpoint}")
+    print(f"checkpoint  {args.checkpoint} (format {d['format_version']})")
     print(f"model       {d['model']} ({options}), {d['parameters']:,} parameters")
     print(f"input       {ckpt.input_size}×{ckpt.input_size}")
     shown = ", ".join(ckpt.classes[:5]) + (f", … ({ckpt.num_classes} in all)" if ckpt.num_classes > 5 else "")
