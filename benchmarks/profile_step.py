@@ -17,6 +17,10 @@ from alexnet import fastpath, models
 from alexnet.bench.step import plain_lrn, reference_model, reference_step, synthetic_batch
 
 
+# the operators that do the multiply-accumulates (their self time; the wrappers around them have next to none)
+GEMM_OPS = {"aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::convolution_backward", "aten::mm", "aten::addmm", "aten::bmm"}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=64)
@@ -53,7 +57,12 @@ def main() -> None:
             if device.type == "cuda":
                 torch.cuda.synchronize()
         print(f"== {name}, batch {args.batch_size}")
-        print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
+        events = prof.key_averages()
+        print(events.table(sort_by=sort, row_limit=args.rows))
+        total = sum(getattr(e, sort) for e in events)
+        gemm = sum(getattr(e, sort) for e in events if e.key in GEMM_OPS)
+        print(f"convolutions and matrix products (the LRN's window sums included): {gemm / 1e3:.0f} ms "
+              f"of {total / 1e3:.0f} ms ({100 * gemm / total:.0f} %)\n")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,48 @@
+"""What this machine multiplies at: the ceilings the step's ratios are bounded by.
+
+    PYTHONPATH=src python3 benchmarks/peak_rates.py [--device cuda]
+
+Times (median of 5 after 2 warm-up calls) a 4096² matrix product in fp32 and bf16, and the
+forward pass of the paper's conv3 (batch 128, 256 → 384 maps, 3×3 at 13×13: 38 GFLOP) in fp32
+NCHW (the reference's layout), fp32 channels_last and bf16 channels_last, and prints TFLOP/s. On a
+CPU the fp32 matrix product is MKL's and the convolutions are oneDNN's; on CUDA both are cuBLAS/cuDNN.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from alexnet.bench.timing import measure
+from alexnet.fastpath import resolve_device
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="auto")
+    args = p.parse_args()
+    device = resolve_device(args.device)
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(4096, 4096, generator=g).to(device) for _ in range(2))
+    x = torch.randn(128, 256, 13, 13, generator=g).to(device)
+    w = torch.randn(384, 256, 3, 3, generator=g).to(device)
+    gemm, conv = 2 * 4096**3, 2 * 128 * 13 * 13 * 384 * 256 * 9
+    cl = torch.channels_last
+    runs = {
+        "matmul 4096² fp32": (gemm, lambda: a @ b),
+        "matmul 4096² bf16": (gemm, lambda a=a.bfloat16(), b=b.bfloat16(): a @ b),
+        "conv3 forward fp32 NCHW": (conv, lambda: F.conv2d(x, w, padding=1)),
+        "conv3 forward fp32 channels_last": (conv, lambda x=x.to(memory_format=cl), w=w.to(memory_format=cl): F.conv2d(x, w, padding=1)),
+        "conv3 forward bf16 channels_last": (conv, lambda x=x.bfloat16().to(memory_format=cl), w=w.bfloat16().to(memory_format=cl):
+                                             F.conv2d(x, w, padding=1)),
+    }
+    print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
+    for name, (flop, fn) in runs.items():
+        m = measure(fn, device, warmup=2, reps=5)
+        print(f"{name:<34} {flop / m.median / 1e12:7.3f} TFLOP/s  ({m.median * 1e3:.1f} ms)")
+
+
+if __name__ == "__main__":
+    main()
