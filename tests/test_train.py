@@ -147,6 +147,20 @@ def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path
     assert all(torch.isfinite(t).all() for t in ck.state_dict.values())
 
 
+def test_divergence_checked_every_few_steps_as_on_a_gpu_still_stops_and_keeps_the_checkpoint(tmp_path):
+    """On a GPU the loss is read back every LOSS_CHECK_EVERY steps, not every step; the run still stops
+    and the checkpoint on disk stays finite."""
+    out = tmp_path / "run"
+    config = tiny(epochs=3, extra=["optim.lr=1e6", "checkpoint_every=1"])
+    with pytest.raises(TrainingDiverged, match=r"the loss became non-finite at epoch 1, one of steps 1–3 .*last good checkpoint is"):
+        train(config, RunOptions(out=out, progress_bar=False, loss_check_every=3))
+    ck = checkpoint.load(out / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(t).all() for t in ck.state_dict.values())
+    fresh = tiny(epochs=3, extra=["optim.lr=1e6", "checkpoint_every=0"])  # diverges before any checkpoint
+    with pytest.raises(TrainingDiverged, match="No checkpoint was written before it"):
+        train(fresh, RunOptions(out=tmp_path / "fresh", progress_bar=False, loss_check_every=3))
+
+
 def test_cli_train_and_bad_input(run_cli, tmp_path):
     r = run_cli("train", "--preset", "digits", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r",
                 *[a for s in TINY for a in ("--set", s)])

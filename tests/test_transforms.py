@@ -80,6 +80,23 @@ def test_random_crops_vary_and_reflect():
         assert found
 
 
+@pytest.mark.parametrize("normalize", ["mean_image", "channel", "unit"])
+def test_batch_gather_crop_equals_the_per_image_crop(normalize):
+    """The GPU path (one gather for the batch) and the CPU path (one slice per image) cut the same patches."""
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (6, 20, 20, 3), dtype=np.uint8)
+    pre = Preprocess(Pipeline("t", resize=20, crop=15, normalize=normalize, lighting=0.0), compute_stats(imgs))
+    x = torch.from_numpy(imgs)
+    tops, lefts, flips = [0, 5, 2, 5, 1, 3], [5, 0, 3, 5, 4, 0], [True, False, True, True, False, False]
+    loop, gather = pre._crop_uint8(x, tops, lefts, flips), pre._crop_gather(x, tops, lefts, flips)
+    assert gather.shape == (6, 3, 15, 15) and gather.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(gather, loop, rtol=0, atol=1e-5)
+    want = x[1, 5:20, 0:15].permute(2, 0, 1).float()  # image 1 unreflected, image 0 reflected
+    if normalize == "unit":
+        torch.testing.assert_close(gather[1], want / 255.0)
+        torch.testing.assert_close(gather[0], x[0, 0:15, 5:20].permute(2, 0, 1).float().flip(-1) / 255.0)
+
+
 def test_pca_lighting_adds_one_colour_shift_per_image():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
@@ -174,3 +191,21 @@ def test_iter_batches_resumes_at_a_batch_and_keeps_order():
     lazy = ImageSet(labels=np.arange(10), classes=s.classes, loader=lambda i: np.full((5, 7, 3), i, np.uint8))
     got = [(x.shape, y.tolist()) for x, y in iter_batches(lazy, 4, size=4)]
     assert got[0][0] == (4, 4, 4, 3) and [l for _, y in got for l in y] == list(range(10))
+
+
+def test_iter_batches_prefetched_in_a_thread_are_the_same_batches():
+    imgs = np.arange(50, dtype=np.uint8).reshape(50, 1, 1, 1).repeat(3, 1).repeat(3, 2)
+    s = ImageSet(labels=np.arange(50), classes=[str(i) for i in range(50)], images=imgs)
+    plain = [(x.clone(), y) for x, y in iter_batches(s, 4, size=3, shuffle=True, seed=1, prefetch=0)]
+    for depth in (1, 2, 20):
+        ahead = list(iter_batches(s, 4, size=3, shuffle=True, seed=1, prefetch=depth))
+        assert len(ahead) == len(plain) == 13
+        for (x0, y0), (x1, y1) in zip(plain, ahead):
+            assert torch.equal(x0, x1) and torch.equal(y0, y1)
+    batches = iter_batches(s, 4, size=3, shuffle=True, seed=1, prefetch=2)
+    first = next(batches)
+    batches.close()  # stopping early leaves no thread behind
+    assert torch.equal(first[1], plain[0][1])
+    import threading
+
+    assert not any(t.name.startswith("alexnet-batches") and t.is_alive() for t in threading.enumerate())

@@ -60,6 +60,10 @@ class RunOptions:
     force: bool = False  # start afresh in a folder that already holds a run (its files are replaced)
     progress_bar: bool = True  # tqdm when stderr is a terminal
     stop_after_steps: int = 0  # stop as if killed right after the checkpoint at this step (tests)
+    loss_check_every: int = 0  # steps between reads of the loss; 0: every step on a CPU, LOSS_CHECK_EVERY elsewhere
+
+
+LOSS_CHECK_EVERY = 50  # on a GPU: steps between reads of the loss (each read waits for the GPU to catch up)
 
 
 class TrainingDiverged(AlexNetError):
@@ -374,6 +378,25 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
                                 provenance=ckpt_io.collect_provenance(config.preset, config.to_dict()), train_state=train_state)
         ckpt_io.save(path, ck)
 
+    # A GPU runs ahead of the host; reading the loss back every step would make it wait for the host's
+    # next batch. There the loss is checked every LOSS_CHECK_EVERY steps (non-finite weights are never
+    # written: snapshot() checks them), on a CPU every step, before the backward pass.
+    check_every = run.loss_check_every or (1 if device.type == "cpu" else LOSS_CHECK_EVERY)
+    nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last check
+    loss, lr = None, config.optim.lr  # the last step's
+
+    def check_loss(loss: torch.Tensor | None, lr: float, at_step: int) -> None:
+        """Raise if a loss since the last check was not finite (``at_step``: the last step's number, from 1)."""
+        if loss is None or not nonfinite.item():
+            return
+        value = loss.item() if check_every == 1 else "non-finite"
+        where = f"step {at_step}" if check_every == 1 else f"one of steps {max(at_step + 1 - check_every, 1)}–{at_step}"
+        raise TrainingDiverged(
+            f"the loss became {value} at epoch {epoch + 1}, {where} (lr {lr:g}); stopped. "
+            + (f"The last good checkpoint is {folder.last}" if folder.last.is_file() else "No checkpoint was written before it")
+            + "; lower the learning rate or check the data"
+        )
+
     bar = None
     wall_start = time.time()
     images_seen = 0
@@ -398,11 +421,9 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
             inputs = data.preprocess.train(x, aug).contiguous(memory_format=memory_format)
             with autocast(device, config.amp):
                 logits, loss = training_loss(train_model(inputs), y, config.label_smoothing)
-            if not torch.isfinite(loss).item():
-                raise TrainingDiverged(
-                    f"the loss became {loss.item()} at epoch {epoch + 1}, step {step + 1} (lr {lr:g}); stopped. "
-                    f"The last good checkpoint is {folder.last}; lower the learning rate or check the data"
-                )
+            nonfinite |= ~torch.isfinite(loss.detach())
+            if (step + 1) % check_every == 0:
+                check_loss(loss, lr, step + 1)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             if config.grad_clip > 0:
@@ -420,6 +441,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
             images_seen += len(y) * info.world_size
             if bar is not None:
                 bar.update(1)
+            if bar is not None and step % check_every == 0:  # the loss read back: a sync on a GPU
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}",
                                 img_s=f"{images_seen / max(time.time() - wall_start, 1e-9):.0f}")
             last_of_epoch = batch_in_epoch == per_epoch
@@ -440,6 +462,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
         if stopped:
             break
         # ---- the end of an epoch: all-reduce the training meters, validate, record, checkpoint
+        check_loss(loss, lr, step)
         seconds = time.time() - start_time
         totals = dist.all_reduce_sum(meters.clone(), info).tolist()
         n = max(totals[3], 1)
@@ -468,6 +491,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
             atomic_copy(folder.last, folder.best)
         model.train()
 
+    check_loss(loss, lr, step)
     if stopped:
         return {"stopped_at_step": step, "run_dir": str(folder.root)}
     return _finish(config, model, data, folder, device, info, history, n_params, time.time() - wall_start, step)

@@ -174,7 +174,8 @@ class Preprocess:
             lefts = torch.randint(0, span, (b,), generator=generator).tolist()
             flips = (torch.rand(b, generator=generator) < 0.5).tolist() if p.flip else [False] * b
             if tuple(x.shape[1:]) == (p.resize, p.resize, p.channels):  # stored as the model takes it
-                x = self._crop_uint8(x, tops, lefts, flips)
+                crop = self._crop_uint8 if device.type == "cpu" else self._crop_gather
+                x = crop(x, tops, lefts, flips)
             else:
                 x = self.fit(x)
                 c = p.crop
@@ -205,12 +206,23 @@ class Preprocess:
             else:
                 m = mean[:, t : t + c, l : l + c]
                 torch.sub(patch, m.flip(-1) if f else m, out=out[i])
-        if p.normalize == "channel":
-            k = self._constants(x.device, x.shape[3])
-            out.sub_(k["mean"].view(1, -1, 1, 1)).div_(k["std"].view(1, -1, 1, 1))
-        elif p.normalize == "unit":
-            out.div_(255.0)
-        return out
+        return out if mean is not None else self._normalize_(out)
+
+    def _crop_gather(self, x: torch.Tensor, tops: list[int], lefts: list[int], flips: list[bool]) -> torch.Tensor:
+        """:meth:`_crop_uint8` as one gather for the whole batch (and one for the mean image under the
+        crops): a few kernels per batch instead of one or two per image, for GPUs, where the
+        per-image loop would cost more in launches than the work. Equal to it (tested on the CPU,
+        where the loop is faster: advanced indexing runs there at a fraction of memory speed)."""
+        p, c, b = self.pipeline, self.pipeline.crop, x.shape[0]
+        where = torch.tensor([tops, lefts, flips], dtype=torch.long).to(x.device, non_blocking=True)
+        step = torch.arange(c, device=x.device)
+        rows = (where[0, :, None] + step)[:, :, None]  # [B, c, 1]
+        cols = (where[1, :, None] + torch.where(where[2, :, None] > 0, c - 1 - step, step))[:, None, :]  # [B, 1, c], reflected where drawn
+        patches = x[torch.arange(b, device=x.device)[:, None, None], rows, cols]  # uint8 [B, c, c, C]
+        if p.normalize == "mean_image":
+            mean = self._constants(x.device, x.shape[3])["mean_image"].permute(1, 2, 0)  # [S, S, C]
+            return torch.sub(patches, mean[rows, cols]).permute(0, 3, 1, 2)  # NCHW view of channels_last memory
+        return self._normalize_(patches.permute(0, 3, 1, 2).float())
 
     def _random_resized_crop(self, x: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
         """torchvision's RandomResizedCrop: its box sampling (area ``min_area``–100 %, aspect 3/4–4/3,
