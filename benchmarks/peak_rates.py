@@ -15,7 +15,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from alexnet.bench.timing import measure
+from alexnet.bench.timing import matmul_tflops, measure
 from alexnet.fastpath import resolve_device
 
 
@@ -25,23 +25,22 @@ def main() -> None:
     args = p.parse_args()
     device = resolve_device(args.device)
     g = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(4096, 4096, generator=g).to(device) for _ in range(2))
     x = torch.randn(128, 256, 13, 13, generator=g).to(device)
     w = torch.randn(384, 256, 3, 3, generator=g).to(device)
-    gemm, conv = 2 * 4096**3, 2 * 128 * 13 * 13 * 384 * 256 * 9
+    conv = 2 * 128 * 13 * 13 * 384 * 256 * 9
     cl = torch.channels_last
-    runs = {
-        "matmul 4096² fp32": (gemm, lambda: a @ b),
-        "matmul 4096² bf16": (gemm, lambda a=a.bfloat16(), b=b.bfloat16(): a @ b),
-        "conv3 forward fp32 NCHW": (conv, lambda: F.conv2d(x, w, padding=1)),
-        "conv3 forward fp32 channels_last": (conv, lambda x=x.to(memory_format=cl), w=w.to(memory_format=cl): F.conv2d(x, w, padding=1)),
-        "conv3 forward bf16 channels_last": (conv, lambda x=x.bfloat16().to(memory_format=cl), w=w.bfloat16().to(memory_format=cl):
-                                             F.conv2d(x, w, padding=1)),
-    }
     print(f"device {device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    for name, (flop, fn) in runs.items():
+    for dtype in (torch.float32, torch.bfloat16):
+        print(f"{'matmul 4096² ' + str(dtype).removeprefix('torch.'):<34} {matmul_tflops(device, dtype):7.3f} TFLOP/s")
+    convs = {
+        "conv3 forward fp32 NCHW": lambda: F.conv2d(x, w, padding=1),
+        "conv3 forward fp32 channels_last": lambda x=x.to(memory_format=cl), w=w.to(memory_format=cl): F.conv2d(x, w, padding=1),
+        "conv3 forward bf16 channels_last": lambda x=x.bfloat16().to(memory_format=cl), w=w.bfloat16().to(memory_format=cl):
+            F.conv2d(x, w, padding=1),
+    }
+    for name, fn in convs.items():
         m = measure(fn, device, warmup=2, reps=5)
-        print(f"{name:<34} {flop / m.median / 1e12:7.3f} TFLOP/s  ({m.median * 1e3:.1f} ms)")
+        print(f"{name:<34} {conv / m.median / 1e12:7.3f} TFLOP/s  ({m.median * 1e3:.1f} ms)")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,16 @@ def test_step_quick_json(tmp_path, capsys):
         assert r["images_per_s"] > 0 and len(r["times_s"]) == report["config"]["reps"]
     ref = rows[0]
     assert ref["impl"] == "reference" and ref["model"] == "torchvision.alexnet" and ref["ratio"] == 1.0
+    peak = report["machine"]["matmul_peak"]
+    assert peak["dtype"] in ("bfloat16", "float32") and peak["tflops"] > 0
+    for r in rows:  # the arithmetic each row sustained, against the machine's matrix-product rate
+        assert r["tflops"] == pytest.approx(r["images_per_s"] * r["train_gflop_per_image"] / 1e3)
+        assert r["of_matmul_peak"] == pytest.approx(r["tflops"] / peak["tflops"])
+    assert ref["train_gflop_per_image"] == pytest.approx(4.14, abs=0.01)  # torchvision's net at 224
     ours = [r for r in rows if r["impl"] == "ours"]
     assert [r["model"] for r in ours] == ["alexnet_small"] and ours[0]["channels_last"]
     printed = capsys.readouterr().out
-    assert "alexnet_small fp32 channels_last" in printed and "×" in printed
+    assert "alexnet_small fp32 channels_last" in printed and "×" in printed and "TFLOP/s" in printed
 
 
 def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
@@ -63,6 +69,7 @@ def test_data_quick_runs_both_pipelines_from_jpeg_photographs(tmp_path, run_cli)
     rows = load(out)["results"]
     assert {(r["impl"], r["what"]) for r in rows} == {("reference", "data"), ("ours", "data"),
                                                        ("reference", "end_to_end"), ("ours", "end_to_end")}
+    assert all(r["tflops"] > 0 for r in rows if r["what"] == "end_to_end")
     ours = [(r["model"], r["pipeline"]) for r in rows if r["impl"] == "ours" and r["what"] == "end_to_end"]
     assert ours == [("alexnet", "paper"), ("alexnet_owt", "torchvision")]  # the paper's net; the reference's net
     assert all(r["images_per_s"] > 0 and r["photos"] >= 8 for r in rows)

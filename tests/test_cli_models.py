@@ -13,7 +13,7 @@ def test_models_table(capsys):
 def test_summary_json(capsys):
     assert main(["summary", "alexnet", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"model", "input_size", "layers", "total_params", "total_macs"}
+    assert set(data) == {"model", "input_size", "layers", "total_params", "total_macs", "training_macs"}
     assert data["input_size"] == 227 and data["total_params"] == 60_965_224
     assert data["layers"][0] == {"name": "conv1", "output_shape": [96, 55, 55], "params": 34_944, "macs": 105_415_200}
     assert sum(l["macs"] for l in data["layers"]) == data["total_macs"]

@@ -51,6 +51,8 @@ def test_alexnet_layer_shapes_at_227():
     assert shapes["fc8"] == (1000,)
     assert s.total_params == 60_965_224
     assert round(s.total_macs / 1e9, 3) == 0.724
+    # a training image: forward, every input gradient but the image's (conv1: 105,415,200), every weight gradient
+    assert s.training_macs == 3 * s.total_macs - 105_415_200 and round(2 * s.training_macs / 1e9, 2) == 4.14
     # §3.5's neuron counts for conv1..conv5
     neurons = [math.prod(shapes[f"conv{i}"]) for i in range(1, 6)]
     assert neurons == [290_400, 186_624, 64_896, 64_896, 43_264]

@@ -21,7 +21,7 @@ import torch
 
 from .. import fastpath, models
 from . import data, infer, step
-from .timing import machine
+from .timing import machine, matmul_tflops
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +103,18 @@ def run(config: BenchConfig) -> dict:
             log.warning("%s autocast is not supported natively on %s: it will run emulated and slow", p, device)
     start = time.perf_counter()
     report = {"machine": machine(device), "config": asdict(cfg), "results": []}
+    if {"step", "data"} & set(cfg.parts):  # the ceiling the training rows are measured against
+        dtype = torch.bfloat16 if fastpath.precision_supported(device, "bf16") else torch.float32
+        peak = matmul_tflops(device, dtype, n=512 if cfg.quick else 8192 if device.type == "cuda" else 4096)
+        report["machine"]["matmul_peak"] = {"dtype": str(dtype).removeprefix("torch."), "tflops": peak}
     parts = {"step": step.run, "infer": infer.run, "data": data.run}
     for name in PARTS:
         if name in cfg.parts:
             log.info("bench: part %s", name)
             report["results"] += parts[name](cfg, device)
+    for r in report["results"]:
+        if "tflops" in r:
+            r["of_matmul_peak"] = r["tflops"] / report["machine"]["matmul_peak"]["tflops"]
     report["machine"]["load_average_after"] = machine(device).get("load_average")
     report["seconds"] = time.perf_counter() - start
     return report
@@ -118,17 +125,23 @@ def format_report(report: dict) -> str:
     m = report["machine"]
     lines = [f"device {m['device']} ({m.get('gpu') or m['cpu']}), torch {m['torch']}, {m['torch_threads']} threads, "
              f"load {m.get('load_average')}"]
+    if "matmul_peak" in m:
+        lines.append(f"{m['matmul_peak']['dtype']} matrix products here: {m['matmul_peak']['tflops']:.3g} TFLOP/s "
+                     "(TFLOP/s: the training arithmetic a row sustained, and its % of that)")
     part = None
     for r in report["results"]:
         if r["part"] != part:
             part = r["part"]
-            lines += ["", f"{part:<7} {'what':<70} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"]
+            lines += ["", f"{part:<7} {'what':<70} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"
+                          f"  {'TFLOP/s':>13}"]
         if "images_per_s" not in r:
             lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<70} {r['batch_size']:>5}  {r.get('note', '')}")
             continue
         label = r["label"] + (f" ({r['kind']})" if "kind" in r else "")
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else ""
         peak = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else ""
-        lines.append(f"{'':<7} {label:<70} {r['batch_size']:>5} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {ratio:>6}  {peak:>8}")
+        rate = f"{r['tflops']:.3g} ({100 * r['of_matmul_peak']:.0f} %)" if "of_matmul_peak" in r else ""
+        lines.append(f"{'':<7} {label:<70} {r['batch_size']:>5} {r['images_per_s']:>9.1f} {r['ms']:>9.1f} {ratio:>6}  {peak:>8}"
+                     f"  {rate:>13}")
     lines.append(f"\n{report['seconds']:.0f} s in all")
     return "\n".join(lines)

@@ -37,7 +37,7 @@ import torch
 from .. import fastpath, models
 from ..data.transforms import Pipeline, Preprocess, pipeline
 from .photos import make_photo_folder
-from .step import REFERENCE, reference_model, reference_step
+from .step import REFERENCE, reference_model, reference_step, train_gflop
 from .timing import peak_memory_mb, reset_peak_memory, synchronize
 
 log = logging.getLogger(__name__)
@@ -146,19 +146,21 @@ def run(cfg, device: torch.device) -> list[dict]:
     ref_model = reference_model()
     log.info("data: reference end to end")
     add(f"{REFERENCE} fp32 from ImageFolder (end to end)", "reference", "end_to_end", "fp32",
-        timed_batches(reference_batches(train_dir, cfg, device), reference_step(ref_model, device), cfg, device))
+        flops(train_gflop(ref_model), timed_batches(reference_batches(train_dir, cfg, device), reference_step(ref_model, device), cfg, device)))
     del ref_model
     fast = fastpath.FastPath(device=str(device), precision=fast_precision, channels_last=cfg.channels_last,
                              tune_allocator=cfg.tune_allocator)
     for name in cfg.data_models:
         torch.manual_seed(0)
-        model = fastpath.prepare_model(models.create(name, num_classes=1000), fast)
+        model = models.create(name, num_classes=1000)
+        gflop = train_gflop(model)
+        model = fastpath.prepare_model(model, fast)
         train = fastpath.TrainStep(model, fastpath.sgd(model.parameters(), fast, lr=0.01), fast)
         recipe = model_pipeline(name, model)
         log.info("data: our end to end, %s", name)
         result = timed_batches(our_batches(store, cfg, device, recipe), train, cfg, device)
         add(f"{name} {fast_precision}, packed store, {recipe.name} augmentation (end to end)", "ours",
-            "end_to_end", fast_precision, {"model": name, "pipeline": recipe.name, **result})
+            "end_to_end", fast_precision, {"model": name, "pipeline": recipe.name, **flops(gflop, result)})
         del model, train
 
     for what in ("data", "end_to_end"):
@@ -167,6 +169,11 @@ def run(cfg, device: torch.device) -> list[dict]:
             if r["what"] == what:
                 r["ratio"] = r["images_per_s"] / ref["images_per_s"]
     return rows
+
+
+def flops(gflop: float, result: dict) -> dict:
+    """``result`` with the training arithmetic it sustained: GFLOP per image and TFLOP/s."""
+    return {**result, "train_gflop_per_image": gflop, "tflops": result["images_per_s"] * gflop / 1e3}
 
 
 def default_workers() -> int:

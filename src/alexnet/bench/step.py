@@ -37,8 +37,15 @@ def reference_model(num_classes: int = 1000) -> nn.Module:
     import torchvision
 
     model = torchvision.models.alexnet(num_classes=num_classes)
-    model.input_size = 224  # the size pytorch/examples trains it at
+    model.input_size, model.in_channels = 224, 3  # the size pytorch/examples trains it at
     return model
+
+
+def train_gflop(model: nn.Module) -> float:
+    """GFLOP (2 per multiply-accumulate) of one training image of ``model`` at its input size."""
+    from ..models.summary import summarize
+
+    return 2 * summarize(model).training_macs / 1e9
 
 
 def reference_step(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -83,11 +90,13 @@ def ours_step(model: nn.Module, fast: fastpath.FastPath, images: torch.Tensor, l
     return lambda: train(images, labels)
 
 
-def row(label: str, impl: str, model: str, fast: fastpath.FastPath, batch: int, size: int, m: Measurement, allocator: str) -> dict:
+def row(label: str, impl: str, model: str, fast: fastpath.FastPath, batch: int, size: int, m: Measurement, allocator: str,
+        gflop: float) -> dict:
     return {
         "part": "step", "label": label, "impl": impl, "model": model, "precision": fast.precision,
         "channels_last": fast.channels_last, "compile": fast.compile, "batch_size": batch, "input_size": size,
         "allocator": allocator, "images_per_s": batch / m.median, "ms": m.median * 1e3, **m.to_dict(),
+        "train_gflop_per_image": gflop, "tflops": batch / m.median * gflop / 1e3,
     }
 
 
@@ -99,21 +108,22 @@ def run(cfg, device: torch.device) -> list[dict]:
     fp32_nchw = fastpath.FastPath(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
 
     def run_group(group: list[tuple]) -> None:
-        """Time a group of (label, impl, model, fast, size, step) round-robin and add their rows."""
+        """Time a group of (label, impl, model, fast, size, gflop, step) round-robin and add their rows."""
         log.info("step: timing %s", ", ".join(g[0] for g in group))
         ms = measure_interleaved([g[-1] for g in group], device, warmup=cfg.warmup, reps=cfg.reps)
-        for (label, impl, name, fast, size, _), m in zip(group, ms):
-            rows.append(row(label, impl, name, fast, cfg.batch_size, size, m, allocator))
+        for (label, impl, name, fast, size, gflop, _), m in zip(group, ms):
+            rows.append(row(label, impl, name, fast, cfg.batch_size, size, m, allocator, gflop))
 
     def reference(label: str, fast: fastpath.FastPath) -> tuple:
         torch.manual_seed(0)
         model = reference_model()
         x, y = synthetic_batch(model, cfg.batch_size, 1000)
+        gflop = train_gflop(model)
         if fast == fp32_nchw:
             step = lambda s=reference_step(model, device): s(x, y)  # noqa: E731
         else:
             step = ours_step(model, fast, x, y)
-        return (label, "reference", REFERENCE, fast, 224, step)
+        return (label, "reference", REFERENCE, fast, 224, gflop, step)
 
     first = [reference(f"{REFERENCE} fp32 NCHW (pytorch/examples)", fp32_nchw)]
     if cfg.baseline and "alexnet" in cfg.step_models:
@@ -122,7 +132,7 @@ def run(cfg, device: torch.device) -> list[dict]:
         x, y = synthetic_batch(model, cfg.batch_size, 1000)
         step = reference_step(model, device)
         first.append(("alexnet naive (F.local_response_norm, NCHW, fp32)", "baseline", "alexnet", fp32_nchw,
-                      model.input_size, lambda: step(x, y)))
+                      model.input_size, train_gflop(model), lambda: step(x, y)))
     run_group(first)
     ref = rows[0]
     del first
@@ -147,7 +157,7 @@ def run(cfg, device: torch.device) -> list[dict]:
                 model = models.create(name)
                 x, y = synthetic_batch(model, cfg.batch_size, num_classes(model))
                 label = f"{name} {precision}{' channels_last' if f.channels_last else ''}{' compiled' if compiled else ''}"
-                group.append((label, "ours", name, f, model.input_size, ours_step(model, f, x, y)))
+                group.append((label, "ours", name, f, model.input_size, train_gflop(model), ours_step(model, f, x, y)))
         run_group(group)
         del group
 

@@ -96,6 +96,14 @@ def measure_interleaved(fns: list[Callable[[], object]], device: torch.device, *
     return [Measurement(t, warmup, peak) for t in times]
 
 
+def matmul_tflops(device: torch.device, dtype: torch.dtype = torch.bfloat16, n: int = 4096) -> float:
+    """The rate of an n×n by n×n matrix product on ``device`` (median of 5 after 2): the ceiling a
+    training step's TFLOP/s is measured against (on a CPU oneDNN's for bf16, MKL's for fp32)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(n, n, generator=g).to(device=device, dtype=dtype) for _ in range(2))
+    return 2 * n**3 / measure(lambda: a @ b, device, warmup=2, reps=5).median / 1e12
+
+
 def machine(device: torch.device) -> dict:
     """What the figures were measured on: device, processor, threads, load, versions."""
     info = {
