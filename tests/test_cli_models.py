@@ -24,6 +24,7 @@ def test_summary_table_walks_through_the_paper(capsys):
     out = capsys.readouterr().out
     for shape in ["55×55×96", "27×27×96", "27×27×256", "13×13×256", "13×13×384", "6×6×256"]:
         assert shape in out
+    assert "training: 4.11 GFLOP per image" in out  # 10 classes: fc8 is 4096×10
 
 
 def test_bad_input_is_one_line_error(capsys):

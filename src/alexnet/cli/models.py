@@ -72,4 +72,5 @@ def run_summary(args: argparse.Namespace) -> int:
         print(f"{r.name:<{width}} {format_shape(r.output_shape):>14} {r.params:>12,} {r.macs:>14,}")
     scaled = f"{s.total_macs / 1e9:.3f} G" if s.total_macs >= 1e7 else f"{s.total_macs / 1e6:.3f} M"  # LeNet: 0.417 M
     print(f"{'total':<{width}} {'':>14} {s.total_params:>12,} {s.total_macs:>14,}  ({scaled} MACs)")
+    print(f"training: {2 * s.training_macs / 1e9:.3g} GFLOP per image (forward, input and weight gradients)")
     return 0
