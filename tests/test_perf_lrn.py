@@ -138,3 +138,20 @@ def test_paper_model_fused_equals_plain_forward_and_backward():
     torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)  # float32 rounding through 8 layers
     for (n, p), q in zip(fused.named_parameters(), plain.parameters()):
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_window_weights_are_built_once_and_survive_inference_mode():
+    """The banded weight is cached per shape/dtype/device; one first built under inference_mode is a
+    plain tensor (an inference tensor could never be saved for backward) and the LRN still trains."""
+    from alexnet.models.layers import _window_weights, local_response_norm
+
+    _window_weights.cache_clear()
+    x = torch.rand(2, 12, 5, 5)
+    with torch.inference_mode():
+        local_response_norm(x, 5, 1e-4, 0.75, 2.0, groups=2)
+    (weight, bias), = [_window_weights(12, 2, 2, 2, 1e-4, 2.0, torch.float32, x.device)]
+    assert _window_weights.cache_info().hits == 1 and not weight.is_inference() and not bias.is_inference()
+    a = x.clone().requires_grad_()
+    local_response_norm(a, 5, 1e-4, 0.75, 2.0, groups=2).sum().backward()
+    assert a.grad is not None and torch.isfinite(a.grad).all()
+    assert _window_weights.cache_info().hits > 1

@@ -21,6 +21,8 @@ normalised only the maps it held. Caffe's grouped AlexNet normalises across all 
 
 from __future__ import annotations
 
+import functools
+
 import math
 from typing import Any, Literal, NamedTuple
 
@@ -136,15 +138,21 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype == torch.float16 else dtype
 
 
-def _window_matrix(channels: int, groups: int, front: int, back: int, scale: float, like: torch.Tensor) -> torch.Tensor:
-    """The window sum over channels as a grouped 1×1 convolution's weight [C, C/groups, 1, 1]:
+@functools.lru_cache(maxsize=64)
+def _window_weights(channels: int, groups: int, front: int, back: int, scale: float, offset: float,
+                    dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The window sum over channels as a grouped 1×1 convolution: its weight [C, C/groups, 1, 1],
     weight[o, i] = ``scale`` where input channel i lies in output o's window i ∈ o − front … o + back
-    (positions within the group), else 0."""
+    (positions within the group), else 0; and its bias, ``offset`` (None for 0). Built once per
+    layer shape, dtype and device: rebuilding them took a handful of small kernels per call."""
     cg = channels // groups
-    out_pos = (torch.arange(channels, device=like.device) % cg)[:, None]
-    in_pos = torch.arange(cg, device=like.device)[None, :]
-    inside = (in_pos >= out_pos - front) & (in_pos <= out_pos + back)
-    return (inside.to(like.dtype) * scale)[:, :, None, None]
+    with torch.inference_mode(False), torch.no_grad():  # plain constants, usable by autograd later
+        out_pos = (torch.arange(channels, device=device) % cg)[:, None]
+        in_pos = torch.arange(cg, device=device)[None, :]
+        inside = (in_pos >= out_pos - front) & (in_pos <= out_pos + back)
+        weight = (inside.to(dtype) * scale)[:, :, None, None]
+        bias = torch.full((channels,), offset, dtype=dtype, device=device) if offset else None
+    return weight, bias
 
 
 def _window_sum(t: torch.Tensor, groups: int, front: int, back: int, scale: float, offset: float = 0.0) -> torch.Tensor:
@@ -152,8 +160,8 @@ def _window_sum(t: torch.Tensor, groups: int, front: int, back: int, scale: floa
     banded weight and the offset as its bias, i.e. one matrix product over the maps in their own layout
     (channels_last: a GEMM with no reorder), instead of ``size`` passes over them. Under autocast the
     caller fixes the dtype."""
-    bias = torch.full((t.shape[1],), offset, dtype=t.dtype, device=t.device) if offset else None
-    return F.conv2d(t, _window_matrix(t.shape[1], groups, front, back, scale, t), bias, groups=groups)
+    weight, bias = _window_weights(t.shape[1], groups, front, back, scale, offset, t.dtype, t.device)
+    return F.conv2d(t, weight, bias, groups=groups)
 
 
 def _as_layout(x: torch.Tensor) -> torch.Tensor:
