@@ -13,7 +13,9 @@ What makes the paper's network fast, measured on a 2-core CPU and written to run
 * on CPU, :func:`tune_cpu_allocator`: glibc otherwise returns every freed activation (all of them
   are above its 32 MiB mmap ceiling at batch 128) to the kernel and page-faults it back on the next
   step, which costs more than the arithmetic of an elementwise layer;
-* ``torch.compile`` optionally (it pays on GPUs; on a 2-core CPU its compile time rarely does).
+* on CUDA, ``torch.backends.cudnn.benchmark``: the input shapes are fixed, so cuDNN's timed choice
+  of algorithm per convolution is made once and pays for the rest of the run (process-wide);
+* ``torch.compile`` optionally (it may pay on GPUs; on the 2-core CPU it is slower, measured).
 
 Each choice keeps the outputs equal to the plain path within the precision's tolerance
 (tests/test_perf_fastpath.py).
@@ -47,6 +49,7 @@ class FastPath:
     compile: bool = False  # torch.compile the model
     fused_optimizer: bool = True  # SGD(fused=True) where the device has it, else foreach
     tune_allocator: bool = True  # CPU only: keep freed activations in the process (tune_cpu_allocator)
+    cudnn_benchmark: bool = True  # CUDA only: let cuDNN time its algorithms for each conv shape (process-wide)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -103,6 +106,8 @@ def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     device = torch.device(fast.device)
     if device.type == "cpu" and fast.tune_allocator:
         tune_cpu_allocator()
+    if device.type == "cuda" and fast.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest algorithm per conv, found once
     model.to(device=device, memory_format=fast.memory_format)
     if fast.compile:
         return torch.compile(model)
