@@ -104,11 +104,10 @@ def iter_batches(
 
 
 def _gather(array: np.ndarray, idx: np.ndarray, pin: bool) -> torch.Tensor:
-    """The images at ``idx``, in that order, in one copy: into pinned memory when ``pin``."""
-    if not pin:
-        return torch.from_numpy(np.take(array, idx, axis=0))
-    out = torch.empty((len(idx), *array.shape[1:]), dtype=torch.from_numpy(array[:0]).dtype, pin_memory=True)
-    np.take(array, idx, axis=0, out=out.numpy(), mode="clip")  # "clip" writes straight into out; "raise" buffers
+    """The images at ``idx``, in that order, in one copy (into pinned memory when ``pin``)."""
+    dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
+    out = torch.empty((len(idx), *array.shape[1:]), dtype=dtype, pin_memory=pin)
+    np.take(array, idx, axis=0, out=out.numpy(), mode="clip")  # "clip" writes straight into out ("raise" buffers); idx is valid
     return out
 
 
