@@ -104,9 +104,13 @@ def iter_batches(
 
 
 def _gather(array: np.ndarray, idx: np.ndarray, pin: bool) -> torch.Tensor:
-    """The images at ``idx``, in that order, in one copy (into pinned memory when ``pin``)."""
+    """The images at ``idx``, in that order, in one copy: into pinned memory when ``pin``, else into
+    numpy's own allocation (a fresh torch buffer of a batch is page-faulted in on every call unless
+    the process's allocator is tuned: ≈ 10 ms against 1.5 ms at 128 × 256²)."""
+    if not pin:
+        return torch.from_numpy(np.take(array, idx, axis=0))
     dtype = torch.from_numpy(np.empty(0, dtype=array.dtype)).dtype
-    out = torch.empty((len(idx), *array.shape[1:]), dtype=dtype, pin_memory=pin)
+    out = torch.empty((len(idx), *array.shape[1:]), dtype=dtype, pin_memory=True)  # the caching host allocator
     np.take(array, idx, axis=0, out=out.numpy(), mode="clip")  # "clip" writes straight into out ("raise" buffers); idx is valid
     return out
 
