@@ -20,7 +20,10 @@ augmentation, so its ratio is what the pipeline and the fast path are worth on t
 the first adds what the paper's network costs more (LRN, two towers, 96 conv1 maps).
 
 Both read the same photographs (:mod:`alexnet.bench.photos`). Each is timed over ``reps`` chunks
-of ``data_batches`` batches after ``warmup`` batches, epochs following each other.
+of ``data_batches`` batches after ``warmup`` batches, epochs following each other. The reference's
+rows run first, with the process's default allocator; ours then run as ``alexnet train`` runs them,
+with :func:`alexnet.fastpath.tune_cpu_allocator` on a CPU (after the step part in ``bench all``,
+whose tuning stays on, the reference runs tuned too).
 """
 
 from __future__ import annotations
@@ -131,23 +134,28 @@ def run(cfg, device: torch.device) -> list[dict]:
             "prepare_s": prepare_s, "data_batches": cfg.data_batches}
 
     def add(label: str, impl: str, what: str, precision: str, result: dict) -> None:
+        allocator = "tuned" if fastpath._ALLOCATOR_TUNED else "default"
         rows.append({"part": "data", "label": label, "impl": impl, "what": what, "precision": precision,
-                     "batch_size": cfg.batch_size, **info, **result})
+                     "batch_size": cfg.batch_size, "allocator": allocator, **info, **result})
 
+    # The reference first, as people run it; then ours as `alexnet train` runs it (on a CPU with the
+    # tuned allocator, which cannot be switched back off: hence this order).
     nothing = lambda x, y: None  # noqa: E731
     log.info("data: reference data path")
     add("ImageFolder + PIL + DataLoader (data only)", "reference", "data", "fp32",
         timed_batches(reference_batches(train_dir, cfg, device), nothing, cfg, device))
-    log.info("data: our data path")
-    add("packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
-        timed_batches(our_batches(store, cfg, device), nothing, cfg, device))
-
     torch.manual_seed(0)
     ref_model = reference_model()
     log.info("data: reference end to end")
     add(f"{REFERENCE} fp32 from ImageFolder (end to end)", "reference", "end_to_end", "fp32",
         flops(train_gflop(ref_model), timed_batches(reference_batches(train_dir, cfg, device), reference_step(ref_model, device), cfg, device)))
     del ref_model
+
+    if device.type == "cpu" and cfg.tune_allocator:
+        fastpath.tune_cpu_allocator()
+    log.info("data: our data path")
+    add("packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
+        timed_batches(our_batches(store, cfg, device), nothing, cfg, device))
     fast = fastpath.FastPath(device=str(device), precision=fast_precision, channels_last=cfg.channels_last,
                              tune_allocator=cfg.tune_allocator)
     for name in cfg.data_models:
@@ -163,6 +171,7 @@ def run(cfg, device: torch.device) -> list[dict]:
             "end_to_end", fast_precision, {"model": name, "pipeline": recipe.name, **flops(gflop, result)})
         del model, train
 
+    rows.sort(key=lambda r: r["what"] != "data")  # shown: the data paths, then end to end
     for what in ("data", "end_to_end"):
         ref = next(r for r in rows if r["what"] == what and r["impl"] == "reference")
         for r in rows:
