@@ -101,13 +101,20 @@ def tune_cpu_allocator(limit_bytes: int = 2**30) -> bool:
     return ok
 
 
+def tune_process(device: torch.device, *, allocator: bool = True, cudnn_benchmark: bool = True) -> None:
+    """The fast path's process-wide settings for training on ``device``: on a CPU the glibc allocator
+    (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so
+    cuDNN's timed choice of algorithm per convolution is made once)."""
+    if device.type == "cpu" and allocator:
+        tune_cpu_allocator()
+    if device.type == "cuda" and cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+
+
 def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
     """Move ``model`` to the device and layout of ``fast`` (in place) and compile it if asked."""
     device = torch.device(fast.device)
-    if device.type == "cpu" and fast.tune_allocator:
-        tune_cpu_allocator()
-    if device.type == "cuda" and fast.cudnn_benchmark:
-        torch.backends.cudnn.benchmark = True  # fixed shapes: the fastest algorithm per conv, found once
+    tune_process(device, allocator=fast.tune_allocator, cudnn_benchmark=fast.cudnn_benchmark)
     model.to(device=device, memory_format=fast.memory_format)
     if fast.compile:
         return torch.compile(model)

@@ -45,7 +45,7 @@ from .data.transforms import fit_images
 from .device import autocast, resolve_device
 from .errors import AlexNetError
 from .evaluate import batch_probabilities, topk_correct
-from .fastpath import sgd_kernel, tune_cpu_allocator
+from .fastpath import sgd_kernel, tune_process
 from .models.googlenet import AUX_LOSS_WEIGHT, GoogLeNetOutputs
 
 log = logging.getLogger(__name__)
@@ -314,10 +314,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
     n_params = sum(p.numel() for p in model.parameters())
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model = model.to(device, memory_format=memory_format)
-    if device.type == "cpu":
-        tune_cpu_allocator()  # reuse freed activations instead of page-faulting them back every step
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True  # fixed input shapes: cuDNN's fastest algorithms, timed once
+    tune_process(device)  # CPU: reuse freed activations instead of page-faulting them back; CUDA: cudnn.benchmark
     optimizer = torch.optim.SGD(param_groups(model, config.optim), lr=config.optim.lr, momentum=config.optim.momentum,
                                 nesterov=config.optim.nesterov, **sgd_kernel(device))
     per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=info.world_size)

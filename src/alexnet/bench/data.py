@@ -151,8 +151,7 @@ def run(cfg, device: torch.device) -> list[dict]:
         flops(train_gflop(ref_model), timed_batches(reference_batches(train_dir, cfg, device), reference_step(ref_model, device), cfg, device)))
     del ref_model
 
-    if device.type == "cpu" and cfg.tune_allocator:
-        fastpath.tune_cpu_allocator()
+    fastpath.tune_process(device, allocator=cfg.tune_allocator)
     log.info("data: our data path")
     add("packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
         timed_batches(our_batches(store, cfg, device), nothing, cfg, device))
