@@ -353,15 +353,17 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
     if config.compile:
         train_model = torch.compile(train_model)
 
+    def diverged(what: str) -> TrainingDiverged:
+        """The error that stops a run because ``what`` became non-finite, naming what was kept."""
+        kept = f"The last good checkpoint is {folder.last}" if folder.last.is_file() else "No checkpoint was written before it"
+        return TrainingDiverged(f"the {what}; stopped. {kept}; lower the learning rate or check the data")
+
     def snapshot(path: Path) -> None:
         """Write a checkpoint of everything needed to continue exactly from here (rank 0 only).
 
         Weights that are no longer finite are never written: the last good checkpoint stays."""
         if not all(torch.isfinite(p).all() for p in model.parameters()):
-            raise TrainingDiverged(
-                f"the weights became non-finite at epoch {epoch + 1}, step {step}; stopped. "
-                f"The last good checkpoint is {folder.last}; lower the learning rate or check the data"
-            )
+            raise diverged(f"weights became non-finite at epoch {epoch + 1}, step {step}")
         rng = {"torch": torch.get_rng_state(), "aug": aug.get_state(),
                "cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None}
         if info.enabled:  # every rank's augmentation stream
@@ -390,11 +392,7 @@ def _train(config: TrainConfig, run: RunOptions, folder: RunFolder, device: torc
             return
         value = loss.item() if check_every == 1 else "non-finite"
         where = f"step {at_step}" if check_every == 1 else f"one of steps {max(at_step + 1 - check_every, 1)}–{at_step}"
-        raise TrainingDiverged(
-            f"the loss became {value} at epoch {epoch + 1}, {where} (lr {lr:g}); stopped. "
-            + (f"The last good checkpoint is {folder.last}" if folder.last.is_file() else "No checkpoint was written before it")
-            + "; lower the learning rate or check the data"
-        )
+        raise diverged(f"loss became {value} at epoch {epoch + 1}, {where} (lr {lr:g})")
 
     bar = None
     wall_start = time.time()

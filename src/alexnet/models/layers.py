@@ -22,7 +22,6 @@ normalised only the maps it held. Caffe's grouped AlexNet normalises across all 
 from __future__ import annotations
 
 import functools
-
 import math
 from typing import Any, Literal, NamedTuple
 
