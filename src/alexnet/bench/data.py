@@ -40,7 +40,7 @@ import torch
 from .. import fastpath, models
 from ..data.transforms import Pipeline, Preprocess, pipeline
 from .photos import make_photo_folder
-from .step import REFERENCE, reference_model, reference_step, train_gflop
+from .step import REFERENCE, flops, reference_model, reference_step, train_gflop
 from .timing import peak_memory_mb, reset_peak_memory, synchronize
 
 log = logging.getLogger(__name__)
@@ -177,11 +177,6 @@ def run(cfg, device: torch.device) -> list[dict]:
             if r["what"] == what:
                 r["ratio"] = r["images_per_s"] / ref["images_per_s"]
     return rows
-
-
-def flops(gflop: float, result: dict) -> dict:
-    """``result`` with the training arithmetic it sustained: GFLOP per image and TFLOP/s."""
-    return {**result, "train_gflop_per_image": gflop, "tflops": result["images_per_s"] * gflop / 1e3}
 
 
 def default_workers() -> int:

@@ -50,6 +50,11 @@ def train_gflop(model: nn.Module) -> float:
     return 2 * summarize(model).training_macs / 1e9
 
 
+def flops(gflop: float, result: dict) -> dict:
+    """A timed row with the training arithmetic it sustained: GFLOP per image and TFLOP/s."""
+    return {**result, "train_gflop_per_image": gflop, "tflops": result["images_per_s"] * gflop / 1e3}
+
+
 def reference_step(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
     """pytorch/examples imagenet/main.py ``train()``: one iteration, fp32, NCHW, SGD for-loop."""
     model.to(device)
@@ -97,12 +102,11 @@ def ours_step(model: nn.Module, fast: fastpath.FastPath, images: torch.Tensor, l
 
 def row(label: str, impl: str, model: str, fast: fastpath.FastPath, batch: int, size: int, m: Measurement, allocator: str,
         gflop: float) -> dict:
-    return {
+    return flops(gflop, {
         "part": "step", "label": label, "impl": impl, "model": model, "precision": fast.precision,
         "channels_last": fast.channels_last, "compile": fast.compile, "batch_size": batch, "input_size": size,
         "allocator": allocator, "images_per_s": batch / m.median, "ms": m.median * 1e3, **m.to_dict(),
-        "train_gflop_per_image": gflop, "tflops": batch / m.median * gflop / 1e3,
-    }
+    })
 
 
 def run(cfg, device: torch.device) -> list[dict]:
