@@ -1,0 +1,59 @@
+"""One atomic write for every file the package writes: checkpoints, JSON, HTML, PNGs, exports, stores.
+
+A writer gets a temporary path in the destination's folder (``.NAME.RANDOM.tmp``), writes it, and
+on success the file is flushed to disk and renamed over the destination with ``os.replace``: a
+reader sees the old file or the new one, never half of one, and a crash (or ``kill -9``) mid-write
+leaves the destination as it was. On any failure the temporary file is removed. The new file gets
+the mode an ordinary ``open`` would (0666 less the umask), not ``mkstemp``'s 0600.
+
+``overwrite=False`` refuses an existing destination: the rule behind every ``--force`` flag.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .errors import AlexNetError
+
+
+def _umask_mode() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without an exception it becomes ``path``."""
+    path = Path(path)
+    if not overwrite and path.exists():
+        raise AlexNetError(f"{path} already exists; choose another path or pass --force")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        os.chmod(tmp, _umask_mode())
+        with open(tmp, "rb+") as f:  # what the writer wrote reaches the disk before the rename
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> None:
+    """Write ``data`` (text is UTF-8) to ``path`` atomically."""
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True) -> None:
+    """``data`` as indented JSON (non-ASCII kept as is, e.g. "×"), atomically; non-JSON values as ``str``."""
+    atomic_write(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", overwrite=overwrite)
