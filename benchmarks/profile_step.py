@@ -14,8 +14,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from alexnet import fastpath, models
-from alexnet.bench.step import plain_lrn, reference_model, reference_step, synthetic_batch
-
+from alexnet.bench.step import plain_lrn, reference_model, reference_step, synthetic_batch, train_step
 
 # the operators that do the multiply-accumulates (their self time; the wrappers around them have next to none)
 GEMM_OPS = {"aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::convolution_backward", "aten::mm", "aten::addmm", "aten::bmm"}
@@ -40,14 +39,13 @@ def main() -> None:
     runs = {"reference (torchvision, fp32 NCHW)": lambda: step(x, y)}
 
     model = models.create(args.model)
-    ox, oy = synthetic_batch(model, args.batch_size, getattr(model.config, "num_classes", 1000))
+    ox, oy = synthetic_batch(model, args.batch_size, model.num_classes)
     if args.plain:
         ours = reference_step(plain_lrn(model), device)
         runs[f"{args.model} plain"] = lambda: ours(ox, oy)
     else:
         fast = fastpath.FastPath(device=str(device), precision=args.precision)
-        m = fastpath.prepare_model(model, fast)
-        train = fastpath.TrainStep(m, fastpath.sgd(m.parameters(), fast, lr=0.01), fast)
+        train = train_step(model, fast)  # the step alexnet train runs
         runs[f"{args.model} fast path {args.precision}"] = lambda: train(ox, oy)
 
     for name, fn in runs.items():

@@ -9,7 +9,7 @@ from alexnet import ablate
 from alexnet.ablate import AblationOptions, plan, run_all, time_to_target
 from alexnet.cli import main
 from alexnet.errors import AlexNetError
-from alexnet.train import RunOptions, train
+from alexnet.train import RunOptions, StopAfter, train
 
 TINY = ["model.options.width=0.25", "max_steps=3"]
 
@@ -46,7 +46,7 @@ def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     runs = plan(opts)
     # an interrupted run of the second variant: it must be resumed, not restarted
     interrupted = [r for r in runs if r.variant.name == "no-dropout"][0]
-    train(interrupted.config, RunOptions(out=interrupted.folder, progress_bar=False, stop_after_steps=1))
+    train(interrupted.config, RunOptions(out=interrupted.folder, progress_bar=False, callbacks=[StopAfter(1)]))
     assert (interrupted.folder / "checkpoints" / "last.pt").is_file()
     seen = []
     table = run_all(opts, lambda r, status: seen.append((r.variant.name, status)))

@@ -130,7 +130,7 @@ def test_truncated_and_foreign_files_are_one_line_errors(tmp_path):
         "empty.pt": (b"", "truncated or corrupt"),
         "text.pt": (b"hello, not a checkpoint\n", "not a checkpoint"),
     }
-    for name, (content, message) in cases.items():
+    for name, (content, _) in cases.items():
         (tmp_path / name).write_bytes(content)
     torch.save(models.create("alexnet_small", width=0.25).state_dict(), tmp_path / "state.pt")
     cases["state.pt"] = (None, "not an alexnet checkpoint")

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import checkpoint, cli, evaluate, models
+from alexnet import checkpoint, cli, evaluate, models, visualize
 from alexnet.data.imageset import ImageSet
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
@@ -35,7 +35,7 @@ def test_topk_errors_per_class_and_confusion():
         [0.0, 0.0, 0.0, 1.0, 0.0, 0.0],  # label 3: right
     ])
     labels = torch.tensor([0, 1, 5, 3])
-    r = evaluate.summarize(probs, labels, CLASSES, views=10, checkpoints=["a.pt"])
+    r = evaluate.score(probs, labels, CLASSES, views=10, checkpoints=["a.pt"])
     assert r.top1_error == pytest.approx(0.5) and r.top5_error == pytest.approx(0.25)
     assert r.top1_accuracy == pytest.approx(0.5) and r.images == 4 and r.views == 10
     assert r.per_class_accuracy == [1.0, 0.0, None, 1.0, None, 0.0]
@@ -49,7 +49,7 @@ def test_topk_errors_per_class_and_confusion():
 
 def test_top5_with_fewer_than_five_classes_counts_every_image():
     probs = torch.tensor([[0.9, 0.1], [0.8, 0.2]])
-    r = evaluate.summarize(probs, torch.tensor([1, 1]), ["a", "b"])
+    r = evaluate.score(probs, torch.tensor([1, 1]), ["a", "b"])
     assert r.top1_error == 1.0 and r.top5_error == 0.0
 
 
@@ -98,7 +98,7 @@ def test_ensemble_of_checkpoints_is_the_mean_of_their_probabilities(tmp_path, im
     paths = [tmp_path / f"{s}.pt" for s in (0, 1)]
     report = evaluate.evaluate_checkpoints(paths, imageset, evaluate.EvalConfig(views=10, batch_size=10))
     mean = torch.stack([reference_probabilities(m, p, imageset.images, 10) for m, p in members]).mean(0)
-    expected = evaluate.summarize(mean, torch.from_numpy(imageset.labels), CLASSES, views=10)
+    expected = evaluate.score(mean, torch.from_numpy(imageset.labels), CLASSES, views=10)
     assert report.top1_error == pytest.approx(expected.top1_error)
     assert report.top5_error == pytest.approx(expected.top5_error)
     assert report.checkpoints == [str(p) for p in paths] and report.images == 20 and report.views == 10
@@ -117,9 +117,9 @@ def test_classes_that_differ_from_the_data_are_one_line_errors(tmp_path, imagese
 
 def test_confusion_plot_is_a_png(tmp_path, imageset):
     probs = torch.softmax(torch.randn(20, 6), 1)
-    report = evaluate.summarize(probs, torch.from_numpy(imageset.labels), CLASSES)
+    report = evaluate.score(probs, torch.from_numpy(imageset.labels), CLASSES)
     out = tmp_path / "cm.png"
-    evaluate.save_confusion_plot(report, out)
+    visualize.save_confusion_plot(report, out)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in tmp_path.iterdir()] == ["cm.png"]
 

@@ -197,7 +197,7 @@ def test_nin_counts_by_hand():
         a, b, c = widths
         return (in_ch * a * k * k + a) + (a * b + b) + (b * c + c)
 
-    first3 = lambda in_ch: block(in_ch, (96,) * 3, 11) + block(96, (256,) * 3, 5) + block(256, (384,) * 3, 3)  # noqa: E731
+    first3 = lambda in_ch: block(in_ch, (96,) * 3, 11) + block(96, (256,) * 3, 5) + block(256, (384,) * 3, 3)
     assert count(models.create("nin")) == first3(3) + block(384, (1024, 1024, 1000), 3) == 7_595_176
     assert count(models.create("nin_d2l")) == first3(1) + block(384, (10, 10, 10), 3) == 1_992_166
 

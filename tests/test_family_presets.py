@@ -12,8 +12,9 @@ from alexnet import checkpoint, models
 from alexnet.ablate import AblationOptions, plan, run_all
 from alexnet.config import preset_names, resolve
 from alexnet.data.transforms import pipeline
+from alexnet.models.base import classification_loss
 from alexnet.models.googlenet import AUX_LOSS_WEIGHT, GoogLeNetOutputs
-from alexnet.train import RunOptions, train, training_loss
+from alexnet.train import RunOptions, train
 
 # preset -> the registered model it trains
 FAMILY = {"lenet": "lenet", "vgg": "vgg11_d2l", "nin": "nin_d2l", "googlenet": "googlenet_d2l", "alexnet_bn": "alexnet_small"}
@@ -57,10 +58,12 @@ def test_training_loss_adds_the_auxiliary_losses():
     torch.manual_seed(0)
     y = torch.tensor([0, 3, 9, 1])
     main, aux2, aux1 = torch.randn(4, 10), torch.randn(4, 10), torch.randn(4, 10)
-    logits, loss = training_loss(GoogLeNetOutputs(main, aux2, aux1), y)
+    net = models.create("googlenet_d2l", aux_logits=True)  # the loss is the model's (models.base.ConfiguredNet.loss)
+    logits, loss = net.loss(GoogLeNetOutputs(main, aux2, aux1), y)
     expected = F.cross_entropy(main, y) + AUX_LOSS_WEIGHT * (F.cross_entropy(aux1, y) + F.cross_entropy(aux2, y))
     assert logits is main and torch.allclose(loss, expected)
-    assert torch.allclose(training_loss(main, y)[1], F.cross_entropy(main, y))
+    assert torch.allclose(net.loss(main, y)[1], F.cross_entropy(main, y))
+    assert torch.allclose(classification_loss(main, y)[1], F.cross_entropy(main, y))
 
 
 def test_googlenet_with_auxiliary_heads_trains(tmp_path):

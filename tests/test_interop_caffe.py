@@ -10,6 +10,7 @@ from alexnet import checkpoint, cli, models
 from alexnet.errors import AlexNetError
 from alexnet.interop import caffe
 
+
 # -- the writer ---------------------------------------------------------------------------------
 def varint(n: int) -> bytes:
     out = bytearray()

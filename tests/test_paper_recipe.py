@@ -24,8 +24,8 @@ EPOCHS = 8  # 9 steps each at batch 128: the loss leaves ln 10 at step 35–45 (
 
 
 def test_paper_preset_learns_at_small_scale(tmp_path):
-    amp = "bf16" if precision_supported(torch.device("cpu"), "bf16") else "off"  # the same recipe, faster
-    config = resolve("paper", {"epochs": EPOCHS, "device": "cpu", "amp": amp},
+    precision = "bf16" if precision_supported(torch.device("cpu"), "bf16") else "fp32"  # the same recipe, faster
+    config = resolve("paper", {"epochs": EPOCHS, "device": "cpu", "precision": precision},
                      ["data.spec='digits'", "eval_views=1", "data.workers=0"])
     # What is kept of the preset: the model, its init and dropout, the optimiser and the batch.
     assert config.model.name == "alexnet" and config.model.options == {}

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from alexnet.errors import AlexNetError
 from alexnet import fastpath, models
-from alexnet.bench.step import plain_lrn
+from alexnet.bench.step import plain_lrn, train_step
+from alexnet.errors import AlexNetError
 from alexnet.models.layers import PlainLocalResponseNorm
 
 
@@ -22,10 +22,9 @@ def batch():
 
 
 def train(model, fast, steps=2):
-    model = fastpath.prepare_model(model, fast)
-    step = fastpath.TrainStep(model, fastpath.sgd(model.parameters(), fast, lr=0.01), fast)
+    step = train_step(model, fast)  # the step alexnet train runs, as the bench builds it
     x, y = batch()
-    losses = [step(x, y).item() for _ in range(steps)]
+    losses = [step(x, y)[1].item() for _ in range(steps)]
     return model, losses
 
 

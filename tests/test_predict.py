@@ -39,7 +39,7 @@ def write_images(folder):
         "grey.png": lambda p: rgb.convert("L").save(p),
         "palette.png": lambda p: rgb.convert("P").save(p),
         "alpha.png": lambda p: rgb.convert("RGBA").save(p),
-        "deep.png": lambda p: Image.fromarray((picture()[..., 0].astype(np.uint16) * 257)).save(p),
+        "deep.png": lambda p: Image.fromarray(picture()[..., 0].astype(np.uint16) * 257).save(p),
         "cmyk.tiff": lambda p: rgb.convert("CMYK").save(p),
         "cmyk.jpg": lambda p: rgb.convert("CMYK").save(p),
         "plain.bmp": lambda p: rgb.save(p),

@@ -12,7 +12,8 @@ import torch
 from alexnet import checkpoint
 from alexnet.config import preset_names, resolve
 from alexnet.errors import AlexNetError
-from alexnet.train import RunOptions, Schedule, TrainingDiverged, train
+from alexnet.optim import Schedule
+from alexnet.train import RunOptions, StopAfter, TrainingDiverged, train
 
 # A quarter-width alexnet_small on the embedded digits: seconds per epoch on the CPU.
 TINY = ["model.options.width=0.25", "data.workers=0"]
@@ -44,8 +45,10 @@ def test_overrides_and_their_errors():
     assert c.optim.lr == 0.5 and c.optim.nesterov and c.model.options["lrn"] is False and c.data.spec == "/x"
     with pytest.raises(AlexNetError, match="unknown setting optim.lrr; valid in optim.: lr, momentum"):
         resolve("digits", {}, ["optim.lrr=1"])
-    with pytest.raises(AlexNetError, match="amp='fp8' is not one of off, bf16, fp16"):
-        resolve("digits", {}, ["amp=fp8"])
+    with pytest.raises(AlexNetError, match="precision='fp8' is not one of fp32, bf16, fp16"):
+        resolve("digits", {}, ["precision=fp8"])
+    with pytest.raises(AlexNetError, match="precision='fp8' is not one of fp32, bf16, fp16"):
+        resolve("digits", {}, ["amp=fp8"])  # the setting's name before the one precision vocabulary
     with pytest.raises(AlexNetError, match="unknown preset 'nope'"):
         resolve("nope", {}, [])
     with pytest.raises(AlexNetError, match="batch_size must be int"):
@@ -102,7 +105,7 @@ def test_existing_run_is_refused_unless_resume_or_force(tmp_path):
 def test_resumed_run_ends_with_the_same_weights(tmp_path):
     config = tiny(epochs=2, extra=["checkpoint_every=5"])
     train(config, RunOptions(out=tmp_path / "whole", progress_bar=False))
-    stopped = train(config, RunOptions(out=tmp_path / "cut", progress_bar=False, stop_after_steps=27))
+    stopped = train(config, RunOptions(out=tmp_path / "cut", progress_bar=False, callbacks=[StopAfter(27)]))
     assert stopped["stopped_at_step"] == 27  # inside the second epoch, two steps after a checkpoint
     train(config, RunOptions(out=tmp_path / "cut", resume=True, progress_bar=False))
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
@@ -167,7 +170,8 @@ def test_cli_train_and_bad_input(run_cli, tmp_path):
     assert r.returncode == 0, r.stderr
     assert '"preset": "digits"' in r.stdout and "test_1view" in r.stdout and str(tmp_path / "r") in r.stdout
     r = run_cli("train", "--preset", "paper", "--out", tmp_path / "p")
-    assert r.returncode == 2 and r.stderr.strip() == "alexnet: error: preset paper needs --data PATH (an image folder, CIFAR-10, IDX files or a packed store)"
+    assert r.returncode == 2
+    assert r.stderr.strip() == "alexnet: error: preset paper needs --data PATH (an image folder, CIFAR-10, IDX files or a packed store)"
     r = run_cli("train", "--data", tmp_path / "missing", "--out", tmp_path / "m")
     assert r.returncode == 2 and "missing" in r.stderr and "Traceback" not in r.stderr
 
@@ -193,7 +197,7 @@ def test_fitted_in_memory_sets_are_c_ordered_for_fast_batches():
     import numpy as np
 
     from alexnet.data import open_dataset
-    from alexnet.train import prefit
+    from alexnet.data.fitted import prefit
 
     train_set = open_dataset("digits").splits["train"]
     fitted = prefit(train_set, 32, 3)

@@ -28,15 +28,20 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import statistics
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
+from . import models
+from .atomic import atomic_write, write_json
 from .config import TrainConfig, resolve
 from .data.transforms import pipeline
 from .errors import AlexNetError
+from .runs import RunFolder
+from .train import RunOptions, train
+from .visualize import _pyplot, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -146,15 +151,11 @@ def plan(options: AblationOptions) -> list[Run]:
 
 
 def _with_seed(config: TrainConfig, seed: int) -> TrainConfig:
-    from dataclasses import replace
-
     return replace(config, seed=seed)
 
 
 def check_models(runs: list[Run]) -> None:
     """Build every variant's model once before training anything, so a typo fails now, not hours in."""
-    from . import models
-
     seen = set()
     for run in runs:
         key = (run.config.model.name, json.dumps(run.config.model.options, sort_keys=True))
@@ -169,25 +170,23 @@ def check_models(runs: list[Run]) -> None:
 
 def state(run: Run) -> str:
     """done | resume | new, for a run folder; refuses a folder holding another configuration's run."""
-    config_file = run.folder / "config.json"
-    if config_file.is_file():
-        stored = json.loads(config_file.read_text())
+    folder = RunFolder(run.folder, write=False)
+    if folder.config.is_file():
+        stored = folder.read_config()
         wanted = json.loads(json.dumps(run.config.to_dict()))
         if stored != wanted:
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise AlexNetError(f"{run.folder} holds a run with another configuration (differs in {', '.join(changed)}); "
                                "use another --out or remove it")
-    if (run.folder / "report.json").is_file():
+    if folder.report_json.is_file():
         return "done"
-    if (run.folder / "checkpoints" / "last.pt").is_file():
+    if folder.last.is_file():
         return "resume"
     return "new"
 
 
 def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None = None) -> dict[str, Any]:
     """Train what is not done yet, then write the table; returns it (ablation.json's content)."""
-    from .train import RunOptions, train
-
     runs = plan(options)
     check_models(runs)
     options.out.mkdir(parents=True, exist_ok=True)
@@ -201,7 +200,7 @@ def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None 
         if status != "done":
             train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False))
         trained.add(run.folder)
-    table = summarize(runs, options)
+    table = tabulate(runs, options)
     write_table(table, options.out)
     return table
 
@@ -235,9 +234,8 @@ def mean_std(values: list[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
-def summarize(runs: list[Run], options: AblationOptions) -> dict[str, Any]:
-    from .train import RunFolder
-
+def tabulate(runs: list[Run], options: AblationOptions) -> dict[str, Any]:
+    """The study table: per variant, mean ± std of the final errors and of the time to the target error."""
     table: dict[str, Any] = {"preset": options.preset, "seeds": options.seeds, "flags": {k: v for k, v in options.flags.items() if v is not None},
                              "overrides": options.overrides, "target_error": options.target_error, "studies": {}}
     for study in studies(options.study):
@@ -246,13 +244,14 @@ def summarize(runs: list[Run], options: AblationOptions) -> dict[str, Any]:
             mine = [r for r in runs if r.study == study and r.variant == variant]
             top1, top5, epochs, seconds, reached, wall, which = [], [], [], [], 0, [], set()
             for r in mine:
-                report = json.loads((r.folder / "report.json").read_text())
+                folder = RunFolder(r.folder, write=False)
+                report = folder.read_report()
                 key, e1, e5 = final_errors(report, r.config.eval_views)
                 which.add(key)
                 top1.append(e1)
                 top5.append(e5)
                 wall.append(report.get("wall_seconds", 0.0))
-                n_epochs, secs = time_to_target(RunFolder(r.folder, write=False).read_metrics(), options.target_error)
+                n_epochs, secs = time_to_target(folder.read_metrics(), options.target_error)
                 if n_epochs is not None:
                     reached += 1
                     epochs.append(n_epochs)
@@ -297,7 +296,7 @@ def markdown(table: dict[str, Any]) -> str:
         lines += [head, rule]
         for row in rows:
             name = f"{row['variant']} ({row['note']})" + (f" = {row['same_as']}" if row["same_as"] else "")
-            delta = lambda d: "–" if d is None else f"{100 * d:+.2f}"  # noqa: E731
+            delta = lambda d: "–" if d is None else f"{100 * d:+.2f}"
             line = f"| {name} | {_pm(row['top1_error'])} | {_pm(row['top5_error'])} | {delta(row['delta_top1'])} | {delta(row['delta_top5'])} |"
             if relu:
                 t = row["to_target"]
@@ -311,8 +310,6 @@ def markdown(table: dict[str, Any]) -> str:
 
 def table_figure(table: dict[str, Any]):
     """One panel per study: bars of the mean top-1 error with ±std error bars, per variant."""
-    from .visualize import _pyplot
-
     plt = _pyplot()
     names = list(table["studies"])
     cols = min(3, len(names))
@@ -336,12 +333,8 @@ def table_figure(table: dict[str, Any]):
 
 def write_table(table: dict[str, Any], out: Path) -> None:
     """ablation.md, ablation.json and ablation.png in ``out``, each written atomically."""
-    from .visualize import _pyplot, save_figure
-
-    for name, text in (("ablation.md", markdown(table)), ("ablation.json", json.dumps(table, indent=2) + "\n")):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text(text)
-        os.replace(tmp, out / name)
+    atomic_write(out / "ablation.md", markdown(table))
+    write_json(out / "ablation.json", table)
     fig = table_figure(table)
     save_figure(fig, out / "ablation.png")
     _pyplot().close(fig)

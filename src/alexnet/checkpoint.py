@@ -6,6 +6,10 @@ names, the input size, the preprocessing with its statistics (``Preprocess.to_st
 provenance (recipe, resolved config, package and torch versions, git commit, time). A training
 checkpoint also holds ``train_state`` (optimizer, scheduler, RNG states, epoch, step).
 
+This module owns both on-disk forms, ``torch.save`` (:func:`save`) and safetensors
+(:func:`save_safetensors`, what ``alexnet export --format safetensors`` writes), and the tensor-by-tensor
+check of a state dict (:func:`check_state_dict`); :mod:`alexnet.interop` imports it, never the reverse.
+
 On disk it is ``torch.save`` of one plain dict::
 
     {"format": "alexnet-checkpoint", "format_version": 2, "model": "alexnet",
@@ -25,22 +29,23 @@ import json
 import logging
 import os
 import pickle
-import re
 import platform
+import re
 import subprocess
-import tempfile
 import warnings
 import zipfile
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from . import __version__
+from . import __version__, models
+from .atomic import atomic_path
 from .errors import AlexNetError
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,8 @@ FORMAT_VERSION = 2  # bump when a field changes meaning; load() refuses newer ve
 _V1_INVERTED_DROPOUT = ("alexnet", "alexnet_bn")
 
 SAFE_SCALARS = (str, int, float, bool, type(None))
+META_PREFIX = "__meta__/"  # safetensors keys of tensors that belong to the metadata, not the model
+TENSOR_REF = "__tensor__"
 
 
 @dataclass
@@ -104,7 +111,7 @@ def collect_provenance(recipe: str | None = None, config: dict[str, Any] | None 
         "torchvision_version": str(torchvision.__version__),
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
-        "time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out.update(extra)
     return out
@@ -155,25 +162,13 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = True) -
     the training loop rewrites its own checkpoints with the default.
     """
     path = Path(path)
-    if not overwrite and path.exists():
-        raise AlexNetError(f"{path} already exists; choose another path or pass --force")
     json.dumps(ckpt.model_options)  # model options must be plain values (they are printed by `info`)
     if len(ckpt.classes) != int(ckpt.model_options.get("num_classes", len(ckpt.classes))):
         raise AlexNetError(f"{path}: {len(ckpt.classes)} class names but model_options num_classes={ckpt.model_options['num_classes']}")
     payload = ckpt.to_payload()
     check_safe(payload)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        torch.save(payload, tmp)
     log.info("saved checkpoint %s (%s, %d classes)", path, ckpt.model, ckpt.num_classes)
 
 
@@ -188,8 +183,6 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"{path}: no such checkpoint file" if not path.exists() else f"{path}: not a file")
-    from .interop.export import is_safetensors, load_safetensors
-
     payload = load_safetensors(path, map_location) if is_safetensors(path) else read_weights_only(path, map_location)
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise AlexNetError(
@@ -261,9 +254,6 @@ def build_model(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
     Each tensor is checked before loading: a missing, extra or mis-shaped tensor (for example a
     checkpoint for another number of classes) is a one-line error naming the tensor and both shapes.
     """
-    from . import models
-    from .interop.torchvision import check_state_dict
-
     options = dict(ckpt.model_options)
     num_classes = options.pop("num_classes", ckpt.num_classes)
     if num_classes != ckpt.num_classes:
@@ -275,6 +265,93 @@ def build_model(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
     check_state_dict(ckpt.state_dict, model.state_dict(), source)
     model.load_state_dict(ckpt.state_dict)
     return model.eval()
+
+
+def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
+    """Every expected tensor present with its shape, nothing left over; the error names the tensor."""
+    for key, ref in expected.items():
+        if key not in state:
+            raise AlexNetError(f"{source}: tensor {key!r} {tuple(ref.shape)} is missing")
+        if tuple(state[key].shape) != tuple(ref.shape):
+            raise AlexNetError(f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}")
+    extra = sorted(set(state) - set(expected))
+    if extra:
+        raise AlexNetError(f"{source}: unexpected tensors {', '.join(extra)}")
+
+
+def _split_tensors(value: Any, prefix: str, tensors: dict[str, torch.Tensor]) -> Any:
+    """``value`` with every tensor replaced by {"__tensor__": key}, the tensors moved into ``tensors``."""
+    if isinstance(value, torch.Tensor):
+        key = META_PREFIX + prefix
+        tensors[key] = value.detach().cpu().contiguous()
+        return {TENSOR_REF: key}
+    if isinstance(value, dict):
+        return {str(k): _split_tensors(v, f"{prefix}/{k}", tensors) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_split_tensors(v, f"{prefix}/{i}", tensors) for i, v in enumerate(value)]
+    return value
+
+
+def _join_tensors(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {TENSOR_REF}:
+            return tensors[value[TENSOR_REF]]
+        return {k: _join_tensors(v, tensors) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_join_tensors(v, tensors) for v in value]
+    return value
+
+
+def save_safetensors(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = False) -> None:
+    """The checkpoint without its training state as a .safetensors file: the weights as tensors, every
+    other field as JSON metadata, the statistics' tensors under ``__meta__/…`` (nothing in it is code)."""
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().cpu().contiguous() for k, v in ckpt.state_dict.items()}
+    meta_tensors: dict[str, torch.Tensor] = {}
+    fields = {
+        "model": ckpt.model,
+        "model_options": ckpt.model_options,
+        "classes": ckpt.classes,
+        "input_size": ckpt.input_size,
+        "preprocess": _split_tensors(ckpt.preprocess, "preprocess", meta_tensors),
+        "provenance": _split_tensors(ckpt.provenance, "provenance", meta_tensors),
+    }
+    metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    metadata.update({k: json.dumps(v) for k, v in fields.items()})
+    with atomic_path(path, overwrite=overwrite) as tmp:
+        save_file({**tensors, **meta_tensors}, str(tmp), metadata=metadata)
+
+
+def is_safetensors(path: str | os.PathLike) -> bool:
+    """A safetensors file starts with an 8-byte little-endian header length and a JSON object."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    return len(head) == 9 and head[8:9] == b"{" and 0 < int.from_bytes(head[:8], "little") < 100_000_000
+
+
+def load_safetensors(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """The checkpoint payload of a file written by :func:`export_safetensors` (plain data, no pickle)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device=str(map_location)) as f:
+            metadata = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise AlexNetError(f"{path}: truncated or corrupt safetensors file ({' '.join(str(e).split())[:120]})") from None
+    try:
+        keys = ("model", "model_options", "classes", "input_size", "preprocess", "provenance")
+        payload: dict[str, Any] = {k: json.loads(metadata[k]) for k in keys}
+        payload["format"], payload["format_version"] = metadata["format"], int(metadata["format_version"])
+    except (KeyError, ValueError) as e:
+        raise AlexNetError(f"{path}: a safetensors file without alexnet checkpoint metadata ({type(e).__name__}: {e})") from None
+    meta = {k: v for k, v in tensors.items() if k.startswith(META_PREFIX)}
+    payload["state_dict"] = {k: v for k, v in tensors.items() if not k.startswith(META_PREFIX)}
+    payload["preprocess"] = _join_tensors(payload["preprocess"], meta)
+    payload["provenance"] = _join_tensors(payload["provenance"], meta)
+    payload["train_state"] = None
+    return payload
 
 
 def from_model(

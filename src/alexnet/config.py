@@ -8,6 +8,7 @@ order: the dataclass defaults ← the preset ← the command's flags (``--epochs
 
 from __future__ import annotations
 
+import copy
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
@@ -67,7 +68,7 @@ class TrainConfig:
     eval_views: int = 1  # views at the final evaluation: 1 or 10 (§4.1)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
-    amp: str = "off"  # off | bf16 | fp16
+    precision: str = "fp32"  # fp32 | bf16 | fp16: autocast to bf16/fp16 (parameters stay fp32); alexnet.step
     channels_last: bool = True  # NHWC: oneDNN's and cuDNN's native layout (docs/PERFORMANCE.md); false for NCHW
     compile: bool = False
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at epoch ends)
@@ -77,10 +78,15 @@ class TrainConfig:
         return asdict(self)
 
 
+PRECISIONS = ("fp32", "bf16", "fp16")  # the one precision vocabulary: train, bench, eval
+RESUMABLE = ("epochs", "device", "data.workers")  # settings a resume may change (recorded in resume.jsonl)
+LEGACY = {"amp": "precision"}  # renamed settings, read from configurations saved before the rename
+LEGACY_VALUES = {("precision", "off"): "fp32"}
+
 CHOICES = {
     "schedule.kind": ("plateau", "step", "cosine", "constant"),
     "schedule.unit": ("epoch", "iteration"),
-    "amp": ("off", "bf16", "fp16"),
+    "precision": PRECISIONS,
     "eval_views": (1, 10),
 }
 
@@ -131,6 +137,8 @@ def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
 
 def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Make dataclass ``cls`` from a dict, recursively, refusing unknown keys and wrong types."""
+    data = {LEGACY.get(k, k): LEGACY_VALUES.get((LEGACY.get(k, k), v), v) if isinstance(v, str) else v
+            for k, v in data.items()} if not where else data
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(data) - set(known))
     if unknown:
@@ -159,7 +167,12 @@ def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
 
 def resolve(preset: str, flags: dict[str, Any], overrides: list[str]) -> TrainConfig:
     """Preset ← flags (dotted keys, None = not given) ← ``--set`` overrides, as a TrainConfig."""
-    data = read_preset(preset)
+    return resolve_from(read_preset(preset), flags, overrides)
+
+
+def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[str]) -> TrainConfig:
+    """A configuration (a preset's TOML, or a run's saved config.json) ← flags ← ``--set`` overrides."""
+    data = copy.deepcopy(data)
     for key, value in flags.items():
         if value is not None:
             merge(data, key.split("."), value)
@@ -171,3 +184,31 @@ def resolve(preset: str, flags: dict[str, Any], overrides: list[str]) -> TrainCo
     if config.batch_size < 1:
         raise AlexNetError(f"batch_size={config.batch_size} must be positive")
     return config
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"optim": {"lr": 0.01}} → {"optim.lr": 0.01}; model options are leaves too."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def resume_changes(saved: TrainConfig, wanted: TrainConfig, source: str) -> dict[str, tuple[Any, Any]]:
+    """The settings ``wanted`` changes in a run started as ``saved`` (key → (was, now)).
+
+    Only :data:`RESUMABLE` settings may change on resume; any other difference is refused, naming
+    each key with both values, before anything is trained or written.
+    """
+    a, b = flatten(saved.to_dict()), flatten(wanted.to_dict())
+    changed = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+    refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
+    if refused:
+        listed = "; ".join(f"{k}: {was!r} in the run, {now!r} given" for k, (was, now) in refused.items())
+        raise AlexNetError(f"--resume {source}: a resumed run keeps its own configuration, but the command changes {listed} "
+                           f"(only {', '.join('--' + k.split('.')[-1].replace('_', '-') for k in RESUMABLE)} may change; "
+                           "start a new run with another --out to change the rest)")
+    return changed

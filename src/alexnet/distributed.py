@@ -15,7 +15,9 @@ import torch.distributed as dist
 
 
 @dataclass(frozen=True)
-class Dist:
+class World:
+    """This process's place among the training processes (one process: rank 0 of 1)."""
+
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -29,45 +31,36 @@ class Dist:
         return self.rank == 0
 
 
-def setup(device: torch.device) -> Dist:
+def setup(device: torch.device) -> World:
     """Join the process group torchrun described (if any); pin this process to its local GPU."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    info = Dist(int(os.environ["RANK"]), world, int(os.environ.get("LOCAL_RANK", "0")))
+    size = int(os.environ.get("WORLD_SIZE", "1"))
+    if size <= 1:
+        return World()
+    world = World(int(os.environ["RANK"]), size, int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
-        torch.cuda.set_device(info.local_rank)
+        torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return info
+    return world
 
 
-def local_device(device: torch.device, info: Dist) -> torch.device:
+def local_device(device: torch.device, world: World) -> torch.device:
     """cuda → cuda:LOCAL_RANK under torchrun; other devices unchanged."""
-    return torch.device("cuda", info.local_rank) if device.type == "cuda" and info.enabled else device
+    return torch.device("cuda", world.local_rank) if device.type == "cuda" and world.enabled else device
 
 
-def all_reduce_sum(t: torch.Tensor, info: Dist) -> torch.Tensor:
+def all_reduce_sum(t: torch.Tensor, world: World) -> torch.Tensor:
     """Sum a tensor over all ranks (a no-op for a single process)."""
-    if info.enabled:
+    if world.enabled:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
 
 
-def broadcast_flag(flag: bool, info: Dist, device: torch.device) -> bool:
-    """Rank 0's decision, on every rank (e.g. "stop: the loss is not finite")."""
-    if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
-
-
-def barrier(info: Dist) -> None:
-    if info.enabled:
+def barrier(world: World) -> None:
+    if world.enabled:
         dist.barrier()
 
 
-def cleanup(info: Dist) -> None:
-    if info.enabled and dist.is_initialized():
+def cleanup(world: World) -> None:
+    if world.enabled and dist.is_initialized():
         dist.destroy_process_group()

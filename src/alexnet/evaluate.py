@@ -8,29 +8,37 @@ The pure part works on probabilities and labels:
   the predictions made by the network's softmax layer on the ten patches".
 * :func:`ensemble_probabilities`: the mean of several models' probabilities, the paper's "5 CNNs"
   and "7 CNNs" rows (§6: "averaging the predictions of five similar CNNs").
-* :func:`topk_correct`, :func:`confusion_matrix`, :func:`summarize` → :class:`Report`.
+* :func:`topk_correct`, :func:`confusion_matrix`, :func:`score` → :class:`Scores`.
 
 Top-k with fewer than k classes counts every image correct at k (top-5 of a 2-class set is 0 %
 error). Ties follow ``torch.topk``.
 
-The runners apply checkpoints to data: :func:`checkpoint_probabilities` (one model over an
-ImageSet, through the checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble,
-one model in memory at a time: each adds its [N, K] probabilities to a running sum) and
-:func:`classify_images` (image files → top-k labels, what ``alexnet predict`` prints).
+The one inference path is :func:`batch_probabilities` (uint8 images → probabilities over 1 or 10
+views, at a precision) and :func:`iter_probabilities` (an ImageSet batch by batch, a rank's shard
+under torchrun); training's validation, ``eval``, ``predict``, ``visualize`` and the report all go
+through them. On top: :func:`checkpoint_probabilities` (one model over an ImageSet, through the
+checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble, one model in memory at
+a time: each adds its [N, K] probabilities to a running sum) and :func:`classify_images` (image
+files → top-k labels, what ``alexnet predict`` prints). Plots of the results live in
+:mod:`alexnet.visualize`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from . import checkpoint
+from .data.images import decode_image
+from .data.loader import iter_batches
+from .data.transforms import Preprocess, downsample
+from .device import autocast
 from .errors import AlexNetError
 
 log = logging.getLogger(__name__)
@@ -70,7 +78,7 @@ def confusion_matrix(predicted: torch.Tensor, labels: torch.Tensor, num_classes:
 
 
 @dataclass
-class Report:
+class Scores:
     """What ``alexnet eval`` prints; :meth:`to_dict` is its JSON."""
 
     top1_error: float
@@ -109,14 +117,14 @@ class Report:
         }
 
 
-def summarize(
+def score(
     probabilities: torch.Tensor,
     labels: torch.Tensor,
     classes: Sequence[str],
     *,
     views: int = 1,
     checkpoints: Sequence[str] = (),
-) -> Report:
+) -> Scores:
     """Top-1/top-5 error, per-class top-1 accuracy and the confusion matrix of [N, K] probabilities."""
     if probabilities.ndim != 2 or probabilities.shape[0] != labels.shape[0]:
         raise ValueError(f"probabilities {tuple(probabilities.shape)} do not match {labels.shape[0]} labels")
@@ -133,7 +141,7 @@ def summarize(
     counts = torch.bincount(labels, minlength=k)
     correct = torch.bincount(labels[top1], minlength=k)
     per_class = [float(c) / float(t) if t else None for c, t in zip(correct.tolist(), counts.tolist())]
-    return Report(
+    return Scores(
         top1_error=1.0 - top1.double().mean().item(),
         top5_error=1.0 - top5.double().mean().item(),
         images=n,
@@ -146,51 +154,9 @@ def summarize(
     )
 
 
-def save_confusion_plot(report: Report, path: str | os.PathLike) -> None:
-    """A PNG of the row-normalised confusion matrix (true class down, predicted across), written atomically."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    cm = report.confusion.astype(np.float64)
-    rows = cm.sum(axis=1, keepdims=True)
-    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
-    k = len(report.classes)
-    side = min(12.0, 3.0 + 0.35 * k)
-    fig, ax = plt.subplots(figsize=(side + 1.5, side))
-    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
-    if k <= 30:
-        ax.set_xticks(range(k), report.classes, rotation=90, fontsize=8)
-        ax.set_yticks(range(k), report.classes, fontsize=8)
-        if k <= 12:
-            for i in range(k):
-                for j in range(k):
-                    if cm[i, j]:
-                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                                color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(f"top-1 error {100 * report.top1_error:.2f} %, {report.images} images, {report.views} view(s)")
-    fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    try:
-        fig.savefig(tmp, dpi=120)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if tmp.exists():
-            tmp.unlink()
-
-
 # -- running models ------------------------------------------------------------------------------
 def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file."""
-    from . import checkpoint
-    from .data.transforms import Preprocess
-
     ckpt = checkpoint.load(path)
     model = checkpoint.build_model(ckpt, source=str(path)).to(device)
     if not ckpt.preprocess:
@@ -203,14 +169,34 @@ def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cp
 
 
 @torch.no_grad()
-def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor, views: int) -> torch.Tensor:
-    """uint8 [B, H, W, C] → probabilities [B, K], averaged over ``views`` (1 or 10) crops."""
+def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor, views: int = 1,
+                        precision: str = "fp32") -> torch.Tensor:
+    """uint8 [B, H, W, C] (on the model's device) → fp32 probabilities [B, K], averaged over ``views``
+    (1: the centre crop, 10: §4.1's ten), the model in eval mode, autocast at ``precision``."""
     if views not in VIEWS:
         raise ValueError(f"views must be 1 or 10, got {views}")
+    model.eval()
     x = preprocess.views(images, views)  # [B, V, C, crop, crop]
     b, v = x.shape[:2]
-    logits = model(x.flatten(0, 1)).reshape(b, v, -1)
+    with autocast(images.device, precision):
+        logits = model(x.flatten(0, 1)).reshape(b, v, -1)
     return view_probabilities(logits)
+
+
+def iter_probabilities(model: torch.nn.Module, preprocess, images, *, views: int = 1, batch_size: int = 128,
+                       device: torch.device | str = "cpu", precision: str = "fp32", workers: int = 0, rank: int = 0,
+                       world_size: int = 1, limit: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """(probabilities [B, K], labels [B]) on ``device`` for the batches of an ImageSet in its order
+    (this rank's shard under torchrun; the first ``limit`` images when ``limit`` > 0)."""
+    seen = 0
+    for x, y in iter_batches(images, batch_size, size=preprocess.pipeline.resize, device=device, workers=workers,
+                             rank=rank, world_size=world_size):
+        if limit:
+            if seen >= limit:
+                return
+            x, y = x[: limit - seen], y[: limit - seen]
+        seen += len(x)
+        yield batch_probabilities(model, preprocess, x, views, precision), y
 
 
 def check_classes(ckpt_classes: Sequence[str], data_classes: Sequence[str], source: str) -> None:
@@ -232,18 +218,14 @@ class EvalConfig:
 
 def checkpoint_probabilities(path: str | os.PathLike, images, config: EvalConfig) -> torch.Tensor:
     """Probabilities [N, K] (on the CPU) of one checkpoint over an ImageSet, in the set's order."""
-    from .data.loader import iter_batches
-
     ckpt, model, preprocess = load_for_inference(path, config.device)
     check_classes(ckpt.classes, images.classes, str(path))
-    out = []
-    for x, _ in iter_batches(images, config.batch_size, size=preprocess.pipeline.resize, device=config.device,
-                             workers=config.workers):
-        out.append(batch_probabilities(model, preprocess, x, config.views).cpu())
+    out = [p.cpu() for p, _ in iter_probabilities(model, preprocess, images, views=config.views, batch_size=config.batch_size,
+                                                  device=config.device, workers=config.workers)]
     return torch.cat(out) if out else torch.zeros(0, len(ckpt.classes))
 
 
-def evaluate_checkpoints(paths: Sequence[str | os.PathLike], images, config: EvalConfig) -> Report:
+def evaluate_checkpoints(paths: Sequence[str | os.PathLike], images, config: EvalConfig) -> Scores:
     """One checkpoint, or an ensemble averaging its members' softmax outputs (§6).
 
     Members are loaded one after another; only the running sum of probabilities ([N, K] floats)
@@ -257,7 +239,7 @@ def evaluate_checkpoints(paths: Sequence[str | os.PathLike], images, config: Eva
         p = checkpoint_probabilities(path, images, config)
         total = p if total is None else total + p
     labels = torch.as_tensor(np.asarray(images.labels), dtype=torch.long)
-    return summarize(total / len(paths), labels, images.classes, views=config.views, checkpoints=[str(p) for p in paths])
+    return score(total / len(paths), labels, images.classes, views=config.views, checkpoints=[str(p) for p in paths])
 
 
 # -- predicting image files ----------------------------------------------------------------------
@@ -284,9 +266,6 @@ def classify_images(
 ) -> list[Prediction]:
     """Top-k labels for each image file, in the given order. A file that cannot be decoded gets a
     :class:`Prediction` with ``error`` (its one-line reason) and the others are still classified."""
-    from .data.images import decode_image
-    from .data.transforms import downsample
-
     if topk < 1:
         raise ValueError(f"--topk {topk} must be at least 1")
     ckpt, model, preprocess = load_for_inference(checkpoint_path, device)

@@ -9,7 +9,8 @@ What makes the paper's network fast, measured on a 2-core CPU and written to run
   the state dict keeps conv2.weight [256, 48, 5, 5]); the fused LRN then slides its window along
   contiguous memory;
 * autocast to bf16 (or fp16 with a gradient scaler): one AMP code path for every device;
-* a fused (or foreach) SGD step instead of one small kernel per parameter tensor;
+* a fused (or foreach) SGD step instead of one small kernel per parameter tensor
+  (:func:`alexnet.optim.make_optimizer`, inside the one training step, :mod:`alexnet.step`);
 * on CPU, :func:`tune_cpu_allocator`: glibc otherwise returns every freed activation (all of them
   are above its 32 MiB mmap ceiling at batch 128) to the kernel and page-faults it back on the next
   step, which costs more than the arithmetic of an elementwise layer;
@@ -25,18 +26,16 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .config import PRECISIONS
 from .device import autocast, resolve_device  # noqa: F401  (the one device/AMP path, re-exported)
 
 log = logging.getLogger(__name__)
 
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")  # "fp32" is autocast off
 
 
 @dataclass(frozen=True)
@@ -124,46 +123,6 @@ def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
 def to_input(images: torch.Tensor, fast: FastPath) -> torch.Tensor:
     """A float batch [N, C, H, W] in the layout of ``fast`` on its device."""
     return images.to(device=fast.device, memory_format=fast.memory_format, non_blocking=True)
-
-
-def sgd_kernel(device: torch.device, fused: bool = True) -> dict[str, bool]:
-    """``SGD``'s implementation flag: one fused kernel where the device has it, else foreach."""
-    return {"fused": True} if fused and device.type in ("cpu", "cuda", "mps") else {"foreach": True}
-
-
-def sgd(params: Iterator[nn.Parameter] | list, fast: FastPath, *, lr: float, momentum: float = 0.9,
-        weight_decay: float = 5e-4) -> torch.optim.SGD:
-    """§5's SGD (momentum 0.9, weight decay 0.0005 by default) as one fused kernel where possible."""
-    kernel = sgd_kernel(torch.device(fast.device), fast.fused_optimizer)
-    return torch.optim.SGD(list(params), lr=lr, momentum=momentum, weight_decay=weight_decay, **kernel)
-
-
-class TrainStep:
-    """forward → loss → backward → SGD step, under the precision of ``fast``; call with a batch.
-
-    fp16 uses a gradient scaler (its range is too narrow for raw gradients); bf16 has fp32's range
-    and needs none. The loss is computed in fp32 from the logits.
-    """
-
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, fast: FastPath) -> None:
-        self.model, self.optimizer, self.fast = model, optimizer, fast
-        self.device = torch.device(fast.device)
-        self.scaler = torch.amp.GradScaler(self.device.type) if fast.precision == "fp16" else None
-
-    def __call__(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        x = to_input(images, self.fast)
-        with autocast(self.device, self.fast.precision):
-            logits = self.model(x)
-        loss = F.cross_entropy(logits.float(), labels.to(self.device, non_blocking=True))
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is None:
-            loss.backward()
-            self.optimizer.step()
-        else:
-            self.scaler.scale(loss).backward()
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        return loss.detach()
 
 
 @torch.no_grad()

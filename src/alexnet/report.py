@@ -21,7 +21,6 @@ import html
 import json
 import logging
 import math
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,9 @@ from typing import Any
 import torch
 
 from . import visualize
+from .atomic import atomic_write
 from .errors import AlexNetError
+from .runs import RunFolder
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +49,7 @@ class Evidence:
 
 def evidence_from_run(run_dir: Path, device: str = "cpu") -> Evidence:
     """The run's final weights (checkpoints/last.pt) and its test (else val) split."""
-    last = Path(run_dir) / "checkpoints" / "last.pt"
+    last = RunFolder(run_dir, write=False).last
     loaded = visualize.load_checkpoint(last, device)
     try:
         split, images = visualize.pick_split(visualize.open_splits(loaded, None, str(last)), None, str(run_dir))
@@ -81,9 +82,10 @@ def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise AlexNetError(f"{run_dir}: no such run folder")
-    report = _read_json(run_dir / "report.json")
-    config = _read_json(run_dir / "config.json")
-    if evidence is None and (run_dir / "checkpoints" / "last.pt").is_file():
+    folder = RunFolder(run_dir, write=False)
+    report = _read_json(folder.report_json)
+    config = _read_json(folder.config)
+    if evidence is None and folder.last.is_file():
         evidence = evidence_from_run(run_dir, device)
     figures: dict[str, bytes | str] = {}
 
@@ -95,7 +97,7 @@ def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str
             figures[name] = f"not drawn: {type(e).__name__}: {' '.join(str(e).split())}"
 
     def curves() -> bytes:
-        path = run_dir / "curves.png"
+        path = folder.figure("curves.png")
         if not path.is_file():
             visualize.plot_curves(visualize.read_history(run_dir), path)
         return path.read_bytes()
@@ -103,21 +105,18 @@ def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str
     figure("curves", curves)
     if evidence is not None:
         loaded = evidence.loaded
-        figure("filters", lambda: _drawn(visualize.filters_figure(loaded.model), run_dir / "filters.png"))
+        figure("filters", lambda: _drawn(visualize.filters_figure(loaded.model), folder.figure("filters.png")))
         if evidence.images is not None:
             def confusion() -> bytes:
-                visualize.draw_confusion(loaded, evidence.images, run_dir / "confusion.png", limit=max_images)
-                return (run_dir / "confusion.png").read_bytes()
+                visualize.draw_confusion(loaded, evidence.images, folder.figure("confusion.png"), limit=max_images)
+                return folder.figure("confusion.png").read_bytes()
 
             figure("confusion", confusion)
             figure("predictions", lambda: _written(visualize.draw_predictions(loaded, evidence.images, None, count=samples,
-                                                                               seed=seed), run_dir / "predictions.png"))
+                                                                               seed=seed), folder.figure("predictions.png")))
     page = render(report, config, figures, evidence.split if evidence else None, run_dir.name)
-    out = run_dir / "report.html"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    os.replace(tmp, out)
-    return out
+    atomic_write(folder.report_html, page)
+    return folder.report_html
 
 
 def _drawn(fig, path: Path) -> bytes:
@@ -125,9 +124,7 @@ def _drawn(fig, path: Path) -> bytes:
 
 
 def _written(png: bytes, path: Path) -> bytes:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(png)
-    os.replace(tmp, path)
+    atomic_write(path, png)
     return png
 
 
@@ -232,7 +229,7 @@ def render(report: dict[str, Any], config: dict[str, Any], figures: dict[str, by
         f"<h2>Sample predictions{html.escape(on)} (Fig. 4, left)</h2>",
         "<p>The five most probable labels; the true label's bar is red when it is among them.</p>",
         _image(figures, "predictions", "top-5 predictions"),
-        "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=2))}</pre>",
+        "<h2>Configuration</h2>", f"<pre>{html.escape(json.dumps(config, indent=2, ensure_ascii=False))}</pre>",
     ]
     return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(title)}: alexnet run report</title><style>{STYLE}</style></head>\n<body>\n"

@@ -13,7 +13,8 @@
   images whose fc7 codes (``model.forward_features``, the 4096-d last hidden layer of §6.1) are
   nearest in Euclidean distance. Codes are computed on the centre crop; the training set is
   streamed in batches keeping a running top-k, so memory is O(queries × k), not O(train).
-* :func:`plot_confusion`: the confusion matrix, drawn by :mod:`alexnet.evaluate`.
+* :func:`plot_confusion` / :func:`save_confusion_plot`: the row-normalised confusion matrix of
+  :func:`alexnet.evaluate.score`'s result (what ``alexnet eval --plots`` writes).
 
 Every figure is written atomically (:func:`save_figure`); :func:`figure_png` gives the PNG bytes
 that ``report.html`` embeds. Images are shown as the model sees them before cropping: the stored
@@ -33,7 +34,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import ImageSet, Preprocess, downsample, iter_batches
+from .atomic import atomic_write
+from .data import ImageSet, Preprocess, downsample, iter_batches, open_dataset
+from .errors import AlexNetError
+from .evaluate import Scores, batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
+from .runs import RunFolder
 
 FILTER_COLUMNS = 16  # kernels per row in Fig. 3 (the paper: 3 rows of 16 per tower)
 
@@ -47,20 +52,22 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path) -> None:
-    """Write a PNG atomically (a temporary file, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight", metadata={"Software": None})
-    os.replace(tmp, path)
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Write a PNG atomically."""
+    atomic_write(path, _png(fig, dpi))
+
+
+def _png(fig, dpi: int = 110) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
 
 
 def figure_png(fig) -> bytes:
     """The figure as PNG bytes (for embedding), closed afterwards."""
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    png = _png(fig)
     _pyplot().close(fig)
-    return buffer.getvalue()
+    return png
 
 
 # ---------------------------------------------------------------------------------------------
@@ -185,11 +192,9 @@ def display_images(preprocess: Preprocess, x: torch.Tensor) -> np.ndarray:
     return preprocess.fit(x.cpu()).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-@torch.no_grad()
 def probabilities(model: nn.Module, preprocess: Preprocess, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Softmax over the centre crop of uint8 images [B, H, W, C] → [B, K] on the CPU."""
-    model.eval()
-    return model(preprocess.eval(x.to(device))).float().softmax(1).cpu()
+    """Softmax over the centre crop of uint8 images [B, H, W, C] → [B, K] on the CPU (the one inference path)."""
+    return batch_probabilities(model, preprocess, x.to(device), views=1).cpu()
 
 
 @torch.no_grad()
@@ -297,13 +302,38 @@ def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, distances: np
     return fig
 
 
-def plot_confusion(probs: torch.Tensor, labels: np.ndarray, classes: list[str], path: Path, *, views: int = 1) -> None:
-    """The row-normalised confusion matrix (row = true class, column = predicted) as a PNG, drawn by
-    :func:`alexnet.evaluate.save_confusion_plot` (what ``alexnet eval --plots`` writes)."""
-    from . import evaluate
+def save_confusion_plot(scores: Scores, path: str | os.PathLike) -> None:
+    """A PNG of the row-normalised confusion matrix (true class down, predicted across), written atomically."""
+    plt = _pyplot()
+    cm = scores.confusion.astype(np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    k = len(scores.classes)
+    side = min(12.0, 3.0 + 0.35 * k)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), scores.classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), scores.classes, fontsize=8)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"top-1 error {100 * scores.top1_error:.2f} %, {scores.images} images, {scores.views} view(s)")
+    fig.tight_layout()
+    save_figure(fig, Path(path), dpi=120)
+    plt.close(fig)
 
+
+def plot_confusion(probs: torch.Tensor, labels: np.ndarray, classes: list[str], path: Path, *, views: int = 1) -> None:
+    """The row-normalised confusion matrix (row = true class, column = predicted) of probabilities, as a PNG."""
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
-    evaluate.save_confusion_plot(evaluate.summarize(probs, labels_t, classes, views=views), path)
+    save_confusion_plot(score(probs, labels_t, classes, views=views), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,8 +352,6 @@ class Loaded:
 
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded:
-    from .evaluate import load_for_inference
-
     ckpt, model, preprocess = load_for_inference(path, device)
     spec = ((ckpt.provenance or {}).get("config") or {}).get("data", {}).get("spec") or None
     return Loaded(model.eval(), preprocess, list(ckpt.classes), spec, torch.device(device))
@@ -331,10 +359,6 @@ def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded:
 
 def open_splits(loaded: Loaded, spec: str | None, source: str) -> dict[str, ImageSet]:
     """The splits of ``spec`` (default: the checkpoint's training data), checked against its classes."""
-    from .data import open_dataset
-    from .errors import AlexNetError
-    from .evaluate import check_classes
-
     spec = spec or loaded.data_spec
     if not spec:
         raise AlexNetError(f"{source}: the checkpoint does not record its data; pass --data PATH")
@@ -345,8 +369,6 @@ def open_splits(loaded: Loaded, spec: str | None, source: str) -> dict[str, Imag
 
 def pick_split(splits: dict[str, ImageSet], name: str | None, source: str) -> tuple[str, ImageSet]:
     """``name``, or the test split, else val."""
-    from .errors import AlexNetError
-
     for candidate in ([name] if name else ["test", "val"]):
         if candidate in splits and len(splits[candidate]):
             return candidate, splits[candidate]
@@ -390,16 +412,10 @@ def draw_neighbours(loaded: Loaded, queries: ImageSet, train: ImageSet, out: Pat
     return found
 
 
-@torch.no_grad()
 def split_probabilities(loaded: Loaded, images: ImageSet, *, batch_size: int = 256, limit: int = 0) -> tuple[torch.Tensor, np.ndarray]:
     """Centre-crop probabilities [N, K] over the first ``limit`` images (all when 0), with their labels."""
-    out, n = [], 0
-    for x, _ in iter_batches(images, batch_size, size=loaded.preprocess.pipeline.resize, device=loaded.device):
-        if limit and n >= limit:
-            break
-        x = x[: limit - n] if limit else x
-        out.append(probabilities(loaded.model, loaded.preprocess, x, loaded.device))
-        n += len(x)
+    out = [p.cpu() for p, _ in iter_probabilities(loaded.model, loaded.preprocess, images, batch_size=batch_size,
+                                                  device=loaded.device, limit=limit)]
     probs = torch.cat(out) if out else torch.zeros(0, len(loaded.classes))
     return probs, np.asarray(images.labels[: len(probs)])
 
@@ -411,14 +427,7 @@ def draw_confusion(loaded: Loaded, images: ImageSet, out: Path, *, limit: int = 
 
 def read_history(run_dir: Path) -> list[dict[str, Any]]:
     """The metrics.jsonl records of a run folder."""
-    import json
-
-    from .errors import AlexNetError
-
-    path = Path(run_dir) / "metrics.jsonl"
-    if not path.is_file():
+    folder = RunFolder(run_dir, write=False)
+    if not folder.metrics.is_file():
         raise AlexNetError(f"{run_dir}: no metrics.jsonl (not a training run folder, or no epoch finished yet)")
-    try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as e:
-        raise AlexNetError(f"{path}: not JSON lines ({e})") from None
+    return folder.read_metrics()

@@ -79,7 +79,7 @@ class BenchConfig:
         """What ours trains end to end: the paper's net, and torchvision's architecture (the reference's network)."""
         return self.models or ("alexnet", "alexnet_owt")
 
-    def resolve(self, device: torch.device) -> "BenchConfig":
+    def resolve(self, device: torch.device) -> BenchConfig:
         """The config as run: precisions and workers filled in, the quick mode applied."""
         cfg = self
         if not cfg.precisions:

@@ -40,7 +40,7 @@ import torch
 from .. import fastpath, models
 from ..data.transforms import Pipeline, Preprocess, pipeline
 from .photos import make_photo_folder
-from .step import REFERENCE, flops, reference_model, reference_step, train_gflop
+from .step import REFERENCE, flops, reference_model, reference_step, train_gflop, train_step
 from .timing import peak_memory_mb, reset_peak_memory, synchronize
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def reference_batches(train_dir: Path, cfg, device: torch.device) -> Iterator[tu
 
 def model_pipeline(name: str, model: torch.nn.Module) -> Pipeline:
     """The augmentation ``model`` trains with end to end: its recipe's, at its input size and channels."""
-    return pipeline(MODEL_PIPELINES.get(name, "paper"), crop=model.input_size, channels=getattr(model, "in_channels", 3))
+    return pipeline(MODEL_PIPELINES.get(name, "paper"), crop=model.input_size, channels=model.in_channels)
 
 
 def our_batches(store: Path, cfg, device: torch.device, recipe: Pipeline | None = None
@@ -140,7 +140,7 @@ def run(cfg, device: torch.device) -> list[dict]:
 
     # The reference first, as people run it; then ours as `alexnet train` runs it (on a CPU with the
     # tuned allocator, which cannot be switched back off: hence this order).
-    nothing = lambda x, y: None  # noqa: E731
+    nothing = lambda x, y: None
     log.info("data: reference data path")
     add("ImageFolder + PIL + DataLoader (data only)", "reference", "data", "fp32",
         timed_batches(reference_batches(train_dir, cfg, device), nothing, cfg, device))
@@ -161,8 +161,7 @@ def run(cfg, device: torch.device) -> list[dict]:
         torch.manual_seed(0)
         model = models.create(name, num_classes=1000)
         gflop = train_gflop(model)
-        model = fastpath.prepare_model(model, fast)
-        train = fastpath.TrainStep(model, fastpath.sgd(model.parameters(), fast, lr=0.01), fast)
+        train = train_step(model, fast)  # the step alexnet train runs
         recipe = model_pipeline(name, model)
         log.info("data: our end to end, %s", name)
         result = timed_batches(our_batches(store, cfg, device, recipe), train, cfg, device)

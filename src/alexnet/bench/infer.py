@@ -51,7 +51,7 @@ def run(cfg, device: torch.device) -> list[dict]:
         torch.manual_seed(0)
         model = reference_model() if impl == "reference" else models.create(name)
         model.eval()
-        size, channels = model.input_size, getattr(model, "in_channels", 3)
+        size, channels = model.input_size, model.in_channels
         data = torch.randn(cfg.infer_batch, channels, size, size)
         on_device = data.to(device)  # eager rows time the forward pass, not a host-to-device copy
         layouts = [("fp32", False)] + [(p, cfg.channels_last) for p in cfg.precisions if (p, cfg.channels_last) != ("fp32", False)]
@@ -60,12 +60,12 @@ def run(cfg, device: torch.device) -> list[dict]:
             m = fastpath.prepare_model(model, fast)
             label = f"{name} eager {precision}{' channels_last' if cl else ''}"
             log.info("infer: %s", label)
-            add(label, impl, name, "eager", precision, lambda b, m=m, fast=fast: (lambda: fastpath.predict(m, on_device[:b], fast)), device)
+            add(label, impl, name, "eager", precision, lambda b, m=m, fast=fast, x=on_device: (lambda: fastpath.predict(m, x[:b], fast)), device)
             if cfg.compile:
                 fast_c = fastpath.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
                 mc = torch.compile(m)
                 add(label.replace("eager", "compiled"), impl, name, "compiled", precision,
-                    lambda b, mc=mc, fast=fast_c: (lambda: fastpath.predict(mc, on_device[:b], fast)), device)
+                    lambda b, mc=mc, fast=fast_c, x=on_device: (lambda: fastpath.predict(mc, x[:b], fast)), device)
         if not cfg.compile:
             add(f"{name} compiled", impl, name, "compiled", "fp32", None, device, note="skipped: pass --compile")
         add_onnx(cfg, model, name, impl, data, add)

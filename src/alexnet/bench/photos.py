@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..atomic import atomic_path
+
 log = logging.getLogger(__name__)
 
 # scikit-image's bundled pictures (no network); grey ones are made RGB.
@@ -67,8 +69,7 @@ def make_photo_folder(root: str | os.PathLike, count: int, *, classes: int = 4, 
         image = Image.fromarray(np.ascontiguousarray(crop)).resize(out_size, Image.BILINEAR)
         folder = train / f"class_{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{i:05d}.jpg.tmp"
-        image.save(tmp, format="JPEG", quality=quality)
-        os.replace(tmp, folder / f"{i:05d}.jpg")
+        with atomic_path(folder / f"{i:05d}.jpg") as tmp:
+            image.save(tmp, format="JPEG", quality=quality)
     done.write_text(str(count))
     return train

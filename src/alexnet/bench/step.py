@@ -27,6 +27,9 @@ import torch
 from torch import nn
 
 from .. import fastpath, models
+from .. import step as steps
+from ..config import OptimConfig, TrainConfig
+from ..models.base import classification_loss
 from ..models.layers import LocalResponseNorm, PlainLocalResponseNorm
 from .timing import Measurement, measure_interleaved
 
@@ -36,10 +39,13 @@ REFERENCE = "torchvision.alexnet"
 
 
 def reference_model(num_classes: int = 1000) -> nn.Module:
+    """torchvision's AlexNet, given the model contract (:class:`alexnet.models.base.Classifier`) so that
+    our step can run it too: trained at 224 as pytorch/examples does, plain cross-entropy."""
     import torchvision
 
     model = torchvision.models.alexnet(num_classes=num_classes)
-    model.input_size, model.in_channels = 224, 3  # the size pytorch/examples trains it at
+    model.name, model.input_size, model.in_channels, model.num_classes = REFERENCE, 224, 3, num_classes
+    model.loss = classification_loss
     return model
 
 
@@ -83,21 +89,23 @@ def plain_lrn(model: nn.Module) -> nn.Module:
 
 def synthetic_batch(model: nn.Module, batch_size: int, num_classes: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
-    size, channels = model.input_size, getattr(model, "in_channels", 3)
+    size, channels = model.input_size, model.in_channels
     return torch.randn(batch_size, channels, size, size, generator=g), torch.randint(0, num_classes, (batch_size,), generator=g)
 
 
-def num_classes(model: nn.Module) -> int:
-    return getattr(getattr(model, "config", None), "num_classes", 1000)
+def train_step(model: nn.Module, fast: fastpath.FastPath) -> steps.TrainStep:
+    """The step ``alexnet train`` runs (:func:`alexnet.step.build`), for a recipe at §5's SGD with lr 0.01."""
+    config = TrainConfig(precision=fast.precision, channels_last=fast.channels_last, compile=fast.compile, optim=OptimConfig(lr=0.01))
+    return steps.build(model, config, torch.device(fast.device), fused_optimizer=fast.fused_optimizer,
+                       tune_allocator=fast.tune_allocator)
 
 
 def ours_step(model: nn.Module, fast: fastpath.FastPath, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
-    """The fast-path step on a batch that already sits on the device in the fast path's layout, as
+    """:func:`train_step` on a batch that already sits on the device in the step's layout, as
     ``Preprocess`` delivers it (so the step is timed, not a host-to-device copy or a layout change)."""
-    model = fastpath.prepare_model(model, fast)
-    train = fastpath.TrainStep(model, fastpath.sgd(model.parameters(), fast, lr=0.01), fast)
+    step = train_step(model, fast)
     images, labels = fastpath.to_input(images, fast), labels.to(fast.device)
-    return lambda: train(images, labels)
+    return lambda: step(images, labels)
 
 
 def row(label: str, impl: str, model: str, fast: fastpath.FastPath, batch: int, size: int, m: Measurement, allocator: str,
@@ -129,7 +137,8 @@ def run(cfg, device: torch.device) -> list[dict]:
         x, y = (t.to(device) for t in synthetic_batch(model, cfg.batch_size, 1000))  # on the device, NCHW
         gflop = train_gflop(model)
         if fast == fp32_nchw:
-            step = lambda s=reference_step(model, device): s(x, y)  # noqa: E731
+            run_step = reference_step(model, device)
+            step = lambda: run_step(x, y)
         else:
             step = ours_step(model, fast, x, y)
         return (label, "reference", REFERENCE, fast, 224, gflop, step)
@@ -164,7 +173,7 @@ def run(cfg, device: torch.device) -> list[dict]:
             for name in cfg.step_models:
                 torch.manual_seed(0)
                 model = models.create(name)
-                x, y = synthetic_batch(model, cfg.batch_size, num_classes(model))
+                x, y = synthetic_batch(model, cfg.batch_size, model.num_classes)
                 label = f"{name} {precision}{' channels_last' if f.channels_last else ''}{' compiled' if compiled else ''}"
                 group.append((label, "ours", name, f, model.input_size, train_gflop(model), ours_step(model, f, x, y)))
         run_group(group)

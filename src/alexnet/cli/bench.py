@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import tempfile
 
 from .. import bench, fastpath
+from ..atomic import write_json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -59,19 +58,6 @@ def run(args: argparse.Namespace) -> int:
     report = bench.run(config)
     print(bench.format_report(report))
     if args.json:
-        write_json(args.json, report)
+        write_json(args.json, report)  # atomically
         print(f"wrote {args.json}")
     return 0
-
-
-def write_json(path: str, report: dict) -> None:
-    """Atomically: a temporary file in the same folder, then os.replace."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".bench-", suffix=".json")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(report, f, indent=2)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import resolve
     from ..data import open_dataset
     from ..evaluate import EvalConfig, classify_images, evaluate_checkpoints
+    from ..runs import RunFolder
     from ..train import RunOptions, train
     from .train import print_epoch
 
@@ -37,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"alexnet demo: training {config.model.name} ({config.description}) → {out}")
     started = time.time()
     report = train(config, RunOptions(out=out, progress_bar=False), on_epoch=print_epoch)
-    final = out / "checkpoints" / "last.pt"  # the final weights, as in report.json
+    final = RunFolder(out).last  # the final weights, as in report.json
 
     test = open_dataset("digits").splits["test"]
     result = evaluate_checkpoints([final], test, EvalConfig(views=1, batch_size=256, device=str(report["hardware"]["device"])))

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-
 from ..device import resolve_device
 from ..errors import AlexNetError
-from ..evaluate import EvalConfig, evaluate_checkpoints, save_confusion_plot
+from ..evaluate import EvalConfig, evaluate_checkpoints
+from ..visualize import save_confusion_plot
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -41,21 +41,21 @@ def run(args: argparse.Namespace) -> int:
     if split not in dataset.splits:
         raise AlexNetError(f"{args.data}: no {split!r} split (it has {', '.join(dataset.splits) or 'none'})")
     config = EvalConfig(views=args.views, batch_size=args.batch_size, device=str(resolve_device(args.device)), workers=args.workers)
-    report = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
-    report.extra.update({"data": args.data, "split": split})
+    scores = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
+    scores.extra.update({"data": args.data, "split": split})
     if args.plots:
         Path(args.plots).mkdir(parents=True, exist_ok=True)
-        save_confusion_plot(report, Path(args.plots) / "confusion_matrix.png")
+        save_confusion_plot(scores, Path(args.plots) / "confusion_matrix.png")
     if args.json:
-        print(json.dumps(report.to_dict(), indent=2))
+        print(json.dumps(scores.to_dict(), indent=2))
         return 0
     kind = f"ensemble of {len(args.checkpoint)}" if len(args.checkpoint) > 1 else args.checkpoint[0]
-    print(f"{kind} on {args.data} [{split}], {report.images} images, {report.views} view(s)")
-    print(f"top-1 error {100 * report.top1_error:6.2f} %   accuracy {100 * report.top1_accuracy:6.2f} %")
-    print(f"top-5 error {100 * report.top5_error:6.2f} %   accuracy {100 * report.top5_accuracy:6.2f} %")
-    if len(report.classes) <= 30:
+    print(f"{kind} on {args.data} [{split}], {scores.images} images, {scores.views} view(s)")
+    print(f"top-1 error {100 * scores.top1_error:6.2f} %   accuracy {100 * scores.top1_accuracy:6.2f} %")
+    print(f"top-5 error {100 * scores.top5_error:6.2f} %   accuracy {100 * scores.top5_accuracy:6.2f} %")
+    if len(scores.classes) <= 30:
         print(f"{'class':<24} {'images':>7} {'top-1 acc':>10}")
-        for name, n, acc in zip(report.classes, report.per_class_images, report.per_class_accuracy):
+        for name, n, acc in zip(scores.classes, scores.per_class_images, scores.per_class_accuracy):
             print(f"{name[:24]:<24} {n:>7} {'-' if acc is None else f'{100 * acc:.2f} %':>10}")
     else:
         print("per-class accuracy: --json lists all classes")

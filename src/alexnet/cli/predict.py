@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ..evaluate import classify_images
 from ..device import resolve_device
+from ..evaluate import classify_images
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

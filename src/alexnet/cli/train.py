@@ -8,18 +8,20 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import preset_names, resolve
+from ..config import PRECISIONS, RESUMABLE, preset_names, resolve, resolve_from
+from ..errors import AlexNetError
+from ..runs import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "train", help="train a model with a preset recipe (paper, caffenet, torchvision, d2l, small, digits)",
+        "train", help=f"train a model with a preset recipe ({', '.join(preset_names())})",
         description="Train with a preset recipe. The resolved configuration is printed and saved as config.json in "
                     "the run folder, beside metrics.jsonl, TensorBoard events, checkpoints/last.pt and best.pt, "
-                    "report.json and curves.png. Under `torchrun --nproc_per_node N` it runs DistributedDataParallel.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                    "report.json and curves.png. `--resume RUN_DIR` continues a run with its own saved configuration. "
+                    "Under `torchrun --nproc_per_node N` it runs DistributedDataParallel.",
     )
-    p.add_argument("--preset", default="digits", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file")
+    p.add_argument("--preset", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file (default: digits)")
     p.add_argument("--data", help="'digits', or a path: an image folder, cifar-10-batches-py, IDX files, or a packed store")
     p.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIME)")
     p.add_argument("--epochs", type=int, help="epochs to train (preset's default otherwise)")
@@ -27,14 +29,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the preset's, auto)")
     p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
-    p.add_argument("--amp", choices=["off", "bf16", "fp16"], help="autocast precision")
-    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None, help="NHWC memory format, the fast one for convolutions on CPU and CUDA (default: on; --no-channels-last for NCHW)")
+    p.add_argument("--precision", "--amp", dest="precision", choices=PRECISIONS,
+                   help="fp32, or autocast to bf16 or fp16 (default: the preset's, fp32)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory format, the fast one for convolutions on CPU and CUDA (default: on; --no-channels-last for NCHW)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--workers", type=int, help="decode processes for unpacked image folders")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS optimiser steps")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set optim.weight_decay=1e-4 --set model.options.lrn=false (repeatable)")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
+                   help="continue the run in RUN_DIR (or in --out) from its last checkpoint, with the configuration it was "
+                        f"started with; only {', '.join('--' + k.split('.')[-1] for k in RESUMABLE)} may be changed")
     p.add_argument("--force", action="store_true", help="start afresh in an --out that already holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
     p.set_defaults(func=run)
@@ -43,9 +49,35 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def flags(args: argparse.Namespace) -> dict:
     return {
         "data.spec": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
-        "device": args.device, "seed": args.seed, "amp": args.amp, "channels_last": args.channels_last,
+        "device": args.device, "seed": args.seed, "precision": args.precision, "channels_last": args.channels_last,
         "compile": args.compile, "data.workers": args.workers, "checkpoint_every": args.checkpoint_every,
     }
+
+
+def resume_folder(args: argparse.Namespace) -> Path:
+    """``--resume RUN_DIR``, or ``--resume --out RUN_DIR``; both given must agree."""
+    named = None if args.resume is True else Path(args.resume)
+    if named and args.out and named.resolve() != args.out.resolve():
+        raise AlexNetError(f"--resume {named} and --out {args.out} name different run folders; give one")
+    out = named or args.out
+    if out is None:
+        raise AlexNetError("--resume needs the run folder: alexnet train --resume RUN_DIR")
+    if not out.is_dir():
+        raise AlexNetError(f"--resume {out}: no such run folder")
+    return out
+
+
+def resumed(out: Path, args: argparse.Namespace):
+    """The run's own configuration with the flags given now applied (the training loop refuses the
+    ones a resume may not change, naming each)."""
+    folder = RunFolder(out)
+    if not folder.config.is_file():
+        raise AlexNetError(f"--resume {out}: not a run folder (no config.json)")
+    saved = folder.effective_config()
+    if args.preset and Path(args.preset).stem != saved.get("preset"):
+        raise AlexNetError(f"--resume {out}: the run was started with preset {saved.get('preset')!r}, not {args.preset!r}; "
+                           "a resumed run keeps its recipe (leave out --preset)")
+    return resolve_from(saved, flags(args), args.set)
 
 
 def default_out(preset: str) -> Path:
@@ -55,14 +87,16 @@ def default_out(preset: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..train import RunOptions, train
 
-    if args.resume and args.out is None:
-        raise ValueError("--resume needs --out RUN_DIR")
-    config = resolve(args.preset, flags(args), args.set)
-    out = args.out or default_out(args.preset)
+    if args.resume:
+        out = resume_folder(args)
+        config = resumed(out, args)
+    else:
+        config = resolve(args.preset or "digits", flags(args), args.set)
+        out = args.out or default_out(config.preset)
     if not args.quiet:
-        print(f"alexnet train: preset {config.preset} → {out}")
-        print(json.dumps(config.to_dict(), indent=2))
-    report = train(config, RunOptions(out=out, resume=args.resume, force=args.force, progress_bar=not args.quiet),
+        print(f"alexnet train: preset {config.preset} → {out}{' (resumed)' if args.resume else ''}")
+        print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
+    report = train(config, RunOptions(out=out, resume=bool(args.resume), force=args.force, progress_bar=not args.quiet),
                    on_epoch=None if args.quiet else print_epoch)
     if not args.quiet:
         print_report(report)
@@ -78,7 +112,7 @@ def print_epoch(r: dict) -> None:
 
 def print_report(report: dict) -> None:
     if "final" not in report:
-        print(f"stopped at step {report.get('stopped_at_step')}; resume with --resume --out {report.get('run_dir')}")
+        print(f"stopped at step {report.get('stopped_at_step')}; resume with: alexnet train --resume {report.get('run_dir')}")
         return
     print()
     print(f"{'split':<12} {'top-1 err':>9} {'top-5 err':>9} {'top-1 acc':>9} {'images':>7}")

@@ -139,7 +139,7 @@ class _ArrayStub:
     """Stands in for an ndarray being rebuilt: ``_reconstruct`` creates it, BUILD gives it its bytes."""
 
     @classmethod
-    def reconstruct(cls, subtype, shape, typecode) -> "_ArrayStub":
+    def reconstruct(cls, subtype, shape, typecode) -> _ArrayStub:
         if subtype is not cls:
             raise Refused("refuses an array of a type other than numpy.ndarray")
         return cls()

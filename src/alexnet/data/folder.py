@@ -32,8 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import AlexNetError
-from .imageset import ImageSet
 from .images import decode_image, is_image_name
+from .imageset import ImageSet
 
 log = logging.getLogger(__name__)
 

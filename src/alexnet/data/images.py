@@ -95,7 +95,7 @@ def _upright(image: Image.Image, path) -> Image.Image:
     """Apply the EXIF orientation; a malformed EXIF block costs the rotation, not the image."""
     try:
         return ImageOps.exif_transpose(image)
-    except Exception as e:  # noqa: BLE001 - Pillow's EXIF parser raises many types on bad tags
+    except Exception as e:
         log.warning("%s: unreadable EXIF orientation, image kept as stored (%s)", path, e)
         return image
 

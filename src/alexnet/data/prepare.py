@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_path, atomic_write
 from ..errors import AlexNetError
 from .images import MAX_PIXELS, BadImage, decode_image
 from .imageset import ImageSet
@@ -293,8 +294,8 @@ def _write_finish(partial: Path, dataset: Dataset, plans: list[SplitPlan], stats
                      "reason": r} for i, r in p.bad]
     has_train = any(p.name == "train" and splits["train"]["count"] for p in plans)
     if has_train:
-        stats.finish().save(partial / (STATS + ".tmp.npz"))
-        os.replace(partial / (STATS + ".tmp.npz"), partial / STATS)
+        with atomic_path(partial / STATS) as tmp, open(tmp, "wb") as f:  # a file object: np.savez adds no ".npz"
+            stats.finish().save(f)
     manifest = {
         "format": FORMAT, "version": VERSION, "source": str(config.source), "source_kind": dataset.name,
         "size": config.size, "channels": plans[0].channels, "classes": dataset.classes,
@@ -346,16 +347,12 @@ def _memmap(path: Path, plan: SplitPlan, mode: str) -> np.ndarray:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8", errors="surrogateescape")
-    os.replace(tmp, path)
+    atomic_write(path, text.encode("utf-8", errors="surrogateescape"))
 
 
 def _write_json(path: Path, obj: Any) -> None:

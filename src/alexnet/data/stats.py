@@ -55,9 +55,9 @@ class Stats:
         }
 
     @classmethod
-    def from_state(cls, d: dict[str, Any]) -> "Stats":
+    def from_state(cls, d: dict[str, Any]) -> Stats:
         """From :meth:`to_state`'s tensors, or from arrays/lists with the same keys."""
-        arr = lambda v, t: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=t)  # noqa: E731
+        arr = lambda v, t: np.asarray(v.numpy() if hasattr(v, "numpy") else v, dtype=t)
         return cls(
             mean_image=arr(d["mean_image"], np.float32),
             channel_mean=arr(d["channel_mean"], np.float64),
@@ -73,7 +73,7 @@ class Stats:
                  eigval=self.eigval, eigvec=self.eigvec, count=np.asarray(self.count))
 
     @classmethod
-    def load(cls, path) -> "Stats":
+    def load(cls, path) -> Stats:
         with np.load(path, allow_pickle=False) as z:
             return cls.from_state({k: z[k] for k in z.files})
 

@@ -114,7 +114,7 @@ class Preprocess:
         return {"pipeline": asdict(self.pipeline), "stats": self.stats.to_state() if self.stats else None}
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "Preprocess":
+    def from_state(cls, state: dict[str, Any]) -> Preprocess:
         stats = Stats.from_state(state["stats"]) if state.get("stats") else None
         return cls(Pipeline(**state["pipeline"]), stats)
 

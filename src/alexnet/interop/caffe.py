@@ -224,7 +224,7 @@ def _fit_shape(blob: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Drop the leading 1s of legacy 4-d shapes ([1, 1, 4096, 9216] → [4096, 9216]) when that matches."""
     if tuple(blob.shape) == shape:
         return blob
-    strip = lambda s: tuple(s[next((i for i, d in enumerate(s) if d != 1), len(s)) :])  # noqa: E731
+    strip = lambda s: tuple(s[next((i for i, d in enumerate(s) if d != 1), len(s)) :])
     if strip(blob.shape) == strip(shape):
         return blob.reshape(shape)
     return blob

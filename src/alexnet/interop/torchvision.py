@@ -11,14 +11,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
+from .. import models
+from ..checkpoint import Checkpoint, check_state_dict, collect_provenance, from_model, read_weights_only
+from ..data.stats import imagenet_stats
+from ..data.transforms import Preprocess, pipeline
 from ..errors import AlexNetError
+from .imagenet import imagenet_classes
 
-if TYPE_CHECKING:
-    from ..checkpoint import Checkpoint
+__all__ = ["TORCHVISION_TO_OURS", "check_state_dict", "from_torchvision", "import_torchvision", "rename_keys", "to_torchvision"]
 
 # torchvision.models.alexnet layer → our layer
 TORCHVISION_TO_OURS = {
@@ -44,18 +47,6 @@ def rename_keys(state: Mapping[str, torch.Tensor], mapping: Mapping[str, str]) -
     return out
 
 
-def check_state_dict(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.Tensor], source: str) -> None:
-    """Every expected tensor present with its shape, nothing left over; the error names the tensor."""
-    for key, ref in expected.items():
-        if key not in state:
-            raise AlexNetError(f"{source}: tensor {key!r} {tuple(ref.shape)} is missing")
-        if tuple(state[key].shape) != tuple(ref.shape):
-            raise AlexNetError(f"{source}: tensor {key!r} has shape {tuple(state[key].shape)}, expected {tuple(ref.shape)}")
-    extra = sorted(set(state) - set(expected))
-    if extra:
-        raise AlexNetError(f"{source}: unexpected tensors {', '.join(extra)}")
-
-
 def from_torchvision(state: Mapping[str, torch.Tensor], model: torch.nn.Module, source: str = "state dict") -> None:
     """Load torchvision AlexNet weights into an ``alexnet_owt`` model in place, after checking every shape."""
     ours = rename_keys(state, TORCHVISION_TO_OURS)
@@ -69,7 +60,7 @@ def to_torchvision(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {f"{back[k.rpartition('.')[0]]}.{k.rpartition('.')[2]}": v for k, v in model.state_dict().items()}
 
 
-def import_torchvision(path: str | os.PathLike) -> "Checkpoint":
+def import_torchvision(path: str | os.PathLike) -> Checkpoint:
     """torchvision's AlexNet state dict file (e.g. ``alexnet-owt-7be5be79.pth``) → an ``alexnet_owt``
     checkpoint with ImageNet's class names and torchvision's evaluation preprocessing.
 
@@ -77,12 +68,6 @@ def import_torchvision(path: str | os.PathLike) -> "Checkpoint":
     ``Resize(256)``, ``CenterCrop(224)``, ``Normalize(mean, std)`` (``imagenet_stats()``), so the
     checkpoint predicts what ``torchvision.models.alexnet`` does on the same images.
     """
-    from .. import models
-    from ..checkpoint import collect_provenance, from_model, read_weights_only
-    from ..data.stats import imagenet_stats
-    from ..data.transforms import Preprocess, pipeline
-    from .imagenet import imagenet_classes
-
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"{path}: no such file")

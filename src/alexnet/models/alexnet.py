@@ -113,7 +113,7 @@ class AlexNetConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "AlexNetConfig":
+    def from_dict(cls, d: dict[str, Any]) -> AlexNetConfig:
         d = dict(d)
         d["convs"] = tuple(Conv(**c) if isinstance(c, dict) else Conv(*c) for c in d["convs"])
         for key in ("hidden", "lrn_after", "pool_after"):
@@ -156,7 +156,8 @@ class AlexNet(ConfiguredNet):
             norm = f"norm{i}" if c.lrn and i in c.lrn_after else None
             pool = f"pool{i}" if i in c.pool_after else None
             if norm:
-                self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, convention=c.lrn_convention, groups=c.lrn_groups))
+                self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k,
+                                                        convention=c.lrn_convention, groups=c.lrn_groups))
             self.add_module(f"relu{i}", act())
             if pool:
                 self.add_module(pool, nn.MaxPool2d(c.pool_kernel, c.pool_stride))
@@ -226,7 +227,7 @@ class AlexNet(ConfiguredNet):
     def fc6_inputs(self) -> int:
         return getattr(self, f"fc{len(self.config.convs) + 1}").in_features
 
-    def with_config(self, **changes: Any) -> "AlexNet":
+    def with_config(self, **changes: Any) -> AlexNet:
         """A new, freshly initialised model whose config differs by ``changes``."""
         return AlexNet(replace(self.config, **changes), name=self.name)
 

@@ -37,7 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
+from .base import ConfiguredNet, classification_loss
 from .layers import LocalResponseNorm
 from .registry import register
 
@@ -126,7 +126,7 @@ class Inception(nn.Module):
     def __init__(self, in_ch: int, widths: tuple[int, ...], *, branch3_kernel: int, ceil_mode: bool, batch_norm: bool) -> None:
         super().__init__()
         c1, c3r, c3, c5r, c5, proj = widths
-        unit = lambda i, o, k: ConvUnit(i, o, k, padding=k // 2, batch_norm=batch_norm)  # noqa: E731
+        unit = lambda i, o, k: ConvUnit(i, o, k, padding=k // 2, batch_norm=batch_norm)
         self.branch1 = unit(in_ch, c1, 1)
         self.branch2 = nn.Sequential(unit(in_ch, c3r, 1), unit(c3r, c3, 3))
         self.branch3 = nn.Sequential(unit(in_ch, c5r, 1), unit(c5r, c5, branch3_kernel))
@@ -162,7 +162,7 @@ class GoogLeNet(ConfiguredNet):
         self.config, self.name = config, name
         c = config
         bn = c.batch_norm
-        pool = lambda k=3: nn.MaxPool2d(k, 2, padding=c.pool_padding, ceil_mode=c.ceil_mode)  # noqa: E731
+        pool = lambda k=3: nn.MaxPool2d(k, 2, padding=c.pool_padding, ceil_mode=c.ceil_mode)
         self.conv1 = ConvUnit(c.in_channels, 64, 7, stride=2, padding=3, batch_norm=bn)
         self.maxpool1 = pool()
         if c.lrn:
@@ -232,6 +232,17 @@ class GoogLeNet(ConfiguredNet):
         if self.config.aux_logits and self.training:
             return GoogLeNetOutputs(logits, aux2, aux1)
         return logits
+
+    def loss(self, outputs: torch.Tensor | GoogLeNetOutputs, labels: torch.Tensor, label_smoothing: float = 0.0
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits, loss): in training mode with auxiliary heads, Szegedy et al. §5 add each head's loss × 0.3."""
+        if not isinstance(outputs, GoogLeNetOutputs):
+            return classification_loss(outputs, labels, label_smoothing)
+        logits, loss = classification_loss(outputs.logits, labels, label_smoothing)
+        for aux in (outputs.aux_logits1, outputs.aux_logits2):
+            if aux is not None:
+                loss = loss + AUX_LOSS_WEIGHT * classification_loss(aux, labels, label_smoothing)[1]
+        return logits, loss
 
 
 def _form(form: str, **changes) -> GoogLeNetConfig:

@@ -21,7 +21,7 @@ every modern reimplementation makes, d2l's included):
 The two registered forms, which differ only in configuration:
 
 ============  =====================================  =====================================
-              ``lenet`` (LeNet-5, 1998)              ``lenet_d2l`` (d2l.ai's LeNet)  
+              ``lenet`` (LeNet-5, 1998)              ``lenet_d2l`` (d2l.ai's LeNet)
 ============  =====================================  =====================================
 input         1×32×32, conv1 unpadded                1×28×28 (Fashion-MNIST), conv1 pad 2
 activation    1.7159·tanh(2a/3) (Appendix A)         sigmoid

@@ -18,8 +18,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
 from .alexnet import AlexNet
+from .base import ConfiguredNet
 from .layers import LocalResponseNorm
 
 

@@ -206,7 +206,7 @@ def alexnet_small(
     """
     if width <= 0:
         raise ValueError(f"width={width} must be positive")
-    scale = lambda n: max(2, int(round(n * width / 2)) * 2)  # noqa: E731
+    scale = lambda n: max(2, int(round(n * width / 2)) * 2)
     convs = tuple(replace(c, out_channels=scale(c.out_channels)) for c in SMALL_CONVS)
     config = AlexNetConfig(
         num_classes=num_classes, in_channels=in_channels, input_size=input_size,
