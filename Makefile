@@ -21,6 +21,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+	$(BIN)/ruff check .
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

@@ -115,7 +115,7 @@ def conv1_kernels(model: nn.Module) -> tuple[torch.Tensor, int]:
     if not isinstance(conv, nn.Conv2d):
         conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     if conv is None:
-        raise ValueError(f"{getattr(model, 'name', type(model).__name__)} has no convolutional layer to draw")
+        raise ValueError(f"{model.name} has no convolutional layer to draw")
     convs = getattr(getattr(model, "config", None), "convs", ())
     towers = max((c.groups for c in convs), default=1)
     if towers < 1 or conv.out_channels % towers:
@@ -165,7 +165,7 @@ def filters_figure(model: nn.Module, title: str | None = None):
         k, c, kh, kw = weight.shape
         label = f"tower {t + 1}: " if towers > 1 else ""
         ax.set_title(f"{label}{k // towers} kernels {kh}×{kw}×{c}", fontsize=9)
-    fig.suptitle(title or f"conv1 of {getattr(model, 'name', 'the model')} (Fig. 3)", fontsize=11)
+    fig.suptitle(title or f"conv1 of {model.name} (Fig. 3)", fontsize=11)
     return fig
 
 

@@ -26,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..atomic import atomic_path
     from ..config import resolve
     from ..data import open_dataset
     from ..evaluate import EvalConfig, classify_images, evaluate_checkpoints
@@ -48,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
     paths = []
     for i in np.linspace(0, len(test) - 1, 6).astype(int):
         path = samples / f"test{i:03d}_label{test.classes[test.labels[i]]}.png"
-        Image.fromarray(test.images[i][..., 0]).save(path)
+        with atomic_path(path) as tmp:
+            Image.fromarray(test.images[i][..., 0]).save(tmp, format="PNG")
         paths.append(str(path))
     print(f"\nalexnet predict --checkpoint {final} {samples}/*.png")
     for p in classify_images(paths, final, topk=3):

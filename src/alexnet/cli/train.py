@@ -96,10 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(f"alexnet train: preset {config.preset} → {out}{' (resumed)' if args.resume else ''}")
         print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
-    report = train(config, RunOptions(out=out, resume=bool(args.resume), force=args.force, progress_bar=not args.quiet),
+    results = train(config, RunOptions(out=out, resume=bool(args.resume), force=args.force, progress_bar=not args.quiet),
                    on_epoch=None if args.quiet else print_epoch)
     if not args.quiet:
-        print_report(report)
+        print_results(results)
     return 0
 
 
@@ -110,13 +110,14 @@ def print_epoch(r: dict) -> None:
           f"  lr {r['lr']:.3g}  {r['images_per_second']:.0f} img/s  {r['epoch_seconds']:.1f}s", flush=True)
 
 
-def print_report(report: dict) -> None:
-    if "final" not in report:
-        print(f"stopped at step {report.get('stopped_at_step')}; resume with: alexnet train --resume {report.get('run_dir')}")
+def print_results(results: dict) -> None:
+    """The final table of report.json's numbers (or where a stopped run can be resumed)."""
+    if "final" not in results:
+        print(f"stopped at step {results.get('stopped_at_step')}; resume with: alexnet train --resume {results.get('run_dir')}")
         return
     print()
     print(f"{'split':<12} {'top-1 err':>9} {'top-5 err':>9} {'top-1 acc':>9} {'images':>7}")
-    for name, r in report["final"].items():
+    for name, r in results["final"].items():
         print(f"{name:<12} {100 * r['top1_error']:>8.2f}% {100 * r['top5_error']:>8.2f}% {100 * r['top1_accuracy']:>8.2f}% {r['images']:>7}")
-    print(f"{report['epochs']} epochs, {report['steps']} steps, {report['wall_seconds']:.0f} s; run folder: {report['run_dir']}")
+    print(f"{results['epochs']} epochs, {results['steps']} steps, {results['wall_seconds']:.0f} s; run folder: {results['run_dir']}")
     sys.stdout.flush()

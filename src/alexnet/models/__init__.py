@@ -9,11 +9,14 @@ after it, each with its d2l.ai Fashion-MNIST form (``*_d2l``).
 >>> small = models.create("alexnet_small", num_classes=10, lrn=False)   # an ablation is an option
 """
 
-from . import googlenet as _googlenet  # noqa: F401
-from . import lenet as _lenet  # noqa: F401  (the family, in order of publication)
-from . import nin as _nin  # noqa: F401
+# The registry lists models in the order they register: AlexNet's variants, then the family by date.
+# isort: off
+from . import zoo as _zoo  # noqa: F401
+from . import lenet as _lenet  # noqa: F401
 from . import vgg as _vgg  # noqa: F401
-from . import zoo as _zoo  # noqa: F401  (registers the variants)
+from . import nin as _nin  # noqa: F401
+from . import googlenet as _googlenet  # noqa: F401
+# isort: on
 from .alexnet import AlexNet, AlexNetConfig, Conv, ablate
 from .layers import LocalResponseNorm, initialise, paper_init
 from .registry import create, entry, names, register

@@ -1,0 +1,114 @@
+"""The structure docs/ARCHITECTURE.md describes, checked: imports go one way, no cycles, short functions.
+
+The import graph is read from the source with ``ast`` (function-local imports included), so an
+import that goes against the documented direction fails here before it can hide as a cycle.
+"""
+
+import ast
+import collections
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+PACKAGE = SRC / "alexnet"
+
+# docs/ARCHITECTURE.md, "What may import what": a part may import only parts of a lower rank.
+RANKS = {
+    "alexnet": 0, "errors": 0,  # the package root holds only __version__
+    "atomic": 1, "device": 1, "distributed": 1, "config": 1,
+    "models": 2, "data": 2,
+    "checkpoint": 3, "fastpath": 3, "optim": 3, "runs": 3,
+    "evaluate": 4, "step": 4, "interop": 4,
+    "visualize": 5,
+    "report": 6,
+    "train": 7,
+    "ablate": 8, "bench": 8,
+    "cli": 9, "__main__": 9,
+}
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(SRC).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def is_module(name: str) -> bool:
+    path = SRC.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def import_graph() -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = collections.defaultdict(set)
+    for path in PACKAGE.rglob("*.py"):
+        name = module_name(path)
+        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
+                target = ".".join(base + ([node.module] if node.module else []))
+                targets = [target] + [f"{target}.{a.name}" for a in node.names if is_module(f"{target}.{a.name}")]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            else:
+                continue
+            graph[name].update(t for t in targets if t.split(".")[0] == "alexnet" and t != name)
+    return graph
+
+
+def part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "alexnet"
+
+
+def test_every_part_has_a_documented_rank():
+    parts = {part(m) for m in import_graph()}
+    assert parts <= set(RANKS), sorted(parts - set(RANKS))
+    doc = (SRC.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    for name in RANKS:
+        if name not in ("alexnet", "__main__"):
+            assert f"`{name}" in doc, f"docs/ARCHITECTURE.md does not name {name}"
+
+
+def test_imports_go_one_way():
+    wrong = sorted(f"{a} imports {b}" for a, targets in import_graph().items() for b in targets
+                   if part(a) != part(b) and RANKS[part(b)] >= RANKS[part(a)])
+    assert not wrong, "imports against docs/ARCHITECTURE.md's direction:\n" + "\n".join(wrong)
+
+
+def test_no_import_cycle():
+    graph, state, cycles = import_graph(), {}, []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                cycles.append(" → ".join(stack[stack.index(nxt):] + [nxt]))
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, cycles
+
+
+def test_the_checker_would_catch_a_backward_import(tmp_path, monkeypatch):
+    """The rule is not vacuous: a models module importing the training loop is reported."""
+    graph = import_graph()
+    graph["alexnet.models.alexnet"].add("alexnet.train")
+    monkeypatch.setattr(sys.modules[__name__], "import_graph", lambda: graph)
+    with pytest.raises(AssertionError, match="alexnet.models.alexnet imports alexnet.train"):
+        test_imports_go_one_way()
+
+
+@pytest.mark.parametrize("module", ["train.py", "step.py", "runs.py", "optim.py"])
+def test_training_functions_fit_on_a_screen(module):
+    tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+    long = [f"{n.name}: {n.end_lineno - n.lineno + 1} lines" for n in ast.walk(tree)
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.end_lineno - n.lineno + 1 > 60]
+    assert not long, long
