@@ -24,7 +24,7 @@ RANKS = {
     "visualize": 5,
     "report": 6,
     "train": 7,
-    "ablate": 8, "bench": 8,
+    "ablate": 8, "bench": 8, "explore": 8,
     "cli": 9, "__main__": 9,
 }
 

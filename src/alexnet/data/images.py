@@ -22,9 +22,11 @@ Conversions to RGB (the network sees three channels, §2 "the centered raw RGB v
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import warnings
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -67,7 +69,22 @@ def decode_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.nd
     if size == 0:
         raise BadImage(path, "empty file (0 bytes)")
     try:
-        with open(path, "rb") as f, warnings.catch_warnings():
+        with open(path, "rb") as f:
+            return _decode(f, path, max_pixels)
+    except OSError as e:
+        raise BadImage(path, f"cannot read ({e.strerror or e})") from None
+
+
+def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """:func:`decode_image` of a file's bytes (an upload); ``name`` is what the error messages call it."""
+    if not data:
+        raise BadImage(name, "empty file (0 bytes)")
+    return _decode(io.BytesIO(data), name, max_pixels)
+
+
+def _decode(f: BinaryIO, path: str | os.PathLike, max_pixels: int) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(f)
             width, height = image.size

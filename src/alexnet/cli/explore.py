@@ -1,0 +1,100 @@
+"""``alexnet explore``: a local web page over a checkpoint (docs/EXPLORE.md)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import socket
+import sys
+from pathlib import Path
+
+from ..errors import AlexNetError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("explore", help="a local web page to look inside a checkpoint: top-5, layers, filters, Grad-CAM, neighbours",
+                       description="Serve a page (offline: no CDN, nothing downloaded) that classifies an uploaded or a "
+                                   "data-set image and shows the crop the network saw, every layer's maps (two towers side "
+                                   "by side), conv1's kernels (Fig. 3), Grad-CAM and occlusion heat maps, the nearest "
+                                   "training images in fc7 (Fig. 4) and, with --run, the run's curves, confusion matrix and "
+                                   "configuration. Needs the [explore] extra: pip install 'alexnet[explore]'.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, metavar="C", help="checkpoint file (default with --run: RUN/checkpoints/best.pt)")
+    p.add_argument("--data", help="'digits' or a data folder (default: the data the checkpoint was trained on, if it opens)")
+    p.add_argument("--run", type=Path, metavar="R", help="a run folder, for the Run view (curves, configuration)")
+    p.add_argument("--features", type=Path, metavar="BANK.npy",
+                   help="fc7 features of the training split from `alexnet features` (default: computed on start)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on; anything but loopback is reachable from other machines")
+    p.add_argument("--port", type=int, default=8000, help="port (0: any free one; the URL printed says which)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto")
+    p.add_argument("--bank-limit", type=int, default=5000, metavar="N",
+                   help="training images whose fc7 codes are computed on start (0: all) when no --features is given")
+    p.add_argument("--eval-limit", type=int, default=2000, metavar="N", help="test (else val) images the confusion matrix covers")
+    p.set_defaults(func=run)
+
+
+def _checkpoint(args: argparse.Namespace) -> Path:
+    if args.checkpoint is not None:
+        return args.checkpoint
+    if args.run is None:
+        raise AlexNetError("explore needs --checkpoint C (or --run R, whose checkpoints/best.pt it uses)")
+    for name in ("best.pt", "last.pt"):
+        if (args.run / "checkpoints" / name).is_file():
+            return args.run / "checkpoints" / name
+    raise AlexNetError(f"{args.run}: no checkpoints/best.pt or last.pt; pass --checkpoint")
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A bound, listening socket (so a port in use is a one-line error before anything is loaded)."""
+    if not 0 <= port <= 65535:
+        raise AlexNetError(f"--port {port}: a port is 0–65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        sock.close()
+        raise AlexNetError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port or --host") from None
+    sock.listen(128)
+    return sock
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..explore import require_server
+
+    require_server()
+    import uvicorn
+
+    from ..device import resolve_device
+    from ..explore.app import create_app
+    from ..explore.session import ExploreConfig, Session
+
+    for flag, value in (("--bank-limit", args.bank_limit), ("--eval-limit", args.eval_limit)):
+        if value < 0:
+            raise AlexNetError(f"{flag} {value}: must be 0 or more")
+    config = ExploreConfig(checkpoint=_checkpoint(args), data=args.data, run=args.run, features=args.features,
+                           device=str(resolve_device(args.device)), bank_limit=args.bank_limit, eval_limit=args.eval_limit)
+    sock = listen(args.host, args.port)
+    if not is_loopback(args.host):
+        print(f"alexnet explore: warning: listening on {args.host}: anyone who can reach this machine can use the page "
+              f"and upload images (the default, 127.0.0.1, is this machine only)", file=sys.stderr)
+    try:
+        session = Session(config)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)
+        print(f"alexnet explore: {config.checkpoint} at http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
+        server = uvicorn.Server(uvicorn.Config(create_app(session), log_level="warning", timeout_graceful_shutdown=2))
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0

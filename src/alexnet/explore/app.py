@@ -1,0 +1,190 @@
+"""The explorer's web app: Starlette routes over one :class:`~.session.Session`.
+
+What a request may name, and nothing else:
+
+* ``/`` and ``/static/NAME`` for NAME among the files shipped in ``explore/static`` (read once at
+  start into memory: no request path ever reaches the file system, so ``/static/../x``, absolute
+  paths and ``%2e%2e`` forms are 404s);
+* ``/api/data/SPLIT/INDEX`` for a data-set image, SPLIT one of the data set's splits and INDEX an
+  integer in range;
+* uploads by the token ``/api/upload`` returned.
+
+Every answer of ``/api/*`` is JSON (or a PNG); a bad request gets ``{"error": "..."}`` with 400
+(bad value, bad upload), 404 (no such image, split or class), 411/413 (upload without a length or
+over the limit), never a 500 for anything a user can send. One model call runs at a time (the
+:class:`Gate`: an asyncio lock in front of a worker thread, so the event loop keeps answering
+``/api/status``, which the page polls to show what is running and how many requests wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import AlexNetError
+from .pictures import png
+from .session import ImageRef, NotFound, Session
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+FORM_SLACK = 64 * 1024  # multipart headers and boundaries around the file, beyond the file's own limit
+
+
+def shipped_assets() -> dict[str, tuple[bytes, str]]:
+    """name → (bytes, media type) of every file in the package's ``explore/static`` folder."""
+    folder = resources.files("alexnet.explore") / "static"
+    return {f.name: (f.read_bytes(), MEDIA_TYPES.get("." + f.name.rpartition(".")[2], "application/octet-stream"))
+            for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
+
+
+class Gate:
+    """One model call at a time, in a worker thread; ``waiting`` and ``running`` are what the page shows."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.running: str | None = None
+
+    async def run(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        self.waiting += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            self.running = what
+            return await run_in_threadpool(fn, *args)
+        finally:
+            self.running = None
+            self.lock.release()
+
+
+def error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
+
+def _int(request: Request, name: str, default: int | None = None, low: int = 0, high: int = 1 << 31) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise AlexNetError(f"{name}={value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise AlexNetError(f"{name}={number} is outside {low}–{high}")
+    return number
+
+
+def image_ref(request: Request) -> ImageRef:
+    """``image=TOKEN`` (an upload) or ``split=NAME&index=N`` (a data-set image)."""
+    token = request.query_params.get("image")
+    if token:
+        return ImageRef(token=token)
+    split = request.query_params.get("split")
+    if not split:
+        raise AlexNetError("name an image: image=TOKEN from /api/upload, or split=NAME&index=N")
+    return ImageRef(split=split, index=_int(request, "index", 0))
+
+
+def create_app(session: Session) -> Starlette:
+    assets = shipped_assets()
+    gate = Gate()
+
+    async def page(request: Request) -> Response:
+        body, media = assets["index.html"]
+        return Response(body, media_type=media)
+
+    async def static(request: Request) -> Response:
+        found = assets.get(request.path_params["name"])
+        if found is None:
+            return error("no such file", 404)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+
+    async def status(request: Request) -> Response:
+        return JSONResponse({"running": gate.running, "waiting": gate.waiting})
+
+    async def info(request: Request) -> Response:
+        return JSONResponse(session.info())
+
+    async def upload(request: Request) -> Response:
+        limit = session.config.max_upload
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return error("an upload needs a Content-Length", 411)
+        if int(length) > limit + FORM_SLACK:
+            return error(f"upload of {int(length):,} bytes is over the limit of {limit:,}", 413)
+        form = await request.form(max_files=1, max_fields=4)
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            return error("send the image as the multipart form field 'file'", 400)
+        data = await file.read(limit + 1)
+        token = await gate.run("decoding the upload", session.add_upload, data, file.filename or "upload")
+        return JSONResponse({"image": token})
+
+    async def data_image(request: Request) -> Response:
+        split, index = request.path_params["split"], request.path_params["index"]
+        image = await gate.run("reading an image", session.dataset_png, split, index)
+        return Response(png(image), media_type="image/png")
+
+    async def classify(request: Request) -> Response:
+        views = _int(request, "views", 1)
+        if views not in (1, 10):
+            raise AlexNetError(f"views={views}: 1 (the centre crop) or 10 (§4.1's ten views)")
+        return JSONResponse(await gate.run("classifying", session.classify, image_ref(request), views))
+
+    async def layers(request: Request) -> Response:
+        return JSONResponse(await gate.run("recording every layer", session.layers, image_ref(request)))
+
+    async def filters(request: Request) -> Response:
+        return JSONResponse(await gate.run("drawing conv1's kernels", session.filters))
+
+    async def explain(request: Request) -> Response:
+        ref, target = image_ref(request), _int(request, "class")
+        patch, stride = _int(request, "patch", None, 1, 4096), _int(request, "stride", None, 1, 4096)
+        return JSONResponse(await gate.run("Grad-CAM and occlusion", session.why, ref, target, patch, stride))
+
+    async def neighbours(request: Request) -> Response:
+        k = _int(request, "k", 8, 1, 64)
+        return JSONResponse(await gate.run("searching the feature bank", session.neighbours, image_ref(request), k))
+
+    async def run(request: Request) -> Response:
+        return JSONResponse(await gate.run("reading the run", session.run_info))
+
+    async def confusion(request: Request) -> Response:
+        return JSONResponse(await gate.run("the confusion matrix", session.confusion))
+
+    async def cell(request: Request) -> Response:
+        true, predicted = _int(request, "true", 0), _int(request, "predicted", 0)
+        return JSONResponse(await gate.run("the confusion matrix", session.confusion_cell, true, predicted))
+
+    routes = [
+        Route("/", page), Route("/static/{name}", static), Route("/api/status", status), Route("/api/info", info),
+        Route("/api/upload", upload, methods=["POST"]), Route("/api/data/{split}/{index:int}", data_image),
+        Route("/api/classify", classify), Route("/api/layers", layers), Route("/api/filters", filters),
+        Route("/api/why", explain), Route("/api/neighbours", neighbours), Route("/api/run", run),
+        Route("/api/confusion", confusion), Route("/api/confusion/cell", cell),
+    ]
+    handlers = {NotFound: lambda r, e: error(str(e), 404), AlexNetError: lambda r, e: error(str(e), 400),
+                ValueError: lambda r, e: error(str(e), 400),
+                HTTPException: lambda r, e: error(str(e.detail), e.status_code),
+                Exception: _internal}
+    return Starlette(routes=routes, exception_handlers=handlers)
+
+
+def _internal(request: Request, e: Exception) -> JSONResponse:
+    log.exception("explore: %s failed", request.url.path)
+    return error(f"internal error: {type(e).__name__}: {e}", 500)

@@ -1,0 +1,256 @@
+// alexnet explore: the page. Plain JavaScript, no framework, no network beyond this server.
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const state = { info: null, ref: null, view: "classify", shown: {} };
+
+// -- talking to the server ---------------------------------------------------------------------
+let pending = 0;
+let poller = null;
+
+function showStatus(text) {
+  $("status").textContent = text;
+  $("status").classList.toggle("busy", text !== "");
+}
+
+async function pollStatus() {
+  try {
+    const s = await (await fetch("/api/status")).json();
+    if (pending === 0) return;
+    const waiting = s.waiting > 0 ? ` (${s.waiting} waiting)` : "";
+    showStatus(s.running ? `${s.running}…${waiting}` : `queued${waiting}`);
+  } catch (e) { /* the answer itself will report a failure */ }
+}
+
+async function api(path, options) {
+  pending += 1;
+  showStatus("working…");
+  if (!poller) poller = setInterval(pollStatus, 400);
+  try {
+    const response = await fetch(path, options);
+    const type = response.headers.get("content-type") || "";
+    const body = type.includes("json") ? await response.json() : { error: await response.text() };
+    if (!response.ok) throw new Error(body.error || `${response.status} ${response.statusText}`);
+    hideMessage();
+    return body;
+  } finally {
+    pending -= 1;
+    if (pending === 0) { clearInterval(poller); poller = null; showStatus(""); }
+  }
+}
+
+function say(text) { $("message").textContent = text; $("message").hidden = false; }
+function hideMessage() { $("message").hidden = true; }
+function el(tag, attrs = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (k === "class") node.className = v; else if (k === "text") node.textContent = v; else node.setAttribute(k, v);
+  }
+  for (const child of children) node.append(child);
+  return node;
+}
+const pct = (p) => `${(100 * p).toFixed(1)} %`;
+
+// -- choosing an image -------------------------------------------------------------------------
+function setImage(ref, src, caption) {
+  state.ref = ref;
+  state.shown = {};
+  $("current").hidden = false;
+  $("current-img").src = src;
+  $("current-caption").textContent = caption;
+  show(state.view === "filters" || state.view === "run" ? "classify" : state.view);
+}
+
+async function upload(file) {
+  if (!file) return;
+  if (state.info && file.size > state.info.max_upload) {
+    say(`${file.name}: ${file.size.toLocaleString()} bytes is over the upload limit of ${state.info.max_upload.toLocaleString()}`);
+    return;
+  }
+  const form = new FormData();
+  form.append("file", file);
+  try {
+    const answer = await api("/api/upload", { method: "POST", body: form });
+    setImage(`image=${answer.image}`, URL.createObjectURL(file), file.name);
+  } catch (e) { say(e.message); }
+}
+
+function pickData(index) {
+  const split = $("split").value;
+  const size = state.info.splits[split];
+  const i = Math.max(0, Math.min(size - 1, index));
+  $("index").value = i;
+  setImage(`split=${encodeURIComponent(split)}&index=${i}`, `/api/data/${encodeURIComponent(split)}/${i}`, `${split} image ${i}`);
+}
+
+// -- the views ---------------------------------------------------------------------------------
+const loaders = { classify: loadClassify, layers: loadLayers, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
+
+function show(view) {
+  state.view = view;
+  for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
+  const key = `${view}|${view === "classify" ? $("tenviews").checked : ""}`;
+  const needsImage = !["filters", "run"].includes(view);
+  if (state.shown[key] || (needsImage && !state.ref)) return;
+  state.shown[key] = true;
+  loaders[view]().catch((e) => { state.shown[key] = false; say(e.message); });
+}
+
+async function loadClassify() {
+  const views = $("tenviews").checked ? 10 : 1;
+  const a = await api(`/api/classify?${state.ref}&views=${views}`);
+  $("classify-hint").textContent = `The ${a.top.length} most probable classes (${views === 10 ? "softmax averaged over the ten views" : "the centre crop"})` +
+    (a.truth ? `; the true class is ${a.truth.label}.` : ".");
+  $("top5").replaceChildren(...a.top.map((t) => {
+    const bar = el("li", { class: "bar" + (a.truth && a.truth.index === t.index ? " truth" : "") },
+      el("span", { class: "label", text: t.label, title: t.label }), el("span", { class: "track" }, el("span", { class: "fill" })),
+      el("span", { class: "pct", text: pct(t.probability) }));
+    bar.querySelector(".fill").style.width = `${Math.max(0.5, 100 * t.probability)}%`;
+    return bar;
+  }));
+  $("seen-row").hidden = false;
+  $("seen").src = a.seen;
+  $("seen-caption").textContent = `the image as the network takes it: ${a.size}×${a.size}`;
+  $("crop").src = a.crop;
+  $("crop-caption").textContent = `the centre ${a.crop_size}×${a.crop_size} crop it saw (before the mean is subtracted)`;
+  $("ten").replaceChildren(...(a.view_images || []).map((v) => el("figure", {}, el("img", { src: v.png, alt: v.name }), el("figcaption", { text: v.name }))));
+}
+
+async function loadLayers() {
+  const a = await api(`/api/layers?${state.ref}`);
+  const towers = a.towers > 1 ? " (left: tower 1, right: tower 2, as on the paper's two GPUs)" : "";
+  $("layers").replaceChildren(el("p", { class: "hint", text: `input ${a.input}${towers}` }), ...a.layers.map((layer) => {
+    const row = el("div", { class: "layer" }, el("h3", {}, `${layer.name} `, el("span", { class: "shape", text: `${layer.kind} · ${layer.shape}` })));
+    const parts = el("div", { class: "towers" });
+    layer.towers.forEach((part, t) => {
+      const img = el("img", { class: "grid", src: part.png, alt: `${layer.name} tower ${t + 1}` });
+      const scale = Math.max(1, Math.min(4, Math.floor(360 / Math.max(1, part.columns * (part.width + 1)))));
+      img.addEventListener("load", () => { img.style.width = `${img.naturalWidth * scale}px`; }, { once: true });
+      img.addEventListener("click", (event) => enlarge(event, img, part, `${layer.name}${layer.towers.length > 1 ? ` tower ${t + 1}` : ""}`));
+      parts.append(el("figure", {}, img, el("figcaption", { text: `${part.count} ${part.height > 1 ? "maps" : "units"}` })));
+    });
+    row.append(parts);
+    return row;
+  }));
+}
+
+function enlarge(event, img, part, name) {
+  const box = img.getBoundingClientRect();
+  const x = (event.clientX - box.left) * img.naturalWidth / box.width;
+  const y = (event.clientY - box.top) * img.naturalHeight / box.height;
+  const gap = part.height > 1 || part.width > 1 ? 1 : 0;
+  const col = Math.floor(x / (part.width + gap)), rowIndex = Math.floor(y / (part.height + gap));
+  const i = rowIndex * part.columns + col;
+  const canvas = $("zoom-canvas");
+  const ctx = canvas.getContext("2d");
+  ctx.imageSmoothingEnabled = false;
+  if (part.height === 1 && part.width === 1) {  // an FC layer: show the whole grid of units
+    canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+    ctx.drawImage(img, 0, 0);
+    $("zoom-caption").textContent = `${name}: ${part.count} units` + (i < part.count ? `; unit ${i} = ${part.maxima[i]}` : "");
+  } else {
+    if (i >= part.count) return;
+    canvas.width = part.width; canvas.height = part.height;
+    ctx.drawImage(img, col * (part.width + gap), rowIndex * (part.height + gap), part.width, part.height, 0, 0, part.width, part.height);
+    $("zoom-caption").textContent = `${name}, map ${i}: ${part.height}×${part.width}, largest value ${part.maxima[i]}`;
+  }
+  $("zoom").showModal();
+}
+
+async function loadFilters() {
+  const a = await api("/api/filters");
+  $("filters-caption").textContent = `conv1's ${a.kernels} kernels of ${a.shape} (Fig. 3), each scaled to its own range.`;
+  $("filters").replaceChildren(...a.towers.map((t) => el("figure", {}, el("img", { src: t.png, alt: t.name }), el("figcaption", { text: `${t.name}: ${t.count} kernels` }))));
+}
+
+async function loadWhy() {
+  const target = $("why-class").value;
+  const a = await api(`/api/why?${state.ref}${target === "" ? "" : `&class=${target}`}`);
+  $("why-row").hidden = false;
+  $("why-crop").src = a.crop;
+  $("gradcam").src = a.gradcam;
+  $("gradcam-caption").textContent = `Grad-CAM of “${a.label}” (p = ${pct(a.probability)}) on ${a.layer}`;
+  $("occlusion").src = a.occlusion;
+  $("occlusion-caption").textContent = `occlusion: a grey ${a.patch}×${a.patch} square at ${a.positions} positions; ` +
+    `red = where it lowers p(${a.label}) most (to ${pct(a.occlusion_lowest)})`;
+}
+
+async function loadNeighbours() {
+  const a = await api(`/api/neighbours?${state.ref}&k=8`);
+  $("bank").textContent = `The training images nearest in fc7 (Euclidean, Fig. 4 right); bank: ${a.bank}.`;
+  $("neighbours").replaceChildren(...a.neighbours.map((n) => thumb("train", n.index, `${n.label} · ${n.distance.toFixed(2)}`)));
+}
+
+function thumb(split, index, caption) {
+  const img = el("img", { src: `/api/data/${encodeURIComponent(split)}/${index}`, alt: `${split} ${index}`, title: "click to use this image" });
+  img.addEventListener("click", () => { $("split").value = split; pickData(index); });
+  return el("figure", {}, img, el("figcaption", { text: caption }));
+}
+
+async function loadRun() {
+  const a = await api("/api/run");
+  $("run-hint").textContent = a.run ? `run folder ${a.run}: ${a.epochs} epoch(s)` : "No run folder: start with --run RUN_DIR to see its curves and configuration.";
+  $("curves").hidden = !a.curves;
+  if (a.curves) $("curves").src = a.curves;
+  $("config-box").hidden = !a.config;
+  if (a.config) $("config").textContent = JSON.stringify(a.config, null, 2);
+  const numbers = Object.entries(a.report || {}).filter(([, v]) => typeof v === "number");
+  $("report").replaceChildren(...(numbers.length ? [el("table", {}, ...numbers.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: String(+v.toFixed(4)) }))))] : []));
+  if (Object.keys(state.info.splits).length) await loadConfusion();
+}
+
+async function loadConfusion() {
+  const c = await api("/api/confusion");
+  const names = state.info.class_names;
+  $("confusion-title").hidden = false;
+  $("confusion-caption").textContent = `${c.split}: ${c.images} of ${c.of} images, centre crop; top-1 error ${pct(c.top1_error)}, ` +
+    `top-5 ${pct(c.top5_error)}. Rows: true class, columns: predicted. Click a cell to see its images.`;
+  if (names.length > 40) { $("confusion").replaceChildren(el("p", { text: `${names.length} classes: too many for a table here.` })); return; }
+  const head = el("tr", {}, el("th", { text: "" }), ...names.map((n) => el("th", { text: n })));
+  const rows = c.matrix.map((row, t) => el("tr", {}, el("th", { text: names[t] }), ...row.map((count, p) => {
+    const total = row.reduce((s, v) => s + v, 0) || 1;
+    const cell = el("td", { class: t === p ? "diag" : "", text: String(count), title: `true ${names[t]}, predicted ${names[p]}` });
+    cell.style.background = `rgba(43, 108, 176, ${(count / total).toFixed(3)})`;
+    if (count / total > 0.55) cell.style.color = "#fff";
+    cell.addEventListener("click", () => openCell(cell, t, p));
+    return cell;
+  })));
+  $("confusion").replaceChildren(el("table", {}, head, ...rows));
+}
+
+async function openCell(cell, t, p) {
+  for (const c of document.querySelectorAll("#confusion td.picked")) c.classList.remove("picked");
+  cell.classList.add("picked");
+  const a = await api(`/api/confusion/cell?true=${t}&predicted=${p}`);
+  const shown = a.indices.map((i) => thumb(a.split, i, `${a.split} ${i}`));
+  $("cell").replaceChildren(el("p", { class: "hint", text: `true ${a.true}, predicted ${a.predicted}: ${a.count} image(s)` }), ...shown);
+}
+
+// -- wiring ------------------------------------------------------------------------------------
+async function start() {
+  try {
+    state.info = await api("/api/info");
+  } catch (e) { say(e.message); return; }
+  const i = state.info;
+  $("model").textContent = `${i.checkpoint} · ${i.model} · ${i.classes} classes · ${i.input}` + (i.towers > 1 ? " · two towers" : "");
+  const splits = Object.keys(i.splits);
+  $("picker").hidden = splits.length === 0;
+  $("split").replaceChildren(...splits.map((s) => el("option", { value: s, text: `${s} (${i.splits[s]})` })));
+  if (splits.includes("test")) $("split").value = "test";
+  $("why-class").append(...i.class_names.map((n, k) => el("option", { value: String(k), text: `${k}: ${n}` })));
+}
+
+$("file").addEventListener("change", (e) => upload(e.target.files[0]));
+const drop = $("drop");
+drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); upload(e.dataTransfer.files[0]); });
+$("pick").addEventListener("click", () => pickData(parseInt($("index").value, 10) || 0));
+$("random").addEventListener("click", () => pickData(Math.floor(Math.random() * state.info.splits[$("split").value])));
+$("tenviews").addEventListener("change", () => show("classify"));
+$("why-go").addEventListener("click", () => { delete state.shown["why|"]; show("why"); });
+$("why-class").addEventListener("change", () => { delete state.shown["why|"]; show("why"); });
+$("zoom-close").addEventListener("click", () => $("zoom").close());
+for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
+start();
