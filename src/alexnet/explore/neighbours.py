@@ -100,7 +100,7 @@ def nearest(bank: FeatureBank, query: np.ndarray, k: int) -> tuple[np.ndarray, n
     best_d = torch.empty(0, dtype=torch.float32)
     best_i = torch.empty(0, dtype=torch.long)
     for start in range(0, len(bank.codes), CHUNK):
-        chunk = torch.from_numpy(np.asarray(bank.codes[start: start + CHUNK], dtype=np.float32))
+        chunk = torch.from_numpy(np.array(bank.codes[start: start + CHUNK], dtype=np.float32))  # a copy: the memory map is read-only
         d = torch.cdist(q, chunk, compute_mode="donot_use_mm_for_euclid_dist")[0]
         best_d, order = torch.cat([best_d, d]).sort(stable=True)
         best_i = torch.cat([best_i, torch.arange(start, start + len(chunk))])[order]

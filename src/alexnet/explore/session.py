@@ -153,7 +153,7 @@ class Session:
         return self.stored(ref.split, ref.index)
 
     def _input(self, image: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(image))[None].to(self.device)
+        return torch.from_numpy(np.array(image))[None].to(self.device)  # a copy: stored sets may be read-only maps
 
     def _seen(self, image: np.ndarray) -> np.ndarray:
         """uint8 [S, S, C]: the image as the model takes it before cropping (its size and channels)."""

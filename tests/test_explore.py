@@ -1,0 +1,268 @@
+"""alexnet explore: Grad-CAM and occlusion find the one region a model looks at; the feature bank;
+every endpoint of the server with Starlette's TestClient, bad uploads and path traversal."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from alexnet import checkpoint, models
+from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
+from alexnet.data.transforms import Pipeline
+from alexnet.errors import AlexNetError
+from alexnet.explore import activations, neighbours, why
+from alexnet.runs import RunFolder
+
+pytest.importorskip("starlette", reason="the [explore] extra (starlette) is not installed")
+pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
+from starlette.testclient import TestClient  # noqa: E402
+
+from alexnet.explore.app import create_app  # noqa: E402
+from alexnet.explore.session import ExploreConfig, Session  # noqa: E402
+
+DIGITS = [str(d) for d in range(10)]
+
+
+# -- the analyses --------------------------------------------------------------------------------
+class LooksAtOneCorner(nn.Module):
+    """Sees only the top-left 12×12 of its 32×32 input (the rest is multiplied by 0), then a conv,
+    its ReLU, a global mean and a linear layer whose class 0 rises with the conv's response."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        mask = torch.zeros(1, 1, 32, 32)
+        mask[..., :12, :12] = 1
+        self.register_buffer("mask", mask)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(4, 3)
+        with torch.no_grad():
+            self.conv.weight.fill_(0.05)
+            self.fc.weight.copy_(torch.tensor([[1.0] * 4, [0.0] * 4, [-1.0] * 4]))
+            self.fc.bias.zero_()
+
+    def forward(self, x):
+        return self.fc(self.relu(self.conv(x * self.mask)).mean(dim=(2, 3)))
+
+
+def test_grad_cam_and_occlusion_peak_where_the_model_looks():
+    model = LooksAtOneCorner().eval()
+    preprocess = Preprocess(Pipeline("t", resize=32, crop=32, channels=3, normalize="unit", flip=False, lighting=0.0), None)
+    image = torch.full((1, 32, 32, 3), 255, dtype=torch.uint8)  # white: a grey square lowers the conv's response
+    x = preprocess.eval(image)
+    assert why.cam_layer(model, x) == "relu"
+    cam = why.grad_cam(model, x, 0, "relu")
+    assert cam.shape == (32, 32) and cam.max() == pytest.approx(1.0)
+    r, c = np.unravel_index(cam.argmax(), cam.shape)
+    assert r < 12 and c < 12
+    assert cam[16:, :].max() < 1e-6 and cam[:, 16:].max() < 1e-6  # nothing where it does not look
+    occ = why.occlusion(model, preprocess, image, 0, patch=4, stride=2)
+    assert occ.drop.shape == (32, 32) and occ.positions == 15 * 15
+    r, c = np.unravel_index(occ.drop.argmax(), occ.drop.shape)
+    assert r < 12 and c < 12 and occ.drop.max() > 0.001
+    assert np.abs(occ.drop[16:, 16:]).max() < 1e-6  # occluding the rest changes nothing
+    assert occ.lowest < occ.probability
+
+
+def test_occlusion_grid_reaches_the_edge():
+    assert why.occlusion_grid(24, 3, 2)[-1] == 21
+    assert why.occlusion_grid(10, 4, 3) == [0, 3, 6]
+    with pytest.raises(ValueError, match="occlusion square"):
+        why.occlusion(LooksAtOneCorner(), Preprocess(Pipeline("t", 32, 32, normalize="unit", lighting=0.0), None),
+                      torch.zeros(1, 32, 32, 3, dtype=torch.uint8), 0, patch=40, stride=1)
+
+
+def test_layer_outputs_of_the_paper_net_have_the_paper_shapes():
+    model = models.create("alexnet").eval()
+    layers = {layer.name: layer for layer in activations.layer_outputs(model, torch.zeros(1, 3, 227, 227))}
+    assert activations.shape_text(layers["conv1"].output) == "55×55×96"
+    assert activations.shape_text(layers["pool5"].output) == "6×6×256"
+    assert activations.shape_text(layers["fc7"].output) == "4096"
+    assert "drop6" not in layers
+    parts = activations.tower_parts(layers["conv2"].output, 2, is_head=False)
+    assert [tuple(p.shape) for p in parts] == [(128, 27, 27), (128, 27, 27)]
+    assert len(activations.tower_parts(layers["fc8"].output, 2, is_head=True)) == 1
+
+
+def test_feature_bank_from_npy_and_csv(tmp_path):
+    train = open_dataset("digits").splits["train"]
+    codes = np.random.default_rng(0).normal(size=(len(train), 8)).astype(np.float32)
+    np.save(tmp_path / "bank.npy", codes)
+    bank = neighbours.read_bank(tmp_path / "bank.npy", train, 8)
+    index, distance = neighbours.nearest(bank, codes[17], 3)
+    assert index[0] == 17 and distance[0] == pytest.approx(0.0, abs=1e-5)
+    brute = np.argsort(np.linalg.norm(codes - codes[17], axis=1), kind="stable")[:3]
+    assert list(index) == list(brute)
+    # a CSV index beside it maps rows to positions in the split
+    np.save(tmp_path / "part.npy", codes[[5, 9]])
+    (tmp_path / "part.csv").write_text("index,label\n5,0\n9,1\n")
+    index, _ = neighbours.nearest(neighbours.read_bank(tmp_path / "part.npy", train, 8), codes[9], 1)
+    assert list(index) == [9]
+    with pytest.raises(AlexNetError, match="dimensions"):
+        neighbours.read_bank(tmp_path / "bank.npy", train, 16)
+    with pytest.raises(AlexNetError, match="rows but the training split"):
+        np.save(tmp_path / "short.npy", codes[:10])
+        neighbours.read_bank(tmp_path / "short.npy", train, 8)
+    (tmp_path / "pickled.npy").write_bytes(b"\x93NUMPY not really")
+    with pytest.raises(AlexNetError, match="not a .npy"):
+        neighbours.read_bank(tmp_path / "pickled.npy", train, 8)
+
+
+# -- the server ----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def digits_checkpoint(tmp_path_factory):
+    """An untrained alexnet_small for the digits, saved as training saves one (records its data)."""
+    torch.manual_seed(0)
+    train = open_dataset("digits").splits["train"]
+    preprocess = Preprocess(pipeline("small", resize=28, crop=24, channels=1, flip=False, lighting=0.0), compute_stats(train.images))
+    options = {"in_channels": 1, "width": 0.25, "input_size": 24}
+    model = models.create("alexnet_small", num_classes=10, **options)
+    ck = checkpoint.from_model(model, DIGITS, model_options=options, preprocess=preprocess.to_state(),
+                               provenance=checkpoint.collect_provenance("digits", {"data": {"spec": "digits"}}))
+    path = tmp_path_factory.mktemp("ckpt") / "digits.pt"
+    checkpoint.save(path, ck)
+    return path
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    run = RunFolder(tmp_path_factory.mktemp("run"))
+    run.start()
+    run.write_config({"preset": "digits", "epochs": 2, "data": {"spec": "digits"}})
+    for epoch, loss in ((1, 2.2), (2, 1.9)):
+        run.append_metrics({"epoch": epoch, "train_loss": loss, "val_loss": loss + 0.1, "val_top1_error": loss / 4})
+    return run.root
+
+
+@pytest.fixture(scope="module")
+def client(digits_checkpoint, run_folder):
+    session = Session(ExploreConfig(digits_checkpoint, run=run_folder, bank_limit=300, eval_limit=100))
+    with TestClient(create_app(session), raise_server_exceptions=False) as c:
+        yield c
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def digit_png() -> bytes:
+    image = np.zeros((40, 40), np.uint8)
+    image[8:32, 18:22] = 255  # a "1"
+    return png_bytes(image)
+
+
+def test_page_and_assets(client):
+    page = client.get("/")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    for name in ("explore.js", "explore.css"):
+        assert f"/static/{name}" in page.text
+        assert client.get(f"/static/{name}").status_code == 200
+    assert "http://" not in page.text and "https://" not in page.text  # no CDN
+    assert "https://" not in client.get("/static/explore.js").text
+
+
+@pytest.mark.parametrize("path", [
+    "/static/../pyproject.toml", "/static/%2e%2e/pyproject.toml", "/static/%2e%2e%2fpyproject.toml",
+    "/static//etc/passwd", "/static/%2Fetc%2Fpasswd", "/static/..%5c..%5cpyproject.toml",
+    "/api/data/test/..%2f..%2fetc%2fpasswd", "/api/data/../../etc/passwd", "/api/data/%2e%2e/0",
+    "/api/data//etc/passwd/0", "/etc/passwd", "/api/data/test/-1", "/api/data/nosuch/0", "/api/data/test/99999",
+])
+def test_traversal_and_unknown_paths_are_refused(client, path):
+    response = client.get(path)
+    assert response.status_code in (400, 404), (path, response.status_code)
+    assert "root:" not in response.text and "[project]" not in response.text
+
+
+def test_info_status_and_data_images(client):
+    info = client.get("/api/info").json()
+    assert info["classes"] == 10 and info["towers"] == 2 and info["cam_layer"] == "relu5"
+    assert info["splits"]["test"] > 0 and "300 training images" in info["bank"]
+    assert client.get("/api/status").json() == {"running": None, "waiting": 0}
+    image = client.get("/api/data/test/0")
+    assert image.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(image.content)).size == (28, 28)
+
+
+def test_upload_classify_layers_why_neighbours(client):
+    token = client.post("/api/upload", files={"file": ("one.png", digit_png(), "image/png")}).json()["image"]
+    answer = client.get(f"/api/classify?image={token}").json()
+    probs = [t["probability"] for t in answer["top"]]
+    assert len(probs) == 5 and probs == sorted(probs, reverse=True) and answer["truth"] is None
+    assert answer["crop"].startswith("data:image/png;base64,") and answer["crop_size"] == 24
+    ten = client.get(f"/api/classify?image={token}&views=10").json()
+    assert len(ten["view_images"]) == 10 and ten["view_images"][5]["name"] == "reflected top-left"
+    layers = client.get(f"/api/layers?image={token}").json()
+    by_name = {layer["name"]: layer for layer in layers["layers"]}
+    assert by_name["conv1"]["shape"] == "24×24×16" and len(by_name["conv1"]["towers"]) == 2
+    assert by_name["conv1"]["towers"][0]["count"] == 8 and len(by_name["fc8"]["towers"]) == 1
+    explained = client.get(f"/api/why?image={token}&class=3").json()
+    assert explained["class"] == 3 and explained["layer"] == "relu5" and explained["positions"] == 144
+    assert explained["gradcam"].startswith("data:image/png") and explained["occlusion"].startswith("data:image/png")
+    near = client.get(f"/api/neighbours?split=test&index=4&k=3").json()["neighbours"]
+    assert len(near) == 3 and [n["distance"] for n in near] == sorted(n["distance"] for n in near)
+    assert all(0 <= n["index"] < 300 for n in near)
+
+
+def test_data_set_image_classify_knows_its_label(client):
+    answer = client.get("/api/classify?split=test&index=7").json()
+    labels = open_dataset("digits").splits["test"].labels
+    assert answer["truth"]["index"] == int(labels[7])
+
+
+def test_filters_run_and_confusion(client):
+    filters = client.get("/api/filters").json()
+    assert filters["shape"] == "5×5×1" and [t["count"] for t in filters["towers"]] == [8, 8]
+    run = client.get("/api/run").json()
+    assert run["epochs"] == 2 and run["config"]["preset"] == "digits" and run["curves"].startswith("data:image/png")
+    confusion = client.get("/api/confusion").json()
+    matrix = np.array(confusion["matrix"])
+    assert confusion["split"] == "test" and confusion["images"] == 100 and matrix.sum() == 100
+    t, p = np.unravel_index(matrix.argmax(), matrix.shape)
+    cell = client.get(f"/api/confusion/cell?true={t}&predicted={p}").json()
+    assert cell["count"] == matrix[t, p] and len(cell["indices"]) == min(48, matrix[t, p])
+    labels = open_dataset("digits").splits["test"].labels
+    assert all(int(labels[i]) == t for i in cell["indices"])
+
+
+@pytest.mark.parametrize("name, data, message", [
+    ("notes.png", b"this is text", "not an image"),
+    ("empty.png", b"", "empty file"),
+    ("cut.png", digit_png()[:60], "truncated|corrupt|cannot decode"),
+])
+def test_bad_uploads_get_a_message_not_a_500(client, name, data, message):
+    response = client.post("/api/upload", files={"file": (name, data, "image/png")})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert name in error and __import__("re").search(message, error)
+
+
+def test_upload_limits(client, digits_checkpoint):
+    assert client.post("/api/upload", data={"other": "x"}).status_code == 400  # no file field
+    too_big = b"\0" * (20 * 1024 * 1024 + 70 * 1024)
+    response = client.post("/api/upload", files={"file": ("big.png", too_big, "image/png")})
+    assert response.status_code == 413 and "limit" in response.json()["error"]
+    small = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10, max_pixels=100))
+    with TestClient(create_app(small)) as c:
+        response = c.post("/api/upload", files={"file": ("wide.png", digit_png(), "image/png")})
+        assert response.status_code == 400 and "decompression bomb" in response.json()["error"]
+
+
+@pytest.mark.parametrize("query, status", [
+    ("", 400), ("image=unknown", 404), ("split=test&index=abc", 400), ("split=test&index=100000", 404),
+    ("split=nosuch&index=0", 404), ("split=test&index=0&views=3", 400),
+])
+def test_bad_queries(client, query, status):
+    response = client.get(f"/api/classify?{query}")
+    assert response.status_code == status and json.loads(response.text)["error"]
+
+
+def test_bad_class_and_cell(client):
+    assert client.get("/api/why?split=test&index=0&class=10").status_code == 404
+    assert client.get("/api/confusion/cell?true=0&predicted=99").status_code == 404
+    assert client.get("/api/upload").status_code == 405
