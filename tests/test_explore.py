@@ -18,7 +18,7 @@ from alexnet.explore import activations, neighbours, why
 from alexnet.runs import RunFolder
 
 pytest.importorskip("starlette", reason="the [explore] extra (starlette) is not installed")
-pytest.importorskip("httpx", reason="Starlette's TestClient needs httpx")
+pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
 from starlette.testclient import TestClient  # noqa: E402
 
 from alexnet.explore.app import create_app  # noqa: E402
@@ -107,9 +107,17 @@ def test_feature_bank_from_npy_and_csv(tmp_path):
     with pytest.raises(AlexNetError, match="rows but the training split"):
         np.save(tmp_path / "short.npy", codes[:10])
         neighbours.read_bank(tmp_path / "short.npy", train, 8)
-    (tmp_path / "pickled.npy").write_bytes(b"\x93NUMPY not really")
-    with pytest.raises(AlexNetError, match="not a .npy"):
-        neighbours.read_bank(tmp_path / "pickled.npy", train, 8)
+    np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(AlexNetError, match="numbers only"):  # never unpickled
+        neighbours.read_bank(tmp_path / "objects.npy", train, 8)
+    (tmp_path / "damaged.npy").write_bytes(b"\x93NUMPY not really")
+    with pytest.raises(AlexNetError, match="not a float32"):
+        neighbours.read_bank(tmp_path / "damaged.npy", train, 8)
+    (tmp_path / "picture.npy").write_bytes(png_bytes(np.zeros((4, 4), np.uint8)))
+    with pytest.raises(AlexNetError, match="not a .npy file"):
+        neighbours.read_bank(tmp_path / "picture.npy", train, 8)
+    with pytest.raises(AlexNetError, match="cannot read"):
+        neighbours.read_bank(tmp_path / "missing.npy", train, 8)
 
 
 # -- the server ----------------------------------------------------------------------------------
@@ -266,3 +274,67 @@ def test_bad_class_and_cell(client):
     assert client.get("/api/why?split=test&index=0&class=10").status_code == 404
     assert client.get("/api/confusion/cell?true=0&predicted=99").status_code == 404
     assert client.get("/api/upload").status_code == 405
+
+
+# -- one model call at a time; the command -------------------------------------------------------
+def test_gate_runs_one_call_at_a_time_and_counts_the_queue():
+    import asyncio
+    import threading
+    import time
+
+    from alexnet.explore.app import Gate
+
+    gate, inside, overlaps, seen_waiting = Gate(), [], [], []
+
+    def work(i):
+        inside.append(i)
+        overlaps.append(len(inside) > 1)
+        seen_waiting.append(gate.waiting)
+        time.sleep(0.05)
+        inside.remove(i)
+        return i, threading.current_thread().name
+
+    async def main():
+        return await asyncio.gather(*(gate.run(f"job {i}", work, i) for i in range(4)))
+
+    results = asyncio.run(main())
+    assert [r[0] for r in results] == [0, 1, 2, 3] and not any(overlaps)
+    assert seen_waiting[0] == 3 and seen_waiting[-1] == 0  # the first ran while three queued
+    assert gate.running is None and gate.waiting == 0 and not gate.lock.locked()
+
+
+def test_cli_missing_extra_names_the_pip_command(monkeypatch, capsys):
+    import importlib.util
+
+    from alexnet import cli
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    assert cli.main(["explore", "--checkpoint", "x.pt"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "alexnet: error: alexnet explore needs uvicorn: pip install 'alexnet[explore]'"
+
+
+def test_cli_prints_url_warns_off_loopback_and_refuses_a_busy_port(monkeypatch, capsys, digits_checkpoint):
+    import socket
+
+    import uvicorn
+
+    from alexnet import cli
+
+    served = []
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets[0].getsockname()))
+    assert cli.main(["explore", "--checkpoint", str(digits_checkpoint), "--port", "0", "--device", "cpu", "--bank-limit", "20"]) == 0
+    out = capsys.readouterr()
+    assert f"http://127.0.0.1:{served[0][1]}/" in out.out and "warning" not in out.err
+    assert cli.main(["explore", "--checkpoint", str(digits_checkpoint), "--host", "0.0.0.0", "--port", "0", "--device", "cpu",
+                     "--bank-limit", "20"]) == 0
+    assert "warning: listening on 0.0.0.0" in capsys.readouterr().err
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["explore", "--checkpoint", str(digits_checkpoint), "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
+    assert cli.main(["explore", "--checkpoint", "missing.pt", "--port", "0"]) == 2
+    assert "missing.pt" in capsys.readouterr().err

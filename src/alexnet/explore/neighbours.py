@@ -61,11 +61,16 @@ def read_bank(path: str | Path, images: ImageSet, dim: int) -> FeatureBank:
     """A bank written by ``alexnet features``: ``.npy`` float [N, D], with an optional CSV index beside it."""
     path = Path(path)
     try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise AlexNetError(f"{path}: cannot read the feature bank ({e.strerror or e})") from None
+    if magic != b"\x93NUMPY":
+        raise AlexNetError(f"{path}: not a .npy file (a feature bank is the float32 [N, D] array `alexnet features` writes)")
+    try:
         codes = np.load(path, mmap_mode="r", allow_pickle=False)
-    except FileNotFoundError:
-        raise AlexNetError(f"{path}: no such feature bank") from None
-    except (ValueError, OSError) as e:
-        raise AlexNetError(f"{path}: not a .npy feature bank ({' '.join(str(e).split())})") from None
+    except (ValueError, OSError) as e:  # Python objects (refused: nothing in the file is run), or a damaged header
+        raise AlexNetError(f"{path}: not a float32 [N, D] array ({type(e).__name__}); a feature bank holds numbers only") from None
     if codes.ndim != 2 or codes.dtype not in (np.float32, np.float16):
         raise AlexNetError(f"{path}: expected float32 [N, D] features, got {codes.dtype} {list(codes.shape)}")
     if codes.shape[1] != dim:

@@ -1,0 +1,165 @@
+"""alexnet explore in a real browser: Debian's chromium driven by Playwright against `alexnet explore`.
+
+The test starts the command as a user would (a subprocess on a free loopback port, over a digits
+checkpoint it builds in seconds), uploads a digit PNG, waits for the top-5, opens every view and
+asserts what the page shows; screenshots go to its temporary folder, or to $ALEXNET_SCREENSHOTS
+(``ALEXNET_SCREENSHOTS=docs/figures`` makes docs/EXPLORE.md's figures). ``ALEXNET_EXPLORE_RUN=RUN``
+uses a trained run folder (its best.pt) instead of the untrained checkpoint, for those figures.
+It skips, saying why, when /usr/bin/chromium or the playwright package is missing (CI installs
+chromium in .ci/run, so there it runs). Playwright is given the system browser; nothing downloads one.
+"""
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from alexnet import checkpoint, models
+from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
+from alexnet.runs import RunFolder
+
+CHROMIUM = Path("/usr/bin/chromium")
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", "--no-first-run"]
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+if not CHROMIUM.exists():
+    pytest.skip(f"no {CHROMIUM}: install Debian's chromium (apt-get install chromium) to run the browser test",
+                allow_module_level=True)
+sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install playwright)")
+pytest.importorskip("starlette", reason="the [explore] extra is not installed")
+
+
+def build_run(folder: Path) -> tuple[Path, Path]:
+    """An untrained digits checkpoint and a run folder beside it (config and two epochs of metrics)."""
+    torch.manual_seed(0)
+    train = open_dataset("digits").splits["train"]
+    preprocess = Preprocess(pipeline("small", resize=28, crop=24, channels=1, flip=False, lighting=0.0), compute_stats(train.images))
+    options = {"in_channels": 1, "width": 0.25, "input_size": 24}
+    model = models.create("alexnet_small", num_classes=10, **options)
+    run = RunFolder(folder / "run")
+    run.start()
+    run.write_config({"preset": "digits", "data": {"spec": "digits"}})
+    for epoch, loss in ((1, 2.25), (2, 2.1)):
+        run.append_metrics({"epoch": epoch, "train_loss": loss, "val_loss": loss + 0.05, "val_top1_error": loss / 3})
+    ck = checkpoint.from_model(model, [str(d) for d in range(10)], model_options=options, preprocess=preprocess.to_state(),
+                               provenance=checkpoint.collect_provenance("digits", {"data": {"spec": "digits"}}))
+    checkpoint.save(run.best, ck)
+    return run.best, run.root
+
+
+@pytest.fixture
+def server(tmp_path):
+    trained = os.environ.get("ALEXNET_EXPLORE_RUN")
+    if trained:
+        ckpt, run = Path(trained) / "checkpoints" / "best.pt", Path(trained)
+    else:
+        ckpt, run = build_run(tmp_path)
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "explore", "--checkpoint", str(ckpt), "--run", str(run),
+                             "--port", "0", "--device", "cpu", "--bank-limit", "400", "--eval-limit", "200"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        line = proc.stdout.readline()  # printed once the model and the bank are ready
+        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+        assert found, f"alexnet explore did not print its URL: {line!r} {proc.stdout.read() if proc.poll() is not None else ''}"
+        yield found.group(0)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def wait_for_images(page, selector: str) -> None:
+    page.wait_for_function(f"[...document.querySelectorAll({selector!r})].every(i => i.complete && i.naturalWidth > 0)")
+
+
+def digit_png(path: Path) -> Path:
+    image = np.zeros((64, 64), np.uint8)
+    image[10:54, 28:36] = 255  # a "1"
+    Image.fromarray(image).save(path)
+    return path
+
+
+def test_explore_in_chromium(server, tmp_path):
+    shots = Path(os.environ.get("ALEXNET_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=FLAGS,
+                                                       headless=True, viewport={"width": 1280, "height": 900})
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda r: requests.append(r.url))
+        page.goto(server)
+        page.wait_for_selector("#model:has-text('alexnet_small')")
+
+        page.set_input_files("#file", str(digit_png(tmp_path / "one.png")))
+        page.wait_for_selector("#top5 li.bar >> nth=4")
+        bars = page.locator("#top5 li.bar")
+        assert bars.count() == 5
+        percents = [float(t.split()[0]) for t in page.locator("#top5 .pct").all_inner_texts()]
+        assert percents == sorted(percents, reverse=True) and 0 < sum(percents) <= 100.5
+        assert page.locator("#crop").get_attribute("src").startswith("data:image/png")
+        assert "24×24 crop" in page.inner_text("#crop-caption")
+        page.check("#tenviews")
+        page.wait_for_selector("#ten figure >> nth=9")
+        assert page.locator("#ten figcaption").nth(5).inner_text() == "reflected top-left"
+        page.screenshot(path=str(shots / "explore-classify.png"), full_page=True)
+
+        page.click("#tabs button[data-view=layers]")
+        page.wait_for_selector(".layer h3:has-text('conv1')")
+        text = page.inner_text("#layers")
+        assert re.search(r"conv1\s+Conv2d · 24×24×\d+", text) and "tower 1" in text and "fc8" in text
+        assert page.locator(".layer").first.locator("img.grid").count() == 2  # two towers side by side
+        page.screenshot(path=str(shots / "explore-layers.png"))
+        page.locator(".layer img.grid").first.click(position={"x": 2, "y": 2})
+        page.wait_for_selector("#zoom[open]")
+        assert "map 0" in page.inner_text("#zoom-caption")
+        page.click("#zoom-close")
+
+        page.click("#tabs button[data-view=why]")
+        page.wait_for_selector("#gradcam[src^='data:image/png']")
+        assert "Grad-CAM" in page.inner_text("#gradcam-caption") and "relu5" in page.inner_text("#gradcam-caption")
+        assert "occlusion" in page.inner_text("#occlusion-caption")
+        page.select_option("#why-class", "7")
+        page.wait_for_selector("#gradcam-caption:has-text('“7”')")
+        page.screenshot(path=str(shots / "explore-why.png"))
+
+        page.click("#tabs button[data-view=filters]")
+        page.wait_for_selector("#filters figure >> nth=1")
+        assert "tower 2" in page.inner_text("#filters")
+        page.screenshot(path=str(shots / "explore-filters.png"))
+
+        page.select_option("#split", "test")
+        page.fill("#index", "5")
+        page.click("#pick")
+        page.click("#tabs button[data-view=neighbours]")
+        page.wait_for_selector("#neighbours figure >> nth=7")
+        assert "training images" in page.inner_text("#bank")
+        wait_for_images(page, "#neighbours img")
+        page.screenshot(path=str(shots / "explore-neighbours.png"))
+
+        page.click("#tabs button[data-view=run]")
+        page.wait_for_selector("#confusion td")
+        assert page.locator("#curves").get_attribute("src").startswith("data:image/png")
+        page.locator("#confusion td.diag").first.click()
+        page.wait_for_selector("#cell p:has-text('true 0')")
+        wait_for_images(page, "#cell img")
+        page.screenshot(path=str(shots / "explore-run.png"), full_page=True)
+
+        # a bad upload: a message in the page, the page still works
+        (tmp_path / "notes.png").write_text("not an image")
+        page.click("#tabs button[data-view=classify]")
+        page.set_input_files("#file", str(tmp_path / "notes.png"))
+        page.wait_for_selector("#message:has-text('not an image')")
+        assert page.locator("#top5 li.bar").count() == 5
+        browser.close()
+    assert all(u.startswith(server) or u.startswith(("data:", "blob:")) for u in requests), \
+        [u for u in requests if not u.startswith(server)]
+    for name in ("classify", "layers", "why", "filters", "neighbours", "run"):
+        assert (shots / f"explore-{name}.png").stat().st_size > 1000
