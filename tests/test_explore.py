@@ -19,10 +19,10 @@ from alexnet.runs import RunFolder
 
 pytest.importorskip("starlette", reason="the [explore] extra (starlette) is not installed")
 pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
-from starlette.testclient import TestClient  # noqa: E402
+from starlette.testclient import TestClient
 
-from alexnet.explore.app import create_app  # noqa: E402
-from alexnet.explore.session import ExploreConfig, Session  # noqa: E402
+from alexnet.explore.app import create_app
+from alexnet.explore.session import ExploreConfig, Session
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -212,7 +212,7 @@ def test_upload_classify_layers_why_neighbours(client):
     explained = client.get(f"/api/why?image={token}&class=3").json()
     assert explained["class"] == 3 and explained["layer"] == "relu5" and explained["positions"] == 144
     assert explained["gradcam"].startswith("data:image/png") and explained["occlusion"].startswith("data:image/png")
-    near = client.get(f"/api/neighbours?split=test&index=4&k=3").json()["neighbours"]
+    near = client.get("/api/neighbours?split=test&index=4&k=3").json()["neighbours"]
     assert len(near) == 3 and [n["distance"] for n in near] == sorted(n["distance"] for n in near)
     assert all(0 <= n["index"] < 300 for n in near)
 

@@ -23,12 +23,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run", type=Path, metavar="R", help="a run folder, for the Run view (curves, configuration)")
     p.add_argument("--features", type=Path, metavar="BANK.npy",
                    help="fc7 features of the training split from `alexnet features` (default: computed on start)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets other machines in, with a warning)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets other machines in, with a warning)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one, the URL printed says which)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
     p.add_argument("--bank-limit", type=int, default=5000, metavar="N",
                    help="training images whose fc7 codes are computed on start when no --features is given (default 5000; 0: all)")
-    p.add_argument("--eval-limit", type=int, default=2000, metavar="N", help="test (else val) images the confusion matrix covers (default 2000; 0: all)")
+    p.add_argument("--eval-limit", type=int, default=2000, metavar="N",
+                   help="test (else val) images the confusion matrix covers (default 2000; 0: all)")
     p.set_defaults(func=run)
 
 
