@@ -212,6 +212,9 @@ def test_upload_classify_layers_why_neighbours(client):
     explained = client.get(f"/api/why?image={token}&class=3").json()
     assert explained["class"] == 3 and explained["layer"] == "relu5" and explained["positions"] == 144
     assert explained["gradcam"].startswith("data:image/png") and explained["occlusion"].startswith("data:image/png")
+    coarse = client.get(f"/api/why?image={token}&detail=coarse").json()
+    assert coarse["stride"] == coarse["patch"] == 3 and coarse["positions"] == 8 * 8
+    assert client.get(f"/api/why?image={token}&detail=fast").status_code == 400
     near = client.get("/api/neighbours?split=test&index=4&k=3").json()["neighbours"]
     assert len(near) == 3 and [n["distance"] for n in near] == sorted(n["distance"] for n in near)
     assert all(0 <= n["index"] < 300 for n in near)

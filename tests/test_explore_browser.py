@@ -65,10 +65,15 @@ def server(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "alexnet", "explore", "--checkpoint", str(ckpt), "--run", str(run),
                              "--port", "0", "--device", "cpu", "--bank-limit", "400", "--eval-limit", "200"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    found = None
     try:
-        line = proc.stdout.readline()  # printed once the model and the bank are ready
-        found = re.search(r"http://127\.0\.0\.1:\d+/", line)
-        assert found, f"alexnet explore did not print its URL: {line!r} {proc.stdout.read() if proc.poll() is not None else ''}"
+        said = []
+        for line in proc.stdout:  # "loading …", then the URL once the model and the bank are ready
+            said.append(line)
+            found = re.search(r"http://127\.0\.0\.1:\d+/", line)
+            if found:
+                break
+        assert found, f"alexnet explore did not print its URL: {''.join(said)!r}"
         yield found.group(0)
     finally:
         proc.terminate()

@@ -90,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"alexnet explore: warning: listening on {args.host}: anyone who can reach this machine can use the page "
               f"and upload images (the default, 127.0.0.1, is this machine only)", file=sys.stderr)
     try:
+        bank = f"; fc7 codes of up to {config.bank_limit or 'all'} training images" if not config.features else ""
+        print(f"alexnet explore: loading {config.checkpoint}{bank}…", file=sys.stderr, flush=True)
         session = Session(config)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)

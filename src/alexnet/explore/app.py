@@ -155,7 +155,10 @@ def create_app(session: Session) -> Starlette:
     async def explain(request: Request) -> Response:
         ref, target = image_ref(request), _int(request, "class")
         patch, stride = _int(request, "patch", None, 1, 4096), _int(request, "stride", None, 1, 4096)
-        return JSONResponse(await gate.run("Grad-CAM and occlusion", session.why, ref, target, patch, stride))
+        coarse = request.query_params.get("detail", "fine")
+        if coarse not in ("fine", "coarse"):
+            raise AlexNetError(f"detail={coarse!r}: fine (the square moves by half its side) or coarse (by its side)")
+        return JSONResponse(await gate.run("Grad-CAM and occlusion", session.why, ref, target, patch, stride, coarse == "coarse"))
 
     async def neighbours(request: Request) -> Response:
         k = _int(request, "k", 8, 1, 64)

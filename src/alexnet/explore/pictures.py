@@ -42,6 +42,17 @@ def upscale(image: np.ndarray, at_least: int) -> np.ndarray:
     return image.repeat(factor, axis=0).repeat(factor, axis=1) if factor > 1 else image
 
 
+def thumbnail(image: np.ndarray, side: int) -> np.ndarray:
+    """An image with its longer side brought to about ``side``: enlarged by whole factors (pixels stay
+    visible) when smaller, reduced with Pillow's antialiasing when larger (the ten views of a 227 crop)."""
+    if max(image.shape[:2]) <= side:
+        return upscale(image, side)
+    grey = image.ndim == 3 and image.shape[2] == 1
+    pil = Image.fromarray(image[..., 0] if grey else image)
+    pil.thumbnail((side, side), Image.LANCZOS)
+    return np.asarray(pil)
+
+
 def to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     scaled = (values.astype(np.float32) - lo) / max(hi - lo, 1e-12)
     return (np.clip(scaled, 0.0, 1.0) * 255.0).round().astype(np.uint8)

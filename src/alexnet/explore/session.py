@@ -33,7 +33,7 @@ from ..evaluate import batch_probabilities, check_classes, iter_probabilities, l
 from ..runs import RunFolder
 from ..visualize import conv1_kernels, curves_figure, display_images, fc7_codes, figure_png, filter_mosaics, image_batch
 from . import activations, neighbours, why
-from .pictures import data_uri, heat_overlay, png_uri, upscale
+from .pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ TOP = 5
 VIEW_NAMES = ("top-left", "top-right", "bottom-left", "bottom-right", "centre",
               "reflected top-left", "reflected top-right", "reflected bottom-left", "reflected bottom-right", "reflected centre")
 CELL_IMAGES = 48  # images listed for a clicked confusion cell
+FILTER_WIDTH = 600  # pixels a tower's kernel mosaic is enlarged towards (whole factors: the paper's 191 → 573)
 
 
 class NotFound(AlexNetError):
@@ -116,7 +117,7 @@ class Session:
                 raise AlexNetError(f"{self.config.features}: a feature bank needs the data set's training split (pass --data)")
             return None
         if self.config.features:
-            dim = int(fc7_codes(self.model, self.preprocess, self._input(train.load(0)), self.device).shape[1])
+            dim = int(fc7_codes(self.model, self.preprocess, self._input(self.stored("train", 0)), self.device).shape[1])
             return neighbours.read_bank(self.config.features, train, dim)
         return neighbours.compute_bank(self.model, self.preprocess, train, limit=self.config.bank_limit, device=self.device)
 
@@ -192,7 +193,8 @@ class Session:
                   "truth": self._truth(ref), "views": views, "seen": data_uri(upscale(seen, 96)),
                   "crop": data_uri(upscale(self._crop_of(seen), 96)), "size": self.size, "crop_size": self.crop}
         if views == 10:
-            answer["view_images"] = [{"name": n, "png": data_uri(upscale(v, 64))} for n, v in zip(VIEW_NAMES, self._ten(seen))]
+            answer["view_images"] = [{"name": n, "png": data_uri(thumbnail(np.ascontiguousarray(v), 112))}
+                                     for n, v in zip(VIEW_NAMES, self._ten(seen))]
         return answer
 
     def _ten(self, seen: np.ndarray) -> list[np.ndarray]:
@@ -214,9 +216,11 @@ class Session:
         k, c, kh, kw = weight.shape
         return {"kernels": k, "shape": f"{kh}×{kw}×{c}", "towers": [
             {"name": f"tower {t + 1}" if towers > 1 else "all kernels", "count": k // towers,
-             "png": data_uri(upscale((m * 255).round().astype(np.uint8), 4 * m.shape[0]))} for t, m in enumerate(mosaics)]}
+             "png": data_uri(_enlarge((m * 255).round().astype(np.uint8), FILTER_WIDTH))} for t, m in enumerate(mosaics)]}
 
-    def why(self, ref: ImageRef, target: int | None, patch: int | None, stride: int | None) -> dict[str, Any]:
+    def why(self, ref: ImageRef, target: int | None, patch: int | None, stride: int | None, coarse: bool = False
+            ) -> dict[str, Any]:
+        """Grad-CAM and occlusion of ``target`` (default: the top class); ``coarse`` moves the square by its side, not half."""
         image = self.image(ref)
         x = self._input(image)
         probs = batch_probabilities(self.model, self.preprocess, x)[0].cpu()
@@ -227,8 +231,9 @@ class Session:
         default_patch, default_stride = why.default_square(self.crop)
         crop = self._crop_of(self._seen(image))
         cam = why.grad_cam(self.model, self.preprocess.eval(x), target, self.cam_layer)
-        occ = why.occlusion(self.model, self.preprocess, x, target, patch=patch or default_patch,
-                            stride=stride or default_stride)
+        patch = patch or default_patch
+        occ = why.occlusion(self.model, self.preprocess, x, target, patch=patch,
+                            stride=stride or (patch if coarse else default_stride))
         drop = np.clip(occ.drop, 0.0, None)
         return {"class": target, "label": self.classes[target], "probability": float(probs[target]),
                 "crop": data_uri(upscale(crop, 192)), "layer": self.cam_layer,
@@ -283,6 +288,12 @@ class Session:
         hits = np.flatnonzero((c["labels"] == true) & (c["predicted"] == predicted))
         return {"split": c["split"], "true": self.classes[true], "predicted": self.classes[predicted],
                 "count": len(hits), "indices": [int(i) for i in hits[:CELL_IMAGES]]}
+
+
+def _enlarge(image: np.ndarray, width: int) -> np.ndarray:
+    """Nearest-neighbour enlargement by the largest whole factor that keeps the width within ``width``."""
+    factor = max(1, width // image.shape[1])
+    return image.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
 def _peak(heat: np.ndarray) -> list[int]:

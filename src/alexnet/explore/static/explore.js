@@ -166,7 +166,7 @@ async function loadFilters() {
 
 async function loadWhy() {
   const target = $("why-class").value;
-  const a = await api(`/api/why?${state.ref}${target === "" ? "" : `&class=${target}`}`);
+  const a = await api(`/api/why?${state.ref}&detail=${$("why-detail").value}${target === "" ? "" : `&class=${target}`}`);
   $("why-row").hidden = false;
   $("why-crop").src = a.crop;
   $("gradcam").src = a.gradcam;
@@ -251,6 +251,7 @@ $("random").addEventListener("click", () => pickData(Math.floor(Math.random() * 
 $("tenviews").addEventListener("change", () => show("classify"));
 $("why-go").addEventListener("click", () => { delete state.shown["why|"]; show("why"); });
 $("why-class").addEventListener("change", () => { delete state.shown["why|"]; show("why"); });
+$("why-detail").addEventListener("change", () => { delete state.shown["why|"]; show("why"); });
 $("zoom-close").addEventListener("click", () => $("zoom").close());
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
 start();
