@@ -341,3 +341,37 @@ def test_cli_prints_url_warns_off_loopback_and_refuses_a_busy_port(monkeypatch, 
         assert f"cannot listen on 127.0.0.1:{port}" in capsys.readouterr().err
     assert cli.main(["explore", "--checkpoint", "missing.pt", "--port", "0"]) == 2
     assert "missing.pt" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, pipe", [
+    ("lenet", Pipeline("t", resize=32, crop=32, channels=1, normalize="unit", flip=False, lighting=0.0)),
+    ("googlenet_d2l", Pipeline("t", resize=96, crop=96, channels=1, normalize="unit", flip=False, lighting=0.0)),
+])
+def test_other_networks_of_the_registry(tmp_path, name, pipe):
+    """The explorer asks only the model contract: a tanh LeNet and an Inception net work too."""
+    torch.manual_seed(0)
+    model = models.create(name, num_classes=10)
+    path = tmp_path / f"{name}.pt"
+    checkpoint.save(path, checkpoint.from_model(model, DIGITS, preprocess=Preprocess(pipe, None).to_state()))
+    session = Session(ExploreConfig(path, data="digits", bank_limit=40, eval_limit=20))
+    with TestClient(create_app(session)) as c:
+        token = c.post("/api/upload", files={"file": ("one.png", digit_png(), "image/png")}).json()["image"]
+        assert len(c.get(f"/api/classify?image={token}").json()["top"]) == 5
+        layers = c.get(f"/api/layers?image={token}").json()
+        assert layers["towers"] == 1 and all(len(layer["towers"]) == 1 for layer in layers["layers"])
+        half = pipe.crop // 2
+        explained = c.get(f"/api/why?image={token}&patch={half}&stride={half}").json()
+        assert explained["positions"] == 4 and explained["layer"] == session.cam_layer
+        assert len(c.get(f"/api/neighbours?image={token}&k=2").json()["neighbours"]) == 2
+        assert c.get("/api/filters").status_code == 200
+
+
+def test_decode_bytes_is_decode_image(tmp_path):
+    from alexnet.data.images import decode_bytes, decode_image
+
+    for name, save in (("a.png", lambda im, p: im.save(p)), ("a.jpg", lambda im, p: im.save(p, quality=90))):
+        picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8))
+        save(picture, tmp_path / name)
+        np.testing.assert_array_equal(decode_bytes((tmp_path / name).read_bytes(), name), decode_image(tmp_path / name))
+    with pytest.raises(AlexNetError, match="^upload.png: not an image"):
+        decode_bytes(b"text", "upload.png")
