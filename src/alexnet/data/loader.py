@@ -16,25 +16,29 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
+from ..errors import AlexNetError
 from .imageset import ImageSet
 from .transforms import downsample
 
 
-def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
-    """The indices this rank visits in this epoch."""
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                pad: bool = True) -> np.ndarray:
+    """The indices this rank visits in this epoch. ``pad``: every rank gets as many (the first few
+    indices repeated, as ``DistributedSampler`` does: training needs equal steps); without, each
+    index is visited exactly once over all ranks (evaluation counts every image once)."""
     if shuffle:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g).numpy()
     else:
         order = np.arange(n)
     if world_size > 1:
-        pad = (-n) % world_size
-        order = np.concatenate([order, order[:pad]])[rank::world_size]
+        extra = (-n) % world_size if pad else 0
+        order = np.concatenate([order, order[:extra]])[rank::world_size]
     return order
 
 
@@ -52,11 +56,23 @@ class _Decoded(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return downsample(self.images.load(i), self.size)
+    def __getitem__(self, i: int) -> np.ndarray | _Failed:
+        try:
+            return downsample(self.images.load(i), self.size)
+        except AlexNetError as e:  # carried back whole: a worker's exception would reach the user as RuntimeError
+            return _Failed(str(e))
 
 
-def _collate(batch: list[np.ndarray]) -> torch.Tensor:
+class _Failed(NamedTuple):
+    """A decoding error, passed from a worker process to the main one as data."""
+
+    message: str
+
+
+def _collate(batch: list[np.ndarray | _Failed]) -> torch.Tensor | _Failed:
+    failed = next((b for b in batch if isinstance(b, _Failed)), None)
+    if failed is not None:
+        return failed
     return torch.from_numpy(np.stack(batch))
 
 
@@ -74,6 +90,7 @@ def iter_batches(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = False,
+    pad: bool = True,
     prefetch: int | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images [B, H, W, C], int64 labels [B]) on ``device``, from batch ``start`` on.
@@ -83,7 +100,7 @@ def iter_batches(
     thread would only take a core from the step). Bound for a GPU, a batch is gathered straight
     into pinned memory (one copy) and moved without blocking."""
     device = torch.device(device)
-    order = epoch_order(len(images), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    order = epoch_order(len(images), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size, pad=pad)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     batches = [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)][start:]
     labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
@@ -100,6 +117,8 @@ def iter_batches(
         collate_fn=_collate, pin_memory=pin, persistent_workers=False,
     )
     for idx, x in zip(batches, loader):
+        if isinstance(x, _Failed):
+            raise AlexNetError(x.message)  # the same "PATH: reason" as with 0 workers
         yield x.to(device, non_blocking=pin), labels[idx].to(device, non_blocking=pin)
 
 
