@@ -157,7 +157,12 @@ def decode_on_device(data: list[torch.Tensor], device: torch.device, channels: i
     for name, image in zip(names, images):
         if image.shape != (channels, size, size):
             raise AlexNetError(f"{name}: decodes to {list(image.shape)}, the store says [{channels}, {size}, {size}]")
-    return torch.stack(images).permute(0, 2, 3, 1).contiguous()
+    if device.type == "cpu":  # torch.stack of these [C, H, W] views is ~50× slower on a CPU than copying each
+        out = torch.empty((len(images), size, size, channels), dtype=torch.uint8)
+        for k, image in enumerate(images):
+            out[k].copy_(image.permute(1, 2, 0))
+        return out
+    return torch.stack([image.permute(1, 2, 0) for image in images])  # one kernel on a GPU
 
 
 def open_records(root: Path, entry: dict, size: int, channels: int) -> JpegRecords:
