@@ -103,18 +103,21 @@ class Check:
         print(line, flush=True)
         self.log.write(line + "\n")
 
-    def run(self, part: dict, name: str, argv: list[str], limit: float, env: dict | None = None) -> dict:
-        """Run ``argv`` (at most ``limit`` s, and never past the budget); record it under part["steps"][name]."""
+    def run(self, part: dict, name: str, argv: list[str], limit: float, env: dict | None = None,
+            stdout_json: bool = False) -> dict:
+        """Run ``argv`` (at most ``limit`` s, and never past the budget); record it under part["steps"][name],
+        with its standard output parsed as JSON under "json" when ``stdout_json``."""
         timeout = min(limit, self.left())
         if timeout < 5:
             step = {"status": "skipped", "reason": f"out of time ({self.sizes.budget_s:.0f} s budget)", "argv": argv}
             return self._record(part, name, step)
         self.say(f"{part['part']}/{name}: {' '.join(argv)}  (limit {timeout:.0f} s)")
         started = time.monotonic()
+        stdout = ""
         try:
             proc = subprocess.run(argv, cwd=ROOT, env={**self.env, **(env or {})}, capture_output=True, text=True,
                                   timeout=timeout)
-            rc, output = proc.returncode, proc.stdout + proc.stderr
+            rc, output, stdout = proc.returncode, proc.stdout + proc.stderr, proc.stdout
         except subprocess.TimeoutExpired as e:
             rc, output = "timeout", _text(e.stdout) + _text(e.stderr)
         except OSError as e:
@@ -123,11 +126,17 @@ class Check:
         self.log.write(output if output.endswith("\n") else output + "\n")
         step = {"status": "ok" if rc == 0 else "error", "rc": rc, "seconds": round(seconds, 1), "argv": argv,
                 "limit_s": round(timeout), "tail": output[-3000:]}
+        if stdout_json and rc == 0:
+            try:
+                step["json"] = json.loads(stdout)
+            except json.JSONDecodeError as e:
+                step |= {"status": "error", "json_error": str(e)}
         self.say(f"{part['part']}/{name}: {step['status']} (rc {rc}) in {seconds:.1f} s")
         return self._record(part, name, step)
 
-    def alexnet(self, part: dict, name: str, args: list[str], limit: float, env: dict | None = None) -> dict:
-        return self.run(part, name, [sys.executable, "-m", "alexnet", *args], limit, env)
+    def alexnet(self, part: dict, name: str, args: list[str], limit: float, env: dict | None = None,
+                stdout_json: bool = False) -> dict:
+        return self.run(part, name, [sys.executable, "-m", "alexnet", *args], limit, env, stdout_json)
 
     def bench(self, part: dict, name: str, args: list[str], limit: float, env: dict | None = None) -> dict:
         """``alexnet bench ... --json``, its report kept in the step."""
@@ -257,7 +266,7 @@ def part_train(c: Check, part: dict) -> None:
         c.write(part)
     c.alexnet(part, "eval_10_views", ["eval", "--checkpoint", str(c.work / "run-raw" / "checkpoints" / "last.pt"),
                                       "--data", str(c.work / f"store-{s.photos}"), "--split", "val", "--views", "10",
-                                      "--device", s.device, "--json"], 90)
+                                      "--device", s.device, "--json"], 90, stdout_json=True)
 
 
 def part_towers_tests(c: Check, part: dict) -> None:
