@@ -13,15 +13,18 @@ Record i is image i of the split (the labels' order). The images are the same S�
 images the raw store holds (§2), encoded once by Pillow (libjpeg-turbo) at ``quality`` with its
 default 4:2:0 chroma subsampling, grey images as one-channel JPEG.
 
-Decoding, chosen by measurement (``alexnet bench decode``, docs/PERFORMANCE.md):
+Decoding: one ``torchvision.io.decode_jpeg(records, device=...)`` call on the batch's list of
+records, on any device (:func:`decode_on_device`):
 
-* on the CPU, ``torchvision.io.decode_jpeg`` one record at a time into a preallocated uint8
-  [B, S, S, C] batch. Its pixels equal Pillow's (both are libjpeg-turbo with the same IDCT); it
-  was faster than Pillow (no Image object, no copy out of it) and than torchvision's list form,
-  whose [C, H, W] results cost a stack and a transpose. The loader runs it in worker processes;
-* on a GPU, ``torchvision.io.decode_jpeg(records, device=...)`` on the whole batch (nvJPEG).
-  nvJPEG's IDCT may differ from libjpeg-turbo's by a grey level here and there. The same code
-  runs with ``device="cpu"``, which is how the tests check it.
+* on the CPU, libjpeg-turbo, its [C, H, W] results (views of [H, W, C] buffers) copied one by one
+  into a preallocated uint8 [B, S, S, C] batch (``torch.stack`` of those views is ~50× slower on a
+  CPU). Chosen by measurement (``alexnet bench decode``, docs/PERFORMANCE.md): faster per core than
+  Pillow (an Image object and a copy out of it per record) and than ``decode_jpeg`` called once
+  per record; its pixels equal Pillow's (both libjpeg-turbo, same IDCT). The loader runs it in
+  worker processes;
+* on a GPU, the same call is nvJPEG's batched decode, then one stack on the GPU. nvJPEG's IDCT may
+  differ from libjpeg-turbo's by a grey level here and there. Only the device differs, so the
+  tests check the GPU's code path on the CPU.
 
 Every record is checked before it is decoded: it must lie inside the file and start and end with
 the JPEG start- and end-of-image markers, so a file cut short (a copy that stopped, a full disk)
@@ -116,28 +119,9 @@ class JpegRecords:
         return np.array(data)  # a copy: decoders want writable memory, and the map may be closed
 
     def decode_batch(self, rows: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-        """uint8 [B, S, S, C] of the records at ``rows``: libjpeg-turbo on the CPU, nvJPEG on CUDA."""
-        device = torch.device(device)
+        """uint8 [B, S, S, C] of the records at ``rows`` on ``device``: libjpeg-turbo on the CPU, nvJPEG on CUDA."""
         data = [torch.from_numpy(self.read(int(i))) for i in rows]
-        if device.type == "cpu":
-            return self._decode_cpu(rows, data)
-        return decode_on_device(data, device, self.channels, self.size, [self.name(int(i)) for i in rows])
-
-    def _decode_cpu(self, rows: np.ndarray, data: list[torch.Tensor]) -> torch.Tensor:
-        from torchvision.io import decode_jpeg
-
-        out = torch.empty((len(data), self.size, self.size, self.channels), dtype=torch.uint8)
-        mode = _mode(self.channels)
-        for k, (i, record) in enumerate(zip(rows, data)):
-            try:
-                image = decode_jpeg(record, mode=mode)
-            except RuntimeError as e:
-                raise AlexNetError(f"{self.name(int(i))}: cannot decode ({_first_line(e)})") from None
-            if image.shape != (self.channels, self.size, self.size):
-                raise AlexNetError(f"{self.name(int(i))}: decodes to {list(image.shape)}, the store says "
-                                   f"[{self.channels}, {self.size}, {self.size}]")
-            out[k].copy_(image.permute(1, 2, 0))  # decode_jpeg's [C, H, W] is a view of its [H, W, C] buffer
-        return out
+        return decode_on_device(data, torch.device(device), self.channels, self.size, [self.name(int(i)) for i in rows])
 
     def name(self, i: int) -> str:
         """Row i as messages name it: the file and the store's record number."""
@@ -149,11 +133,16 @@ def decode_on_device(data: list[torch.Tensor], device: torch.device, channels: i
     """One batched ``decode_jpeg`` call on ``device`` (nvJPEG on CUDA): uint8 [B, S, S, C] there."""
     from torchvision.io import decode_jpeg
 
+    mode = _mode(channels)
     try:
-        images = decode_jpeg(data, mode=_mode(channels), device=device)
+        images = decode_jpeg(data, mode=mode, device=device)
     except RuntimeError as e:
-        raise AlexNetError(f"{names[0]} (or another of its batch of {len(data)}): cannot decode on {device} "
-                           f"({_first_line(e)})") from None
+        for name, record in zip(names, data):  # which one: decode them one by one on the CPU
+            try:
+                decode_jpeg(record, mode=mode)
+            except RuntimeError as one:
+                raise AlexNetError(f"{name}: cannot decode ({_first_line(one)})") from None
+        raise AlexNetError(f"{names[0]} … {names[-1]}: cannot decode on {device} ({_first_line(e)})") from None
     for name, image in zip(names, images):
         if image.shape != (channels, size, size):
             raise AlexNetError(f"{name}: decodes to {list(image.shape)}, the store says [{channels}, {size}, {size}]")
