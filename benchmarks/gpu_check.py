@@ -36,6 +36,7 @@ import json
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -114,14 +115,19 @@ class Check:
         self.say(f"{part['part']}/{name}: {' '.join(argv)}  (limit {timeout:.0f} s)")
         started = time.monotonic()
         stdout = ""
-        try:
-            proc = subprocess.run(argv, cwd=ROOT, env={**self.env, **(env or {})}, capture_output=True, text=True,
-                                  timeout=timeout)
-            rc, output, stdout = proc.returncode, proc.stdout + proc.stderr, proc.stdout
-        except subprocess.TimeoutExpired as e:
-            rc, output = "timeout", _text(e.stdout) + _text(e.stderr)
+        try:  # a session of its own, so that a timeout ends its DataLoader and Pool workers too
+            proc = subprocess.Popen(argv, cwd=ROOT, env={**self.env, **(env or {})}, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True, start_new_session=True)
         except OSError as e:
             rc, output = "not run", str(e)
+        else:
+            try:
+                stdout, stderr = proc.communicate(timeout=timeout)
+                rc, output = proc.returncode, stdout + stderr
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                stdout, stderr = proc.communicate()
+                rc, output, stdout = "timeout", stdout + stderr, ""
         seconds = time.monotonic() - started
         self.log.write(output if output.endswith("\n") else output + "\n")
         step = {"status": "ok" if rc == 0 else "error", "rc": rc, "seconds": round(seconds, 1), "argv": argv,
@@ -165,10 +171,6 @@ class Check:
             part["status"] = "ok"
         part["seconds"] = round(time.monotonic() - part["_start"], 1)
         write_json(self.out / f"{part['part']}.json", {k: v for k, v in part.items() if not k.startswith("_")})
-
-
-def _text(b: bytes | str | None) -> str:
-    return b.decode(errors="replace") if isinstance(b, bytes) else (b or "")
 
 
 def _json_line(output: str) -> dict:
@@ -234,10 +236,12 @@ def part_end_to_end(c: Check, part: dict) -> None:
                                "val": s.val_photos, "folder_bytes": _bytes(root)}
     c.write(part)
     sampler = GpuSampler(c.work / "nvidia-smi.csv") if shutil.which("nvidia-smi") else None
-    data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", "bf16", "--photos", str(s.photos),
-                                        "--workers", str(s.workers), "--data-batches", str(s.data_batches),
-                                        "--data-dir", str(c.work)], 240)
-    part["gpu_utilisation"] = sampler.stop() if sampler else "nvidia-smi not found"
+    try:
+        data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", "bf16", "--photos",
+                                            str(s.photos), "--workers", str(s.workers), "--data-batches",
+                                            str(s.data_batches), "--data-dir", str(c.work)], 240)
+    finally:
+        part["gpu_utilisation"] = sampler.stop() if sampler else "nvidia-smi not found"
     if "report" in data:
         part["figures"] = end_to_end_figures(data["report"], c.out / "2_step.json")
     c.write(part)
