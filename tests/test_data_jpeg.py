@@ -111,7 +111,7 @@ def test_bad_images_are_left_out_in_source_order_and_encoding_is_part_of_the_res
     (src / "train" / "c1" / "04.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(AlexNetError, match=r"04\.jpg: not an image .* the first of 1 bad images"):
         prepare(_config(src, tmp_path / "store"))
-    with pytest.raises(AlexNetError, match="different source, listing, --size or --encoding"):
+    with pytest.raises(AlexNetError, match="different source, listing, --size, --encoding or --quality"):
         prepare(PrepareConfig(source=str(src), out=str(tmp_path / "store"), size=SIZE, workers=0, progress=False))
     manifest = prepare(_config(src, tmp_path / "store", skip_bad=True))
     assert [s["path"].endswith("04.jpg") for s in manifest["skipped"]] == [True]
@@ -166,3 +166,6 @@ def test_prepare_cli_jpeg_then_train_and_eval_unchanged(tmp_path, capsys):
     assert result["images"] == 359 and result["views"] == 10 and result["top1_error"] < 0.9  # chance: 0.9
     assert cli.main(["prepare", "digits", str(tmp_path / "q"), "--encoding", "jpeg", "--quality", "0"]) == 2
     assert "--quality 0: JPEG quality runs from 1 to 100" in capsys.readouterr().err
+    assert cli.main(["prepare", "digits", str(tmp_path / "q"), "--quality", "80"]) == 2
+    assert "--quality 80: only --encoding jpeg has a quality" in capsys.readouterr().err
+    assert not (tmp_path / "q").exists() and not (tmp_path / "q.partial").exists()

@@ -2,8 +2,9 @@
 
 A raw 256×256 store of ImageNet's 1,281,167 training images is 252 GB (196,608 bytes an image):
 more than most machines' page cache, so a GPU that trains at tens of thousands of images/s would
-read it from disk. FFCV's answer is to store JPEG at quality 90 (its ``RGBImageField``), about
-17 kB an image at 256 px (≈ 22 GB for ImageNet), and decode in the loader. ``alexnet prepare
+read it from disk. FFCV's answer is to store JPEG and decode in the loader: its
+``RGBImageField(write_mode="jpg", jpeg_quality=90)`` (libffcv/ffcv, ``ffcv/fields/rgb_image.py``:
+quality 90 by default, encoded by OpenCV), about 15 kB an image at 256 px here (≈ 19 GB for ImageNet). ``alexnet prepare
 --encoding jpeg`` does the same in the store's own layout (:mod:`alexnet.data.store`)::
 
     OUT/SPLIT.jpeg.bin     the JPEG files of the split's images, one after another (each S×S, C channels)
@@ -26,6 +27,9 @@ records, on any device (:func:`decode_on_device`):
   differ from libjpeg-turbo's by a grey level here and there. Only the device differs, so the
   tests check the GPU's code path on the CPU.
 
+(torchvision 0.29 deprecates its image decoders in favour of TorchCodec; they still work, and
+the device's torchvision 0.26 does not warn. Moving to TorchCodec is a change of this module only.)
+
 Every record is checked before it is decoded: it must lie inside the file and start and end with
 the JPEG start- and end-of-image markers, so a file cut short (a copy that stopped, a full disk)
 is refused with one line naming the file and the record, never decoded into a half-grey image.
@@ -45,7 +49,7 @@ from ..atomic import atomic_path
 from ..errors import AlexNetError
 
 ENCODINGS = ("raw", "jpeg")
-DEFAULT_QUALITY = 90  # FFCV's default, ≈ 17 kB a 256×256 photograph
+DEFAULT_QUALITY = 90  # FFCV's default: 15.0 kB a 256×256 photograph here (alexnet bench decode)
 SOI, EOI = b"\xff\xd8", b"\xff\xd9"  # JPEG's start- and end-of-image markers
 
 

@@ -195,7 +195,7 @@ def _open_partial(partial: Path, digest: str, plans: list[SplitPlan], config: Pr
             log.info("%s: resuming an interrupted run", partial)
             return
         if not config.force:
-            why = "from a different source, listing, --size or --encoding" if state is not None else "without a readable state.json"
+            why = "from a different source, listing, --size, --encoding or --quality" if state is not None else "without a readable state.json"
             raise AlexNetError(f"{partial}: an unfinished run {why}; remove it or pass --force to start over")
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
