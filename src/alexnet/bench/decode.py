@@ -12,7 +12,8 @@ while they are timed; the loader runs one such core per worker process):
   by Pillow, by ``torchvision.io.decode_jpeg`` called once per record, and by ``decode_jpeg`` on
   the batch's list of records (what the loader runs, chosen by these rows:
   :func:`alexnet.data.jpeg.decode_on_device`). On CUDA that last row runs on the GPU (nvJPEG,
-  the whole device rather than one core) as well as on one core.
+  the whole device rather than one core) as well as on one core. Where OpenCV is installed (it is
+  no dependency; the lent GPU machine has it) ``cv2.imdecode`` per record is measured too.
 
 Rows are interleaved repetition by repetition (one pass over every image each), so a load that
 comes and goes on a shared machine hits them alike; the median pass is reported, and the ratio is
@@ -22,6 +23,7 @@ ImageNet's 1,281,167 training images would take stored that way.
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import tempfile
 from pathlib import Path
@@ -117,6 +119,8 @@ def run(cfg, device: torch.device) -> list[dict]:
         ("JPEG store: decode_jpeg per record", "ours", "jpeg"): jpeg_torchvision,
         ("JPEG store: decode_jpeg on the batch's list (the loader's path)", "ours", "jpeg"): batched(torch.device("cpu")),
     }
+    if importlib.util.find_spec("cv2") is not None:
+        per_core[("JPEG store: OpenCV cv2.imdecode per record (not a dependency)", "other", "jpeg")] = opencv(datas)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -149,6 +153,18 @@ def run(cfg, device: torch.device) -> list[dict]:
                      "note": f"{per_image / 1e3:,.1f} kB an image; ImageNet's train set ≈ {per_image * IMAGENET_TRAIN / 1e9:,.0f} GB",
                      **info})
     return rows
+
+
+def opencv(datas: list[np.ndarray]):
+    """``cv2.imdecode`` of each record (BGR, as OpenCV decodes; the channel order costs nothing here)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+    def run() -> None:
+        for data in datas:
+            cv2.imdecode(data, cv2.IMREAD_COLOR)
+    return run
 
 
 def _row(label: str, impl: str, storage: str, n: int, seconds: float, batch: int, info: dict, sizes: dict,
