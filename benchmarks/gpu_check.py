@@ -77,7 +77,8 @@ class Sizes:
     pytest_files: tuple[str, ...]  # () → the whole tests/ folder
 
 
-GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), amp="bf16", compile_batch=256, profile_batch=256,
+GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), amp="bf16",
+            compile_batch=256, profile_batch=256,
             photos=20_000, val_photos=1_000, data_batches=20, decode_photos=1_024, workers=15,
             train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, pytest_files=())
 DRY = Sizes(device="cpu", quick=True, step_batches=(4,), precisions=("fp32",), amp="off", compile_batch=0, profile_batch=2,
@@ -403,7 +404,8 @@ def run_summary(run: Path) -> dict:
         summary["last_metrics"] = json.loads(metrics.read_text().strip().splitlines()[-1])
     report = run / "report.json"
     if report.is_file():
-        summary["report"] = {k: v for k, v in json.loads(report.read_text()).items() if k in ("final", "steps", "epochs", "seconds")}
+        kept = ("final", "steps", "epochs", "seconds")
+        summary["report"] = {k: v for k, v in json.loads(report.read_text()).items() if k in kept}
     return summary
 
 

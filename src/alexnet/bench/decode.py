@@ -150,7 +150,8 @@ def run(cfg, device: torch.device) -> list[dict]:
         rows.append({"part": "decode", "label": f"size on disk: {label}", "kind": "size", "batch_size": batch,
                      "what": "size", "storage": kind, "bytes": sizes[kind], "bytes_per_image": per_image,
                      "imagenet_train_gb": per_image * IMAGENET_TRAIN / 1e9,
-                     "note": f"{per_image / 1e3:,.1f} kB an image; ImageNet's train set ≈ {per_image * IMAGENET_TRAIN / 1e9:,.0f} GB",
+                     "note": f"{per_image / 1e3:,.1f} kB an image; "
+                             f"ImageNet's train set ≈ {per_image * IMAGENET_TRAIN / 1e9:,.0f} GB",
                      **info})
     return rows
 

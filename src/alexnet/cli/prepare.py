@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="side of the stored square images: shorter side to S, central S×S crop (default: 256, §2)")
     p.add_argument("--encoding", choices=ENCODINGS, default="raw",
                    help="raw: uint8 images read by np.memmap, the fastest to load (196,608 bytes a 256² image); "
-                        "jpeg: JPEG records and an offsets index, decoded by the loader (about 1/11 the size at "
+                        "jpeg: JPEG records and an offsets index, decoded by the loader (about 1/13 the size at "
                         "quality 90: for data sets that do not fit in RAM) (default: raw)")
     p.add_argument("--quality", type=int, default=None, metavar="Q",
                    help=f"JPEG quality 1-100 of --encoding jpeg (default: {DEFAULT_QUALITY}, as FFCV)")

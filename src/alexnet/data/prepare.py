@@ -75,7 +75,7 @@ class PrepareConfig:
     max_pixels: int = MAX_PIXELS  # larger images are rejected as decompression bombs
     checkpoint_every: int = 512  # images between flushes of the resumable state
     progress: bool = True  # a tqdm bar on a terminal, plain lines otherwise
-    encoding: str = "raw"  # "raw": uint8 slots for np.memmap; "jpeg": JPEG records (alexnet.data.jpeg), ≈ 1/11 the size
+    encoding: str = "raw"  # "raw": uint8 slots for np.memmap; "jpeg": JPEG records (alexnet.data.jpeg), ≈ 1/13 the size
     quality: int = DEFAULT_QUALITY  # JPEG quality of encoding="jpeg" (FFCV's 90)
 
 
@@ -195,7 +195,8 @@ def _open_partial(partial: Path, digest: str, plans: list[SplitPlan], config: Pr
             log.info("%s: resuming an interrupted run", partial)
             return
         if not config.force:
-            why = "from a different source, listing, --size, --encoding or --quality" if state is not None else "without a readable state.json"
+            why = ("from a different source, listing, --size, --encoding or --quality" if state is not None
+                   else "without a readable state.json")
             raise AlexNetError(f"{partial}: an unfinished run {why}; remove it or pass --force to start over")
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
