@@ -9,6 +9,11 @@ In-memory and memory-mapped sets (digits, CIFAR-10, IDX, the packed store) are i
 batch at a time and travel as uint8, pinned when the target is a GPU; images keep their stored size
 (:class:`~alexnet.data.transforms.Preprocess` fits them on the device). Lazy sets (an unpacked image
 folder) are decoded and down-sampled to ``size`` by ``workers`` processes.
+
+A JPEG store (:mod:`alexnet.data.jpeg`) is decoded a whole batch at a time: by ``workers``
+processes on the CPU (libjpeg-turbo), or, bound for a GPU, on the GPU itself (nvJPEG, one batched
+call) from bytes a background thread reads ahead. ``decode`` chooses: "auto" (the target's
+device), "cpu" or "device".
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import torch
 
 from ..errors import AlexNetError
 from .imageset import ImageSet
+from .jpeg import JpegRecords, decode_on_device
 from .transforms import downsample
 
 
@@ -76,6 +82,26 @@ def _collate(batch: list[np.ndarray | _Failed]) -> torch.Tensor | _Failed:
     return torch.from_numpy(np.stack(batch))
 
 
+class _JpegBatches(torch.utils.data.Dataset):
+    """A JPEG store's records for DataLoader workers: ``__getitems__`` decodes a whole batch at once."""
+
+    def __init__(self, records: JpegRecords) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.records.decode_batch(np.array([i]))[0]
+
+    def __getitems__(self, rows: list[int]) -> torch.Tensor:
+        return self.records.decode_batch(np.asarray(rows))
+
+
+def _as_batch(batch: torch.Tensor) -> torch.Tensor:
+    return batch
+
+
 def iter_batches(
     images: ImageSet,
     batch_size: int,
@@ -92,13 +118,15 @@ def iter_batches(
     drop_last: bool = False,
     pad: bool = True,
     prefetch: int | None = None,
+    decode: str = "auto",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images [B, H, W, C], int64 labels [B]) on ``device``, from batch ``start`` on.
 
     In-memory sets: ``prefetch`` batches are gathered ahead by a background thread (default: 2 when
     the target is a GPU, whose step then never waits for the CPU's copy; 0 on the CPU, where the
     thread would only take a core from the step). Bound for a GPU, a batch is gathered straight
-    into pinned memory (one copy) and moved without blocking."""
+    into pinned memory (one copy) and moved without blocking. A JPEG store's batches are decoded
+    as ``decode`` says (module doc)."""
     device = torch.device(device)
     order = epoch_order(len(images), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size, pad=pad)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
@@ -112,6 +140,9 @@ def iter_batches(
             y = labels[idx].pin_memory() if pin else labels[idx]
             yield x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
         return
+    if isinstance(images.loader, JpegRecords):
+        yield from _jpeg_batches(images.loader, batches, labels, device, workers, decode, prefetch)
+        return
     loader = torch.utils.data.DataLoader(
         _Decoded(images, size), batch_sampler=[list(b) for b in batches], num_workers=workers,
         collate_fn=_collate, pin_memory=pin, persistent_workers=False,
@@ -119,6 +150,25 @@ def iter_batches(
     for idx, x in zip(batches, loader):
         if isinstance(x, _Failed):
             raise AlexNetError(x.message)  # the same "PATH: reason" as with 0 workers
+        yield x.to(device, non_blocking=pin), labels[idx].to(device, non_blocking=pin)
+
+
+def _jpeg_batches(records: JpegRecords, batches: list[np.ndarray], labels: torch.Tensor, device: torch.device,
+                  workers: int, decode: str, prefetch: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if decode not in ("auto", "cpu", "device"):
+        raise ValueError(f"decode={decode!r}: one of auto, cpu, device")
+    pin = device.type == "cuda"
+    if decode == "device" or (decode == "auto" and device.type == "cuda"):
+        read = lambda idx: [torch.from_numpy(records.read(int(i))) for i in idx]  # noqa: E731
+        for idx, data in zip(batches, _ahead(read, batches, 2 if prefetch is None else prefetch)):
+            x = decode_on_device(data, device, records.channels, records.size, [records.name(int(i)) for i in idx])
+            yield x, labels[idx].to(device, non_blocking=pin)
+        return
+    loader = torch.utils.data.DataLoader(
+        _JpegBatches(records), batch_sampler=[list(b) for b in batches], num_workers=workers,
+        collate_fn=_as_batch, pin_memory=pin, persistent_workers=False,
+    )
+    for idx, x in zip(batches, loader):
         yield x.to(device, non_blocking=pin), labels[idx].to(device, non_blocking=pin)
 
 
