@@ -62,7 +62,7 @@ class Sizes:
     quick: bool  # bench --quick, peak_rates --quick: sizes that only check that things run
     step_batches: tuple[int, ...]  # batches of the bench step rows
     precisions: tuple[str, ...]  # of the bench step rows (a CPU emulates bf16 and fp16, slowly)
-    amp: str  # train --amp (being renamed --precision, --amp kept as its alias)
+    precision: str  # train --precision
     compile_batch: int  # the batch of the torch.compile rows; 0: none
     profile_batch: int
     photos: int  # training photographs of the end-to-end rows and the stores
@@ -77,11 +77,11 @@ class Sizes:
     pytest_files: tuple[str, ...]  # () → the whole tests/ folder
 
 
-GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), amp="bf16",
+GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), precision="bf16",
             compile_batch=256, profile_batch=256,
             photos=20_000, val_photos=1_000, data_batches=20, decode_photos=1_024, workers=15,
             train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, pytest_files=())
-DRY = Sizes(device="cpu", quick=True, step_batches=(4,), precisions=("fp32",), amp="off", compile_batch=0, profile_batch=2,
+DRY = Sizes(device="cpu", quick=True, step_batches=(4,), precisions=("fp32",), precision="fp32", compile_batch=0, profile_batch=2,
             photos=12, val_photos=4, data_batches=1, decode_photos=8, workers=1,
             train_steps=2, jpeg_train_steps=1, train_batch=4, budget_s=420,
             pytest_files=("tests/test_cuda.py",))
@@ -262,9 +262,8 @@ def part_train(c: Check, part: dict) -> None:
     for name, store, steps in (("raw", c.work / f"store-{s.photos}", s.train_steps),
                                ("jpeg", c.work / "store-jpeg", s.jpeg_train_steps)):
         run = c.work / f"run-{name}"
-        # --amp bf16: the train option is being renamed to --precision (with --amp kept as its alias)
         c.alexnet(part, f"train_{name}", ["train", "--preset", "paper", "--data", str(store), "--out", str(run),
-                                          "--device", s.device, "--amp", s.amp, "--batch-size", str(s.train_batch),
+                                          "--device", s.device, "--precision", s.precision, "--batch-size", str(s.train_batch),
                                           "--checkpoint-every", str(max(1, steps // 2)), "--set", f"max_steps={steps}",
                                           "--force", "--quiet"], 150)
         part.setdefault("runs", {})[name] = run_summary(run)

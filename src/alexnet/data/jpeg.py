@@ -106,7 +106,7 @@ class JpegRecords:
     def __call__(self, i: int) -> np.ndarray:
         return self.decode_batch(np.array([i]))[0].numpy()
 
-    def take(self, rows: np.ndarray) -> "JpegRecords":
+    def take(self, rows: np.ndarray) -> JpegRecords:
         """The records at ``rows``, in that order (a subset of the split)."""
         rows = np.asarray(rows, dtype=np.int64)
         return JpegRecords(self.path, self.index[rows], self.size, self.channels, self.ids[rows])

@@ -159,7 +159,7 @@ def _jpeg_batches(records: JpegRecords, batches: list[np.ndarray], labels: torch
         raise ValueError(f"decode={decode!r}: one of auto, cpu, device")
     pin = device.type == "cuda"
     if decode == "device" or (decode == "auto" and device.type == "cuda"):
-        read = lambda idx: [torch.from_numpy(records.read(int(i))) for i in idx]  # noqa: E731
+        read = lambda idx: [torch.from_numpy(records.read(int(i))) for i in idx]
         for idx, data in zip(batches, _ahead(read, batches, 2 if prefetch is None else prefetch)):
             x = decode_on_device(data, device, records.channels, records.size, [records.name(int(i)) for i in idx])
             yield x, labels[idx].to(device, non_blocking=pin)
