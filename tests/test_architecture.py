@@ -25,7 +25,7 @@ RANKS = {
     "report": 6,
     "train": 7,
     "ablate": 8, "bench": 8, "explore": 8,
-    "cli": 9, "__main__": 9,
+    "cli": 9, "__main__": 10,
 }
 
 

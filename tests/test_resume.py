@@ -7,7 +7,9 @@ never saw a resume re-resolve the preset's defaults).
 
 import copy
 import json
+import struct
 
+import numpy as np
 import pytest
 import torch
 
@@ -83,10 +85,24 @@ def test_resume_refuses_a_changed_recipe_and_records_a_safe_change(tmp_path, cap
     assert "no such run folder" in capsys.readouterr().err
 
 
+def digits_as_idx(root):
+    """The embedded digits written as MNIST IDX files (train and t10k): a data set with no val split."""
+    from alexnet.data import open_dataset
+
+    root.mkdir()
+    for prefix, split in (("train", "train"), ("t10k", "test")):
+        images = open_dataset("digits").splits[split]
+        for kind, array in (("images-idx3", images.images[..., 0]), ("labels-idx1", images.labels.astype(np.uint8))):
+            header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+            (root / f"{prefix}-{kind}-ubyte").write_bytes(header + np.ascontiguousarray(array).tobytes())
+    return root
+
+
 @pytest.mark.parametrize("val_fraction", [0.1, 0.0])
 def test_best_checkpoint_holds_the_best_epoch_with_and_without_a_val_split(tmp_path, val_fraction):
     out = tmp_path / "run"
-    config = resolve("digits", {"epochs": 3, "device": "cpu"}, [*TINY, f"data.val_fraction={val_fraction}"])
+    data = digits_as_idx(tmp_path / "digits-idx")  # no val split of its own: val_fraction decides
+    config = resolve("digits", {"epochs": 3, "device": "cpu", "data.spec": str(data)}, [*TINY, f"data.val_fraction={val_fraction}"])
     train(config, RunOptions(out=out, progress_bar=False))
     history = metrics(out)
     key = "val_top1_error" if val_fraction else "train_top1_error"

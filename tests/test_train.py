@@ -186,9 +186,14 @@ def test_distributed_two_processes(tmp_path, cli_env):
     assert r.returncode == 0, r.stderr[-2000:]
     report = json.loads((out / "report.json").read_text())
     assert report["hardware"]["processes"] == 2
-    assert report["final"]["test_1view"]["images"] >= 359  # every test image counted once (padding may repeat a few)
+    assert report["final"]["test_1view"]["images"] == 359 and report["final"]["val_1view"]["images"] == 179  # each once
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert line["step"] == 1259 // (2 * 64)  # each rank took half of every epoch
+    from alexnet.data import open_dataset
+    from alexnet.evaluate import EvalConfig, evaluate_checkpoints
+
+    single = evaluate_checkpoints([out / "checkpoints" / "last.pt"], open_dataset("digits").splits["test"], EvalConfig())
+    assert report["final"]["test_1view"]["top1_error"] == pytest.approx(single.top1_error, abs=1e-12)  # = alexnet eval's
 
 
 def test_fitted_in_memory_sets_are_c_ordered_for_fast_batches():

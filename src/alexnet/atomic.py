@@ -6,13 +6,16 @@ reader sees the old file or the new one, never half of one, and a crash (or ``ki
 leaves the destination as it was. On any failure the temporary file is removed. The new file gets
 the mode an ordinary ``open`` would (0666 less the umask), not ``mkstemp``'s 0600.
 
-``overwrite=False`` refuses an existing destination: the rule behind every ``--force`` flag.
+``overwrite=False`` refuses an existing destination: the rule behind every ``--force`` flag. A full
+disk is :class:`DiskFull`, one line naming the file; the temporary file is removed.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,8 +47,28 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
         with open(tmp, "rb+") as f:  # what the writer wrote reaches the disk before the rename
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise DiskFull(path) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class DiskFull(AlexNetError):
+    """A write failed for want of space; the file it would have replaced is as it was."""
+
+    def __init__(self, path: Path, kept: str = "") -> None:
+        super().__init__(f"cannot write {path}: no space left on the device" + (f"; {kept}" if kept else ""))
+        self.path = path
+
+
+def disk_full(path: str | os.PathLike, need: int = 1 << 20) -> bool:
+    """Whether the filesystem of ``path`` has less than ``need`` bytes free (to name a failed write's cause)."""
+    try:
+        return shutil.disk_usage(Path(path).parent).free < need
+    except OSError:
+        return False
 
 
 def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> None:

@@ -45,7 +45,7 @@ import torch
 from torch import nn
 
 from . import __version__, models
-from .atomic import atomic_path
+from .atomic import DiskFull, atomic_path, disk_full
 from .errors import AlexNetError
 
 log = logging.getLogger(__name__)
@@ -168,7 +168,12 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = True) -
     payload = ckpt.to_payload()
     check_safe(payload)
     with atomic_path(path, overwrite=overwrite) as tmp:
-        torch.save(payload, tmp)
+        try:
+            torch.save(payload, tmp)
+        except RuntimeError as e:  # torch's zip writer reports a failed write as RuntimeError ("file write failed")
+            if disk_full(tmp, need=sum(t.numel() * t.element_size() for t in ckpt.state_dict.values())):
+                raise DiskFull(path) from None
+            raise AlexNetError(f"cannot write {path}: {' '.join(str(e).split())[:160]}") from None
     log.info("saved checkpoint %s (%s, %d classes)", path, ckpt.model, ckpt.num_classes)
 
 
@@ -183,7 +188,16 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
     path = Path(path)
     if not path.is_file():
         raise AlexNetError(f"{path}: no such checkpoint file" if not path.exists() else f"{path}: not a file")
-    payload = load_safetensors(path, map_location) if is_safetensors(path) else read_weights_only(path, map_location)
+    if is_safetensors(path):
+        payload = load_safetensors(path, map_location)
+    else:
+        kind = what_file(path)
+        if kind is not None:
+            raise AlexNetError(f"{path}: {kind}")
+        payload = read_weights_only(path, map_location)
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise AlexNetError(f"{path}: a bare state dict ({len(payload)} tensors, no architecture or classes), not an alexnet "
+                           f"checkpoint; if it is torchvision's AlexNet: alexnet import torchvision {path} --out model.pt")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise AlexNetError(
             f"{path}: not an alexnet checkpoint (a torch file without the {FORMAT!r} marker; "
@@ -211,6 +225,40 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
         train_state=payload.get("train_state"),
         format_version=version,
     )
+
+
+IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
+               b"MM\x00*": "TIFF"}
+
+
+def what_file(path: Path) -> str | None:
+    """Why ``path`` is not a checkpoint, in plain words with the command that takes it, or None when
+    it may be one (a torch zip archive, or a legacy torch pickle: both then read weights-only)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "empty (0 bytes): a truncated or corrupt checkpoint"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return None
+    for magic, name in IMAGE_MAGIC.items():
+        if head.startswith(magic) or (name == "JPEG" and head[:2] == b"\xff\xd8"):
+            return f"a {name} image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return f"a WebP image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
+    suffix = path.suffix.lower()
+    if suffix == ".onnx" or head[:1] == b"\x08" and b"pytorch" in head[:64]:
+        return "an ONNX model (what alexnet export writes), not a checkpoint; run it with onnxruntime, or use the .pt it came from"
+    if suffix == ".caffemodel":
+        return f"a Caffe model, not a checkpoint; convert it with: alexnet import caffe {path} --arch alexnet --out model.pt"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        if "layer {" in text or "layers {" in text or "input_dim" in text:
+            return "a Caffe prototxt (text), not a checkpoint; the weights are in the .caffemodel: alexnet import caffe FILE.caffemodel"
+        return "a text file, not a checkpoint (a checkpoint is what alexnet train writes into RUN/checkpoints/ or alexnet import writes)"
+    return f"not a checkpoint: neither a torch file nor safetensors (it starts with bytes {head[:4].hex()})"
 
 
 def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
@@ -263,6 +311,9 @@ def build_model(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
     except ValueError as e:
         raise AlexNetError(f"{source}: cannot build model {ckpt.model!r}: {e}") from None
     check_state_dict(ckpt.state_dict, model.state_dict(), source)
+    for key, tensor in ckpt.state_dict.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise AlexNetError(f"{source}: tensor {key!r} holds NaN or infinite values; these weights cannot give predictions")
     model.load_state_dict(ckpt.state_dict)
     return model.eval()
 

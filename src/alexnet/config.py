@@ -9,6 +9,7 @@ order: the dataclass defaults ← the preset ← the command's flags (``--epochs
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
@@ -179,11 +180,43 @@ def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[st
     for item in overrides:
         merge(data, *parse_override(item))
     config = build(TrainConfig, data)
+    check_ranges(config)
+    return config
+
+
+FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "optim.lr": "--lr", "seed": "--seed",
+         "data.workers": "--workers", "checkpoint_every": "--checkpoint-every"}  # what the message names
+
+RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
+    ("optim.lr", "a positive number", lambda v: math.isfinite(v) and v > 0),
+    ("optim.momentum", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("optim.weight_decay", "≥ 0 and finite", lambda v: math.isfinite(v) and v >= 0),
+    ("optim.bias_lr_mult", "≥ 0 and finite", lambda v: math.isfinite(v) and v >= 0),
+    ("schedule.factor", "in (0, 1]", lambda v: 0 < v <= 1),
+    ("schedule.patience", "≥ 0", lambda v: v >= 0),
+    ("schedule.max_reductions", "≥ 0", lambda v: v >= 0),
+    ("schedule.step_size", "≥ 1", lambda v: v >= 1),
+    ("epochs", "≥ 0 (and epochs or max_steps ≥ 1)", lambda v: v >= 0),
+    ("max_steps", "≥ 0", lambda v: v >= 0),
+    ("batch_size", "≥ 1", lambda v: v >= 1),
+    ("label_smoothing", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("seed", "≥ 0", lambda v: v >= 0),
+    ("checkpoint_every", "≥ 0 (0: only at epoch ends)", lambda v: v >= 0),
+    ("grad_clip", "≥ 0 and finite (0: off)", lambda v: math.isfinite(v) and v >= 0),
+    ("data.val_fraction", "in [0, 1)", lambda v: 0 <= v < 1),
+    ("data.workers", "≥ 0", lambda v: v >= 0),
+]
+
+
+def check_ranges(config: TrainConfig) -> None:
+    """Every numeric setting in its range, as one line naming the setting (and its flag) and the rule."""
+    values = flatten(config.to_dict())
+    for key, rule, ok in RANGES:
+        if not ok(values[key]):
+            flag = f" ({FLAGS[key]})" if key in FLAGS else ""
+            raise AlexNetError(f"setting {key}={values[key]!r}{flag} must be {rule}")
     if config.epochs < 1 and config.max_steps < 1:
         raise AlexNetError(f"epochs={config.epochs}: train for at least one epoch (or set max_steps)")
-    if config.batch_size < 1:
-        raise AlexNetError(f"batch_size={config.batch_size} must be positive")
-    return config
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -187,10 +187,10 @@ def iter_probabilities(model: torch.nn.Module, preprocess, images, *, views: int
                        device: torch.device | str = "cpu", precision: str = "fp32", workers: int = 0, rank: int = 0,
                        world_size: int = 1, limit: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(probabilities [B, K], labels [B]) on ``device`` for the batches of an ImageSet in its order
-    (this rank's shard under torchrun; the first ``limit`` images when ``limit`` > 0)."""
+    (this rank's shard under torchrun, every image in exactly one shard; the first ``limit`` images when ``limit`` > 0)."""
     seen = 0
     for x, y in iter_batches(images, batch_size, size=preprocess.pipeline.resize, device=device, workers=workers,
-                             rank=rank, world_size=world_size):
+                             rank=rank, world_size=world_size, pad=False):  # each image once over all ranks
         if limit:
             if seen >= limit:
                 return

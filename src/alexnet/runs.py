@@ -10,6 +10,7 @@
       checkpoints/       last.pt (every epoch, every ``checkpoint_every`` steps) and best.pt
       report.json        the final numbers (written when the run ends)
       report.html        the page to look at; curves.png, filters.png, confusion.png, predictions.png
+      .lock              held while a process trains the run (RunLock): one writer at a time
 
 The configuration a run continues with is :meth:`RunFolder.effective_config`: config.json with the
 changes of resume.jsonl applied in order (nanoGPT's rule: a resumed run reads its own saved
@@ -19,13 +20,17 @@ appended one whole line at a time, and a torn last line (a kill mid-write) is sk
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import logging
+import os
+import socket
 import time
 from pathlib import Path
 from typing import Any
 
-from .atomic import atomic_write, write_json
+from .atomic import DiskFull, atomic_write, write_json
 from .errors import AlexNetError
 
 log = logging.getLogger(__name__)
@@ -49,6 +54,13 @@ class RunFolder:
     def figure(self, name: str) -> Path:
         return self.root / name
 
+    def clean_temporary(self) -> None:
+        """Remove the temporary files a write killed mid-way left (``.last.pt.*.tmp``: see alexnet.atomic)."""
+        if self.write:
+            for folder in (self.root, self.checkpoints):
+                for tmp in folder.glob(".*.tmp") if folder.is_dir() else ():
+                    tmp.unlink(missing_ok=True)
+
     def holds_run(self) -> bool:
         return self.config.exists() or self.last.exists()
 
@@ -57,6 +69,7 @@ class RunFolder:
         if not self.write:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.clean_temporary()
         for stale in (self.metrics, self.resume_log, self.last, self.best, self.report_json):
             stale.unlink(missing_ok=True)
 
@@ -113,9 +126,19 @@ class RunFolder:
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:
         """One whole line per write (a single ``write`` of an O_APPEND file)."""
-        if self.write:
-            with open(path, "a", encoding="utf-8") as f:
-                f.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        if not self.write:
+            return
+        line = (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+            try:
+                os.write(fd, line)
+            finally:
+                os.close(fd)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFull(path) from None
+            raise
 
 
 def _read_json(path: Path, missing: str) -> dict[str, Any]:
@@ -148,3 +171,37 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
                 continue
             raise AlexNetError(f"{path}, line {number}: not JSON ({e})") from None
     return records
+
+
+class RunLock:
+    """One writer per run folder: an exclusive ``flock`` on RUN/.lock, which holds the owner's pid and host.
+
+    A second ``alexnet train`` on the same folder is refused at once, naming the owner. A lock whose
+    process died is released by the kernel with it (``flock`` locks die with their process), so a stale
+    .lock file never blocks a resume.
+    """
+
+    def __init__(self, folder: RunFolder) -> None:
+        self.path = folder.root / ".lock"
+        self.fd: int | None = None
+
+    def acquire(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            owner = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise AlexNetError(f"{self.path.parent} is being written by {owner}; wait for that run to end (or stop it) "
+                               "before training or resuming it here") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None

@@ -41,7 +41,7 @@ from . import __version__, models
 from . import checkpoint as ckpt_io
 from . import distributed as dist
 from . import step as steps
-from .atomic import atomic_path
+from .atomic import DiskFull, atomic_path
 from .config import TrainConfig, build, resume_changes
 from .data import ImageSet, Preprocess, iter_batches, num_batches, open_dataset, pipeline
 from .data.fitted import prefit, statistics
@@ -51,7 +51,7 @@ from .errors import AlexNetError
 from .evaluate import iter_probabilities, topk_correct
 from .optim import Schedule, set_lr
 from .report import evidence_from_training, write_report
-from .runs import RunFolder
+from .runs import RunFolder, RunLock
 from .visualize import plot_curves
 
 log = logging.getLogger(__name__)
@@ -61,6 +61,9 @@ LOSS_CHECK_EVERY = 50  # on a GPU: steps between reads of the loss (each read wa
 
 class Callback:
     """Hooks into the loop, for printing and for tests; the loop calls them and reads nothing else."""
+
+    def on_start(self, session: Session) -> None:
+        """Once the folder, the data and the model are known to be good, before the first step (rank 0)."""
 
     def on_epoch(self, record: dict[str, Any]) -> None:
         """A finished epoch's metrics.jsonl record (rank 0)."""
@@ -102,6 +105,10 @@ class RunOptions:
 
 class TrainingDiverged(AlexNetError):
     """The loss became NaN or infinite."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) during training; the message says what was kept and how to resume."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,6 +176,8 @@ class Session:
     per_epoch: int
     check_every: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    last_checkpoint: int | None = None  # the step of the last checkpoint this process wrote
+    lock: RunLock | None = None  # rank 0's hold on the folder
 
 
 def save_state(s: Session) -> dict[str, Any]:
@@ -187,7 +196,7 @@ def save_state(s: Session) -> dict[str, Any]:
 def restore_state(s: Session, ck: ckpt_io.Checkpoint) -> None:
     """The mirror of :func:`snapshot` and :func:`save_state`: the weights, then the training state."""
     s.model.load_state_dict(ck.state_dict)
-    ts = ck.train_state or {}
+    ts = ck.train_state
     st = s.state
     st.epoch, st.batch, st.step, st.best = ts["epoch"], ts["batch"], ts["step"], ts["best"]
     st.epoch_seconds, st.meters = ts.get("epoch_seconds", 0.0), ts["meters"].to(s.device)
@@ -212,6 +221,7 @@ def snapshot(s: Session, path: Path) -> None:
                             preprocess=s.data.preprocess.to_state(),
                             provenance=ckpt_io.collect_provenance(s.config.preset, s.config.to_dict()), train_state=train_state)
     ckpt_io.save(path, ck)
+    s.last_checkpoint = s.state.step
 
 
 def diverged(s: Session, what: str) -> TrainingDiverged:
@@ -234,6 +244,10 @@ def check_folder(folder: RunFolder, run: RunOptions) -> None:
         raise AlexNetError(f"{folder.root} exists and is not a folder")
     if folder.root.exists() and folder.holds_run() and not run.force:
         raise AlexNetError(f"{folder.root} already holds a run; pass --resume to continue it or --force to start afresh")
+    others = [p for p in folder.root.iterdir() if p.name != ".lock" and not p.name.endswith(".tmp")] if folder.root.is_dir() else []
+    if others and not folder.holds_run() and not run.force:
+        raise AlexNetError(f"{folder.root} holds other files and no run; choose a new or empty --out (or --force to train "
+                           "into it: only the run's own files are written there)")
 
 
 def resumed_config(folder: RunFolder, config: TrainConfig) -> dict[str, tuple[Any, Any]]:
@@ -259,29 +273,47 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     folder = RunFolder(run.out, write=world.is_main)
     check_folder(folder, run)
     changes = resumed_config(folder, config) if run.resume else {}
+    models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
     data = load_data(config)
     model = build_model(config, data)
     step = steps.build(model, config, device, distributed=world.enabled)
     per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=world.world_size)
     if per_epoch < 1:
-        raise AlexNetError(f"batch size {config.batch_size} × {world.world_size} process(es) is larger than the "
-                           f"{len(data.train)} training images")
+        raise AlexNetError(f"--batch-size {config.batch_size} × {world.world_size} process(es) is larger than the "
+                           f"{len(data.train)} training images of {config.data.spec}; pass a smaller --batch-size")
     state = TrainState(aug=torch.Generator().manual_seed(config.seed + 7919 * world.rank),
                        meters=torch.zeros(4, dtype=torch.float64, device=device))
     check_every = run.loss_check_every or (1 if device.type == "cpu" else LOSS_CHECK_EVERY)
     s = Session(config, run, world, device, folder, data, model, step, Schedule(config, per_epoch), state, per_epoch, check_every)
-    if run.resume:
-        restore_state(s, ckpt_io.load(folder.last, map_location="cpu"))
-        s.history = folder.keep_metrics_of(state.epoch)
-        if changes and world.is_main:
-            folder.log_resume(changes, state.step)
-        log.info("resuming %s at epoch %d, batch %d (step %d)", folder.root, state.epoch + 1, state.batch, state.step)
-    else:
-        folder.start()
-        folder.write_config(config.to_dict())
+    if world.is_main:
+        s.lock = RunLock(folder).acquire()  # one writer: a second train on this folder is refused here
+    try:
+        if run.resume:
+            resume(s, changes)
+        else:
+            folder.start()
+            folder.write_config(config.to_dict())
+    except BaseException:
+        if s.lock is not None:
+            s.lock.release()
+        raise
     dist.barrier(world)
     return s
+
+
+def resume(s: Session, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Restore the run from its last.pt, keep the metrics of the epochs it finished, log what changed."""
+    ck = ckpt_io.load(s.folder.last, map_location="cpu")
+    if not ck.train_state:
+        raise AlexNetError(f"{s.folder.last}: weights without a training state (an import or an export), so there is "
+                           "nothing to resume; to start a new run from these weights use --init (fine-tuning)")
+    restore_state(s, ck)
+    s.history = s.folder.keep_metrics_of(s.state.epoch)
+    if changes:
+        s.folder.log_resume(changes, s.state.step)
+    s.folder.clean_temporary()
+    log.info("resuming %s at epoch %d, batch %d (step %d)", s.folder.root, s.state.epoch + 1, s.state.batch, s.state.step)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -356,6 +388,8 @@ def end_epoch(s: Session) -> dict[str, Any]:
         "train_loss": totals[0] / n, "train_top1_error": 1 - totals[1] / n, "train_top5_error": 1 - totals[2] / n,
     }
     if s.data.val is not None and len(s.data.val):
+        if not s.data.val.in_memory:  # images decoded now may be bad: keep the epoch's training first
+            snapshot(s, s.folder.last)
         val = evaluate_split(s, s.data.val, views=1)
         record.update(val_loss=val["loss"], val_top1_error=val["top1_error"], val_top5_error=val["top5_error"])
     record.update(images_per_second=totals[3] / max(st.epoch_seconds, 1e-9), epoch_seconds=st.epoch_seconds)
@@ -400,16 +434,37 @@ def train(config: TrainConfig, run: RunOptions, on_epoch: Callable[[dict[str, An
     device = resolve_device(config.device)
     world = dist.setup(device)
     device = dist.local_device(device, world)
+    s = None
     try:
         s = setup(config, run, world, device)
+        if world.is_main:
+            for cb in run.callbacks:
+                cb.on_start(s)
         wall_start = time.time()
         while s.state.epoch < config.epochs and not (config.max_steps and s.state.step >= config.max_steps):
             if train_one_epoch(s):
                 return {"stopped_at_step": s.state.step, "run_dir": str(s.folder.root)}
             end_epoch(s)
         return finish(s, time.time() - wall_start)
+    except KeyboardInterrupt:
+        raise interrupted(s, run) from None
+    except DiskFull as e:  # the file it would have replaced is whole; say which checkpoint a resume starts from
+        last = RunFolder(run.out, write=False).last
+        raise DiskFull(e.path, f"the last checkpoint {last} is kept" if last.is_file() else "no checkpoint was written") from None
     finally:
+        if s is not None and s.lock is not None:
+            s.lock.release()
         dist.cleanup(world)
+
+
+def interrupted(s: Session | None, run: RunOptions) -> TrainingInterrupted:
+    """Ctrl-C: where the run stopped, which checkpoint is kept, the exact command that continues it."""
+    folder = RunFolder(run.out, write=False)
+    if s is None or not folder.last.is_file():
+        return TrainingInterrupted(f"interrupted before any checkpoint was written to {folder.root}; nothing to resume")
+    kept = f"step {s.last_checkpoint}" if s.last_checkpoint is not None else "the one it resumed from"
+    return TrainingInterrupted(f"interrupted at epoch {s.state.epoch + 1}, step {s.state.step}; the last checkpoint is "
+                               f"{folder.last} ({kept}); resume with: alexnet train --resume {folder.root}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from .. import __version__
@@ -41,10 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("alexnet: interrupted", file=sys.stderr)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, so that a reader that has gone (`| head`) is met inside this try
+        return code
+    except KeyboardInterrupt as e:  # the training loop's says what was kept and how to resume
+        print(f"alexnet: {one_line(e) if str(e) else 'interrupted'}", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `alexnet ... | head`: the reader has gone; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except (AlexNetError, ValueError, OSError) as e:
         if args.debug:
             raise

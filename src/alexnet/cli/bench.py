@@ -15,10 +15,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Measure, in one run on this machine, the training step of each AlexNet variant (synthetic data), "
                     "inference (batch-1 latency, batch throughput; eager, compiled, ONNX Runtime) and training from "
                     "JPEG photographs end to end, against torchvision's alexnet with pytorch/examples' step and "
-                    "ImageFolder pipeline. Medians over repetitions after warm-up; prints ratios ours / reference. "
+                    "ImageFolder pipeline, and (decode) images/s per CPU core from an ImageFolder, the raw store and "
+                    "the JPEG store, with their sizes on disk. Medians over repetitions after warm-up; prints ratios ours / reference. "
                     "See docs/PERFORMANCE.md.")
     p.add_argument("part", nargs="?", default="all", choices=(*bench.PARTS, "all"),
-                   help="what to measure: step, infer, data, or all (default)")
+                   help="what to measure: step, infer, data, decode, or all (default)")
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer, "
@@ -38,6 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed repetitions first (default: 2)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loader processes (default: one per CPU core)")
     p.add_argument("--photos", type=int, default=512, metavar="N", help="JPEG photographs to make for the data part (default: 512)")
+    p.add_argument("--data-batches", type=int, default=3, metavar="N",
+                   help="batches in each timed chunk of the data part (default: 3; more on a fast GPU)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="keep the photographs and their packed store here (default: a folder in the temp dir)")
     p.add_argument("--quick", action="store_true", help="tiny batches, one repetition: checks that everything runs (seconds on a CPU)")
@@ -53,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),
         channels_last=args.channels_last, compile=args.compile, quick=args.quick, warmup=args.warmup, reps=args.reps,
         baseline=args.baseline, tune_allocator=args.tune_allocator, workers=args.workers, photos=args.photos,
-        data_dir=args.data_dir,
+        data_batches=args.data_batches, data_dir=args.data_dir,
     )
     report = bench.run(config)
     print(bench.format_report(report))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -93,20 +94,50 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = resolve(args.preset or "digits", flags(args), args.set)
         out = args.out or default_out(config.preset)
-    if not args.quiet:
-        print(f"alexnet train: preset {config.preset} → {out}{' (resumed)' if args.resume else ''}")
-        print(json.dumps(config.to_dict(), indent=2, ensure_ascii=False))
-    results = train(config, RunOptions(out=out, resume=bool(args.resume), force=args.force, progress_bar=not args.quiet),
-                   on_epoch=None if args.quiet else print_epoch)
-    if not args.quiet:
-        print_results(results)
+    console = Console(quiet=args.quiet, verbose=args.verbose or args.debug, resumed=bool(args.resume))
+    results = train(config, RunOptions(out=out, resume=bool(args.resume), force=args.force, progress_bar=not args.quiet,
+                                       callbacks=[console]))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun the table once, from rank 0
+        print_results(results)  # quiet means no progress, not no answer
     return 0
 
 
+class Console:
+    """What ``alexnet train`` prints while it runs: the configuration once the data and model are known
+    to be good (compact; all of it with -v), then a line per epoch (none with --quiet)."""
+
+    def __init__(self, *, quiet: bool, verbose: bool, resumed: bool) -> None:
+        self.quiet, self.verbose, self.resumed = quiet, verbose, resumed
+
+    def on_start(self, session) -> None:
+        if self.quiet:
+            return
+        c = session.config
+        print(f"alexnet train: preset {c.preset} → {session.folder.root}{' (resumed)' if self.resumed else ''}")
+        if self.verbose:
+            print(json.dumps(c.to_dict(), indent=2, ensure_ascii=False))
+            return
+        options = ", ".join(f"{k}={v}" for k, v in c.model.options.items())
+        print(f"  model  {c.model.name}{f' ({options})' if options else ''}, {len(session.data.classes)} classes")
+        print(f"  data   {c.data.spec}: {len(session.data.train)} training images, pipeline {c.data.pipeline}")
+        print(f"  recipe {c.epochs} epochs{f' (≤ {c.max_steps} steps)' if c.max_steps else ''} × batch {c.batch_size}, "
+              f"SGD lr {c.optim.lr:g} momentum {c.optim.momentum:g} wd {c.optim.weight_decay:g}, {c.schedule.kind} schedule, "
+              f"{c.precision} on {session.device} (all settings: -v, or config.json)")
+        sys.stdout.flush()
+
+    def on_epoch(self, r: dict) -> None:
+        if not self.quiet:
+            print_epoch(r)
+
+    def after_step(self, state) -> bool:
+        return False
+
+
 def print_epoch(r: dict) -> None:
-    val = f"  val loss {r['val_loss']:.4f} top-1 {100 * r['val_top1_error']:.2f}% top-5 {100 * r['val_top5_error']:.2f}%" \
+    """One line per epoch; the error rates are labelled as errors (``top-1 err``), as in the final table."""
+    val = f"  val loss {r['val_loss']:.4f} top-1 err {100 * r['val_top1_error']:.2f}% top-5 err {100 * r['val_top5_error']:.2f}%" \
         if "val_loss" in r else ""
-    print(f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} top-1 {100 * r['train_top1_error']:.2f}%{val}"
+    print(f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} top-1 err {100 * r['train_top1_error']:.2f}%{val}"
           f"  lr {r['lr']:.3g}  {r['images_per_second']:.0f} img/s  {r['epoch_seconds']:.1f}s", flush=True)
 
 

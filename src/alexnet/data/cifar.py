@@ -109,6 +109,8 @@ class SafeUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str):
         if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "_reconstruct":
             return _ArrayStub.reconstruct
+        if module in ("numpy.core.multiarray", "numpy._core.multiarray") and name == "scalar":
+            return _scalar  # numpy integer labels (np.int64(3)), as people's own CIFAR-format files hold
         if (module, name) == ("numpy", "ndarray"):
             return _ArrayStub
         if (module, name) == ("numpy", "dtype"):
@@ -151,6 +153,17 @@ class _ArrayStub:
         array = np.frombuffer(raw, dtype=dtype.dtype())
         shape = tuple(int(s) for s in shape)
         self.array = array.reshape(shape, order="F" if fortran else "C")
+
+
+def _scalar(dtype, raw) -> int | float:
+    """Stands in for numpy's scalar reconstructor: a plain number from its dtype and bytes (no code)."""
+    if not isinstance(dtype, _DTypeStub) or not isinstance(raw, (bytes, bytearray, str)):
+        raise Refused("refuses a numpy scalar that is not a plain number")
+    data = raw.encode("latin1") if isinstance(raw, str) else bytes(raw)
+    value = np.frombuffer(data, dtype=dtype.dtype())
+    if value.size != 1:
+        raise Refused("refuses a numpy scalar of more than one value")
+    return value[0].item()
 
 
 def _latin1_encode(text: str, encoding: str = "latin1") -> bytes:

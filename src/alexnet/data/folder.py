@@ -113,6 +113,28 @@ def _layout(folder: Path) -> str:
     raise AlexNetError(f"{folder}: no class folders and no images")
 
 
+def _walk(top: Path) -> list[str]:
+    """The visible files below ``top``, following symbolic links to directories, each real directory
+    once; a link that leads back to one of its own ancestors (a loop, which would revisit the tree
+    forever or under another class's name) is a one-line error naming it."""
+    files: list[str] = []
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(top, followlinks=True):
+        real = os.path.realpath(dirpath)
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            link = os.path.join(dirpath, d)
+            target = os.path.realpath(link)
+            if os.path.islink(link) and (real + os.sep).startswith(target + os.sep):
+                raise AlexNetError(f"{link}: a symbolic link loop (it leads back to {target}, which holds it); remove it")
+            if target not in seen:
+                seen.add(target)
+                keep.append(d)
+        dirnames[:] = keep
+        files += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+    return files
+
+
 def _read_class_folders(folder: Path, classes: list[str], reference: Path) -> tuple[list[str], list[int]]:
     index = {c: i for i, c in enumerate(classes)}
     paths: list[str] = []
@@ -120,10 +142,7 @@ def _read_class_folders(folder: Path, classes: list[str], reference: Path) -> tu
     for name in _class_dirs(folder):
         if name not in index:
             raise AlexNetError(f"{folder / name}: class {name!r} is not one of the {len(classes)} classes in {reference}")
-        files = []
-        for dirpath, dirnames, filenames in os.walk(folder / name, followlinks=True):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            files += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
+        files = _walk(folder / name)
         images = [f for f in files if is_image_name(f)]
         if not files:
             raise AlexNetError(f"{folder / name}: empty class folder")

@@ -30,6 +30,8 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
                    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 PREFIXES = {"train": "train", "test": "t10k"}
 UINT8 = 0x08
+MAX_BYTES = 2**32  # far above MNIST's 47 MB and EMNIST's 700 MB; a header beyond it is not such a file
+NUM_CLASSES = 10  # MNIST, Fashion-MNIST, KMNIST: labels 0–9
 
 
 def _pattern(prefix: str, kind: str, dims: int) -> re.Pattern:
@@ -55,7 +57,7 @@ def _find(folder: Path, split: str, kind: str, dims: int, required: bool = True)
 def open_idx(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str]]:
     """The train and test splits found in ``root`` (a split needs both its images and labels file)."""
     root = Path(root)
-    splits, max_label = {}, 9
+    splits = {}
     for split in PREFIXES:
         images_path = _find(root, split, "images", 3, required=False)
         if images_path is None:
@@ -65,36 +67,46 @@ def open_idx(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str]]:
         labels = read_idx(labels_path, dims=1).astype(np.int64)
         if len(images) != len(labels):
             raise AlexNetError(f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path.name}")
-        max_label = max(max_label, int(labels.max(initial=0)))
+        outside = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))
+        if len(outside):
+            raise AlexNetError(f"{labels_path}: label {labels[outside[0]]} at index {outside[0]} is outside 0–{NUM_CLASSES - 1} "
+                               f"({len(outside)} such labels); MNIST-family files have {NUM_CLASSES} classes")
         splits[split] = ImageSet(labels=labels, classes=[], images=images[..., None],
                                  info={"source": "idx", "files": [str(images_path), str(labels_path)]})
     if not splits:
         raise AlexNetError(f"{root}: no train-images-idx3-ubyte or t10k-images-idx3-ubyte file")
     fashion = "fashion" in str(root.resolve()).lower()
-    classes = FASHION_CLASSES if fashion and max_label == 9 else [str(i) for i in range(max_label + 1)]
+    classes = FASHION_CLASSES if fashion else [str(i) for i in range(NUM_CLASSES)]
     for s in splits.values():
         s.classes = classes
     return splits, classes
 
 
 def read_idx(path: Path, dims: int) -> np.ndarray:
-    """The uint8 array in an IDX file (gzipped or not), checked against its header."""
+    """The uint8 array in an IDX file (gzipped or not), checked against its header.
+
+    The header is read first and at most the bytes it declares (plus one, to detect more) are read or
+    decompressed: a small .gz that inflates far beyond what its header says is refused at once,
+    without the memory a full decompression would take."""
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-        if raw[:2] == b"\x1f\x8b":
-            raw = gzip.decompress(raw)
-    except (OSError, EOFError) as e:
+        with open(path, "rb") as raw_file:
+            gzipped = raw_file.read(2) == b"\x1f\x8b"
+        with (gzip.open(path, "rb") if gzipped else open(path, "rb")) as f:
+            header = f.read(4 + 4 * dims)
+            if len(header) < 4 + 4 * dims or header[:2] != b"\0\0":
+                raise AlexNetError(f"{path}: not an IDX file (starts with {header[:4].hex() or 'nothing'})")
+            if header[2] != UINT8 or header[3] != dims:
+                raise AlexNetError(f"{path}: IDX header says type 0x{header[2]:02x} with {header[3]} dimensions, "
+                                   f"expected 0x08 (uint8) with {dims}")
+            shape = tuple(int(d) for d in np.frombuffer(header, dtype=">u4", count=dims, offset=4))
+            expected = int(np.prod(shape))
+            if expected > MAX_BYTES:
+                raise AlexNetError(f"{path}: the header declares {'×'.join(map(str, shape))} = {expected:,} bytes, "
+                                   f"more than an MNIST-family file holds ({MAX_BYTES:,})")
+            data = f.read(expected + 1)
+    except (OSError, EOFError, gzip.BadGzipFile) as e:
         raise AlexNetError(f"{path}: cannot read ({e})") from None
-    if len(raw) < 4 + 4 * dims or raw[:2] != b"\0\0":
-        raise AlexNetError(f"{path}: not an IDX file (starts with {raw[:4].hex() or 'nothing'})")
-    if raw[2] != UINT8 or raw[3] != dims:
-        raise AlexNetError(f"{path}: IDX header says type 0x{raw[2]:02x} with {raw[3]} dimensions, "
-                           f"expected 0x08 (uint8) with {dims}")
-    shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=dims, offset=4))
-    expected = int(np.prod(shape))
-    data = len(raw) - 4 - 4 * dims
-    if data != expected:
-        raise AlexNetError(f"{path}: wrong size: {data:,} bytes of data, the header's {'×'.join(map(str, shape))} "
-                           f"needs {expected:,}")
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape).copy()
+    if len(data) != expected:
+        got = "more data than" if len(data) > expected else f"{len(data):,} bytes of data,"
+        raise AlexNetError(f"{path}: wrong size: {got} the header's {'×'.join(map(str, shape))} needs {expected:,}")
+    return np.frombuffer(data, dtype=np.uint8).reshape(shape).copy()

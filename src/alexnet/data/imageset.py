@@ -74,7 +74,9 @@ def subset(images: ImageSet, index: np.ndarray) -> ImageSet:
     paths = [images.paths[i] for i in index] if images.paths is not None else None
     if images.in_memory:
         return ImageSet(images.labels[index], images.classes, images=np.take(images.images, index, axis=0), paths=paths)
-    return ImageSet(images.labels[index], images.classes, loader=_IndexedLoader(images, index), paths=paths)
+    take = getattr(images.loader, "take", None)  # a loader that subsets itself (a JPEG store's records) stays batched
+    loader = take(index) if take is not None else _IndexedLoader(images, index)
+    return ImageSet(images.labels[index], images.classes, loader=loader, paths=paths)
 
 
 def split_off(images: ImageSet, fraction: float, seed: int) -> tuple[ImageSet, ImageSet]:

@@ -9,6 +9,11 @@ In-memory and memory-mapped sets (digits, CIFAR-10, IDX, the packed store) are i
 batch at a time and travel as uint8, pinned when the target is a GPU; images keep their stored size
 (:class:`~alexnet.data.transforms.Preprocess` fits them on the device). Lazy sets (an unpacked image
 folder) are decoded and down-sampled to ``size`` by ``workers`` processes.
+
+A JPEG store (:mod:`alexnet.data.jpeg`) is decoded a whole batch at a time: by ``workers``
+processes on the CPU (libjpeg-turbo), or, bound for a GPU, on the GPU itself (nvJPEG, one batched
+call) from bytes a background thread reads ahead. ``decode`` chooses: "auto" (the target's
+device), "cpu" or "device".
 """
 
 from __future__ import annotations
@@ -16,25 +21,30 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import numpy as np
 import torch
 
+from ..errors import AlexNetError
 from .imageset import ImageSet
+from .jpeg import JpegRecords, decode_on_device
 from .transforms import downsample
 
 
-def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1) -> np.ndarray:
-    """The indices this rank visits in this epoch."""
+def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1,
+                pad: bool = True) -> np.ndarray:
+    """The indices this rank visits in this epoch. ``pad``: every rank gets as many (the first few
+    indices repeated, as ``DistributedSampler`` does: training needs equal steps); without, each
+    index is visited exactly once over all ranks (evaluation counts every image once)."""
     if shuffle:
         g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         order = torch.randperm(n, generator=g).numpy()
     else:
         order = np.arange(n)
     if world_size > 1:
-        pad = (-n) % world_size
-        order = np.concatenate([order, order[:pad]])[rank::world_size]
+        extra = (-n) % world_size if pad else 0
+        order = np.concatenate([order, order[:extra]])[rank::world_size]
     return order
 
 
@@ -52,12 +62,44 @@ class _Decoded(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        return downsample(self.images.load(i), self.size)
+    def __getitem__(self, i: int) -> np.ndarray | _Failed:
+        try:
+            return downsample(self.images.load(i), self.size)
+        except AlexNetError as e:  # carried back whole: a worker's exception would reach the user as RuntimeError
+            return _Failed(str(e))
 
 
-def _collate(batch: list[np.ndarray]) -> torch.Tensor:
+class _Failed(NamedTuple):
+    """A decoding error, passed from a worker process to the main one as data."""
+
+    message: str
+
+
+def _collate(batch: list[np.ndarray | _Failed]) -> torch.Tensor | _Failed:
+    failed = next((b for b in batch if isinstance(b, _Failed)), None)
+    if failed is not None:
+        return failed
     return torch.from_numpy(np.stack(batch))
+
+
+class _JpegBatches(torch.utils.data.Dataset):
+    """A JPEG store's records for DataLoader workers: ``__getitems__`` decodes a whole batch at once."""
+
+    def __init__(self, records: JpegRecords) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.records.decode_batch(np.array([i]))[0]
+
+    def __getitems__(self, rows: list[int]) -> torch.Tensor:
+        return self.records.decode_batch(np.asarray(rows))
+
+
+def _as_batch(batch: torch.Tensor) -> torch.Tensor:
+    return batch
 
 
 def iter_batches(
@@ -74,16 +116,19 @@ def iter_batches(
     rank: int = 0,
     world_size: int = 1,
     drop_last: bool = False,
+    pad: bool = True,
     prefetch: int | None = None,
+    decode: str = "auto",
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Yield (uint8 images [B, H, W, C], int64 labels [B]) on ``device``, from batch ``start`` on.
 
     In-memory sets: ``prefetch`` batches are gathered ahead by a background thread (default: 2 when
     the target is a GPU, whose step then never waits for the CPU's copy; 0 on the CPU, where the
     thread would only take a core from the step). Bound for a GPU, a batch is gathered straight
-    into pinned memory (one copy) and moved without blocking."""
+    into pinned memory (one copy) and moved without blocking. A JPEG store's batches are decoded
+    as ``decode`` says (module doc)."""
     device = torch.device(device)
-    order = epoch_order(len(images), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size)
+    order = epoch_order(len(images), shuffle=shuffle, seed=seed, epoch=epoch, rank=rank, world_size=world_size, pad=pad)
     stop = len(order) - len(order) % batch_size if drop_last else len(order)
     batches = [order[i : min(i + batch_size, stop)] for i in range(0, stop, batch_size)][start:]
     labels = torch.from_numpy(np.asarray(images.labels, dtype=np.int64))
@@ -95,9 +140,33 @@ def iter_batches(
             y = labels[idx].pin_memory() if pin else labels[idx]
             yield x.to(device, non_blocking=pin), y.to(device, non_blocking=pin)
         return
+    if isinstance(images.loader, JpegRecords):
+        yield from _jpeg_batches(images.loader, batches, labels, device, workers, decode, prefetch)
+        return
     loader = torch.utils.data.DataLoader(
         _Decoded(images, size), batch_sampler=[list(b) for b in batches], num_workers=workers,
         collate_fn=_collate, pin_memory=pin, persistent_workers=False,
+    )
+    for idx, x in zip(batches, loader):
+        if isinstance(x, _Failed):
+            raise AlexNetError(x.message)  # the same "PATH: reason" as with 0 workers
+        yield x.to(device, non_blocking=pin), labels[idx].to(device, non_blocking=pin)
+
+
+def _jpeg_batches(records: JpegRecords, batches: list[np.ndarray], labels: torch.Tensor, device: torch.device,
+                  workers: int, decode: str, prefetch: int | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    if decode not in ("auto", "cpu", "device"):
+        raise ValueError(f"decode={decode!r}: one of auto, cpu, device")
+    pin = device.type == "cuda"
+    if decode == "device" or (decode == "auto" and device.type == "cuda"):
+        read = lambda idx: [torch.from_numpy(records.read(int(i))) for i in idx]
+        for idx, data in zip(batches, _ahead(read, batches, 2 if prefetch is None else prefetch)):
+            x = decode_on_device(data, device, records.channels, records.size, [records.name(int(i)) for i in idx])
+            yield x, labels[idx].to(device, non_blocking=pin)
+        return
+    loader = torch.utils.data.DataLoader(
+        _JpegBatches(records), batch_sampler=[list(b) for b in batches], num_workers=workers,
+        collate_fn=_as_batch, pin_memory=pin, persistent_workers=False,
     )
     for idx, x in zip(batches, loader):
         yield x.to(device, non_blocking=pin), labels[idx].to(device, non_blocking=pin)

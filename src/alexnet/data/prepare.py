@@ -23,6 +23,12 @@ What it does, in order:
    order except for those moved images;
 5. finishes: labels, paths, ``stats.npz`` and finally ``manifest.json`` are written into OUT.partial,
    which is then renamed to OUT. Bad images are retried on every resume, so a fixed file is picked up.
+
+With ``encoding="jpeg"`` the workers also encode each down-sampled image as JPEG at ``quality``
+and the main process appends the records to ``SPLIT.jpeg.bin`` (:class:`~alexnet.data.jpeg.RecordWriter`:
+the same checkpoints and resume, the done marks being the record slots). The statistics are those of
+the decoded JPEG images, which is what training sees; bad images simply have no record, so the
+order of a split is exactly the source order.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ from ..atomic import atomic_path, atomic_write
 from ..errors import AlexNetError
 from .images import MAX_PIXELS, BadImage, decode_image
 from .imageset import ImageSet
+from .jpeg import DEFAULT_QUALITY, ENCODINGS, RecordWriter, decode_pil, encode, index_file, records_file
 from .sources import Dataset, open_dataset
 from .stats import StatsAccumulator
 from .store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
@@ -69,6 +76,8 @@ class PrepareConfig:
     max_pixels: int = MAX_PIXELS  # larger images are rejected as decompression bombs
     checkpoint_every: int = 512  # images between flushes of the resumable state
     progress: bool = True  # a tqdm bar on a terminal, plain lines otherwise
+    encoding: str = "raw"  # "raw": uint8 slots for np.memmap; "jpeg": JPEG records (alexnet.data.jpeg), ≈ 1/13 the size
+    quality: int = DEFAULT_QUALITY  # JPEG quality of encoding="jpeg" (FFCV's 90)
 
 
 @dataclass
@@ -92,12 +101,16 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     """Write the store; returns its manifest."""
     if config.size < 1:
         raise AlexNetError(f"--size {config.size} must be positive")
+    if config.encoding not in ENCODINGS:
+        raise AlexNetError(f"--encoding {config.encoding!r}: one of {', '.join(ENCODINGS)}")
+    if not 1 <= config.quality <= 100:
+        raise AlexNetError(f"--quality {config.quality}: JPEG quality runs from 1 to 100 (default {DEFAULT_QUALITY})")
     out = Path(config.out)
     partial = out.with_name(out.name + ".partial")
     _check_out(out, config.force)
     dataset = open_dataset(config.source)
     plans = _plan(dataset, config.size)
-    digest = _listing_digest(dataset, config.size)
+    digest = _listing_digest(dataset, config)
     _open_partial(partial, digest, plans, config)
 
     if not (partial / MANIFEST).is_file():  # not already finishing: decode what is left
@@ -153,11 +166,13 @@ def _plan(dataset: Dataset, size: int) -> list[SplitPlan]:
     return plans
 
 
-def _listing_digest(dataset: Dataset, size: int) -> str:
-    """What must not change between a run and its resume: source, size, file list, labels, shapes."""
+def _listing_digest(dataset: Dataset, config: PrepareConfig) -> str:
+    """What must not change between a run and its resume: source, size, encoding, file list, labels, shapes."""
     source = str(Path(dataset.root).resolve()) if dataset.root else dataset.name
-    h = hashlib.sha256(json.dumps({"source": source, "size": size,
-                                   "classes": dataset.classes}).encode())
+    what = {"source": source, "size": config.size, "classes": dataset.classes}
+    if config.encoding != "raw":
+        what |= {"encoding": config.encoding, "quality": config.quality}
+    h = hashlib.sha256(json.dumps(what).encode())
     for name, s in sorted(dataset.splits.items()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(s.labels, dtype=np.int64).tobytes())
@@ -181,16 +196,54 @@ def _open_partial(partial: Path, digest: str, plans: list[SplitPlan], config: Pr
             log.info("%s: resuming an interrupted run", partial)
             return
         if not config.force:
-            why = "from a different source, listing or --size" if state is not None else "without a readable state.json"
+            why = ("from a different source, listing, --size, --encoding or --quality" if state is not None
+                   else "without a readable state.json")
             raise AlexNetError(f"{partial}: an unfinished run {why}; remove it or pass --force to start over")
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
     for p in plans:
+        if config.encoding == "jpeg":
+            RecordWriter.create(partial / records_file(p.name), partial / _slots_file(p.name), p.count)
+            continue
         with open(partial / images_file(p.name), "wb") as f:
             f.truncate(p.count * p.slot_bytes)  # sparse until written
         _save_npy(partial / f"{p.name}.done.npy", np.zeros(p.count, dtype=bool))
     _write_json(state_path, {"digest": digest, "source": str(config.source), "size": config.size,
-                             "splits": {p.name: p.count for p in plans}})
+                             "encoding": config.encoding, "splits": {p.name: p.count for p in plans}})
+
+
+def _slots_file(split: str) -> str:
+    return f"{split}.slots.npy"
+
+
+class _RawSlots:
+    """A raw split being written: one S×S×C slot per source image, and the marks of those written."""
+
+    def __init__(self, partial: Path, plan: SplitPlan) -> None:
+        self.done_path = partial / f"{plan.name}.done.npy"
+        self.images = _memmap(partial / images_file(plan.name), plan, "r+")
+        self.done = np.load(self.done_path, allow_pickle=False)
+
+    def put(self, i: int, image: np.ndarray, data: bytes | None) -> None:
+        self.images[i] = image
+        self.done[i] = True
+
+    def written(self, rows: np.ndarray) -> np.ndarray:
+        return np.asarray(self.images[rows])
+
+    def checkpoint(self) -> None:
+        if isinstance(self.images, np.memmap):
+            self.images.flush()
+        _save_npy(self.done_path, self.done)
+
+    def close(self) -> None:
+        del self.images
+
+
+def _writer(partial: Path, plan: SplitPlan, config: PrepareConfig) -> _RawSlots | RecordWriter:
+    if config.encoding == "jpeg":
+        return RecordWriter(partial / records_file(plan.name), partial / _slots_file(plan.name), plan.size, plan.channels)
+    return _RawSlots(partial, plan)
 
 
 # -- decoding and writing -----------------------------------------------------------------------
@@ -199,32 +252,30 @@ def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> Stats
     """Decode and write every slot not yet done; returns the train split's statistics so far."""
     stats = StatsAccumulator()
     todo_total = 0
-    slots, dones, todos = {}, {}, {}
+    writers, todos = {}, {}
     for p in plans:
-        done = np.load(partial / f"{p.name}.done.npy", allow_pickle=False)
-        slots[p.name] = _memmap(partial / images_file(p.name), p, "r+")
-        dones[p.name], todos[p.name] = done, np.flatnonzero(~done)
+        writers[p.name] = writer = _writer(partial, p, config)
+        done = writer.done
+        todos[p.name] = np.flatnonzero(~done)
         todo_total += len(todos[p.name])
         if p.name == "train" and done.any():  # resume: the statistics of what is already written
             for chunk in np.array_split(np.flatnonzero(done), max(1, int(done.sum()) // 256)):
-                stats.update(np.asarray(slots[p.name][chunk]))
+                stats.update(writer.written(chunk))
     progress = _Progress(todo_total, enabled=config.progress)
     since_checkpoint = 0
 
     def checkpoint() -> None:
-        for p in plans:
-            slots[p.name].flush()
-            _save_npy(partial / f"{p.name}.done.npy", dones[p.name])
+        for writer in writers.values():
+            writer.checkpoint()
 
     try:
         for p in plans:
             train_batch: list[np.ndarray] = []
-            for i, image, reason in _results(p, todos[p.name], config):
+            for i, image, reason, data in _results(p, todos[p.name], config):
                 if reason is not None:
                     p.bad.append((i, reason))
                 else:
-                    slots[p.name][i] = image
-                    dones[p.name][i] = True
+                    writers[p.name].put(i, image, data)
                     if p.name == "train":
                         train_batch.append(image)
                         if len(train_batch) == 64:
@@ -238,22 +289,27 @@ def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> Stats
             if train_batch:
                 stats.update(np.stack(train_batch))
             p.bad.sort()
+        checkpoint()
     except KeyboardInterrupt:
         checkpoint()  # everything marked done is written: keep it for the resume
         raise
-    checkpoint()
+    finally:
+        for writer in writers.values():
+            writer.close()
     progress.close()
     return stats
 
 
 def _results(plan: SplitPlan, todo: np.ndarray, config: PrepareConfig):
-    """(index, uint8 [S, S, C] or None, reason or None) for each slot to fill, in any order."""
+    """(index, uint8 [S, S, C] or None, reason or None, JPEG bytes or None) for each slot to fill, in any order."""
     s = plan.imageset
+    quality = config.quality if config.encoding == "jpeg" else 0
     if s.in_memory:
         for i in todo:
-            yield int(i), downsample(np.asarray(s.images[i]), config.size), None
+            image, data = _encoded(downsample(np.asarray(s.images[i]), config.size), quality)
+            yield int(i), image, None, data
         return
-    tasks = [(int(i), s.paths[i], config.size, config.max_pixels) for i in todo]
+    tasks = [(int(i), s.paths[i], config.size, config.max_pixels, quality) for i in todo]
     if config.workers <= 0 or len(tasks) < 2:
         yield from map(_decode_task, tasks)
         return
@@ -266,12 +322,23 @@ def _ignore_interrupts() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _decode_task(task: tuple[int, str, int, int]) -> tuple[int, np.ndarray | None, str | None]:
-    i, path, size, max_pixels = task
+def _decode_task(task: tuple[int, str, int, int, int]) -> tuple[int, np.ndarray | None, str | None, bytes | None]:
+    """Decode, down-sample and (quality > 0) encode as JPEG one source image: (index, image, reason, bytes)."""
+    i, path, size, max_pixels, quality = task
     try:
-        return i, downsample(decode_image(path, max_pixels=max_pixels), size), None
+        image = downsample(decode_image(path, max_pixels=max_pixels), size)
     except BadImage as e:
-        return i, None, e.reason
+        return i, None, e.reason, None
+    image, data = _encoded(image, quality)
+    return i, image, None, data
+
+
+def _encoded(image: np.ndarray, quality: int) -> tuple[np.ndarray, bytes | None]:
+    """``image`` as stored: itself (raw), or the decode of its JPEG encoding at ``quality`` and those bytes."""
+    if not quality:
+        return image, None
+    data = encode(image, quality)
+    return decode_pil(data, image.shape[2]), data
 
 
 # -- finishing ----------------------------------------------------------------------------------
@@ -281,11 +348,20 @@ def _write_finish(partial: Path, dataset: Dataset, plans: list[SplitPlan], stats
     """Close the holes left by bad images, write labels, paths, statistics and (last) the manifest."""
     splits, skipped = {}, []
     for p in plans:
-        order = _fill_holes(partial, p)
+        if config.encoding == "jpeg":  # no holes: a bad image has no record
+            order = np.setdiff1d(np.arange(p.count), [i for i, _ in p.bad])
+            writer = _writer(partial, p, config)
+            writer.finish(order, partial / index_file(p.name))
+            writer.close()
+        else:
+            order = _fill_holes(partial, p)
         labels = np.ascontiguousarray(p.imageset.labels[order], dtype=np.int64)
         _save_npy(partial / labels_file(p.name), labels)
         entry = {"count": len(order), "images": images_file(p.name), "labels": labels_file(p.name),
                  "shape": [len(order), config.size, config.size, p.channels], "paths": None}
+        if config.encoding == "jpeg":
+            entry |= {"images": records_file(p.name), "index": index_file(p.name),
+                      "bytes": (partial / records_file(p.name)).stat().st_size}
         if p.imageset.paths is not None:
             _write_text(partial / paths_file(p.name), "".join(p.imageset.paths[i] + "\n" for i in order))
             entry["paths"] = paths_file(p.name)
@@ -298,7 +374,8 @@ def _write_finish(partial: Path, dataset: Dataset, plans: list[SplitPlan], stats
             stats.finish().save(f)
     manifest = {
         "format": FORMAT, "version": VERSION, "source": str(config.source), "source_kind": dataset.name,
-        "size": config.size, "channels": plans[0].channels, "classes": dataset.classes,
+        "size": config.size, "channels": plans[0].channels, "classes": dataset.classes, "encoding": config.encoding,
+        **({"quality": config.quality} if config.encoding == "jpeg" else {}),
         "downsample": "shorter side to size (PIL bilinear), central size×size crop (§2)",
         "splits": splits, "skipped": skipped, "stats": STATS if has_train else None,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "alexnet_version": __version__,
@@ -331,9 +408,11 @@ def _fill_holes(partial: Path, plan: SplitPlan) -> np.ndarray:
 
 def _truncate(partial: Path, manifest: dict[str, Any]) -> None:
     for name, entry in manifest["splits"].items():
-        with open(partial / entry["images"], "r+b") as f:
-            f.truncate(int(np.prod(entry["shape"])))
+        if manifest.get("encoding", "raw") == "raw":
+            with open(partial / entry["images"], "r+b") as f:
+                f.truncate(int(np.prod(entry["shape"])))
         (partial / f"{name}.done.npy").unlink(missing_ok=True)
+        (partial / _slots_file(name)).unlink(missing_ok=True)
     (partial / BAD_LIST).unlink(missing_ok=True)
 
 

@@ -9,6 +9,10 @@ Layout of a store folder OUT (everything little-endian, nothing pickled)::
     OUT/SPLIT.paths.txt        the source file of each image, one per line (image-folder sources)
     OUT/stats.npz              :class:`~alexnet.data.stats.Stats` of the train split
 
+With ``--encoding jpeg`` (manifest ``"encoding": "jpeg"``) each split's images are JPEG records
+instead, ``SPLIT.jpeg.bin`` with the offsets index ``SPLIT.index.npy`` (:mod:`alexnet.data.jpeg`),
+opened as a lazy ImageSet whose loader decodes whole batches. A manifest without ``encoding`` is raw.
+
 Images are the paper's down-sampled 256×256 (§2: shorter side to S, central S×S crop) unless
 ``--size`` said otherwise. Reading maps the image files (``np.memmap``, read-only), so a store of any
 size opens at once and the loader indexes whole uint8 batches.
@@ -25,6 +29,7 @@ import numpy as np
 
 from ..errors import AlexNetError
 from .imageset import ImageSet
+from .jpeg import ENCODINGS, open_records
 from .stats import Stats
 
 MANIFEST = "manifest.json"
@@ -67,9 +72,20 @@ def open_store(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str],
     root = Path(root)
     manifest = read_manifest(root)
     size, channels, classes = int(manifest["size"]), int(manifest["channels"]), list(manifest["classes"])
+    encoding = manifest.get("encoding", "raw")
+    if encoding not in ENCODINGS:
+        raise AlexNetError(f"{root / MANIFEST}: encoding {encoding!r}; this alexnet reads {', '.join(ENCODINGS)}")
     splits = {}
     for split, entry in manifest["splits"].items():
         n = int(entry["count"])
+        info = {"source": "store", "store": str(root), "encoding": encoding,
+                "paths_file": str(root / entry["paths"]) if entry.get("paths") else None,
+                "skipped": [s for s in manifest.get("skipped", []) if s["split"] == split]}
+        labels = _load_labels(root / entry["labels"], n, len(classes))
+        if encoding == "jpeg":
+            records = open_records(root, entry, size, channels)
+            splits[split] = ImageSet(labels=labels, classes=classes, loader=records, info=info)
+            continue
         shape = (n, size, size, channels)
         path = root / entry["images"]
         expected = n * size * size * channels
@@ -78,11 +94,7 @@ def open_store(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str],
             what = "missing" if actual is None else f"{actual:,} bytes"
             raise AlexNetError(f"{path}: {what}, expected {'×'.join(map(str, shape))} = {expected:,} bytes")
         images = np.memmap(path, dtype=np.uint8, mode="r", shape=shape) if n else np.zeros(shape, np.uint8)
-        labels = _load_labels(root / entry["labels"], n, len(classes))
-        splits[split] = ImageSet(labels=labels, classes=classes, images=images,
-                                 info={"source": "store", "store": str(root),
-                                       "paths_file": str(root / entry["paths"]) if entry.get("paths") else None,
-                                       "skipped": [s for s in manifest.get("skipped", []) if s["split"] == split]})
+        splits[split] = ImageSet(labels=labels, classes=classes, images=images, info=info)
     stats = Stats.load(root / manifest["stats"]) if manifest.get("stats") else None
     return splits, classes, stats
 

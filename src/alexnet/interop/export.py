@@ -15,6 +15,7 @@ Every export is written atomically (:mod:`alexnet.atomic`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import warnings
 
@@ -38,6 +39,8 @@ def example_input(model: nn.Module, batch: int = 1, input_size: int | None = Non
 def export_onnx(model: nn.Module, out: str | os.PathLike, *, opset: int = ONNX_OPSET, overwrite: bool = False,
                 input_size: int | None = None, channels: int | None = None) -> None:
     """ONNX with a dynamic batch axis (the TorchScript exporter: it needs no onnxscript)."""
+    if importlib.util.find_spec("onnx") is None:
+        raise AlexNetError("--format onnx needs the onnx package: pip install 'alexnet[onnx]' (or pip install onnx)")
     model = model.eval().cpu()
 
     def write(tmp: str) -> None:

@@ -19,11 +19,11 @@ from . import googlenet as _googlenet  # noqa: F401
 # isort: on
 from .alexnet import AlexNet, AlexNetConfig, Conv, ablate
 from .layers import LocalResponseNorm, initialise, paper_init
-from .registry import create, entry, names, register
+from .registry import check_options, create, entry, names, register
 from .summary import Summary, summarize
 from .towers import TwoTowerAlexNet
 
 __all__ = [
     "AlexNet", "AlexNetConfig", "Conv", "LocalResponseNorm", "Summary", "TwoTowerAlexNet",
-    "ablate", "create", "entry", "initialise", "names", "paper_init", "register", "summarize",
+    "ablate", "check_options", "create", "entry", "initialise", "names", "paper_init", "register", "summarize",
 ]

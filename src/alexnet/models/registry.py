@@ -54,13 +54,32 @@ def entry(name: str) -> ModelEntry:
         raise ValueError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}") from None
 
 
-def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
-    """Build a registered model. ``num_classes=None`` keeps the builder's default (1000 for ImageNet nets)."""
-    e = entry(name)
-    valid = e.options()
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse an unknown option (listing the valid ones) or a value of another type than the option's
+    default: ``lrn="False"`` (a string from ``--set model.options.lrn=False``) is not ``lrn=False``."""
+    valid = entry(name).options()
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ValueError(f"{name} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    for key, value in options.items():
+        default = valid[key].default
+        if default is inspect.Parameter.empty or default is None or isinstance(value, type(default)):
+            continue
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            continue
+        if isinstance(default, bool) or isinstance(value, bool) or isinstance(default, (int, float, str)):
+            kind = "true or false" if isinstance(default, bool) else type(default).__name__
+            raise ValueError(f"{name} option {key}={value!r} must be {kind} (as in TOML: e.g. {key}={_toml(default)})")
+
+
+def _toml(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else repr(value).replace("'", '"')
+
+
+def create(name: str, num_classes: int | None = None, **options: Any) -> nn.Module:
+    """Build a registered model. ``num_classes=None`` keeps the builder's default (1000 for ImageNet nets)."""
+    e = entry(name)
+    check_options(name, options)
     if num_classes is not None:
         options["num_classes"] = num_classes
     return e.builder(**options)
