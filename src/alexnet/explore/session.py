@@ -30,6 +30,7 @@ from ..data.images import MAX_PIXELS, decode_bytes
 from ..data.transforms import centre_offset
 from ..errors import AlexNetError
 from ..evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
+from ..fastpath import FastPath, prepare_model
 from ..runs import RunFolder
 from ..visualize import conv1_kernels, curves_figure, display_images, fc7_codes, figure_png, filter_mosaics, image_batch
 from . import activations, neighbours, why
@@ -73,13 +74,17 @@ class Session:
     def __init__(self, config: ExploreConfig) -> None:
         self.config = config
         self.device = torch.device(config.device)
-        self.ckpt, self.model, self.preprocess = load_for_inference(config.checkpoint, self.device)
-        self.model.eval()
+        self.ckpt, model, self.preprocess = load_for_inference(config.checkpoint, self.device)
+        self.model = prepare_model(model.eval(), FastPath(device=str(self.device)))  # channels_last: oneDNN's layout
         self.classes = list(self.ckpt.classes)
         self.size, self.crop = self.preprocess.pipeline.resize, self.preprocess.pipeline.crop
         self.towers = _towers(self.model)
         self.head = getattr(self.model, "head_name", None) or _last_linear(self.model)
-        self.cam_layer = why.cam_layer(self.model, self.preprocess.eval(self._input(np.zeros((self.size, self.size, 3), np.uint8))))
+        blank = self.preprocess.eval(self._input(np.zeros((self.size, self.size, 3), np.uint8)))
+        self.cam_layer = why.cam_layer(self.model, blank)  # one forward pass; two more warm oneDNN up for the first request
+        with torch.no_grad():
+            for _ in range(2):
+                self.model(blank)
         self.data_spec, self.splits = self._open_data(config.data)
         self.run = self._open_run(config.run)
         self.uploads: OrderedDict[str, np.ndarray] = OrderedDict()
