@@ -375,3 +375,13 @@ def test_decode_bytes_is_decode_image(tmp_path):
         np.testing.assert_array_equal(decode_bytes((tmp_path / name).read_bytes(), name), decode_image(tmp_path / name))
     with pytest.raises(AlexNetError, match="^upload.png: not an image"):
         decode_bytes(b"text", "upload.png")
+
+
+def test_loopback_app_refuses_other_host_headers(digits_checkpoint):
+    from alexnet.explore.app import LOOPBACK_HOSTS
+
+    session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10))
+    app = create_app(session, LOOPBACK_HOSTS)
+    assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/status").status_code == 200
+    assert TestClient(app, base_url="http://localhost:8000").get("/").status_code == 200
+    assert TestClient(app, base_url="http://rebound.example:8000").get("/api/info").status_code == 400

@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from ..device import resolve_device
-    from ..explore.app import create_app
+    from ..explore.app import LOOPBACK_HOSTS, create_app
     from ..explore.session import ExploreConfig, Session
 
     for flag, value in (("--bank-limit", args.bank_limit), ("--eval-limit", args.eval_limit)):
@@ -96,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)
         print(f"alexnet explore: {config.checkpoint} at http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
-        server = uvicorn.Server(uvicorn.Config(create_app(session), log_level="warning", timeout_graceful_shutdown=2))
+        hosts = LOOPBACK_HOSTS if is_loopback(args.host) else ("*",)
+        server = uvicorn.Server(uvicorn.Config(create_app(session, hosts), log_level="warning", timeout_graceful_shutdown=2))
         server.run(sockets=[sock])
     finally:
         sock.close()

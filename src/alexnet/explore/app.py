@@ -11,7 +11,8 @@ What a request may name, and nothing else:
 
 Every answer of ``/api/*`` is JSON (or a PNG); a bad request gets ``{"error": "..."}`` with 400
 (bad value, bad upload), 404 (no such image, split or class), 411/413 (upload without a length or
-over the limit), never a 500 for anything a user can send. One model call runs at a time (the
+over the limit), never a 500 for anything a user can send. On loopback only the Host headers
+127.0.0.1, localhost and ::1 are answered (400 otherwise: DNS rebinding). One model call runs at a time (the
 :class:`Gate`: an asyncio lock in front of a worker thread, so the event loop keeps answering
 ``/api/status``, which the page polls to show what is running and how many requests wait).
 """
@@ -28,6 +29,8 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -100,7 +103,12 @@ def image_ref(request: Request) -> ImageRef:
     return ImageRef(split=split, index=_int(request, "index", 0))
 
 
-def create_app(session: Session) -> Starlette:
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
+    """The app; ``hosts`` are the Host headers it answers (the command passes LOOPBACK_HOSTS when it
+    listens on loopback, so a page of another site that rebinds its name to 127.0.0.1 is refused)."""
     assets = shipped_assets()
     gate = Gate()
 
@@ -185,7 +193,8 @@ def create_app(session: Session) -> Starlette:
                 ValueError: lambda r, e: error(str(e), 400),
                 HTTPException: lambda r, e: error(str(e.detail), e.status_code),
                 Exception: _internal}
-    return Starlette(routes=routes, exception_handlers=handlers)
+    middleware = [] if "*" in hosts else [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)]
+    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
 
 
 def _internal(request: Request, e: Exception) -> JSONResponse:
