@@ -3,6 +3,7 @@ every endpoint of the server with Starlette's TestClient, bad uploads and path t
 
 import io
 import json
+import re
 
 import numpy as np
 import pytest
@@ -250,7 +251,7 @@ def test_bad_uploads_get_a_message_not_a_500(client, name, data, message):
     response = client.post("/api/upload", files={"file": (name, data, "image/png")})
     assert response.status_code == 400
     error = response.json()["error"]
-    assert name in error and __import__("re").search(message, error)
+    assert name in error and re.search(message, error)
 
 
 def test_upload_limits(client, digits_checkpoint):

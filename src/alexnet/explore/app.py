@@ -106,30 +106,40 @@ def image_ref(request: Request) -> ImageRef:
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
-def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
-    """The app; ``hosts`` are the Host headers it answers (the command passes LOOPBACK_HOSTS when it
-    listens on loopback, so a page of another site that rebinds its name to 127.0.0.1 is refused)."""
-    assets = shipped_assets()
-    gate = Gate()
+class Routes:
+    """The handlers: each parses its request, then runs one :class:`Session` method through the gate."""
 
-    async def page(request: Request) -> Response:
-        body, media = assets["index.html"]
+    def __init__(self, session: Session) -> None:
+        self.session, self.gate, self.assets = session, Gate(), shipped_assets()
+
+    def table(self) -> list[Route]:
+        return [
+            Route("/", self.page), Route("/static/{name}", self.static), Route("/api/status", self.status),
+            Route("/api/info", self.info), Route("/api/upload", self.upload, methods=["POST"]),
+            Route("/api/data/{split}/{index:int}", self.data_image), Route("/api/classify", self.classify),
+            Route("/api/layers", self.layers), Route("/api/filters", self.filters), Route("/api/why", self.why),
+            Route("/api/neighbours", self.neighbours), Route("/api/run", self.run), Route("/api/confusion", self.confusion),
+            Route("/api/confusion/cell", self.cell),
+        ]
+
+    async def page(self, request: Request) -> Response:
+        body, media = self.assets["index.html"]
         return Response(body, media_type=media)
 
-    async def static(request: Request) -> Response:
-        found = assets.get(request.path_params["name"])
+    async def static(self, request: Request) -> Response:
+        found = self.assets.get(request.path_params["name"])
         if found is None:
             return error("no such file", 404)
         return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
 
-    async def status(request: Request) -> Response:
-        return JSONResponse({"running": gate.running, "waiting": gate.waiting})
+    async def status(self, request: Request) -> Response:
+        return JSONResponse({"running": self.gate.running, "waiting": self.gate.waiting})
 
-    async def info(request: Request) -> Response:
-        return JSONResponse(session.info())
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(self.session.info())
 
-    async def upload(request: Request) -> Response:
-        limit = session.config.max_upload
+    async def upload(self, request: Request) -> Response:
+        limit = self.session.config.max_upload
         length = request.headers.get("content-length")
         if length is None or not length.isdigit():
             return error("an upload needs a Content-Length", 411)
@@ -140,61 +150,59 @@ def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
         if not isinstance(file, UploadFile):
             return error("send the image as the multipart form field 'file'", 400)
         data = await file.read(limit + 1)
-        token = await gate.run("decoding the upload", session.add_upload, data, file.filename or "upload")
+        token = await self.gate.run("decoding the upload", self.session.add_upload, data, file.filename or "upload")
         return JSONResponse({"image": token})
 
-    async def data_image(request: Request) -> Response:
+    async def data_image(self, request: Request) -> Response:
         split, index = request.path_params["split"], request.path_params["index"]
-        image = await gate.run("reading an image", session.dataset_png, split, index)
+        image = await self.gate.run("reading an image", self.session.dataset_png, split, index)
         return Response(png(image), media_type="image/png")
 
-    async def classify(request: Request) -> Response:
+    async def classify(self, request: Request) -> Response:
         views = _int(request, "views", 1)
         if views not in (1, 10):
             raise AlexNetError(f"views={views}: 1 (the centre crop) or 10 (§4.1's ten views)")
-        return JSONResponse(await gate.run("classifying", session.classify, image_ref(request), views))
+        return JSONResponse(await self.gate.run("classifying", self.session.classify, image_ref(request), views))
 
-    async def layers(request: Request) -> Response:
-        return JSONResponse(await gate.run("recording every layer", session.layers, image_ref(request)))
+    async def layers(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("recording every layer", self.session.layers, image_ref(request)))
 
-    async def filters(request: Request) -> Response:
-        return JSONResponse(await gate.run("drawing conv1's kernels", session.filters))
+    async def filters(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("drawing conv1's kernels", self.session.filters))
 
-    async def explain(request: Request) -> Response:
+    async def why(self, request: Request) -> Response:
         ref, target = image_ref(request), _int(request, "class")
         patch, stride = _int(request, "patch", None, 1, 4096), _int(request, "stride", None, 1, 4096)
-        coarse = request.query_params.get("detail", "fine")
-        if coarse not in ("fine", "coarse"):
-            raise AlexNetError(f"detail={coarse!r}: fine (the square moves by half its side) or coarse (by its side)")
-        return JSONResponse(await gate.run("Grad-CAM and occlusion", session.why, ref, target, patch, stride, coarse == "coarse"))
+        detail = request.query_params.get("detail", "fine")
+        if detail not in ("fine", "coarse"):
+            raise AlexNetError(f"detail={detail!r}: fine (the square moves by half its side) or coarse (by its side)")
+        return JSONResponse(await self.gate.run("Grad-CAM and occlusion", self.session.why, ref, target, patch, stride,
+                                                detail == "coarse"))
 
-    async def neighbours(request: Request) -> Response:
+    async def neighbours(self, request: Request) -> Response:
         k = _int(request, "k", 8, 1, 64)
-        return JSONResponse(await gate.run("searching the feature bank", session.neighbours, image_ref(request), k))
+        return JSONResponse(await self.gate.run("searching the feature bank", self.session.neighbours, image_ref(request), k))
 
-    async def run(request: Request) -> Response:
-        return JSONResponse(await gate.run("reading the run", session.run_info))
+    async def run(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("reading the run", self.session.run_info))
 
-    async def confusion(request: Request) -> Response:
-        return JSONResponse(await gate.run("the confusion matrix", session.confusion))
+    async def confusion(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion))
 
-    async def cell(request: Request) -> Response:
+    async def cell(self, request: Request) -> Response:
         true, predicted = _int(request, "true", 0), _int(request, "predicted", 0)
-        return JSONResponse(await gate.run("the confusion matrix", session.confusion_cell, true, predicted))
+        return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion_cell, true, predicted))
 
-    routes = [
-        Route("/", page), Route("/static/{name}", static), Route("/api/status", status), Route("/api/info", info),
-        Route("/api/upload", upload, methods=["POST"]), Route("/api/data/{split}/{index:int}", data_image),
-        Route("/api/classify", classify), Route("/api/layers", layers), Route("/api/filters", filters),
-        Route("/api/why", explain), Route("/api/neighbours", neighbours), Route("/api/run", run),
-        Route("/api/confusion", confusion), Route("/api/confusion/cell", cell),
-    ]
+
+def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
+    """The app; ``hosts`` are the Host headers it answers (the command passes LOOPBACK_HOSTS when it
+    listens on loopback, so a page of another site that rebinds its name to 127.0.0.1 is refused)."""
     handlers = {NotFound: lambda r, e: error(str(e), 404), AlexNetError: lambda r, e: error(str(e), 400),
                 ValueError: lambda r, e: error(str(e), 400),
                 HTTPException: lambda r, e: error(str(e.detail), e.status_code),
                 Exception: _internal}
     middleware = [] if "*" in hosts else [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)]
-    return Starlette(routes=routes, exception_handlers=handlers, middleware=middleware)
+    return Starlette(routes=Routes(session).table(), exception_handlers=handlers, middleware=middleware)
 
 
 def _internal(request: Request, e: Exception) -> JSONResponse:
