@@ -89,6 +89,38 @@ def test_layer_outputs_of_the_paper_net_have_the_paper_shapes():
     assert len(activations.tower_parts(layers["fc8"].output, 2, is_head=True)) == 1
 
 
+def write_features(folder, name, codes, split, layer="features"):
+    """The three files ``alexnet features`` writes (NAME.npy, NAME.csv ``row,path,label,class``, NAME.json)."""
+    labels = open_dataset("digits").splits[split].labels
+    np.save(folder / f"{name}.npy", codes)
+    (folder / f"{name}.csv").write_text("row,path,label,class\n" + "".join(f"{i},,{labels[i]},{labels[i]}\n" for i in range(len(codes))))
+    (folder / f"{name}.json").write_text(json.dumps({"split": split, "layer": layer, "shape": list(codes.shape), "rows": len(codes)}))
+    return folder / f"{name}.npy"
+
+
+def test_feature_bank_as_alexnet_features_writes_it(tmp_path, digits_checkpoint):
+    from alexnet.visualize import fc7_codes
+
+    test = open_dataset("digits").splits["test"]
+    session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=5))
+    codes = fc7_codes(session.model, session.preprocess, torch.from_numpy(test.images)).numpy().astype(np.float32)
+    path = write_features(tmp_path, "test-fc7", codes, "test")
+    assert neighbours.bank_split(path) == "test"
+    bank_session = Session(ExploreConfig(digits_checkpoint, data="digits", features=path))
+    assert bank_session.bank.split == "test" and len(bank_session.bank.codes) == len(test)
+    with TestClient(create_app(bank_session)) as c:
+        answer = c.get("/api/neighbours?split=test&index=11&k=3").json()
+    assert answer["split"] == "test" and answer["neighbours"][0]["index"] == 11  # itself, at distance 0
+    assert answer["neighbours"][0]["distance"] == pytest.approx(0.0, abs=1e-3)
+    pool5 = write_features(tmp_path, "pool5", codes, "test", layer="pool5")
+    with pytest.raises(AlexNetError, match="compares fc7"):
+        Session(ExploreConfig(digits_checkpoint, data="digits", features=pool5))
+    other = write_features(tmp_path, "other", codes[:3], "test")
+    (tmp_path / "other.json").write_text(json.dumps({"split": "extra", "layer": "fc7"}))
+    with pytest.raises(AlexNetError, match="'extra' split"):
+        Session(ExploreConfig(digits_checkpoint, data="digits", features=other))
+
+
 def test_feature_bank_from_npy_and_csv(tmp_path):
     train = open_dataset("digits").splits["train"]
     codes = np.random.default_rng(0).normal(size=(len(train), 8)).astype(np.float32)
@@ -105,7 +137,8 @@ def test_feature_bank_from_npy_and_csv(tmp_path):
     assert list(index) == [9]
     with pytest.raises(AlexNetError, match="dimensions"):
         neighbours.read_bank(tmp_path / "bank.npy", train, 16)
-    with pytest.raises(AlexNetError, match="rows but the training split"):
+    assert neighbours.bank_split(tmp_path / "bank.npy") == "train"  # no record beside it
+    with pytest.raises(AlexNetError, match="rows but the train split"):
         np.save(tmp_path / "short.npy", codes[:10])
         neighbours.read_bank(tmp_path / "short.npy", train, 8)
     np.save(tmp_path / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)

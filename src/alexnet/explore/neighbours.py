@@ -7,9 +7,11 @@ fc7 code (``model.forward_features``, the centre crop) per training image:
 * computed on start (:func:`compute_bank`) over the training split, or its first ``limit`` images
   for a large set (the page says how many it searched);
 * or read from a file (:func:`read_bank`): a float32 (or float16) ``.npy`` [N, D] as ``alexnet
-  features`` writes it, opened memory-mapped (``allow_pickle=False``: nothing in it can run). If a
-  CSV with the same stem lies beside it and has an ``index`` column, row i is the training image at
-  that position; otherwise row i is training image i and N must be the split's size.
+  features`` writes it, opened memory-mapped (``allow_pickle=False``: nothing in it can run), with
+  what it writes beside it when present: ``NAME.json`` (its ``split``, default train, and its
+  ``layer``, which must be fc7: ``features`` or ``fc7``) and ``NAME.csv`` (its ``row`` column, or an
+  ``index`` column: the position in the split of each row). Without a CSV, row i is image i and N
+  must be the split's size.
 
 :func:`nearest` is exact search: Euclidean distances to every row, streamed in chunks so a
 memory-mapped bank of a million rows is never read into memory at once.
@@ -18,6 +20,7 @@ memory-mapped bank of a million rows is never read into memory at once.
 from __future__ import annotations
 
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,8 +38,9 @@ CHUNK = 4096  # bank rows per distance computation (4096 × 4096 float32 = 64 Mi
 @dataclass
 class FeatureBank:
     codes: np.ndarray  # float [N, D]; memory-mapped when read from a file
-    index: np.ndarray  # int64 [N]: each row's position in the training split
+    index: np.ndarray  # int64 [N]: each row's position in the split
     source: str  # what the page says about where the bank came from
+    split: str = "train"  # the split whose images the rows are
 
 
 @torch.no_grad()
@@ -57,8 +61,27 @@ def compute_bank(model: nn.Module, preprocess: Preprocess, images: ImageSet, *, 
     return FeatureBank(np.concatenate(codes).astype(np.float32), np.arange(count, dtype=np.int64), source)
 
 
-def read_bank(path: str | Path, images: ImageSet, dim: int) -> FeatureBank:
-    """A bank written by ``alexnet features``: ``.npy`` float [N, D], with an optional CSV index beside it."""
+FC7_LAYERS = ("features", "fc7")  # alexnet features' names for the code explore compares (forward_features)
+
+
+def bank_split(path: str | Path) -> str:
+    """The split a bank file holds, from the record ``alexnet features`` writes beside it (train without one)."""
+    record_path = Path(path).with_suffix(".json")
+    if not record_path.is_file():
+        return "train"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AlexNetError(f"{record_path}: unreadable record of the feature bank ({e})") from None
+    layer = record.get("layer")
+    if layer is not None and layer not in FC7_LAYERS:
+        raise AlexNetError(f"{path}: holds {layer!r} features, but explore compares fc7 codes "
+                           f"(write the bank with alexnet features --layer fc7, the default)")
+    return str(record.get("split") or "train")
+
+
+def read_bank(path: str | Path, images: ImageSet, dim: int, split: str = "train") -> FeatureBank:
+    """A bank written by ``alexnet features``: ``.npy`` float [N, D], with its CSV index when it is beside it."""
     path = Path(path)
     try:
         with open(path, "rb") as f:
@@ -75,27 +98,28 @@ def read_bank(path: str | Path, images: ImageSet, dim: int) -> FeatureBank:
         raise AlexNetError(f"{path}: expected float32 [N, D] features, got {codes.dtype} {list(codes.shape)}")
     if codes.shape[1] != dim:
         raise AlexNetError(f"{path}: features have {codes.shape[1]} dimensions but the checkpoint's fc7 has {dim}")
-    index = _read_index(path.with_suffix(".csv"), len(codes), len(images))
-    return FeatureBank(codes, index, f"{path.name}: {len(codes)} rows of {codes.shape[1]}-d features")
+    index = _read_index(path.with_suffix(".csv"), len(codes), len(images), split)
+    return FeatureBank(codes, index, f"{path.name}: {len(codes)} {split} images, {codes.shape[1]}-d", split)
 
 
-def _read_index(csv_path: Path, rows: int, images: int) -> np.ndarray:
+def _read_index(csv_path: Path, rows: int, images: int, split: str) -> np.ndarray:
     if csv_path.is_file():
         with open(csv_path, newline="", encoding="utf-8") as f:
             reader = csv.DictReader(f)
-            if reader.fieldnames and "index" in reader.fieldnames:
+            column = next((c for c in ("row", "index") if c in (reader.fieldnames or ())), None)
+            if column is not None:
                 try:
-                    index = np.array([int(r["index"]) for r in reader], dtype=np.int64)
-                except ValueError as e:
-                    raise AlexNetError(f"{csv_path}: 'index' column holds a non-integer ({e})") from None
+                    index = np.array([int(r[column]) for r in reader], dtype=np.int64)
+                except (TypeError, ValueError) as e:
+                    raise AlexNetError(f"{csv_path}: {column!r} column holds a non-integer ({e})") from None
                 if len(index) != rows:
                     raise AlexNetError(f"{csv_path}: {len(index)} index rows for {rows} feature rows")
                 if len(index) and (index.min() < 0 or index.max() >= images):
-                    raise AlexNetError(f"{csv_path}: an index is outside the training split's 0–{images - 1}")
+                    raise AlexNetError(f"{csv_path}: a row is outside the {split} split's 0–{images - 1}")
                 return index
     if rows != images:
-        raise AlexNetError(f"feature bank has {rows} rows but the training split has {images} images "
-                           f"(and no CSV with an 'index' column beside it says which)")
+        raise AlexNetError(f"feature bank has {rows} rows but the {split} split has {images} images "
+                           f"(and no CSV with a 'row' or 'index' column beside it says which)")
     return np.arange(rows, dtype=np.int64)
 
 

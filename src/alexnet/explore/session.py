@@ -116,15 +116,16 @@ class Session:
         return run
 
     def _bank(self) -> neighbours.FeatureBank | None:
-        train = self.splits.get("train")
-        if train is None:
-            if self.config.features:
-                raise AlexNetError(f"{self.config.features}: a feature bank needs the data set's training split (pass --data)")
-            return None
         if self.config.features:
-            dim = int(fc7_codes(self.model, self.preprocess, self._input(self.stored("train", 0)), self.device).shape[1])
-            return neighbours.read_bank(self.config.features, train, dim)
-        return neighbours.compute_bank(self.model, self.preprocess, train, limit=self.config.bank_limit, device=self.device)
+            split = neighbours.bank_split(self.config.features)
+            if split not in self.splits:
+                raise AlexNetError(f"{self.config.features}: a bank of the {split!r} split needs the data set with it (pass --data)")
+            dim = int(fc7_codes(self.model, self.preprocess, self._input(self.stored(split, 0)), self.device).shape[1])
+            return neighbours.read_bank(self.config.features, self.splits[split], dim, split)
+        if "train" not in self.splits:
+            return None
+        return neighbours.compute_bank(self.model, self.preprocess, self.splits["train"], limit=self.config.bank_limit,
+                                       device=self.device)
 
     # -- images ------------------------------------------------------------------------------
     def add_upload(self, data: bytes, name: str) -> str:
@@ -252,9 +253,9 @@ class Session:
             raise NotFound("no feature bank: start with --data (a training split) or --features BANK.npy")
         code = fc7_codes(self.model, self.preprocess, self._input(self.image(ref)), self.device)[0].numpy()
         index, distance = neighbours.nearest(self.bank, code, k)
-        train = self.splits["train"]
-        return {"bank": self.bank.source, "neighbours": [
-            {"index": int(i), "distance": float(d), "label": self.classes[int(train.labels[i])]}
+        images = self.splits[self.bank.split]
+        return {"bank": self.bank.source, "split": self.bank.split, "neighbours": [
+            {"index": int(i), "distance": float(d), "label": self.classes[int(images.labels[i])]}
             for i, d in zip(index, distance)]}
 
     # -- the run -----------------------------------------------------------------------------

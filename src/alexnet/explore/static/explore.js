@@ -178,8 +178,8 @@ async function loadWhy() {
 
 async function loadNeighbours() {
   const a = await api(`/api/neighbours?${state.ref}&k=8`);
-  $("bank").textContent = `The training images nearest in fc7 (Euclidean, Fig. 4 right); bank: ${a.bank}.`;
-  $("neighbours").replaceChildren(...a.neighbours.map((n) => thumb("train", n.index, `${n.label} · ${n.distance.toFixed(2)}`)));
+  $("bank").textContent = `The ${a.split} images nearest in fc7 (Euclidean, Fig. 4 right); bank: ${a.bank}.`;
+  $("neighbours").replaceChildren(...a.neighbours.map((n) => thumb(a.split, n.index, `${n.label} · ${n.distance.toFixed(2)}`)));
 }
 
 function thumb(split, index, caption) {
