@@ -42,16 +42,21 @@ class OptimConfig:
     nesterov: bool = False
     bias_lr_mult: float = 1.0  # Caffe's lr_mult for biases (2 in bvlc solvers)
     bias_decay: bool = True  # Caffe: decay_mult 0 for biases
+    update: str = "torch"  # "paper": §5's v ← m·v − ε·g (ε inside the momentum, as Caffe and cuda-convnet); alexnet.optim
 
 
 @dataclass
 class ScheduleConfig:
-    kind: str = "plateau"  # plateau | step | cosine | constant
+    kind: str = "plateau"  # plateau | step | cosine | dexp | constant
     factor: float = 0.1  # ×lr at each reduction (§5: "divided by 10")
     patience: int = 5  # plateau: epochs without a better val error before a reduction
     max_reductions: int = 3  # plateau: §5 "reduced three times"
     step_size: int = 30  # step: every this many epochs (or iterations, see unit)
     unit: str = "epoch"  # step: "epoch" or "iteration" (Caffe solvers count iterations)
+    tgt_factor: float = 250.0  # dexp: the final lr is lr / tgt_factor (cuda-convnet2's epsW: 250)
+    num_steps: int = 4  # dexp: equal stages of the run (epsW: 4)
+    bias_tgt_factor: float = 0.0  # dexp: the biases' own target (epsB: 25); 0: as the weights
+    bias_num_steps: int = 2  # dexp: the biases' stages (epsB: 2)
 
 
 @dataclass
@@ -85,7 +90,8 @@ LEGACY = {"amp": "precision"}  # renamed settings, read from configurations save
 LEGACY_VALUES = {("precision", "off"): "fp32"}
 
 CHOICES = {
-    "schedule.kind": ("plateau", "step", "cosine", "constant"),
+    "schedule.kind": ("plateau", "step", "cosine", "dexp", "constant"),
+    "optim.update": ("torch", "paper"),
     "schedule.unit": ("epoch", "iteration"),
     "precision": PRECISIONS,
     "eval_views": (1, 10),
@@ -196,6 +202,10 @@ RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("schedule.patience", "≥ 0", lambda v: v >= 0),
     ("schedule.max_reductions", "≥ 0", lambda v: v >= 0),
     ("schedule.step_size", "≥ 1", lambda v: v >= 1),
+    ("schedule.tgt_factor", "≥ 1", lambda v: math.isfinite(v) and v >= 1),
+    ("schedule.num_steps", "≥ 1", lambda v: v >= 1),
+    ("schedule.bias_tgt_factor", "0 or ≥ 1", lambda v: v == 0 or (math.isfinite(v) and v >= 1)),
+    ("schedule.bias_num_steps", "≥ 1", lambda v: v >= 1),
     ("epochs", "≥ 0 (and epochs or max_steps ≥ 1)", lambda v: v >= 0),
     ("max_steps", "≥ 0", lambda v: v >= 0),
     ("batch_size", "≥ 1", lambda v: v >= 1),

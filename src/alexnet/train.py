@@ -331,8 +331,7 @@ def train_one_epoch(s: Session) -> bool:
     bar = progress_bar(s)
     wall_start, done, stop = time.time(), 0, False
     for x, y in batches:
-        lr = s.schedule.lr(st.step)
-        set_lr(s.step.optimizer, lr)
+        lr = set_lr(s.step.optimizer, s.schedule, st.step)
         try:
             logits, loss = s.step(s.data.preprocess.train(x, st.aug), y, check=(st.step + 1) % s.check_every == 0)
         except steps.NonFiniteLoss as e:
