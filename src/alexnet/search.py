@@ -95,8 +95,8 @@ def faiss_search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str, chu
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (numpy's: ``faiss.normalize_L2`` crashes in a process where torch's
-    OpenMP runtime is loaded, faiss-cpu 1.15 with torch 2.14 here)."""
+    """Rows scaled to unit length, as a new array (``faiss.normalize_L2`` works in place, and a chunk
+    of the bank's read-only memory map is not ours to write: faiss segfaults on it)."""
     norms = np.linalg.norm(x, axis=1, keepdims=True)
     return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
 
