@@ -78,7 +78,8 @@ def test_layers_by_name(ckpt_path):
     ckpt = checkpoint.load(ckpt_path)
     model = checkpoint.build_model(ckpt)
     x = torch.randn(3, 3, 32, 32)
-    assert resolve_layer(model, "fc7") == "drop7" and resolve_layer(model, "conv5") == "relu5"
+    assert resolve_layer(model, "fc7") is None and resolve_layer(model, "fc6") == "drop6"  # None: forward_features
+    assert resolve_layer(model, "conv5") == "relu5"
     assert resolve_layer(model, "pool5") == "pool5" and resolve_layer(model, "features") is None
     with torch.no_grad():
         torch.testing.assert_close(LayerReader(model, "fc7")(x), model.forward_features(x))

@@ -97,7 +97,8 @@ def resolve_layer(model: nn.Module, layer: str) -> str | None:
         if not isinstance(modules[name], (nn.ReLU, nn.Tanh, nn.Dropout)) and not name.startswith(("relu", "drop")):
             break
         top = name
-    return top
+    last_hidden = getattr(model, "fc_order", [None])[-1]
+    return None if top == last_hidden else top  # fc7 of an AlexNet is forward_features itself
 
 
 class _Reached(Exception):
@@ -250,17 +251,18 @@ class Extractor:
 
 
 def _job(checkpoint_path: str | os.PathLike, sha: str, data: str, split: str, images: ImageSet, config: FeatureConfig,
-         dim: int) -> dict[str, Any]:
-    """What a feature set is of: a partial run continues only when all of it is the same."""
+         dim: int, reads: str) -> dict[str, Any]:
+    """What a feature set is of (``reads``: the module read, or forward_features); a partial run continues
+    only when all of it is the same."""
     return {
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": sha, "split": split,
         "data": str(data) if str(data) == DIGITS else str(Path(data).expanduser().resolve()),
-        "layer": config.layer, "dtype": config.dtype, "precision": config.precision, "rows": len(images), "dim": dim,
+        "layer": config.layer, "reads": reads, "dtype": config.dtype, "precision": config.precision, "rows": len(images), "dim": dim,
     }
 
 
 def _same_job(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = ("checkpoint_sha256", "data", "split", "layer", "dtype", "precision", "rows", "dim")
+    keys = ("checkpoint_sha256", "data", "split", "reads", "dtype", "precision", "rows", "dim")
     return [f"{k} {old.get(k)!r} → {new[k]!r}" for k in keys if old.get(k) != new[k]]
 
 
@@ -286,7 +288,8 @@ def extract(
         raise AlexNetError(f"{data}: the {split!r} split has no images")
     extractor = Extractor(checkpoint_path, config)
     dim = extractor.dim(images.channels)
-    job = _job(checkpoint_path, file_sha256(checkpoint_path), data, split, images, config, dim)
+    reads = extractor.reader.module_name or "forward_features"
+    job = _job(checkpoint_path, file_sha256(checkpoint_path), data, split, images, config, dim, reads)
     done, batch_size = _resume_point(paths, job, config.batch_size, overwrite)
     if done == 0:
         paths.array.parent.mkdir(parents=True, exist_ok=True)

@@ -89,7 +89,7 @@ def check_pair(train: FeatureSet, test: FeatureSet) -> None:
     check_classes(train.classes, test.classes, f"{test.path} against {train.path}")
     if train.rows.shape[1] != test.rows.shape[1]:
         raise AlexNetError(f"{test.path}: {test.rows.shape[1]} columns but {train.path} has {train.rows.shape[1]}")
-    for key in ("checkpoint_sha256", "layer"):
+    for key in ("checkpoint_sha256", "reads"):  # "reads": the module read ("fc7" and "features" are one)
         if train.record.get(key) != test.record.get(key):
             raise AlexNetError(f"{test.path}: {key} {test.record.get(key)!r} differs from {train.path}'s "
                                f"{train.record.get(key)!r}; extract both with the same checkpoint and --layer")

@@ -76,6 +76,10 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         record = extract(args.checkpoint, args.data, split, args.out, config, overwrite=args.force, on_batch=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"alexnet features: stopped; the same command continues from {FeaturePaths.of(args.out).progress}", file=sys.stderr)
+        raise
     finally:
         progress.close()
     seconds = time.perf_counter() - start
