@@ -4,7 +4,6 @@ initialised network's features for comparison (figures in docs/TRANSFER.md)."""
 
 import json
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F

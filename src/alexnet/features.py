@@ -167,7 +167,7 @@ class FeaturePaths:
     array: Path
 
     @classmethod
-    def of(cls, out: str | os.PathLike) -> "FeaturePaths":
+    def of(cls, out: str | os.PathLike) -> FeaturePaths:
         path = Path(out)
         if path.suffix != ".npy":
             raise AlexNetError(f"{out}: the features file must end in .npy (the index and record go beside it)")
