@@ -148,3 +148,16 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
     assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--layer", "fc", "--out", str(tmp_path / "g.npy")]) == 2
     assert "valid: features, conv1" in capsys.readouterr().err
     assert not list(tmp_path.glob("g*"))  # nothing was created by the failed runs
+
+
+def test_a_bad_file_in_a_folder_is_one_line_even_from_a_worker(tmp_path, ckpt_path, folder, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    (bad / "train" / "cat" / "zz.jpg").write_text("not a picture")
+    args = ["features", "--checkpoint", str(ckpt_path), "--data", str(bad), "--out", str(tmp_path / "f.npy"), "--batch-size", "4"]
+    for workers in ("0", "1"):
+        assert cli.main(args + ["--workers", workers, "--force"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("alexnet: error: ") and "zz.jpg: not an image" in err and "Traceback" not in err

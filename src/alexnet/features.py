@@ -42,6 +42,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -312,8 +313,16 @@ def extract(
 
 def _batches(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], done: int, batch_size: int
              ) -> Iterator[tuple[int, torch.Tensor]]:
-    for i, (x, _) in enumerate(batches):
-        yield done + i * batch_size, x
+    """(first row, images) per batch. A file a DataLoader worker could not decode reaches us as a
+    RuntimeError holding the worker's traceback; it becomes the one line the worker raised."""
+    try:
+        for i, (x, _) in enumerate(batches):
+            yield done + i * batch_size, x
+    except RuntimeError as e:
+        found = re.search(r"BadImage: (.+?)\s*$", str(e))
+        if "Caught BadImage" not in str(e) or found is None:
+            raise
+        raise AlexNetError(f"{found.group(1)} (fix it and run the same command to continue, or remove it and rerun with --force)") from None
 
 
 def _resume_point(paths: FeaturePaths, job: dict[str, Any], batch_size: int, overwrite: bool) -> tuple[int, int]:
