@@ -15,9 +15,9 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import ablate, bench, demo, evaluate, info, interop, models, predict, prepare, train, visualize
+from . import ablate, bench, demo, evaluate, features, info, interop, models, predict, prepare, probe, search, train, visualize
 
-COMMANDS = [models, prepare, train, info, evaluate, predict, interop, visualize, ablate, bench, demo]  # = --help order
+COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, ablate, bench, demo]  # = --help order
 
 log = logging.getLogger("alexnet")
 
