@@ -7,12 +7,12 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import save_small_checkpoint
 from PIL import Image
 
-from alexnet import checkpoint, cli, models
+from alexnet import checkpoint, cli
 from alexnet.data.images import decode_image
-from alexnet.data.stats import compute_stats
-from alexnet.data.transforms import Preprocess, downsample, pipeline
+from alexnet.data.transforms import Preprocess, downsample
 from alexnet.errors import AlexNetError
 from alexnet.features import FeatureConfig, FeaturePaths, LayerReader, extract, layer_names, open_features, resolve_layer
 
@@ -21,14 +21,7 @@ CLASSES = ["cat", "dog", "eel"]
 
 @pytest.fixture(scope="module")
 def ckpt_path(tmp_path_factory):
-    torch.manual_seed(0)
-    model = models.create("alexnet_small", num_classes=len(CLASSES), width=0.25)
-    images = np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)
-    ckpt = checkpoint.from_model(model, CLASSES, model_options={"width": 0.25},
-                                 preprocess=Preprocess(pipeline("small"), compute_stats(images)).to_state())
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    checkpoint.save(path, ckpt)
-    return path
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", CLASSES)
 
 
 @pytest.fixture(scope="module")

@@ -130,6 +130,25 @@ def test_a_symlink_loop_is_named_not_followed(tmp_path):
         open_dataset(root)
 
 
+def test_a_line_break_in_a_file_name_is_refused(tmp_path):
+    root = _folder(tmp_path / "F")
+    Image.new("RGB", (40, 30)).save(root / "train" / "dog" / "two\nlines.jpg")
+    with pytest.raises(AlexNetError, match="a name with a line break"):
+        open_dataset(root)
+
+
+def test_ten_views_of_a_model_trained_without_reflections_warn(tmp_path, caplog):
+    from alexnet.evaluate import EvalConfig, evaluate_checkpoints
+
+    out = tmp_path / "run"
+    train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False))
+    test = open_dataset("digits").splits["test"]
+    evaluate_checkpoints([out / "checkpoints" / "last.pt"], test, EvalConfig(views=1))
+    assert "trained without reflections" not in caplog.text
+    evaluate_checkpoints([out / "checkpoints" / "last.pt"], test, EvalConfig(views=10))
+    assert caplog.text.count("trained without reflections") == 1
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_bad_image_with_worker_processes_is_the_same_one_line_error(tmp_path, workers):
     val = open_dataset(_folder(tmp_path / "F", bad=True)).splits["val"]
@@ -284,3 +303,17 @@ def test_quiet_still_prints_the_answer_and_a_closed_pipe_is_silent(tmp_path, run
     # the reader is gone before alexnet writes (its imports take a second): every write meets a closed pipe
     piped = subprocess.run(f"{sys.executable} -m alexnet models | true", shell=True, capture_output=True, text=True, env=cli_env)
     assert piped.stderr == ""
+
+
+def test_one_tensorboard_writer_per_run_with_per_step_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(tiny(epochs=2), RunOptions(out=out, progress_bar=False))
+    events = list((out / "tb").iterdir())
+    assert len(events) == 1  # not one file per epoch
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_top1_error"} <= set(tags)
+    assert [e.step for e in acc.Scalars("step/loss")][:3] == [10, 20, 30] and len(acc.Scalars("epoch/train_loss")) == 2

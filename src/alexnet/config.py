@@ -60,6 +60,15 @@ class ScheduleConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    init: str = ""  # `--init`: a checkpoint to start from (alexnet.finetune); "" trains from scratch
+    freeze: str = "none"  # `--freeze`: none | features (everything but the FC layers and the head) | a layer name
+    loaded_lr_mult: float = 1.0  # the loaded layers' lr as a multiple of the new ones' (0.1: Caffe's fc8 lr_mult 10)
+    reset_head: bool = False  # re-initialise the classifier head even when its shape fits
+    keep_preprocess: bool = True  # the checkpoint's normalisation and statistics, not the data's own
+
+
+@dataclass
 class TrainConfig:
     preset: str = "custom"
     description: str = ""
@@ -67,6 +76,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     epochs: int = 90  # §5: "roughly 90 cycles"
     max_steps: int = 0  # stop after this many optimiser steps in all (Caffe's max_iter); 0: epochs decide
     batch_size: int = 128  # §5; per process under torchrun
@@ -190,8 +200,8 @@ def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[st
     return config
 
 
-FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "optim.lr": "--lr", "seed": "--seed",
-         "data.workers": "--workers", "checkpoint_every": "--checkpoint-every"}  # what the message names
+FLAGS = {"finetune.init": "--init", "finetune.freeze": "--freeze", "epochs": "--epochs", "batch_size": "--batch-size",
+         "optim.lr": "--lr", "seed": "--seed", "data.workers": "--workers", "checkpoint_every": "--checkpoint-every"}
 
 RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("optim.lr", "a positive number", lambda v: math.isfinite(v) and v > 0),
@@ -215,6 +225,8 @@ RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("grad_clip", "≥ 0 and finite (0: off)", lambda v: math.isfinite(v) and v >= 0),
     ("data.val_fraction", "in [0, 1)", lambda v: 0 <= v < 1),
     ("data.workers", "≥ 0", lambda v: v >= 0),
+    ("finetune.loaded_lr_mult", "≥ 0 and finite (0: the loaded layers stay as they are)",
+     lambda v: math.isfinite(v) and v >= 0),
 ]
 
 

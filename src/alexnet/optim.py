@@ -33,17 +33,22 @@ from .config import OptimConfig, TrainConfig
 log = logging.getLogger(__name__)
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """Weights and biases as two groups: Caffe's lr_mult / decay_mult for biases (and norm layers)."""
-    weights = [p for p in model.parameters() if p.ndim > 1 and p.requires_grad]
-    biases = [p for p in model.parameters() if p.ndim <= 1 and p.requires_grad]
-    paper = cfg.update == "paper"
-    return [
-        {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "lr_mult": 1.0, "biases": False,
-         "paper_update": paper},
-        {"params": biases, "lr": cfg.lr * cfg.bias_lr_mult, "weight_decay": cfg.weight_decay if cfg.bias_decay else 0.0,
-         "lr_mult": cfg.bias_lr_mult, "biases": True, "paper_update": paper},
-    ]
+def param_groups(model: nn.Module, cfg: OptimConfig, lr_mults: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Weights and biases as two groups (Caffe's lr_mult / decay_mult for biases and norm layers), each
+    split by the per-tensor multipliers ``lr_mults`` (fine-tuning's loaded layers). Frozen parameters
+    (``requires_grad`` off) are in no group: no update, no weight decay."""
+    lr_mults = lr_mults or {}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((p.ndim <= 1, lr_mults.get(name, 1.0)), []).append(p)
+    out = []
+    for (biases, mult), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        lr_mult = mult * (cfg.bias_lr_mult if biases else 1.0)
+        decay = cfg.weight_decay if not biases or cfg.bias_decay else 0.0
+        out.append({"params": params, "lr": cfg.lr * lr_mult, "weight_decay": decay, "lr_mult": lr_mult, "biases": biases,
+                    "paper_update": cfg.update == "paper"})
+    return out
 
 
 def sgd_kernel(device: torch.device, fused: bool = True) -> dict[str, bool]:
@@ -51,9 +56,10 @@ def sgd_kernel(device: torch.device, fused: bool = True) -> dict[str, bool]:
     return {"fused": True} if fused and device.type in ("cpu", "cuda", "mps") else {"foreach": True}
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device, *, fused: bool = True) -> torch.optim.SGD:
+def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device, *, fused: bool = True,
+                   lr_mults: dict[str, float] | None = None) -> torch.optim.SGD:
     """§5's SGD over :func:`param_groups`, in the update form ``cfg.update`` names (module docstring)."""
-    return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+    return torch.optim.SGD(param_groups(model, cfg, lr_mults), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            **sgd_kernel(device, fused))
 
 

@@ -292,7 +292,8 @@ def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> Stats
         checkpoint()
     except KeyboardInterrupt:
         checkpoint()  # everything marked done is written: keep it for the resume
-        raise
+        raise KeyboardInterrupt(f"interrupted; what was done is kept in {partial}: run the same command again to "
+                                "resume") from None
     finally:
         for writer in writers.values():
             writer.close()
