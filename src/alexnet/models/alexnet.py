@@ -243,6 +243,10 @@ class AlexNet(ConfiguredNet):
 
     # -- forward ---------------------------------------------------------------------------------
     def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        side = self.config.input_size
+        if self.config.output_rule == "ceil" and tuple(x.shape[-2:]) != (side, side):
+            # the pad{i} layers are sized for one input: another would run and mean something else
+            raise ValueError(f"{self.name} takes {side}×{side} input (its padding is cuda-convnet's for that size), got {x.shape[-2]}×{x.shape[-1]}")
         for name in self.conv_order:
             x = getattr(self, name)(x)
         return x
