@@ -2,6 +2,9 @@
 references, alexnet_cudaconvnet's geometry and towers, and the CIFAR-10 nets of §3 on CIFAR-10 files
 written in the real format."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 
@@ -141,7 +144,7 @@ def test_cudaconvnet_two_towers_equal_grouped_model():
 
 def test_cudaconvnet_config_round_trips_with_per_layer_norm_positions():
     config = models.create("alexnet_cudaconvnet").config
-    again = type(config).from_dict(__import__("json").loads(__import__("json").dumps(config.to_dict())))
+    again = type(config).from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config and again.norm_positions()[0] == "before_relu"
     with pytest.raises(ValueError, match="norm_position='sideways'"):
         models.AlexNetConfig(norm_position=("sideways",) * 5)
@@ -195,7 +198,7 @@ def test_ceil_mode_average_pooling_divides_by_the_pixels_inside():
 
 def test_cifar_nets_train_on_cifar10_files_in_the_real_format(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
-    _cifar_folder(root, __import__("numpy").random.default_rng(5))
+    _cifar_folder(root, np.random.default_rng(5))
     data = open_dataset(root)
     images = torch.from_numpy(data.splits["train"].images[:8]).permute(0, 3, 1, 2).float() / 255
     labels = torch.as_tensor(data.splits["train"].labels[:8])

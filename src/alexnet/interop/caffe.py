@@ -297,13 +297,15 @@ def resolve_arch(layers: list[CaffeLayer], arch: str | None, source: str) -> str
     if arch is not None and arch not in ARCHS:
         raise AlexNetError(f"--arch {arch!r} is not one of {', '.join(ARCHS)}")
     found = detect_arch(layers)
-    if found is None and arch is None:
-        raise AlexNetError(f"{source}: its layers do not show whether it is bvlc_alexnet or CaffeNet (no LRN and pooling "
-                           f"after conv1); give --arch {' or --arch '.join(ARCHS)}")
-    if found is not None and arch is not None and found != arch:
+    if found is None:
+        if arch is None:
+            raise AlexNetError(f"{source}: its layers do not show whether it is bvlc_alexnet or CaffeNet (no LRN and "
+                               f"pooling after conv1); give --arch {' or --arch '.join(ARCHS)}")
+        return arch
+    if arch is not None and found != arch:
         raise AlexNetError(f"{source}: its layers are {found}'s ({LAYER_ORDER[found]}), not --arch {arch}'s "
                            f"({LAYER_ORDER[arch]}); drop --arch or give --arch {found}")
-    return found or arch  # type: ignore[return-value]
+    return found
 
 
 def import_caffe(path: str | os.PathLike, arch: str | None = None, mean: str | os.PathLike | None = None):
