@@ -15,8 +15,8 @@ absent)::
     relu7 [drop7] fc8
 
 ``norm_position`` moves the LRN before the ReLU (Krizhevsky's 2012 code, conv1) or after the pool
-(CaffeNet), for every layer or per layer (a tuple); ``dropout_position`` puts dropout on the inputs of fc6/fc7 (torchvision) instead of on
-the outputs of fc6/fc7 (paper §4.2, Caffe); ``dropout_scaling`` is the paper's (survivors unscaled in
+(CaffeNet), for every layer or per layer (a tuple); ``dropout_position`` puts dropout on the inputs
+of fc6/fc7 (torchvision) instead of on the outputs of fc6/fc7 (paper §4.2, Caffe); ``dropout_scaling`` is the paper's (survivors unscaled in
 training, every output × (1 − p) at test, §4.2) or the inverted one of PyTorch, Caffe and torchvision
 (survivors × 1/(1 − p) in training): see :class:`~alexnet.models.layers.PaperDropout` for why it matters.
 
