@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from test_data_sources import _cifar_folder
 
 from alexnet import models
 from alexnet.config import resolve
@@ -14,8 +15,6 @@ from alexnet.data.sources import open_dataset
 from alexnet.data.transforms import pipeline
 from alexnet.models.cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_extra, ceil_output_size
 from alexnet.models.layers import LocalResponseNorm
-
-from test_data_sources import _cifar_folder
 
 
 def same_map_reference(x: torch.Tensor, size: int, scale: float, power: float, min_div: float) -> torch.Tensor:

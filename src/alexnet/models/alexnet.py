@@ -195,7 +195,8 @@ class AlexNet(ConfiguredNet):
             same_map = f"rnorm{i}" if norm and i in c.same_map_norm_after else None
             pool = f"pool{i}" if i in c.pool_after else None
             if norm:
-                self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, convention=c.lrn_convention, groups=c.lrn_groups))
+                lrn = LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, convention=c.lrn_convention, groups=c.lrn_groups)
+                self.add_module(norm, lrn)
             if same_map:
                 self.add_module(same_map, SameMapResponseNorm(c.same_map_size, c.same_map_scale, c.same_map_pow, c.same_map_min_div))
             self.add_module(f"relu{i}", act())
