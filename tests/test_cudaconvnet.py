@@ -10,6 +10,7 @@ import torch
 from test_data_sources import _cifar_folder
 
 from alexnet import models
+from alexnet.ablate import AblationOptions, check_models, plan
 from alexnet.config import resolve
 from alexnet.data.sources import open_dataset
 from alexnet.data.transforms import pipeline
@@ -222,3 +223,14 @@ def test_cifar_presets_follow_the_layer_params_files():
     pipe18 = pipeline(config18.data.pipeline, **config18.data.pipeline_options)
     assert models.create(config18.model.name).input_size == pipe18.crop == 32
     assert (config18.schedule.kind, config18.schedule.step_size, config18.epochs) == ("step", 120, 130)
+
+
+def test_the_lrn_and_relu_tanh_studies_are_section_3s_comparisons_on_the_cifar_net(tmp_path):
+    """`alexnet ablate --preset cifar_conv_local --study lrn`: the 11pct file against the 13pct file."""
+    runs = plan(AblationOptions(preset="cifar_conv_local", study="lrn", out=tmp_path, seeds=1))
+    check_models(runs)
+    nets = {r.variant.name: models.create(r.config.model.name, **r.config.model.options) for r in runs}
+    assert nets["baseline"].local3.out_channels == 64 and hasattr(nets["baseline"], "rnorm1")
+    assert nets["no-lrn"].local3.out_channels == 32 and not hasattr(nets["no-lrn"], "rnorm1")
+    tanh = plan(AblationOptions(preset="cifar_conv_local", study="relu-tanh", out=tmp_path, seeds=1))[1]
+    assert isinstance(models.create(tanh.config.model.name, **tanh.config.model.options).local4_neuron, torch.nn.Tanh)
