@@ -20,7 +20,7 @@ RANKS = {
     "atomic": 1, "device": 1, "distributed": 1, "config": 1,
     "models": 2, "data": 2,
     "checkpoint": 3, "fastpath": 3, "optim": 3, "runs": 3,
-    "evaluate": 4, "step": 4, "interop": 4,
+    "evaluate": 4, "step": 4, "interop": 4, "finetune": 4,
     "visualize": 5, "features": 5,
     "report": 6, "search": 6, "probe": 6,
     "train": 7,
