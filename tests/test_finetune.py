@@ -20,11 +20,13 @@ from alexnet.errors import AlexNetError
 from alexnet.train import RunOptions, StopAfter, train
 
 
-def digits_folder(root, classes):
-    """The embedded digits of ``classes`` as an image folder (PNG files), train/val/test as shipped."""
+def digits_folder(root, classes, train_every=1):
+    """The embedded digits of ``classes`` as an image folder (PNG files), train/val/test as shipped
+    (every ``train_every``-th training image: a small target task, as fine-tuning's usually are)."""
     digits = open_dataset("digits")
     for split, images in digits.splits.items():
-        for i in np.flatnonzero(np.isin(images.labels, classes)):
+        chosen = np.flatnonzero(np.isin(images.labels, classes))
+        for i in chosen[::train_every] if split == "train" else chosen:
             folder = root / split / str(images.labels[i])
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(images.images[i][..., 0]).save(folder / f"{i:04d}.png")
@@ -38,20 +40,20 @@ def run(tmp_path, name, data, epochs, extra=(), init=None, freeze=None):
 
 
 def test_features_learnt_on_0_to_4_transfer_to_5_to_9(tmp_path):
-    """Measured (seed 0): frozen 0–4 features reach a lower 5–9 test error in 2 epochs than the
-    whole network trained from scratch for the same 2 epochs."""
-    first, second = digits_folder(tmp_path / "d04", [0, 1, 2, 3, 4]), digits_folder(tmp_path / "d59", [5, 6, 7, 8, 9])
+    """Measured (seed 0, docs/TRANSFER.md): on a third of the 5–9 training images, 3 epochs at batch 16,
+    the frozen 0–4 features reach a far lower test error than the whole network from scratch."""
+    first, second = digits_folder(tmp_path / "d04", [0, 1, 2, 3, 4]), digits_folder(tmp_path / "d59", [5, 6, 7, 8, 9], 3)
     run(tmp_path, "pre", first, 8)
     pretrained = tmp_path / "pre" / "checkpoints" / "best.pt"
-    tuned = run(tmp_path, "tuned", second, 2, init=str(pretrained), freeze="features")
-    scratch = run(tmp_path, "scratch", second, 2)
+    tuned = run(tmp_path, "tuned", second, 3, ["batch_size=16"], init=str(pretrained), freeze="features")
+    scratch = run(tmp_path, "scratch", second, 3, ["batch_size=16"])
     err_tuned, err_scratch = (r["final"]["test_1view"]["top1_error"] for r in (tuned, scratch))
     rows = json.loads((tmp_path / "tuned" / "init.json").read_text())
     status = {r["tensor"]: (r["status"], r["frozen"]) for r in rows}
     assert status["conv1.weight"] == ("loaded", True) and status["fc6.weight"] == ("loaded", False)
     assert status["fc8.weight"][0] == "re-initialised"  # five classes there and here, but other ones
-    print(f"\n5-9 test top-1 error after 2 epochs: frozen 0-4 features {err_tuned:.4f}, from scratch {err_scratch:.4f}")
-    assert err_tuned < err_scratch - 0.10, (err_tuned, err_scratch)
+    print(f"\n5-9 test top-1 error after 3 epochs: frozen 0-4 features {err_tuned:.4f}, from scratch {err_scratch:.4f}")
+    assert err_tuned < err_scratch - 0.30, (err_tuned, err_scratch)  # measured: 0.263 against 0.799
     before, after = checkpoint.load(pretrained).state_dict, checkpoint.load(tmp_path / "tuned" / "checkpoints" / "last.pt").state_dict
     for key in ("conv1.weight", "conv3.bias", "conv5.weight"):
         assert torch.equal(before[key], after[key]), key  # frozen: bit-identical

@@ -171,17 +171,17 @@ def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(tmp_path):
         folder.read_metrics()
 
 
-def _saved(tmp_path, name="m.pt", **changes):
+def _saved(tmp_path, name="m.pt", poison=None):
     model = models.create("alexnet_small", num_classes=10, width=0.25)
     ck = checkpoint.from_model(model, [str(i) for i in range(10)], model_options={"width": 0.25})
-    for key, value in changes.items():
-        ck.state_dict[key] = value
+    if poison:
+        ck.state_dict[poison] = torch.full_like(ck.state_dict[poison], float("nan"))
     checkpoint.save(tmp_path / name, ck)
     return tmp_path / name
 
 
 def test_non_finite_weights_are_refused_at_load(tmp_path):
-    path = _saved(tmp_path, **{"fc6.weight": torch.full((512, 576), float("nan"))})
+    path = _saved(tmp_path, poison="fc6.weight")
     with pytest.raises(AlexNetError, match=r"tensor 'fc6.weight' holds NaN or infinite values"):
         checkpoint.build_model(checkpoint.load(path), source=str(path))
 

@@ -23,7 +23,9 @@ prints and saves as ``init.json``.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 from torch import nn
 
@@ -43,6 +45,15 @@ class InitRow:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "shape": list(self.shape)}
+
+
+def read_rows(path: Path) -> list[InitRow]:
+    """The table a fine-tuning run saved (init.json): a resume rebuilds its groups and frozen layers from it."""
+    try:
+        return [InitRow(r["tensor"], tuple(r["shape"]), r["status"], r["frozen"], r.get("note", ""))
+                for r in json.loads(path.read_text(encoding="utf-8"))]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AlexNetError(f"{path}: cannot read the fine-tuning table this run saved ({type(e).__name__}: {e})") from None
 
 
 def head_name(model: nn.Module) -> str:

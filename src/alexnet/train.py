@@ -293,6 +293,7 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     folder = RunFolder(run.out, write=world.is_main)
     check_folder(folder, run)
     changes = resumed_config(folder, config) if run.resume else {}
+    last = ckpt_io.load(folder.last, map_location="cpu") if run.resume else None
     init = load_init(config) if config.finetune.init and not run.resume else None
     if init is None and not run.resume and (config.finetune.freeze != "none" or config.finetune.loaded_lr_mult != 1.0):
         what = f"--freeze {config.finetune.freeze}" if config.finetune.freeze != "none" else f"preset {config.preset}"
@@ -301,13 +302,13 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
         config = replace(config, model=ModelConfig(init.model, {k: v for k, v in init.model_options.items() if k != "num_classes"}))
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
-    keep = init is not None and config.finetune.keep_preprocess
-    data = load_data(config, Preprocess.from_state(init.preprocess) if keep else None)
+    kept = (init or last) if config.finetune.init and config.finetune.keep_preprocess else None  # a resume: the run's own
+    data = load_data(config, Preprocess.from_state(kept.preprocess) if kept is not None else None)
     model = build_model(config, data)
     init_rows, lr_mults = [], {}
-    if init is not None:
-        init_rows = finetune.init_from(model, init, classes=data.classes, reset_head=config.finetune.reset_head,
-                                       source=config.finetune.init)
+    if init is not None or (last is not None and config.finetune.init):  # a resume: the same groups and frozen layers
+        init_rows = (finetune.init_from(model, init, classes=data.classes, reset_head=config.finetune.reset_head,
+                                        source=config.finetune.init) if init is not None else finetune.read_rows(folder.init))
         finetune.freeze(model, config.finetune.freeze, init_rows)
         lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
 
@@ -324,8 +325,8 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     if world.is_main:
         s.lock = RunLock(folder).acquire()  # one writer: a second train on this folder is refused here
     try:
-        if run.resume:
-            resume(s, changes)
+        if last is not None:
+            resume(s, last, changes)
         else:
             folder.start()
             folder.write_config(config.to_dict())
@@ -340,9 +341,8 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     return s
 
 
-def resume(s: Session, changes: dict[str, tuple[Any, Any]]) -> None:
+def resume(s: Session, ck: ckpt_io.Checkpoint, changes: dict[str, tuple[Any, Any]]) -> None:
     """Restore the run from its last.pt, keep the metrics of the epochs it finished, log what changed."""
-    ck = ckpt_io.load(s.folder.last, map_location="cpu")
     if not ck.train_state:
         raise AlexNetError(f"{s.folder.last}: weights without a training state (an import or an export), so there is "
                            "nothing to resume; to start a new run from these weights use --init (fine-tuning)")
@@ -372,8 +372,9 @@ def train_one_epoch(s: Session) -> bool:
         lr = set_lr(s.step.optimizer, s.schedule, st.step)
         try:
             logits, loss = s.step(s.data.preprocess.train(x, st.aug), y, check=(st.step + 1) % s.check_every == 0)
-        except steps.NonFiniteLoss as e:
-            raise diverged(s, f"{e} at epoch {st.epoch + 1}, {loss_steps(s, st.step + 1)} (lr {lr:g})") from None
+        except steps.NonFiniteLoss as e:  # its value, where every step is checked; else which steps it may be
+            value = e.value if s.check_every == 1 else "non-finite"
+            raise diverged(s, f"loss became {value} at epoch {st.epoch + 1}, {loss_steps(s, st.step + 1)} (lr {lr:g})") from None
         with torch.no_grad():
             st.meters[0] += loss.double() * len(y)
             st.meters[1] += topk_correct(logits, y, 1).sum()
