@@ -317,3 +317,37 @@ def test_one_tensorboard_writer_per_run_with_per_step_scalars(tmp_path):
     tags = acc.Tags()["scalars"]
     assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_top1_error"} <= set(tags)
     assert [e.step for e in acc.Scalars("step/loss")][:3] == [10, 20, 30] and len(acc.Scalars("epoch/train_loss")) == 2
+
+
+def test_a_cifar_pickle_nested_100k_deep_is_one_line(tmp_path):
+    from alexnet.data.cifar import load_pickle
+
+    n = 100_000
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02}" + b"U\x06labels" + b"]" * n + b"a" * (n - 1) + b"s.")
+    with pytest.raises(AlexNetError, match="nested too deep"):
+        load_pickle(path)
+
+
+def test_a_store_with_a_broken_manifest_or_statistics_names_the_field(tmp_path):
+    import json as json_
+
+    from alexnet.data.prepare import PrepareConfig, prepare
+
+    src, out = _folder(tmp_path / "F"), tmp_path / "store"
+    prepare(PrepareConfig(source=src, out=out, size=32, workers=0))
+    manifest = json_.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json_.dumps({k: v for k, v in manifest.items() if k != "size"}))
+    with pytest.raises(AlexNetError, match="manifest.json: field 'size' is missing"):
+        open_dataset(out)
+    (out / "manifest.json").write_text(json_.dumps(manifest))
+    stats = dict(np.load(out / manifest["stats"]))
+    np.savez(out / manifest["stats"], **{**stats, "channel_std": np.zeros(3)})
+    with pytest.raises(AlexNetError, match="channel_std .* has a value ≤ 0"):
+        open_dataset(out)
+    (out / manifest["stats"]).write_bytes(b"garbage, not an npz")
+    with pytest.raises(AlexNetError, match="not readable training-set statistics"):
+        open_dataset(out)
+    with pytest.raises(AlexNetError, match="--size 20000: the stored side must be between 8 and 4096"):
+        prepare(PrepareConfig(source=src, out=tmp_path / "big", size=20000, workers=0))
+    assert not (tmp_path / "big").exists()

@@ -384,7 +384,10 @@ def train_one_epoch(s: Session) -> bool:
         if bar is not None:
             bar.update(1)
             if st.step % s.check_every == 0:  # the loss read back: a sync on a GPU
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{done / max(time.time() - wall_start, 1e-9):.0f}")
+                elapsed = max(time.time() - wall_start, 1e-9)
+                left = (s.schedule.total_steps - st.step) * elapsed * s.world.world_size / max(done / len(y), 1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{done / elapsed:.0f}",
+                                run_left=tqdm.format_interval(left))
         if s.tb is not None and st.step % max(s.check_every, TB_EVERY) == 0:  # where the loss is read back anyway
             s.tb.add_scalar("step/loss", loss.item(), st.step)
             s.tb.add_scalar("step/lr", lr, st.step)
@@ -489,6 +492,10 @@ def train(config: TrainConfig, run: RunOptions, on_epoch: Callable[[dict[str, An
         return finish(s, time.time() - wall_start)
     except KeyboardInterrupt:
         raise interrupted(s, run) from None
+    except RuntimeError as e:
+        if world.enabled and any(w in str(e).lower() for w in ("gloo", "nccl", "connection", "peer", "timed out")):
+            raise lost_a_rank(e, run) from None
+        raise
     except DiskFull as e:  # the file it would have replaced is whole; say which checkpoint a resume starts from
         last = RunFolder(run.out, write=False).last
         raise DiskFull(e.path, f"the last checkpoint {last} is kept" if last.is_file() else "no checkpoint was written") from None
@@ -498,6 +505,15 @@ def train(config: TrainConfig, run: RunOptions, on_epoch: Callable[[dict[str, An
         if s is not None and s.lock is not None:
             s.lock.release()
         dist.cleanup(world)
+
+
+def lost_a_rank(e: RuntimeError, run: RunOptions) -> AlexNetError:
+    """A collective failed: another process died (torchrun names which) or the network went."""
+    last = RunFolder(run.out, write=False).last
+    kept = f"the last checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    first = " ".join(str(e).split())[:160]
+    return AlexNetError(f"lost another training process ({first}); torchrun's log names the rank that failed; {kept}; "
+                        f"resume with: torchrun ... -m alexnet train --resume {run.out} (or --max-restarts N resumes by itself)")
 
 
 def interrupted(s: Session | None, run: RunOptions) -> TrainingInterrupted:

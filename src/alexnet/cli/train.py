@@ -95,6 +95,9 @@ def default_out(preset: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..train import RunOptions, train
 
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun --max-restarts started us again
+    if restarted and not args.resume and args.out is not None:
+        args.resume, args.force = RunFolder(args.out).last.is_file() or None, True  # continue from the last checkpoint
     if args.resume:
         out = resume_folder(args)
         config = resumed(out, args)
