@@ -1,6 +1,6 @@
 """Bad input and the faults a long run meets: one line naming the file or value, nothing lost.
 
-Each test here failed before its fix (issue "Hardening"); docs/ERRORS.md lists what the user sees.
+docs/ERRORS.md lists what the user sees for every case tried here and in the other tests.
 """
 
 import gzip
@@ -351,3 +351,18 @@ def test_a_store_with_a_broken_manifest_or_statistics_names_the_field(tmp_path):
     with pytest.raises(AlexNetError, match="--size 20000: the stored side must be between 8 and 4096"):
         prepare(PrepareConfig(source=src, out=tmp_path / "big", size=20000, workers=0))
     assert not (tmp_path / "big").exists()
+
+
+def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False))
+    assert cli.main(["visualize", "report", str(out)]) == 2  # train wrote report.html
+    assert "report.html already exists; pass --force" in capsys.readouterr().err
+    assert cli.main(["visualize", "report", str(out), "--force"]) == 0
+    ckpt = str(out / "checkpoints" / "last.pt")
+    plots = tmp_path / "plots"
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 0
+    stamp = (plots / "confusion_matrix.png").stat().st_mtime_ns
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 2
+    assert "confusion_matrix.png already exists; pass --force" in capsys.readouterr().err
+    assert (plots / "confusion_matrix.png").stat().st_mtime_ns == stamp
