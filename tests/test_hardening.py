@@ -366,3 +366,52 @@ def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 2
     assert "confusion_matrix.png already exists; pass --force" in capsys.readouterr().err
     assert (plots / "confusion_matrix.png").stat().st_mtime_ns == stamp
+
+
+def test_a_full_disk_in_any_atomic_write_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setattr(atomic.Path, "write_bytes", full)
+    with pytest.raises(atomic.DiskFull, match=r"cannot write .*config.json: no space left on the device"):
+        atomic.write_json(tmp_path / "config.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"] and (tmp_path / "config.json").read_text() == "{}"
+
+
+def test_a_bad_val_image_found_after_an_epoch_keeps_the_epochs_training(tmp_path):
+    data, out = _folder(tmp_path / "F", bad=True), tmp_path / "run"
+    config = resolve("digits", {"epochs": 2, "device": "cpu", "data.spec": str(data), "batch_size": 4}, TINY)
+    with pytest.raises(AlexNetError, match="broken.jpg"):
+        train(config, RunOptions(out=out, progress_bar=False))
+    kept = checkpoint.load(out / "checkpoints" / "last.pt").train_state
+    assert (kept["epoch"], kept["batch"]) == (0, 1)  # the first epoch's one batch, checkpointed before validating
+    (data / "val" / "cat" / "broken.jpg").unlink()
+    train(config, RunOptions(out=out, resume=True, progress_bar=False))
+    assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]
+
+
+def test_torchrun_restarts_a_killed_rank_and_the_run_resumes_by_itself(tmp_path, cli_env):
+    """torchrun --max-restarts 1: SIGKILL one of two CPU workers after the first checkpoint; torchrun
+    starts both again with the same command, which resumes from last.pt and finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "elastic"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
+           "--master_port", "29533", "-m", "alexnet", "train", "--preset", "digits", "--epochs", "2", "--device", "cpu",
+           "--quiet", "--checkpoint-every", "3", "--out", str(out), *[a for s in TINY for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, env=dict(cli_env, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert proc.poll() is None and len(workers) == 2, workers
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]
+    assert (out / "report.json").is_file() and stdout.count("top-1 err") == 1  # the table once, from rank 0
