@@ -321,25 +321,15 @@ _PICTURES: list | None = None
 
 def _photo(folder: Path, i: int, classes: int = 4) -> None:
     import numpy as np
-    from PIL import Image
 
-    from alexnet.bench.photos import source_pictures
+    from alexnet.bench.photos import random_photo, source_pictures
 
     global _PICTURES
     if _PICTURES is None:
         _PICTURES = source_pictures()
-    rng = np.random.default_rng([0, i])
-    picture = _PICTURES[i % len(_PICTURES)]
-    h, w = picture.shape[:2]
-    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
-    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-    crop = picture[top : top + ch, left : left + cw]
-    if rng.random() < 0.5:
-        crop = crop[:, ::-1]
-    size = (500, 375) if rng.random() < 0.75 else (375, 500)
     path = folder / f"class_{i % classes}" / f"{i:06d}.jpg"
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.ascontiguousarray(crop)).resize(size, Image.BILINEAR).save(path, format="JPEG", quality=90)
+    random_photo(_PICTURES[i % len(_PICTURES)], np.random.default_rng([0, i])).save(path, format="JPEG", quality=90)
 
 
 class GpuSampler:

@@ -33,3 +33,20 @@ def run_cli(cli_env):
                               capture_output=True, text=True, timeout=timeout, check=check)
 
     return run
+
+
+def save_small_checkpoint(path, classes):
+    """A quarter-width alexnet_small for ``classes`` with the small pipeline and statistics of random images, saved."""
+    import numpy as np
+
+    from alexnet import checkpoint, models
+    from alexnet.data.stats import compute_stats
+    from alexnet.data.transforms import Preprocess, pipeline
+
+    torch.manual_seed(0)
+    model = models.create("alexnet_small", num_classes=len(classes), width=0.25)
+    images = np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)
+    ckpt = checkpoint.from_model(model, list(classes), model_options={"width": 0.25},
+                                 preprocess=Preprocess(pipeline("small"), compute_stats(images)).to_state())
+    checkpoint.save(path, ckpt)
+    return path

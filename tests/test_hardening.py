@@ -1,6 +1,6 @@
 """Bad input and the faults a long run meets: one line naming the file or value, nothing lost.
 
-Each test here failed before its fix (issue "Hardening"); docs/ERRORS.md lists what the user sees.
+docs/ERRORS.md lists what the user sees for every case tried here and in the other tests.
 """
 
 import gzip
@@ -130,6 +130,25 @@ def test_a_symlink_loop_is_named_not_followed(tmp_path):
         open_dataset(root)
 
 
+def test_a_line_break_in_a_file_name_is_refused(tmp_path):
+    root = _folder(tmp_path / "F")
+    Image.new("RGB", (40, 30)).save(root / "train" / "dog" / "two\nlines.jpg")
+    with pytest.raises(AlexNetError, match="a name with a line break"):
+        open_dataset(root)
+
+
+def test_ten_views_of_a_model_trained_without_reflections_warn(tmp_path, caplog):
+    from alexnet.evaluate import EvalConfig, evaluate_checkpoints
+
+    out = tmp_path / "run"
+    train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False))
+    test = open_dataset("digits").splits["test"]
+    evaluate_checkpoints([out / "checkpoints" / "last.pt"], test, EvalConfig(views=1))
+    assert "trained without reflections" not in caplog.text
+    evaluate_checkpoints([out / "checkpoints" / "last.pt"], test, EvalConfig(views=10))
+    assert caplog.text.count("trained without reflections") == 1
+
+
 @pytest.mark.parametrize("workers", [0, 1])
 def test_a_bad_image_with_worker_processes_is_the_same_one_line_error(tmp_path, workers):
     val = open_dataset(_folder(tmp_path / "F", bad=True)).splits["val"]
@@ -152,17 +171,17 @@ def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(tmp_path):
         folder.read_metrics()
 
 
-def _saved(tmp_path, name="m.pt", **changes):
+def _saved(tmp_path, name="m.pt", poison=None):
     model = models.create("alexnet_small", num_classes=10, width=0.25)
     ck = checkpoint.from_model(model, [str(i) for i in range(10)], model_options={"width": 0.25})
-    for key, value in changes.items():
-        ck.state_dict[key] = value
+    if poison:
+        ck.state_dict[poison] = torch.full_like(ck.state_dict[poison], float("nan"))
     checkpoint.save(tmp_path / name, ck)
     return tmp_path / name
 
 
 def test_non_finite_weights_are_refused_at_load(tmp_path):
-    path = _saved(tmp_path, **{"fc6.weight": torch.full((512, 576), float("nan"))})
+    path = _saved(tmp_path, poison="fc6.weight")
     with pytest.raises(AlexNetError, match=r"tensor 'fc6.weight' holds NaN or infinite values"):
         checkpoint.build_model(checkpoint.load(path), source=str(path))
 
@@ -284,3 +303,115 @@ def test_quiet_still_prints_the_answer_and_a_closed_pipe_is_silent(tmp_path, run
     # the reader is gone before alexnet writes (its imports take a second): every write meets a closed pipe
     piped = subprocess.run(f"{sys.executable} -m alexnet models | true", shell=True, capture_output=True, text=True, env=cli_env)
     assert piped.stderr == ""
+
+
+def test_one_tensorboard_writer_per_run_with_per_step_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(tiny(epochs=2), RunOptions(out=out, progress_bar=False))
+    events = list((out / "tb").iterdir())
+    assert len(events) == 1  # not one file per epoch
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_top1_error"} <= set(tags)
+    assert [e.step for e in acc.Scalars("step/loss")][:3] == [10, 20, 30] and len(acc.Scalars("epoch/train_loss")) == 2
+
+
+def test_a_cifar_pickle_nested_100k_deep_is_one_line(tmp_path):
+    from alexnet.data.cifar import load_pickle
+
+    n = 100_000
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02}" + b"U\x06labels" + b"]" * n + b"a" * (n - 1) + b"s.")
+    with pytest.raises(AlexNetError, match="nested too deep"):
+        load_pickle(path)
+
+
+def test_a_store_with_a_broken_manifest_or_statistics_names_the_field(tmp_path):
+    import json as json_
+
+    from alexnet.data.prepare import PrepareConfig, prepare
+
+    src, out = _folder(tmp_path / "F"), tmp_path / "store"
+    prepare(PrepareConfig(source=src, out=out, size=32, workers=0))
+    manifest = json_.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json_.dumps({k: v for k, v in manifest.items() if k != "size"}))
+    with pytest.raises(AlexNetError, match="manifest.json: field 'size' is missing"):
+        open_dataset(out)
+    (out / "manifest.json").write_text(json_.dumps(manifest))
+    stats = dict(np.load(out / manifest["stats"]))
+    np.savez(out / manifest["stats"], **{**stats, "channel_std": np.zeros(3)})
+    with pytest.raises(AlexNetError, match="channel_std .* has a value ≤ 0"):
+        open_dataset(out)
+    (out / manifest["stats"]).write_bytes(b"garbage, not an npz")
+    with pytest.raises(AlexNetError, match="not readable training-set statistics"):
+        open_dataset(out)
+    with pytest.raises(AlexNetError, match="--size 20000: the stored side must be between 8 and 4096"):
+        prepare(PrepareConfig(source=src, out=tmp_path / "big", size=20000, workers=0))
+    assert not (tmp_path / "big").exists()
+
+
+def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False))
+    assert cli.main(["visualize", "report", str(out)]) == 2  # train wrote report.html
+    assert "report.html already exists; pass --force" in capsys.readouterr().err
+    assert cli.main(["visualize", "report", str(out), "--force"]) == 0
+    ckpt = str(out / "checkpoints" / "last.pt")
+    plots = tmp_path / "plots"
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 0
+    stamp = (plots / "confusion_matrix.png").stat().st_mtime_ns
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 2
+    assert "confusion_matrix.png already exists; pass --force" in capsys.readouterr().err
+    assert (plots / "confusion_matrix.png").stat().st_mtime_ns == stamp
+
+
+def test_a_full_disk_in_any_atomic_write_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setattr(atomic.Path, "write_bytes", full)
+    with pytest.raises(atomic.DiskFull, match=r"cannot write .*config.json: no space left on the device"):
+        atomic.write_json(tmp_path / "config.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"] and (tmp_path / "config.json").read_text() == "{}"
+
+
+def test_a_bad_val_image_found_after_an_epoch_keeps_the_epochs_training(tmp_path):
+    data, out = _folder(tmp_path / "F", bad=True), tmp_path / "run"
+    config = resolve("digits", {"epochs": 2, "device": "cpu", "data.spec": str(data), "batch_size": 4}, TINY)
+    with pytest.raises(AlexNetError, match="broken.jpg"):
+        train(config, RunOptions(out=out, progress_bar=False))
+    kept = checkpoint.load(out / "checkpoints" / "last.pt").train_state
+    assert (kept["epoch"], kept["batch"]) == (0, 1)  # the first epoch's one batch, checkpointed before validating
+    (data / "val" / "cat" / "broken.jpg").unlink()
+    train(config, RunOptions(out=out, resume=True, progress_bar=False))
+    assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]
+
+
+def test_torchrun_restarts_a_killed_rank_and_the_run_resumes_by_itself(tmp_path, cli_env):
+    """torchrun --max-restarts 1: SIGKILL one of two CPU workers after the first checkpoint; torchrun
+    starts both again with the same command, which resumes from last.pt and finishes the run."""
+    import signal
+    import time
+
+    out = tmp_path / "elastic"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--max-restarts", "1",
+           "--master_port", "29533", "-m", "alexnet", "train", "--preset", "digits", "--epochs", "2", "--device", "cpu",
+           "--quiet", "--checkpoint-every", "3", "--out", str(out), *[a for s in TINY for a in ("--set", s)]]
+    proc = subprocess.Popen(cmd, env=dict(cli_env, OMP_NUM_THREADS="1"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    deadline = time.time() + 300
+    while not (out / "checkpoints" / "last.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    assert proc.poll() is None and len(workers) == 2, workers
+    os.kill(int(workers[-1]), signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]
+    assert (out / "report.json").is_file() and stdout.count("top-1 err") == 1  # the table once, from rank 0

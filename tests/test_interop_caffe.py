@@ -181,3 +181,65 @@ def test_import_command_writes_a_full_size_checkpoint(tmp_path, arch, v1, capsys
     # refuses to overwrite
     assert cli.main(["import", "caffe", str(model_path), "--arch", arch, "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
+
+
+# -- the architecture from the file's layer order -----------------------------------------------
+def caffemodel_with_order(state: dict, arch: str, *, v1: bool = False) -> bytes:
+    """A full-layer NetParameter as Caffe writes one: every layer, weightless ones included, in the
+    order of bvlc_alexnet's (conv relu norm pool) or CaffeNet's (conv relu pool norm) train_val."""
+    make, number = (layer_v1, 2) if v1 else (layer_v2, 100)
+    parts = [field(1, b"AlexNet"), field(number, make("data", "Data", top="data"))]
+    for i in range(1, 6):
+        name = f"conv{i}"
+        blobs = [blob(state[f"{name}.weight"].numpy(), legacy=v1), blob(state[f"{name}.bias"].numpy(), legacy=v1)]
+        parts.append(field(number, make(name, "Convolution", blobs)))
+        parts.append(field(number, make(f"relu{i}", "ReLU")))
+        stage = {1: ("norm", "pool"), 2: ("norm", "pool"), 5: ("pool",)}.get(i, ())
+        if arch == "caffenet":
+            stage = tuple(reversed(stage))
+        for kind in stage:
+            parts.append(field(number, make(f"{kind}{i}", "LRN" if kind == "norm" else "Pooling")))
+    for name in ("fc6", "fc7", "fc8"):
+        blobs = [blob(state[f"{name}.weight"].numpy(), legacy=v1), blob(state[f"{name}.bias"].numpy(), legacy=v1)]
+        parts.append(field(number, make(name, "InnerProduct", blobs)))
+    return b"".join(parts)
+
+
+@pytest.mark.parametrize("v1", [False, True], ids=["V2 layer", "V1 layers"])
+def test_architecture_is_read_from_the_layer_order_and_a_contradiction_refused(tmp_path, v1, capsys):
+    state = small_caffe_net().state_dict()
+    for arch, other in (("alexnet", "caffenet"), ("caffenet", "alexnet")):
+        path = tmp_path / f"{arch}{int(v1)}.caffemodel"
+        path.write_bytes(caffemodel_with_order(state, arch, v1=v1))
+        layers = caffe.read_caffemodel(path)
+        assert caffe.detect_arch(layers) == arch
+        assert caffe.resolve_arch(layers, None, str(path)) == caffe.resolve_arch(layers, arch, str(path)) == arch
+        with pytest.raises(AlexNetError) as info:
+            caffe.resolve_arch(layers, other, str(path))
+        message = str(info.value)
+        assert path.name in message and f"not --arch {other}" in message and f"--arch {arch}" in message and "\n" not in message
+        # through the command: refused before anything is written
+        out = tmp_path / f"{arch}{int(v1)}-as-{other}.pt"
+        assert cli.main(["import", "caffe", str(path), "--arch", other, "--out", str(out)]) == 2
+        assert f"its layers are {arch}'s" in capsys.readouterr().err and not out.exists()
+
+
+def test_a_file_without_lrn_or_pooling_layers_needs_arch():
+    layers = caffe.parse_net(memoryview(caffemodel(small_caffe_net().state_dict())))  # conv/fc and ReLUs only
+    assert caffe.detect_arch(layers) is None
+    assert caffe.resolve_arch(layers, "caffenet", "m.caffemodel") == "caffenet"
+    with pytest.raises(AlexNetError, match="m.caffemodel: its layers do not show .*give --arch alexnet or --arch caffenet"):
+        caffe.resolve_arch(layers, None, "m.caffemodel")
+
+
+def test_a_deploy_prototxt_given_as_weights_is_named(tmp_path):
+    text = b'# the deploy net\nname: "AlexNet"\nlayer {\n  name: "data"\n  type: "Input"\n  top: "data"\n}\n'
+    for name in ("deploy.prototxt", "bvlc_alexnet.caffemodel"):
+        (tmp_path / name).write_bytes(text)
+        with pytest.raises(AlexNetError) as info:
+            caffe.read_caffemodel(tmp_path / name)
+        message = str(info.value)
+        assert name in message and "text prototxt" in message and "give the .caffemodel file" in message
+        assert "wire type" not in message
+    binary = caffemodel_with_order(small_caffe_net().state_dict(), "alexnet")
+    assert not caffe._is_prototxt(binary[:512])

@@ -4,26 +4,17 @@ import json
 
 import numpy as np
 import pytest
-import torch
+from conftest import save_small_checkpoint
 from PIL import Image
 
-from alexnet import checkpoint, cli, models
-from alexnet.data.stats import compute_stats
-from alexnet.data.transforms import Preprocess, pipeline
+from alexnet import cli
 
 CLASSES = ["ant", "bee", "cat", "dog", "eel", "fox", "gnu"]
 
 
 @pytest.fixture(scope="module")
 def ckpt_path(tmp_path_factory):
-    torch.manual_seed(0)
-    model = models.create("alexnet_small", num_classes=len(CLASSES), width=0.25)
-    images = np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)
-    ckpt = checkpoint.from_model(model, CLASSES, model_options={"width": 0.25},
-                                 preprocess=Preprocess(pipeline("small"), compute_stats(images)).to_state())
-    path = tmp_path_factory.mktemp("ckpt") / "small.pt"
-    checkpoint.save(path, ckpt)
-    return path
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", CLASSES)
 
 
 def picture(h=48, w=64):

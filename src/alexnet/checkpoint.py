@@ -196,7 +196,8 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> C
             raise AlexNetError(f"{path}: {kind}")
         payload = read_weights_only(path, map_location)
     if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
-        raise AlexNetError(f"{path}: a bare state dict ({len(payload)} tensors, no architecture or classes), not an alexnet "
+        count = f"{len(payload)} tensor" + ("s" if len(payload) != 1 else "")
+        raise AlexNetError(f"{path}: a bare state dict ({count}, no architecture or classes), not an alexnet "
                            f"checkpoint; if it is torchvision's AlexNet: alexnet import torchvision {path} --out model.pt")
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise AlexNetError(

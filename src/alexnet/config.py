@@ -42,16 +42,30 @@ class OptimConfig:
     nesterov: bool = False
     bias_lr_mult: float = 1.0  # Caffe's lr_mult for biases (2 in bvlc solvers)
     bias_decay: bool = True  # Caffe: decay_mult 0 for biases
+    update: str = "torch"  # "paper": §5's v ← m·v − ε·g (ε inside the momentum, as Caffe and cuda-convnet); alexnet.optim
 
 
 @dataclass
 class ScheduleConfig:
-    kind: str = "plateau"  # plateau | step | cosine | constant
+    kind: str = "plateau"  # plateau | step | cosine | dexp | constant
     factor: float = 0.1  # ×lr at each reduction (§5: "divided by 10")
     patience: int = 5  # plateau: epochs without a better val error before a reduction
     max_reductions: int = 3  # plateau: §5 "reduced three times"
     step_size: int = 30  # step: every this many epochs (or iterations, see unit)
     unit: str = "epoch"  # step: "epoch" or "iteration" (Caffe solvers count iterations)
+    tgt_factor: float = 250.0  # dexp: the final lr is lr / tgt_factor (cuda-convnet2's epsW: 250)
+    num_steps: int = 4  # dexp: equal stages of the run (epsW: 4)
+    bias_tgt_factor: float = 0.0  # dexp: the biases' own target (epsB: 25); 0: as the weights
+    bias_num_steps: int = 2  # dexp: the biases' stages (epsB: 2)
+
+
+@dataclass
+class FinetuneConfig:
+    init: str = ""  # `--init`: a checkpoint to start from (alexnet.finetune); "" trains from scratch
+    freeze: str = "none"  # `--freeze`: none | features (everything but the FC layers and the head) | a layer name
+    loaded_lr_mult: float = 1.0  # the loaded layers' lr as a multiple of the new ones' (0.1: Caffe's fc8 lr_mult 10)
+    reset_head: bool = False  # re-initialise the classifier head even when its shape fits
+    keep_preprocess: bool = True  # the checkpoint's normalisation and statistics, not the data's own
 
 
 @dataclass
@@ -62,6 +76,7 @@ class TrainConfig:
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     epochs: int = 90  # §5: "roughly 90 cycles"
     max_steps: int = 0  # stop after this many optimiser steps in all (Caffe's max_iter); 0: epochs decide
     batch_size: int = 128  # §5; per process under torchrun
@@ -85,7 +100,8 @@ LEGACY = {"amp": "precision"}  # renamed settings, read from configurations save
 LEGACY_VALUES = {("precision", "off"): "fp32"}
 
 CHOICES = {
-    "schedule.kind": ("plateau", "step", "cosine", "constant"),
+    "schedule.kind": ("plateau", "step", "cosine", "dexp", "constant"),
+    "optim.update": ("torch", "paper"),
     "schedule.unit": ("epoch", "iteration"),
     "precision": PRECISIONS,
     "eval_views": (1, 10),
@@ -184,8 +200,8 @@ def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[st
     return config
 
 
-FLAGS = {"epochs": "--epochs", "batch_size": "--batch-size", "optim.lr": "--lr", "seed": "--seed",
-         "data.workers": "--workers", "checkpoint_every": "--checkpoint-every"}  # what the message names
+FLAGS = {"finetune.init": "--init", "finetune.freeze": "--freeze", "epochs": "--epochs", "batch_size": "--batch-size",
+         "optim.lr": "--lr", "seed": "--seed", "data.workers": "--workers", "checkpoint_every": "--checkpoint-every"}
 
 RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("optim.lr", "a positive number", lambda v: math.isfinite(v) and v > 0),
@@ -196,6 +212,10 @@ RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("schedule.patience", "≥ 0", lambda v: v >= 0),
     ("schedule.max_reductions", "≥ 0", lambda v: v >= 0),
     ("schedule.step_size", "≥ 1", lambda v: v >= 1),
+    ("schedule.tgt_factor", "≥ 1", lambda v: math.isfinite(v) and v >= 1),
+    ("schedule.num_steps", "≥ 1", lambda v: v >= 1),
+    ("schedule.bias_tgt_factor", "0 or ≥ 1", lambda v: v == 0 or (math.isfinite(v) and v >= 1)),
+    ("schedule.bias_num_steps", "≥ 1", lambda v: v >= 1),
     ("epochs", "≥ 0 (and epochs or max_steps ≥ 1)", lambda v: v >= 0),
     ("max_steps", "≥ 0", lambda v: v >= 0),
     ("batch_size", "≥ 1", lambda v: v >= 1),
@@ -205,6 +225,8 @@ RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("grad_clip", "≥ 0 and finite (0: off)", lambda v: math.isfinite(v) and v >= 0),
     ("data.val_fraction", "in [0, 1)", lambda v: 0 <= v < 1),
     ("data.workers", "≥ 0", lambda v: v >= 0),
+    ("finetune.loaded_lr_mult", "≥ 0 and finite (0: the loaded layers stay as they are)",
+     lambda v: math.isfinite(v) and v >= 0),
 ]
 
 

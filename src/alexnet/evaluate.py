@@ -216,9 +216,17 @@ class EvalConfig:
     workers: int = 0  # decoding processes for image folders
 
 
+def warn_mirrored_views(preprocess, views: int, source: str) -> None:
+    """Ten views include five mirrored crops: say so when the model was trained without reflections."""
+    if views == 10 and not preprocess.pipeline.flip:
+        log.warning("%s was trained without reflections (its pipeline has flip=false); five of the ten views are mirrored "
+                    "images it has never seen (a mirrored digit is no digit): --views 1 is the fair measure", source)
+
+
 def checkpoint_probabilities(path: str | os.PathLike, images, config: EvalConfig) -> torch.Tensor:
     """Probabilities [N, K] (on the CPU) of one checkpoint over an ImageSet, in the set's order."""
     ckpt, model, preprocess = load_for_inference(path, config.device)
+    warn_mirrored_views(preprocess, config.views, str(path))
     check_classes(ckpt.classes, images.classes, str(path))
     out = [p.cpu() for p, _ in iter_probabilities(model, preprocess, images, views=config.views, batch_size=config.batch_size,
                                                   device=config.device, workers=config.workers)]
@@ -269,6 +277,7 @@ def classify_images(
     if topk < 1:
         raise ValueError(f"--topk {topk} must be at least 1")
     ckpt, model, preprocess = load_for_inference(checkpoint_path, device)
+    warn_mirrored_views(preprocess, views, str(checkpoint_path))
     size = preprocess.pipeline.resize
     results: list[Prediction] = []
     pending: list[tuple[Prediction, np.ndarray]] = []

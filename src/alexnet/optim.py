@@ -1,9 +1,22 @@
-"""The optimiser and the learning-rate schedule of the recipes (§5, Caffe's solvers, torchvision's StepLR).
+"""The optimiser and the learning-rate schedules of the recipes (§5, Caffe's solvers, torchvision's
+StepLR, cuda-convnet2's ``dexp``).
 
 :func:`make_optimizer` is §5's SGD (momentum, weight decay) with two parameter groups, weights and
 biases, for Caffe's ``lr_mult`` / ``decay_mult``; one fused kernel where the device has it.
+
+The update rule, ``optim.update``. §5 writes v ← 0.9·v − 0.0005·ε·w − ε·∂L/∂w; w ← w + v: the
+learning rate multiplies the gradient *before* it enters the momentum buffer, as in Caffe's
+``src/caffe/solvers/sgd_solver.cpp`` and cuda-convnet2's ``cudaconvnet/src/weights.cu``.
+``torch.optim.SGD`` ("torch") keeps b ← m·b + g; w ← w − ε·b: the same while ε is constant, but
+after ε drops from ε₀ to ε₁ the momentum it carries is rescaled to ε₁ at once, where §5's keeps
+ε₀'s for a while. ``"paper"`` keeps torch's (fused) step and, whenever a group's ε changes,
+multiplies its momentum buffers by ε₀/ε₁ (b = −v/ε), which makes torch's step exactly §5's.
+
 :class:`Schedule` is the learning rate as a function of the run's progress; its state is saved in
-every checkpoint and restored on resume.
+every checkpoint and restored on resume. The plateau kind stays hand-written rather than
+``torch.optim.lr_scheduler.ReduceLROnPlateau``: torch reduces after ``patience`` + 1 bad epochs
+(ours, and the runs already made with it, after ``patience``) and knows no "at most three times"
+except through ``min_lr``, so replacing it would change every plateau run's schedule.
 """
 
 from __future__ import annotations
@@ -20,15 +33,22 @@ from .config import OptimConfig, TrainConfig
 log = logging.getLogger(__name__)
 
 
-def param_groups(model: nn.Module, cfg: OptimConfig) -> list[dict[str, Any]]:
-    """Weights and biases as two groups: Caffe's lr_mult / decay_mult for biases (and norm layers)."""
-    weights = [p for p in model.parameters() if p.ndim > 1 and p.requires_grad]
-    biases = [p for p in model.parameters() if p.ndim <= 1 and p.requires_grad]
-    return [
-        {"params": weights, "lr": cfg.lr, "weight_decay": cfg.weight_decay, "lr_mult": 1.0},
-        {"params": biases, "lr": cfg.lr * cfg.bias_lr_mult, "weight_decay": cfg.weight_decay if cfg.bias_decay else 0.0,
-         "lr_mult": cfg.bias_lr_mult},
-    ]
+def param_groups(model: nn.Module, cfg: OptimConfig, lr_mults: dict[str, float] | None = None) -> list[dict[str, Any]]:
+    """Weights and biases as two groups (Caffe's lr_mult / decay_mult for biases and norm layers), each
+    split by the per-tensor multipliers ``lr_mults`` (fine-tuning's loaded layers). Frozen parameters
+    (``requires_grad`` off) are in no group: no update, no weight decay."""
+    lr_mults = lr_mults or {}
+    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            groups.setdefault((p.ndim <= 1, lr_mults.get(name, 1.0)), []).append(p)
+    out = []
+    for (biases, mult), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+        lr_mult = mult * (cfg.bias_lr_mult if biases else 1.0)
+        decay = cfg.weight_decay if not biases or cfg.bias_decay else 0.0
+        out.append({"params": params, "lr": cfg.lr * lr_mult, "weight_decay": decay, "lr_mult": lr_mult, "biases": biases,
+                    "paper_update": cfg.update == "paper"})
+    return out
 
 
 def sgd_kernel(device: torch.device, fused: bool = True) -> dict[str, bool]:
@@ -36,24 +56,50 @@ def sgd_kernel(device: torch.device, fused: bool = True) -> dict[str, bool]:
     return {"fused": True} if fused and device.type in ("cpu", "cuda", "mps") else {"foreach": True}
 
 
-def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device, *, fused: bool = True) -> torch.optim.SGD:
-    """§5's SGD over :func:`param_groups` (torch's form: ε applied after the momentum; equal at constant ε)."""
-    return torch.optim.SGD(param_groups(model, cfg), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+def make_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device, *, fused: bool = True,
+                   lr_mults: dict[str, float] | None = None) -> torch.optim.SGD:
+    """§5's SGD over :func:`param_groups`, in the update form ``cfg.update`` names (module docstring)."""
+    return torch.optim.SGD(param_groups(model, cfg, lr_mults), lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
                            **sgd_kernel(device, fused))
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+def set_lr(optimizer: torch.optim.Optimizer, schedule: Schedule, step: int) -> float:
+    """Give every group its learning rate for ``step``; returns the weights' (what the logs show).
+
+    A group with ``paper_update`` whose ε changes has its momentum buffers rescaled by old/new, so
+    that the next torch step is §5's v ← m·v − ε·g (an ε of 0 leaves them: there the forms cannot
+    agree, and only the last step of a cosine schedule reaches it)."""
     for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
+        new = schedule.lr(step, biases=group.get("biases", False)) * group.get("lr_mult", 1.0)
+        old = group["lr"]
+        if group.get("paper_update") and new != old and new > 0 and old > 0:
+            for p in group["params"]:
+                buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+                if buffer is not None:
+                    buffer.mul_(old / new)
+        group["lr"] = new
+    return schedule.lr(step)
+
+
+def dexp(progress: float, tgt_factor: float, num_steps: int) -> float:
+    """cuda-convnet2's ``dexp`` (``cudaconvnet/src/lr.cu``, DiscreteExpParameterSchedule) as a factor of the
+    base rate: ``num_steps`` equal stages of the run, the rates spaced exponentially from 1 to
+    1/``tgt_factor`` (the last stage exactly 1/``tgt_factor``); ``progress`` in [0, 1]."""
+    rates = [tgt_factor ** (-i / (num_steps - 1)) for i in range(num_steps - 1)] + [1 / tgt_factor]
+    for i, rate in enumerate(rates):
+        if progress <= (i + 1) / num_steps:
+            return rate
+    return rates[-1]
 
 
 class Schedule:
-    """The learning rate as a function of the run's progress, for the four recipe kinds.
+    """The learning rate as a function of the run's progress, for the five recipe kinds.
 
     ``plateau``: ×factor when the validation top-1 error has not improved for ``patience`` epochs,
     at most ``max_reductions`` times (§5); ``step``: ×factor every ``step_size`` epochs or
     iterations (torchvision's StepLR, Caffe's "step" policy); ``cosine``: half a cosine from lr to 0
-    over the run; ``constant``.
+    over the run; ``dexp``: cuda-convnet2's staircase exponential decay over the run (:func:`dexp`),
+    with its own target and stages for the biases (epsB) where ``bias_tgt_factor`` is set; ``constant``.
     """
 
     def __init__(self, config: TrainConfig, steps_per_epoch: int) -> None:
@@ -62,7 +108,8 @@ class Schedule:
         self.total_steps = config.max_steps or config.epochs * steps_per_epoch
         self.reductions, self.best, self.bad_epochs = 0, math.inf, 0
 
-    def lr(self, step: int) -> float:
+    def lr(self, step: int, biases: bool = False) -> float:
+        """The base learning rate at ``step`` (0-based), before a group's ``lr_mult``."""
         c = self.cfg
         if c.kind == "plateau":
             return self.base * c.factor**self.reductions
@@ -71,6 +118,9 @@ class Schedule:
             return self.base * c.factor ** (progress // c.step_size)
         if c.kind == "cosine":
             return self.base * 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
+        if c.kind == "dexp":
+            tgt, n = (c.bias_tgt_factor, c.bias_num_steps) if biases and c.bias_tgt_factor else (c.tgt_factor, c.num_steps)
+            return self.base * dexp(min(step / self.total_steps, 1.0), tgt, n)
         return self.base
 
     def epoch_end(self, val_error: float | None) -> None:

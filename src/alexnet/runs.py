@@ -5,6 +5,7 @@
     RUN/
       config.json        the configuration the run was started with; written once, never rewritten
       resume.jsonl       one line per resume that changed a safe setting (epochs, device, workers)
+      init.json          --init: every tensor, loaded or re-initialised, frozen or not (alexnet.finetune)
       metrics.jsonl      one line per finished epoch
       tb/                TensorBoard events
       checkpoints/       last.pt (every epoch, every ``checkpoint_every`` steps) and best.pt
@@ -50,6 +51,7 @@ class RunFolder:
         self.config, self.resume_log, self.metrics = self.root / CONFIG, self.root / RESUME_LOG, self.root / METRICS
         self.report_json, self.report_html = self.root / REPORT_JSON, self.root / REPORT_HTML
         self.tb = self.root / "tb"
+        self.init = self.root / "init.json"
 
     def figure(self, name: str) -> Path:
         return self.root / name
@@ -70,13 +72,17 @@ class RunFolder:
             return
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.clean_temporary()
-        for stale in (self.metrics, self.resume_log, self.last, self.best, self.report_json):
+        for stale in (self.metrics, self.resume_log, self.init, self.last, self.best, self.report_json):
             stale.unlink(missing_ok=True)
 
     # -- configuration ------------------------------------------------------------------------
     def write_config(self, config: dict[str, Any]) -> None:
         if self.write:
             write_json(self.config, config)
+
+    def write_init(self, rows: list[dict[str, Any]]) -> None:
+        if self.write:
+            write_json(self.init, rows)
 
     def read_config(self) -> dict[str, Any]:
         return _read_json(self.config, f"{self.root}: not a run folder (no {CONFIG})")

@@ -81,9 +81,10 @@ class TrainStep:
 
 
 def build(model: nn.Module, config: TrainConfig, device: torch.device, *, distributed: bool = False,
-          fused_optimizer: bool = True, tune_allocator: bool = True) -> TrainStep:
+          fused_optimizer: bool = True, tune_allocator: bool = True, lr_mults: dict[str, float] | None = None) -> TrainStep:
     """``model`` on ``device`` (in place) with its optimiser, wrapped as ``config`` says, as one step
-    (``fused_optimizer`` and ``tune_allocator`` are off only for the bench's plain reference rows)."""
+    (``fused_optimizer`` and ``tune_allocator`` are off only for the bench's plain reference rows;
+    ``lr_mults``: per-tensor learning-rate multipliers, for fine-tuning)."""
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
     model.to(device, memory_format=memory_format)
     tune_process(device, allocator=tune_allocator)  # CPU: reuse freed activations, no page faults; CUDA: cudnn.benchmark
@@ -92,6 +93,6 @@ def build(model: nn.Module, config: TrainConfig, device: torch.device, *, distri
         forward = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     if config.compile:
         forward = torch.compile(forward)
-    optimizer = make_optimizer(model, config.optim, device, fused=fused_optimizer)
+    optimizer = make_optimizer(model, config.optim, device, fused=fused_optimizer, lr_mults=lr_mults)
     return TrainStep(model, optimizer, device=device, precision=config.precision, channels_last=config.channels_last,
                      grad_clip=config.grad_clip, label_smoothing=config.label_smoothing, forward=forward)

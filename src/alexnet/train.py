@@ -26,7 +26,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +37,12 @@ import torchvision
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__, models
+from . import __version__, finetune, models
 from . import checkpoint as ckpt_io
 from . import distributed as dist
 from . import step as steps
 from .atomic import DiskFull, atomic_path
-from .config import TrainConfig, build, resume_changes
+from .config import ModelConfig, TrainConfig, build, resume_changes
 from .data import ImageSet, Preprocess, iter_batches, num_batches, open_dataset, pipeline
 from .data.fitted import prefit, statistics
 from .data.imageset import split_off
@@ -57,6 +57,7 @@ from .visualize import plot_curves
 log = logging.getLogger(__name__)
 
 LOSS_CHECK_EVERY = 50  # on a GPU: steps between reads of the loss (each read waits for the GPU to catch up)
+TB_EVERY = 10  # steps between the per-step loss and lr in TensorBoard (at least LOSS_CHECK_EVERY on a GPU)
 
 
 class Callback:
@@ -124,8 +125,9 @@ class Data:
     preprocess: Preprocess
 
 
-def load_data(config: TrainConfig) -> Data:
-    """Open ``config.data.spec``, hold out a val split if it has none, and fit the preprocessing."""
+def load_data(config: TrainConfig, pretrained: Preprocess | None = None) -> Data:
+    """Open ``config.data.spec``, hold out a val split if it has none, and fit the preprocessing
+    (the recipe's augmentation with ``pretrained``'s normalisation and statistics when given)."""
     if not config.data.spec:
         raise AlexNetError(f"preset {config.preset} needs --data PATH (an image folder, CIFAR-10, IDX files or a packed store)")
     dataset = open_dataset(config.data.spec)
@@ -135,7 +137,14 @@ def load_data(config: TrainConfig) -> Data:
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
+    if pretrained is not None:
+        pipe = replace(pipe, normalize=pretrained.pipeline.normalize)
+        if pretrained.stats is not None and pipe.normalize == "image" and pretrained.stats.mean_image.shape[0] != pipe.resize:
+            raise AlexNetError(f"--init's mean image is {pretrained.stats.mean_image.shape[0]} px but the recipe resizes to "
+                               f"{pipe.resize}; set data.pipeline_options.resize={pretrained.stats.mean_image.shape[0]}")
     train, val, test = (prefit(s, pipe.resize, pipe.channels) for s in (train, val, test))
+    if pretrained is not None:
+        return Data(train, val, test, list(dataset.classes), Preprocess(pipe, pretrained.stats))
     stats = dataset.stats if dataset.stats is not None and dataset.stats.mean_image.shape[0] == pipe.resize else None
     if stats is None and (pipe.normalize != "unit" or pipe.lighting > 0):
         stats = statistics(train, pipe.resize, pipe.channels, config.data.workers)
@@ -178,6 +187,8 @@ class Session:
     history: list[dict[str, Any]] = field(default_factory=list)
     last_checkpoint: int | None = None  # the step of the last checkpoint this process wrote
     lock: RunLock | None = None  # rank 0's hold on the folder
+    init_rows: list[finetune.InitRow] = field(default_factory=list)  # --init: what was loaded, re-initialised, frozen
+    tb: Any = None  # rank 0's TensorBoard writer, one for the run
 
 
 def save_state(s: Session) -> dict[str, Any]:
@@ -256,6 +267,15 @@ def resumed_config(folder: RunFolder, config: TrainConfig) -> dict[str, tuple[An
     return resume_changes(saved, config, str(folder.root))
 
 
+def load_init(config: TrainConfig) -> ckpt_io.Checkpoint:
+    """``--init``'s checkpoint: any of ours (a run's best.pt or last.pt, an import, a safetensors export)."""
+    init = ckpt_io.load(config.finetune.init, map_location="cpu")
+    if not init.preprocess and config.finetune.keep_preprocess:
+        raise AlexNetError(f"--init {config.finetune.init}: the checkpoint has no preprocessing to keep; "
+                           "set finetune.keep_preprocess=false to fit it to the data")
+    return init
+
+
 def build_model(config: TrainConfig, data: Data) -> nn.Module:
     model = models.create(config.model.name, num_classes=len(data.classes), **config.model.options)
     pipe = data.preprocess.pipeline
@@ -273,11 +293,26 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     folder = RunFolder(run.out, write=world.is_main)
     check_folder(folder, run)
     changes = resumed_config(folder, config) if run.resume else {}
+    last = ckpt_io.load(folder.last, map_location="cpu") if run.resume else None
+    init = load_init(config) if config.finetune.init and not run.resume else None
+    if init is None and not run.resume and (config.finetune.freeze != "none" or config.finetune.loaded_lr_mult != 1.0):
+        what = f"--freeze {config.finetune.freeze}" if config.finetune.freeze != "none" else f"preset {config.preset}"
+        raise AlexNetError(f"{what} fine-tunes pretrained weights: pass --init CHECKPOINT (e.g. what `alexnet import` wrote)")
+    if init is not None:  # the checkpoint's architecture: what config.json records
+        config = replace(config, model=ModelConfig(init.model, {k: v for k, v in init.model_options.items() if k != "num_classes"}))
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
-    data = load_data(config)
+    kept = (init or last) if config.finetune.init and config.finetune.keep_preprocess else None  # a resume: the run's own
+    data = load_data(config, Preprocess.from_state(kept.preprocess) if kept is not None else None)
     model = build_model(config, data)
-    step = steps.build(model, config, device, distributed=world.enabled)
+    init_rows, lr_mults = [], {}
+    if init is not None or (last is not None and config.finetune.init):  # a resume: the same groups and frozen layers
+        init_rows = (finetune.init_from(model, init, classes=data.classes, reset_head=config.finetune.reset_head,
+                                        source=config.finetune.init) if init is not None else finetune.read_rows(folder.init))
+        finetune.freeze(model, config.finetune.freeze, init_rows)
+        lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
+
+    step = steps.build(model, config, device, distributed=world.enabled, lr_mults=lr_mults)
     per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=world.world_size)
     if per_epoch < 1:
         raise AlexNetError(f"--batch-size {config.batch_size} × {world.world_size} process(es) is larger than the "
@@ -285,26 +320,29 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     state = TrainState(aug=torch.Generator().manual_seed(config.seed + 7919 * world.rank),
                        meters=torch.zeros(4, dtype=torch.float64, device=device))
     check_every = run.loss_check_every or (1 if device.type == "cpu" else LOSS_CHECK_EVERY)
-    s = Session(config, run, world, device, folder, data, model, step, Schedule(config, per_epoch), state, per_epoch, check_every)
+    s = Session(config, run, world, device, folder, data, model, step, Schedule(config, per_epoch), state, per_epoch, check_every,
+                init_rows=init_rows)
     if world.is_main:
         s.lock = RunLock(folder).acquire()  # one writer: a second train on this folder is refused here
     try:
-        if run.resume:
-            resume(s, changes)
+        if last is not None:
+            resume(s, last, changes)
         else:
             folder.start()
             folder.write_config(config.to_dict())
+            if init_rows:
+                folder.write_init([r.to_dict() for r in init_rows])
     except BaseException:
         if s.lock is not None:
             s.lock.release()
         raise
+    s.tb = open_tensorboard(folder)
     dist.barrier(world)
     return s
 
 
-def resume(s: Session, changes: dict[str, tuple[Any, Any]]) -> None:
+def resume(s: Session, ck: ckpt_io.Checkpoint, changes: dict[str, tuple[Any, Any]]) -> None:
     """Restore the run from its last.pt, keep the metrics of the epochs it finished, log what changed."""
-    ck = ckpt_io.load(s.folder.last, map_location="cpu")
     if not ck.train_state:
         raise AlexNetError(f"{s.folder.last}: weights without a training state (an import or an export), so there is "
                            "nothing to resume; to start a new run from these weights use --init (fine-tuning)")
@@ -331,12 +369,12 @@ def train_one_epoch(s: Session) -> bool:
     bar = progress_bar(s)
     wall_start, done, stop = time.time(), 0, False
     for x, y in batches:
-        lr = s.schedule.lr(st.step)
-        set_lr(s.step.optimizer, lr)
+        lr = set_lr(s.step.optimizer, s.schedule, st.step)
         try:
             logits, loss = s.step(s.data.preprocess.train(x, st.aug), y, check=(st.step + 1) % s.check_every == 0)
-        except steps.NonFiniteLoss as e:
-            raise diverged(s, f"{e} at epoch {st.epoch + 1}, {loss_steps(s, st.step + 1)} (lr {lr:g})") from None
+        except steps.NonFiniteLoss as e:  # its value, where every step is checked; else which steps it may be
+            value = e.value if s.check_every == 1 else "non-finite"
+            raise diverged(s, f"loss became {value} at epoch {st.epoch + 1}, {loss_steps(s, st.step + 1)} (lr {lr:g})") from None
         with torch.no_grad():
             st.meters[0] += loss.double() * len(y)
             st.meters[1] += topk_correct(logits, y, 1).sum()
@@ -346,7 +384,13 @@ def train_one_epoch(s: Session) -> bool:
         if bar is not None:
             bar.update(1)
             if st.step % s.check_every == 0:  # the loss read back: a sync on a GPU
-                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{done / max(time.time() - wall_start, 1e-9):.0f}")
+                elapsed = max(time.time() - wall_start, 1e-9)
+                left = (s.schedule.total_steps - st.step) * elapsed * s.world.world_size / max(done / len(y), 1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.3g}", img_s=f"{done / elapsed:.0f}",
+                                run_left=tqdm.format_interval(left))
+        if s.tb is not None and st.step % max(s.check_every, TB_EVERY) == 0:  # where the loss is read back anyway
+            s.tb.add_scalar("step/loss", loss.item(), st.step)
+            s.tb.add_scalar("step/lr", lr, st.step)
         stop = any(cb.after_step(st) for cb in s.run.callbacks)
         periodic = cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 and st.batch < s.per_epoch
         if periodic or stop:
@@ -396,7 +440,7 @@ def end_epoch(s: Session) -> dict[str, Any]:
     s.schedule.epoch_end(record.get("val_top1_error"))
     s.history.append(record)
     s.folder.append_metrics(record)
-    tensorboard(s.folder, record)
+    tensorboard(s, record)
     if s.world.is_main:
         for cb in s.run.callbacks:
             cb.on_epoch(record)
@@ -441,20 +485,35 @@ def train(config: TrainConfig, run: RunOptions, on_epoch: Callable[[dict[str, An
             for cb in run.callbacks:
                 cb.on_start(s)
         wall_start = time.time()
-        while s.state.epoch < config.epochs and not (config.max_steps and s.state.step >= config.max_steps):
+        while s.state.epoch < s.config.epochs and not (s.config.max_steps and s.state.step >= s.config.max_steps):
             if train_one_epoch(s):
                 return {"stopped_at_step": s.state.step, "run_dir": str(s.folder.root)}
             end_epoch(s)
         return finish(s, time.time() - wall_start)
     except KeyboardInterrupt:
         raise interrupted(s, run) from None
+    except RuntimeError as e:
+        if world.enabled and any(w in str(e).lower() for w in ("gloo", "nccl", "connection", "peer", "timed out")):
+            raise lost_a_rank(e, run) from None
+        raise
     except DiskFull as e:  # the file it would have replaced is whole; say which checkpoint a resume starts from
         last = RunFolder(run.out, write=False).last
         raise DiskFull(e.path, f"the last checkpoint {last} is kept" if last.is_file() else "no checkpoint was written") from None
     finally:
+        if s is not None and s.tb is not None:
+            s.tb.close()
         if s is not None and s.lock is not None:
             s.lock.release()
         dist.cleanup(world)
+
+
+def lost_a_rank(e: RuntimeError, run: RunOptions) -> AlexNetError:
+    """A collective failed: another process died (torchrun names which) or the network went."""
+    last = RunFolder(run.out, write=False).last
+    kept = f"the last checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
+    first = " ".join(str(e).split())[:160]
+    return AlexNetError(f"lost another training process ({first}); torchrun's log names the rank that failed; {kept}; "
+                        f"resume with: torchrun ... -m alexnet train --resume {run.out} (or --max-restarts N resumes by itself)")
 
 
 def interrupted(s: Session | None, run: RunOptions) -> TrainingInterrupted:
@@ -510,18 +569,25 @@ def write_figures(s: Session) -> None:
         log.warning("could not write report.html: %s", e)
 
 
-def tensorboard(folder: RunFolder, record: dict[str, Any]) -> None:
+def open_tensorboard(folder: RunFolder):
+    """One event writer for the whole run (rank 0), or None without the optional tensorboard package."""
     if not folder.write:
-        return
+        return None
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional
         log.info("tensorboard is not installed; no events written")
-        return
-    with SummaryWriter(str(folder.tb)) as writer:
+        return None
+    return SummaryWriter(str(folder.tb))
+
+
+def tensorboard(s: Session, record: dict[str, Any]) -> None:
+    """An epoch's scalars, at the step it ended (the per-step loss and lr share the axis)."""
+    if s.tb is not None:
         for key, value in record.items():
             if key not in ("epoch", "step") and isinstance(value, (int, float)):
-                writer.add_scalar(key, value, record["epoch"])
+                s.tb.add_scalar(f"epoch/{key}", value, record["step"])
+        s.tb.flush()
 
 
 def hardware(device: torch.device, world: dist.World) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """``alexnet bench``: our AlexNets against the reference, in one run on one machine.
 
-Four parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
+Five parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
 batch 1, throughput at batch 64; eager, compiled, ONNX Runtime), ``data`` (training from real
-JPEG photographs end to end, and the data path alone) and ``decode`` (images/s per CPU core from an
-ImageFolder, the raw store and the JPEG store, and their sizes on disk). Every figure is the median over ``reps``
-repetitions after ``warmup`` untimed ones, and every row carries its ratio to the reference row of
-its part. The report (a dict, written as JSON by the CLI) holds the machine, the resolved config
+JPEG photographs end to end, and the data path alone), ``decode`` (images/s per CPU core from an
+ImageFolder, the raw store and the JPEG store, and their sizes on disk) and ``features``
+(``alexnet features``: fc7 of JPEG photographs against ImageFolder + DataLoader + torchvision's
+model). Every figure is the median over ``reps`` repetitions after ``warmup`` untimed ones, and
+every row carries its ratio to the reference row of its part. The report (a dict, written as JSON by the CLI) holds the machine, the resolved config
 and the rows; docs/PERFORMANCE.md records the figures.
 
 >>> from alexnet.bench import BenchConfig, run
@@ -21,12 +22,12 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from .. import fastpath, models
-from . import data, decode, infer, step
+from . import data, decode, features, infer, step
 from .timing import machine, matmul_tflops
 
 log = logging.getLogger(__name__)
 
-PARTS: tuple[str, ...] = ("step", "infer", "data", "decode")
+PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features")
 # The AlexNet family of the registry (other families — lenet, vgg, … — can be named with --model).
 ALEXNET_VARIANTS: tuple[str, ...] = ("alexnet", "bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small")
 
@@ -109,7 +110,7 @@ def run(config: BenchConfig) -> dict:
         dtype = torch.bfloat16 if fastpath.precision_supported(device, "bf16") else torch.float32
         peak = matmul_tflops(device, dtype, n=512 if cfg.quick else 8192 if device.type == "cuda" else 4096)
         report["machine"]["matmul_peak"] = {"dtype": str(dtype).removeprefix("torch."), "tflops": peak}
-    parts = {"step": step.run, "infer": infer.run, "data": data.run, "decode": decode.run}
+    parts = {"step": step.run, "infer": infer.run, "data": data.run, "decode": decode.run, "features": features.run}
     for name in PARTS:
         if name in cfg.parts:
             log.info("bench: part %s", name)

@@ -47,6 +47,19 @@ def source_pictures() -> list[np.ndarray]:
     return out
 
 
+def random_photo(picture: np.ndarray, rng: np.random.Generator, size: tuple[int, int] = (500, 375)) -> Image.Image:
+    """A random 60–100 % crop of ``picture``, reflected half the time, resized to ``size`` (or its
+    transpose a quarter of the time: mostly landscape, as ImageNet)."""
+    h, w = picture.shape[:2]
+    ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
+    top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
+    crop = picture[top:top + ch, left:left + cw]
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    out_size = size if rng.random() < 0.75 else size[::-1]
+    return Image.fromarray(np.ascontiguousarray(crop)).resize(out_size, Image.BILINEAR)
+
+
 def make_photo_folder(root: str | os.PathLike, count: int, *, classes: int = 4, size: tuple[int, int] = (500, 375),
                       quality: int = 90, seed: int = 0) -> Path:
     """Write ``count`` JPEG photographs into ``root/train/class_K/`` (if it is not there yet); returns root/train."""
@@ -58,15 +71,7 @@ def make_photo_folder(root: str | os.PathLike, count: int, *, classes: int = 4, 
     rng = np.random.default_rng(seed)
     pictures = source_pictures()
     for i in range(count):
-        picture = pictures[i % len(pictures)]
-        h, w = picture.shape[:2]
-        ch, cw = int(h * rng.uniform(0.6, 1.0)), int(w * rng.uniform(0.6, 1.0))
-        top, left = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)
-        crop = picture[top:top + ch, left:left + cw]
-        if rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        out_size = size if rng.random() < 0.75 else size[::-1]  # mostly landscape, as ImageNet
-        image = Image.fromarray(np.ascontiguousarray(crop)).resize(out_size, Image.BILINEAR)
+        image = random_photo(pictures[i % len(pictures)], rng, size)
         folder = train / f"class_{i % classes}"
         folder.mkdir(parents=True, exist_ok=True)
         with atomic_path(folder / f"{i:05d}.jpg") as tmp:

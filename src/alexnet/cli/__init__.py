@@ -15,9 +15,10 @@ import sys
 
 from .. import __version__
 from ..errors import AlexNetError
-from . import ablate, bench, demo, evaluate, explore, info, interop, models, predict, prepare, train, visualize
+from . import ablate, bench, demo, evaluate, explore, features, info, interop, models, predict, prepare, probe, search, train, visualize
 
-COMMANDS = [models, prepare, train, info, evaluate, predict, interop, visualize, explore, ablate, bench, demo]  # = --help order
+COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, ablate, bench,
+            demo]  # = --help order
 
 log = logging.getLogger("alexnet")
 

@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "the JPEG store, with their sizes on disk. Medians over repetitions after warm-up; prints ratios ours / reference. "
                     "See docs/PERFORMANCE.md.")
     p.add_argument("part", nargs="?", default="all", choices=(*bench.PARTS, "all"),
-                   help="what to measure: step, infer, data, decode, or all (default)")
+                   help="what to measure: step, infer, data, decode, features, or all (default)")
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer, "

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from ..evaluate import EvalConfig, classify_images, evaluate_checkpoints
     from ..runs import RunFolder
     from ..train import RunOptions, train
+    from .predict import format_prediction
     from .train import print_epoch
 
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -52,10 +53,9 @@ def run(args: argparse.Namespace) -> int:
         with atomic_path(path) as tmp:
             Image.fromarray(test.images[i][..., 0]).save(tmp, format="PNG")
         paths.append(str(path))
-    print(f"\nalexnet predict --checkpoint {final} {samples}/*.png")
+    print(f"\nalexnet predict --checkpoint {final} --topk 3 {samples}/*.png")
     for p in classify_images(paths, final, topk=3):
-        top = ", ".join(f"{d['label']} {100 * d['probability']:.1f}%" for d in p.predictions)
-        print(f"  {Path(p.image).name:<22} → {top}")
+        print(format_prediction(p))
 
     print(f"\n{'digits test split':<20} {'':>8}")
     print(f"{'images':<20} {result.images:>8}")
@@ -64,5 +64,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'top-1 accuracy':<20} {100 * result.top1_accuracy:>7.2f}%")
     print(f"{'epochs':<20} {report['epochs']:>8}")
     print(f"{'time':<20} {time.time() - started:>7.0f}s")
-    print(f"run folder: {out}  (report.json, metrics.jsonl, curves.png, checkpoints/)")
+    print(f"run folder: {out}  (report.html to look at; report.json, metrics.jsonl, curves.png, checkpoints/)")
     return 0

@@ -28,12 +28,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true",
                    help="print JSON: top1_error, top5_error, top1_accuracy, top5_accuracy, images, views, checkpoints, per_class")
     p.add_argument("--plots", metavar="DIR", default=None, help="write confusion_matrix.png into DIR")
+    p.add_argument("--force", action="store_true", help="overwrite DIR/confusion_matrix.png if it exists")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..data import open_dataset
 
+    plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
+    if plot is not None and plot.exists() and not args.force:
+        raise AlexNetError(f"{plot} already exists; pass --force to overwrite it")
     if args.batch_size < 1:
         raise AlexNetError(f"--batch-size {args.batch_size} must be at least 1")
     dataset = open_dataset(args.data)
@@ -44,8 +48,7 @@ def run(args: argparse.Namespace) -> int:
     scores = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
     scores.extra.update({"data": args.data, "split": split})
     if args.plots:
-        Path(args.plots).mkdir(parents=True, exist_ok=True)
-        save_confusion_plot(scores, Path(args.plots) / "confusion_matrix.png")
+        save_confusion_plot(scores, plot)
     if args.json:
         print(json.dumps(scores.to_dict(), indent=2))
         return 0

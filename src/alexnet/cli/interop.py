@@ -31,8 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cf.add_argument("file", metavar="FILE.caffemodel", help="the weights")
     cf.add_argument("--mean", metavar="FILE.binaryproto", default=None,
                     help="Caffe's mean image (BGR [1,3,256,256]); default: ImageNet's channel mean everywhere")
-    cf.add_argument("--arch", required=True, choices=tuple(caffe.ARCHS),
-                    help="alexnet: bvlc_alexnet (LRN after ReLU); caffenet: bvlc_reference_caffenet (pool before LRN)")
+    cf.add_argument("--arch", default=None, choices=tuple(caffe.ARCHS),
+                    help="alexnet: bvlc_alexnet (LRN after ReLU); caffenet: bvlc_reference_caffenet (pool before LRN); "
+                         "default: read from the file's layer order, which a given --arch must agree with")
     cf.add_argument("--out", required=True, metavar="C", help="checkpoint to write")
     cf.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     cf.set_defaults(func=run_caffe)

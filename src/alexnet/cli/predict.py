@@ -36,7 +36,11 @@ def run(args: argparse.Namespace) -> int:
         for r in results:
             if r.error is not None:
                 continue
-            print(r.image)
-            for p in r.predictions:
-                print(f"  {p['probability']:7.4f}  {p['label']} ({p['index']})")
+            print(format_prediction(r))
     return 1 if failed else 0
+
+
+def format_prediction(r) -> str:
+    """``IMAGE`` then one line per label, most probable first: ``  97.31 %  cat`` (what demo prints too)."""
+    lines = [r.image] + [f"  {100 * p['probability']:6.2f} %  {p['label']}" for p in r.predictions]
+    return "\n".join(lines)

@@ -37,6 +37,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
     p.add_argument("--workers", type=int, help="decode processes for unpacked image folders")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS optimiser steps")
+    p.add_argument("--init", metavar="CHECKPOINT",
+                   help="start from these weights (fine-tuning): a run's best.pt/last.pt or what `alexnet import` wrote; "
+                        "tensors whose name and shape fit are loaded, the head is re-initialised for a new class count")
+    p.add_argument("--freeze", metavar="WHAT",
+                   help="with --init: none, features (everything but the FC layers and the head) or a layer name "
+                        "(that layer and all before it); frozen parameters get no update and no weight decay")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any setting, e.g. --set optim.weight_decay=1e-4 --set model.options.lrn=false (repeatable)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
@@ -52,6 +58,7 @@ def flags(args: argparse.Namespace) -> dict:
         "data.spec": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
         "device": args.device, "seed": args.seed, "precision": args.precision, "channels_last": args.channels_last,
         "compile": args.compile, "data.workers": args.workers, "checkpoint_every": args.checkpoint_every,
+        "finetune.init": args.init, "finetune.freeze": args.freeze,
     }
 
 
@@ -88,6 +95,9 @@ def default_out(preset: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     from ..train import RunOptions, train
 
+    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun --max-restarts started us again
+    if restarted and not args.resume and args.out is not None:
+        args.resume, args.force = RunFolder(args.out).last.is_file() or None, True  # continue from the last checkpoint
     if args.resume:
         out = resume_folder(args)
         config = resumed(out, args)
@@ -112,6 +122,8 @@ class Console:
     def on_start(self, session) -> None:
         if self.quiet:
             return
+        from ..finetune import table as finetune_table
+
         c = session.config
         print(f"alexnet train: preset {c.preset} → {session.folder.root}{' (resumed)' if self.resumed else ''}")
         if self.verbose:
@@ -120,6 +132,9 @@ class Console:
         options = ", ".join(f"{k}={v}" for k, v in c.model.options.items())
         print(f"  model  {c.model.name}{f' ({options})' if options else ''}, {len(session.data.classes)} classes")
         print(f"  data   {c.data.spec}: {len(session.data.train)} training images, pipeline {c.data.pipeline}")
+        if session.init_rows:
+            print(f"  init   {c.finetune.init} (freeze {c.finetune.freeze}, loaded layers' lr ×{c.finetune.loaded_lr_mult:g}):")
+            print(finetune_table(session.init_rows))
         print(f"  recipe {c.epochs} epochs{f' (≤ {c.max_steps} steps)' if c.max_steps else ''} × batch {c.batch_size}, "
               f"SGD lr {c.optim.lr:g} momentum {c.optim.momentum:g} wd {c.optim.weight_decay:g}, {c.schedule.kind} schedule, "
               f"{c.precision} on {session.device} (all settings: -v, or config.json)")

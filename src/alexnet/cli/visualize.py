@@ -54,6 +54,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                        "sample predictions and the configuration, with every image embedded.")
     f.add_argument("run", type=Path, help="a run folder")
     f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    f.add_argument("--force", action="store_true", help="rewrite report.html (and its figures) if the run has one")
     f.set_defaults(func=run_report)
 
 
@@ -134,6 +135,10 @@ def run_curves(args: argparse.Namespace) -> int:
 
 def run_report(args: argparse.Namespace) -> int:
     from ..report import write_report
+    from ..runs import RunFolder
 
+    page = RunFolder(args.run, write=False).report_html
+    if page.exists() and not args.force:
+        raise AlexNetError(f"{page} already exists; pass --force to rewrite it")
     print(write_report(args.run, device=args.device))
     return 0

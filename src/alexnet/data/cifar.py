@@ -89,7 +89,7 @@ def load_pickle(path: Path) -> dict:
             obj = SafeUnpickler(f, encoding="bytes").load()
     except Refused as e:
         raise AlexNetError(f"{path}: refused: {e}") from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError) as e:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError, AttributeError, RecursionError) as e:
         raise AlexNetError(f"{path}: truncated or not a CIFAR pickle ({type(e).__name__}: {e})") from None
     if not isinstance(obj, dict):
         raise AlexNetError(f"{path}: expected a pickled dict, got {type(obj).__name__}")
@@ -97,6 +97,8 @@ def load_pickle(path: Path) -> dict:
         return {(k.decode("latin1") if isinstance(k, bytes) else k): _finish(v) for k, v in obj.items()}
     except AlexNetError as e:
         raise AlexNetError(f"{path}: {e}") from None
+    except RecursionError:  # lists nested thousands deep: no CIFAR batch is
+        raise AlexNetError(f"{path}: not a CIFAR batch (its lists are nested too deep to be labels or data)") from None
 
 
 class Refused(pickle.UnpicklingError):

@@ -27,7 +27,7 @@ def prefit(images: ImageSet | None, size: int, channels: int) -> ImageSet | None
     # images at 256×256, against ≈2 ms)
     fitted_images = np.empty((len(images), size, size, channels), dtype=np.uint8)
     for i in range(0, len(images), 1024):
-        chunk = fit_images(torch.from_numpy(np.asarray(images.images[i : i + 1024])), size, channels)
+        chunk = fit_images(torch.from_numpy(np.array(images.images[i : i + 1024])), size, channels)  # a copy: a store is read-only
         fitted_images[i : i + len(chunk)] = chunk.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     return ImageSet(images.labels, images.classes, images=fitted_images, paths=images.paths, info=images.info)
 

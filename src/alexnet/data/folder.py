@@ -131,6 +131,10 @@ def _walk(top: Path) -> list[str]:
                 seen.add(target)
                 keep.append(d)
         dirnames[:] = keep
+        for name in [*dirnames, *filenames]:
+            if "\n" in name or "\r" in name:
+                raise AlexNetError(f"{os.path.join(dirpath, name)!r}: a name with a line break; rename it (a packed store "
+                                   "lists its paths one per line)")
         files += [os.path.join(dirpath, f) for f in sorted(filenames) if not f.startswith(".")]
     return files
 

@@ -60,6 +60,7 @@ from .store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labe
 from .transforms import downsample
 
 log = logging.getLogger(__name__)
+MAX_SIZE = 4096  # px: a store side beyond it is a typo (20000² × 3 bytes = 1.2 GB an image)
 
 STATE = "state.json"
 BAD_LIST = "bad_images.txt"
@@ -99,8 +100,8 @@ class SplitPlan:
 
 def prepare(config: PrepareConfig) -> dict[str, Any]:
     """Write the store; returns its manifest."""
-    if config.size < 1:
-        raise AlexNetError(f"--size {config.size} must be positive")
+    if not 8 <= config.size <= MAX_SIZE:
+        raise AlexNetError(f"--size {config.size}: the stored side must be between 8 and {MAX_SIZE} pixels (the paper's is 256)")
     if config.encoding not in ENCODINGS:
         raise AlexNetError(f"--encoding {config.encoding!r}: one of {', '.join(ENCODINGS)}")
     if not 1 <= config.quality <= 100:
@@ -292,7 +293,8 @@ def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> Stats
         checkpoint()
     except KeyboardInterrupt:
         checkpoint()  # everything marked done is written: keep it for the resume
-        raise
+        raise KeyboardInterrupt(f"interrupted; what was done is kept in {partial}: run the same command again to "
+                                "resume") from None
     finally:
         for writer in writers.values():
             writer.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,14 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise AlexNetError(f"{path}: not a packed store manifest (no \"format\": \"{FORMAT}\")")
     if manifest.get("version") != VERSION:
         raise AlexNetError(f"{path}: store version {manifest.get('version')!r}; this alexnet reads version {VERSION}")
+    for key, kind in (("size", int), ("channels", int), ("classes", list), ("splits", dict)):
+        if not isinstance(manifest.get(key), kind) or isinstance(manifest.get(key), bool):
+            raise AlexNetError(f"{path}: field {key!r} is {'missing' if key not in manifest else repr(manifest[key])[:60]}, "
+                               f"expected {'a number' if kind is int else 'a ' + kind.__name__}")
+    for split, entry in manifest["splits"].items():
+        missing = [k for k in ("count", "labels") if not isinstance(entry, dict) or k not in entry]
+        if missing:
+            raise AlexNetError(f"{path}: split {split!r} lacks {', '.join(missing)}")
     return manifest
 
 
@@ -95,8 +104,22 @@ def open_store(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str],
             raise AlexNetError(f"{path}: {what}, expected {'×'.join(map(str, shape))} = {expected:,} bytes")
         images = np.memmap(path, dtype=np.uint8, mode="r", shape=shape) if n else np.zeros(shape, np.uint8)
         splits[split] = ImageSet(labels=labels, classes=classes, images=images, info=info)
-    stats = Stats.load(root / manifest["stats"]) if manifest.get("stats") else None
+    stats = load_stats(root / manifest["stats"]) if manifest.get("stats") else None
     return splits, classes, stats
+
+
+def load_stats(path: Path) -> Stats:
+    """The store's training-set statistics, checked: readable, every field present, finite, a positive std."""
+    try:
+        stats = Stats.load(path)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as e:
+        raise AlexNetError(f"{path}: not readable training-set statistics ({type(e).__name__}: {e})") from None
+    for name in ("mean_image", "channel_mean", "channel_std", "eigval", "eigvec"):
+        if not np.isfinite(getattr(stats, name)).all():
+            raise AlexNetError(f"{path}: {name} holds NaN or infinite values; run alexnet prepare again")
+    if (stats.channel_std <= 0).any():
+        raise AlexNetError(f"{path}: channel_std {stats.channel_std.tolist()} has a value ≤ 0; run alexnet prepare again")
+    return stats
 
 
 def _load_labels(path: Path, n: int, num_classes: int) -> np.ndarray:

@@ -10,14 +10,20 @@ for every variant, and grouped weights are shaped as Caffe stores them (conv2.we
 [256, 48, 5, 5] in the paper's net). The modules run in this order (those a config turns off are
 absent)::
 
-    conv1 [bn1] relu1 norm1 pool1 conv2 [bn2] relu2 norm2 pool2 conv3 [bn3] relu3 conv4 [bn4] relu4
-    conv5 [bn5] relu5 pool5 avgpool flatten [drop6] fc6 relu6 [drop6] [drop7] fc7 relu7 [drop7] fc8
+    [pad1] conv1 [bn1] relu1 norm1 pool1 conv2 [bn2] relu2 norm2 [rnorm2] pool2 conv3 [bn3] relu3
+    conv4 [bn4] relu4 conv5 [bn5] relu5 pool5 avgpool flatten [drop6] fc6 relu6 [drop6] [drop7] fc7
+    relu7 [drop7] fc8
 
 ``norm_position`` moves the LRN before the ReLU (Krizhevsky's 2012 code, conv1) or after the pool
-(CaffeNet); ``dropout_position`` puts dropout on the inputs of fc6/fc7 (torchvision) instead of on
-the outputs of fc6/fc7 (paper §4.2, Caffe); ``dropout_scaling`` is the paper's (survivors unscaled in
+(CaffeNet), for every layer or per layer (a tuple); ``dropout_position`` puts dropout on the inputs
+of fc6/fc7 (torchvision) instead of on the outputs of fc6/fc7 (paper §4.2, Caffe); ``dropout_scaling`` is the paper's (survivors unscaled in
 training, every output × (1 − p) at test, §4.2) or the inverted one of PyTorch, Caffe and torchvision
 (survivors × 1/(1 − p) in training): see :class:`~alexnet.models.layers.PaperDropout` for why it matters.
+
+``output_rule="ceil"`` sizes outputs by cuda-convnet's rule (a ``pad{i}`` of zeros at the bottom and
+right where it differs, ceil-mode pooling) and ``same_map_norm_after`` adds its same-map ``rnorm{i}``
+after the LRN: together they are Krizhevsky's released ImageNet configuration (``alexnet_cudaconvnet``,
+:mod:`alexnet.models.cudaconvnet_layers`).
 
 ``batch_norm`` puts a BatchNorm2d ``bn{i}`` after every conv, before its ReLU (Ioffe & Szegedy
 2015, §3.2: normalise Wx+b, then the nonlinearity); ``alexnet_bn`` is the paper's net with it in
@@ -35,10 +41,12 @@ import torch
 from torch import nn
 
 from .base import ConfiguredNet
+from .cudaconvnet_layers import SameMapResponseNorm, ceil_extra, ceil_output_size
 from .layers import DROPOUT_SCALINGS, INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, dropout_layer, initialise
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 NORM_POSITIONS = ("after_relu", "before_relu", "after_pool")
+OUTPUT_RULES = ("floor", "ceil")
 DROPOUT_POSITIONS = ("after", "before")
 
 
@@ -82,7 +90,13 @@ class AlexNetConfig:
     lrn_convention: str = "as_run"  # α' = α/n as run by the 2012 code, Caffe, PyTorch; "as_printed": α' = α
     lrn_groups: int = 2  # 2: each tower normalises its own maps (§3.2); Caffe: 1
     batch_norm: bool = False  # BatchNorm2d after every conv, before its ReLU (alexnet_bn); independent of lrn
-    norm_position: str = "after_relu"  # §3.5 order conv → ReLU → LRN → pool
+    norm_position: str | tuple[str, ...] = "after_relu"  # §3.5 order conv → ReLU → LRN → pool; a tuple: one per conv layer
+    same_map_norm_after: tuple[int, ...] = ()  # conv layers whose LRN is followed by cuda-convnet's same-map rnorm
+    same_map_size: int = 5  # the rnorm's spatial window (released ImageNet cfg: 5×5)
+    same_map_scale: float = 1e-3  # as written in the cfg; divided by size² (cuda-convnet's layer.py)
+    same_map_pow: float = 0.75
+    same_map_min_div: float = 1.0
+    output_rule: str = "floor"  # PyTorch's; "ceil": cuda-convnet's 1 + ceil((2p + size − k)/s), e.g. 55×55 from 224
     pool_after: tuple[int, ...] = (1, 2, 5)  # conv layers followed by max pooling
     pool_kernel: int = 3  # 3/2 overlapping pooling (§3.4); 2/2 is the non-overlapping ablation
     pool_stride: int = 2
@@ -96,7 +110,7 @@ class AlexNetConfig:
         choices = {
             "activation": (self.activation, tuple(ACTIVATIONS)),
             "lrn_convention": (self.lrn_convention, LRN_CONVENTIONS),
-            "norm_position": (self.norm_position, NORM_POSITIONS),
+            "output_rule": (self.output_rule, OUTPUT_RULES),
             "dropout_position": (self.dropout_position, DROPOUT_POSITIONS),
             "dropout_scaling": (self.dropout_scaling, DROPOUT_SCALINGS),
             "init": (self.init, INITS),
@@ -104,10 +118,25 @@ class AlexNetConfig:
         for key, (value, valid) in choices.items():
             if value not in valid:
                 raise ValueError(f"{key}={value!r} is not one of {', '.join(valid)}")
+        for position in self.norm_positions():
+            if position not in NORM_POSITIONS:
+                raise ValueError(f"norm_position={position!r} is not one of {', '.join(NORM_POSITIONS)}")
+        if isinstance(self.norm_position, tuple) and len(self.norm_position) != len(self.convs):
+            raise ValueError(f"norm_position has {len(self.norm_position)} entries for {len(self.convs)} conv layers")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.num_classes < 1:
             raise ValueError(f"num_classes={self.num_classes} must be at least 1")
+
+    def norm_positions(self) -> tuple[str, ...]:
+        """Where each conv layer's LRN sits: ``norm_position`` itself if a tuple, else it for every layer."""
+        if isinstance(self.norm_position, tuple):
+            return self.norm_position
+        return (self.norm_position,) * len(self.convs)
+
+    def output_size(self, size: int, kernel: int, stride: int, padding: int) -> int:
+        rule = ceil_output_size if self.output_rule == "ceil" else conv_output_size
+        return rule(size, kernel, stride, padding)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -116,17 +145,20 @@ class AlexNetConfig:
     def from_dict(cls, d: dict[str, Any]) -> AlexNetConfig:
         d = dict(d)
         d["convs"] = tuple(Conv(**c) if isinstance(c, dict) else Conv(*c) for c in d["convs"])
-        for key in ("hidden", "lrn_after", "pool_after"):
-            d[key] = tuple(d[key])
+        for key in ("hidden", "lrn_after", "pool_after", "same_map_norm_after"):
+            if key in d:
+                d[key] = tuple(d[key])
+        if isinstance(d.get("norm_position"), list):
+            d["norm_position"] = tuple(d["norm_position"])
         return cls(**d)
 
     def feature_size(self, input_size: int | None = None) -> tuple[int, int]:
         """(channels, side) of the last conv stage's output for a square input (pool5 in the paper)."""
         side = input_size or self.input_size
         for i, conv in enumerate(self.convs, start=1):
-            side = conv_output_size(side, conv.kernel, conv.stride, conv.padding)
+            side = self.output_size(side, conv.kernel, conv.stride, conv.padding)
             if i in self.pool_after:
-                side = conv_output_size(side, self.pool_kernel, self.pool_stride, 0)
+                side = self.output_size(side, self.pool_kernel, self.pool_stride, 0)
             if side < 1:
                 raise ValueError(f"input {input_size or self.input_size} is too small: nothing is left after conv{i}")
         if self.adaptive_pool:
@@ -148,25 +180,35 @@ class AlexNet(ConfiguredNet):
         c = config
         act = ACTIVATIONS[c.activation]
         conv_order: list[str] = []
-        in_ch = c.in_channels
-        for i, spec in enumerate(c.convs, start=1):
+        in_ch, side = c.in_channels, c.input_size
+        ceil = c.output_rule == "ceil"
+        for i, (spec, position) in enumerate(zip(c.convs, c.norm_positions()), start=1):
+            extra = ceil_extra(side, spec.kernel, spec.stride, spec.padding) if ceil else 0
+            pad = f"pad{i}" if extra else None  # cuda-convnet's last windows run past the image into zeros
+            if pad:
+                self.add_module(pad, nn.ZeroPad2d((0, extra, 0, extra)))
             self.add_module(f"conv{i}", nn.Conv2d(in_ch, spec.out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups))
+            side = c.output_size(side, spec.kernel, spec.stride, spec.padding)
             if c.batch_norm:
                 self.add_module(f"bn{i}", nn.BatchNorm2d(spec.out_channels))
             norm = f"norm{i}" if c.lrn and i in c.lrn_after else None
+            same_map = f"rnorm{i}" if norm and i in c.same_map_norm_after else None
             pool = f"pool{i}" if i in c.pool_after else None
             if norm:
                 self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k,
                                                         convention=c.lrn_convention, groups=c.lrn_groups))
+            if same_map:
+                self.add_module(same_map, SameMapResponseNorm(c.same_map_size, c.same_map_scale, c.same_map_pow, c.same_map_min_div))
             self.add_module(f"relu{i}", act())
             if pool:
-                self.add_module(pool, nn.MaxPool2d(c.pool_kernel, c.pool_stride))
+                self.add_module(pool, nn.MaxPool2d(c.pool_kernel, c.pool_stride, ceil_mode=ceil))
+                side = c.output_size(side, c.pool_kernel, c.pool_stride, 0)
             stage = {
-                "after_relu": [f"relu{i}", norm, pool],
-                "before_relu": [norm, f"relu{i}", pool],
-                "after_pool": [f"relu{i}", pool, norm],
-            }[c.norm_position]
-            conv_order += [f"conv{i}"] + ([f"bn{i}"] if c.batch_norm else []) + [m for m in stage if m]
+                "after_relu": [f"relu{i}", norm, same_map, pool],
+                "before_relu": [norm, same_map, f"relu{i}", pool],
+                "after_pool": [f"relu{i}", pool, norm, same_map],
+            }[position]
+            conv_order += [m for m in (pad, f"conv{i}") if m] + ([f"bn{i}"] if c.batch_norm else []) + [m for m in stage if m]
             in_ch = spec.out_channels
         if c.adaptive_pool:
             self.avgpool = nn.AdaptiveAvgPool2d(c.adaptive_pool)
@@ -202,6 +244,10 @@ class AlexNet(ConfiguredNet):
 
     # -- forward ---------------------------------------------------------------------------------
     def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
+        side = self.config.input_size
+        if self.config.output_rule == "ceil" and tuple(x.shape[-2:]) != (side, side):
+            # the pad{i} layers are sized for one input: another would run and mean something else
+            raise ValueError(f"{self.name} takes {side}×{side} input (its padding is cuda-convnet's for that size), got {x.shape[-2]}×{x.shape[-1]}")
         for name in self.conv_order:
             x = getattr(self, name)(x)
         return x

@@ -2,7 +2,7 @@
 
 Counts come from forward hooks on the leaf modules during one forward pass of a zero image, so they
 hold for any registered model. MACs count the multiply-accumulates of convolutions and
-fully-connected layers (weights × inputs, no biases), the convention behind "0.724 G MACs" for the
+fully-connected layers and locally connected layers (weights × inputs, no biases), the convention behind "0.724 G MACs" for the
 paper's net at 227; normalisation, pooling and activations are counted as 0.
 """
 
@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass
 
 import torch
 from torch import nn
+
+from .cudaconvnet_layers import LocallyConnected2d
 
 
 @dataclass(frozen=True)
@@ -63,6 +65,8 @@ def _macs(module: nn.Module, output: torch.Tensor) -> int:
         return per_image * (module.in_channels // module.groups) * kh * kw
     if isinstance(module, nn.Linear):
         return per_image * module.in_features
+    if isinstance(module, LocallyConnected2d):  # as a convolution: one filter per output, just unshared
+        return per_image * module.in_channels * module.kernel_size**2
     return 0
 
 

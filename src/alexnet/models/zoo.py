@@ -138,6 +138,56 @@ def caffenet(
                          dropout_scaling=dropout_scaling)
 
 
+@register("Krizhevsky's released ImageNet cfg (cuda-convnet2): 224 input, ceil sizes, LRN before conv1's ReLU, same-map norm")
+def alexnet_cudaconvnet(
+    *,
+    num_classes: int = 1000,
+    activation: str = "relu",
+    lrn: bool = True,
+    same_map_norm: bool = True,
+    dropout: float = 0.5,
+    dropout_scaling: str = "inverted",  # type=dropout: survivors ×1/keep in training (layer.cuh)
+    init: str = "alexnet2012",
+    devices: Sequence[str | torch.device] | None = None,
+) -> nn.Module:
+    """The network of akrizhevsky/cuda-convnet2 ``layers/layers-imagenet-2gpu-model.cfg`` with the
+    normalisation parameters of ``layers/layer-params-imagenet-2gpu-model.cfg`` (reference §3).
+
+    * 224×224 input; conv1 11×11/4 without padding gives 55×55 because cuda-convnet rounds output sizes
+      up (``layer.py``: ``1 + ceil((2·padding + imgSize − filterSize) / stride)``): the last column of
+      windows reads three columns of zeros past the image (``pad1``). The rest of the geometry is the
+      paper's (27, 13, 13, 13, 6), and so are the 60,965,224 parameters.
+    * conv1 has no neuron: its ``cmrnorm`` (size 5, scale 1e-4 ÷ size, pow 0.75, minDiv 2, per tower of
+      48 maps) sees the pre-ReLU maps and the ReLU sits on pool1 (max pooling and ReLU commute, so
+      ``norm1 relu1 pool1`` is the same function). conv2: ReLU, ``cmrnorm`` (the same), then the same-map
+      ``rnorm`` (``cnorm2a``/``cnorm2b``: 5×5, scale 0.001 ÷ size², pow 0.75, minDiv 1), then pool2.
+      conv5's ReLU sits on pool3 in the cfg: the same function again.
+    * conv3 (``inputs=pool2a,pool2b``) and the FC layers read both towers; conv2, conv4, conv5 one
+      (groups 2). ``fc2048bb`` lists its inputs as ``dropout1b,dropout1a``: a permutation of fc7's
+      weight columns, the same family of functions.
+    * init ``alexnet2012``: std 0.01, conv3–conv5 std 0.03 (``initW=0.03``), biases 1 in conv2, conv4,
+      conv5, fc6, fc7 (``initB=1``); dropout ``type=dropout`` is inverted (``DropoutSmallerThanOperator``
+      returns 1/keep for the survivors, ``layer.cuh``).
+
+    ``same_map_norm=False`` and ``lrn=False`` remove the norms (ablations). ``devices=(d0, d1)`` places
+    the two towers as for ``alexnet``.
+    """
+    config = AlexNetConfig(
+        num_classes=num_classes,
+        input_size=224,
+        activation=activation,
+        lrn=lrn,
+        norm_position=("before_relu", "after_relu", "after_relu", "after_relu", "after_relu"),
+        same_map_norm_after=(2,) if same_map_norm else (),
+        output_rule="ceil",
+        dropout=dropout,
+        dropout_scaling=dropout_scaling,
+        init=init,
+    )
+    model = AlexNet(config, name="alexnet_cudaconvnet")
+    return model if devices is None else TwoTowerAlexNet(model, devices)
+
+
 @register("torchvision's AlexNet ('one weird trick', 2014): 64-192-384-256-256, no LRN, no groups, 224 input")
 def alexnet_owt(*, num_classes: int = 1000, dropout: float = 0.5, init: str = "torch") -> nn.Module:
     config = AlexNetConfig(

@@ -1,0 +1,115 @@
+"""Part ``features``: fc7 of ``alexnet_owt`` over a folder of JPEG photographs, against what a user would write.
+
+The reference is the feature extractor of PyTorch's transfer-learning tutorial and of every DeCAF
+re-implementation: ``torchvision.datasets.ImageFolder`` with ``Resize(256)``, ``CenterCrop(224)``,
+``ToTensor``, ``Normalize`` (ImageNet's mean and std) in a ``DataLoader`` (``workers`` processes),
+``torchvision.models.alexnet`` with its weights loaded from a ``.pth``, in fp32 eval mode under ``torch.no_grad``, fc7 read as
+``classifier[:6]`` of the pooled ``features`` (after fc7's ReLU), the rows gathered in memory.
+
+Ours is ``alexnet features`` on the same folder (:func:`alexnet.features.extract`): the same weights
+imported into ``alexnet_owt`` (:func:`alexnet.interop.torchvision.from_torchvision`) in a checkpoint
+with torchvision's preprocessing, the folder decoded by the same number of workers, the centre crop
+made on the device, the model in channels_last (oneDNN's layout), the rows streamed into the
+``.npy`` with the index and the record written; everything ``alexnet features`` does, the checkpoint's
+SHA-256 included. Rows: fp32 (the same arithmetic as the reference: the largest difference of the
+two feature arrays is reported) and the best autocast precision of the device. Each pass of either
+side loads its weights from disk, as one run of a script or of the command does.
+
+Both are timed as whole passes over the folder (a fresh DataLoader each, as one extraction run
+makes), interleaved (:func:`alexnet.bench.timing.measure_interleaved`) after one untimed pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import checkpoint, models
+from ..data.stats import imagenet_stats
+from ..data.transforms import Preprocess, pipeline
+from ..features import FeatureConfig, extract
+from ..interop.torchvision import from_torchvision
+from .data import IMAGENET_MEAN, IMAGENET_STD
+from .photos import make_photo_folder
+from .step import reference_model
+from .timing import measure_interleaved
+
+log = logging.getLogger(__name__)
+
+MODEL = "alexnet_owt"
+
+
+def reference_pass(train_dir: Path, weights: Path, batch_size: int, workers: int) -> np.ndarray:
+    """fc7 of every photograph, the way the tutorials write it (the weights loaded from a .pth file)."""
+    import torchvision
+    from torchvision import datasets, transforms
+
+    model = torchvision.models.alexnet()
+    model.load_state_dict(torch.load(weights, weights_only=True))
+    model.eval()
+    dataset = datasets.ImageFolder(str(train_dir), transforms.Compose([
+        transforms.Resize(256), transforms.CenterCrop(224), transforms.ToTensor(),
+        transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+    ]))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers)
+    fc7 = model.classifier[:6]  # Dropout, fc6, ReLU, Dropout, fc7, ReLU
+    rows = []
+    with torch.no_grad():
+        for images, _ in loader:
+            rows.append(fc7(torch.flatten(model.avgpool(model.features(images)), 1)).numpy())
+    return np.concatenate(rows)
+
+
+def our_checkpoint(reference: torch.nn.Module, path: Path) -> Path:
+    """The reference's weights as ``alexnet import torchvision`` would write them."""
+    model = models.create(MODEL, num_classes=1000)
+    from_torchvision(reference.state_dict(), model, "the reference model")
+    preprocess = Preprocess(pipeline("torchvision"), imagenet_stats(256)).to_state()
+    checkpoint.save(path, checkpoint.from_model(model, [f"class_{i}" for i in range(1000)], preprocess=preprocess))
+    return path
+
+
+def run(cfg, device: torch.device) -> list[dict]:
+    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
+    root.mkdir(parents=True, exist_ok=True)
+    count = cfg.photos
+    train_dir = make_photo_folder(root / f"photos-{count}", count)
+    batch = cfg.infer_batch
+    torch.manual_seed(0)
+    reference = reference_model().eval()
+    precisions = list(dict.fromkeys(("fp32", *cfg.precisions)))
+    rows: list[dict] = []
+    with tempfile.TemporaryDirectory(dir=root) as tmp:
+        ckpt = our_checkpoint(reference, Path(tmp) / "owt.pt")
+        weights = Path(tmp) / "alexnet-owt.pth"
+        torch.save(reference.state_dict(), weights)
+        outputs = {p: Path(tmp) / f"features-{p}.npy" for p in precisions}
+
+        def ours(precision: str):
+            config = FeatureConfig(batch_size=batch, device=str(device), precision=precision, workers=cfg.workers,
+                                   channels_last=cfg.channels_last)
+            return lambda: extract(ckpt, str(train_dir.parent), "train", outputs[precision], config, overwrite=True)
+
+        ref_rows: list[np.ndarray] = []
+        fns = [lambda: ref_rows.append(reference_pass(train_dir, weights, batch, cfg.workers))] + [ours(p) for p in precisions]
+        log.info("features: %d photographs, reference and ours (%s), %d rep(s)", count, ", ".join(precisions), cfg.reps)
+        times = measure_interleaved(fns, torch.device("cpu") if device.type == "cpu" else device,
+                                    warmup=min(cfg.warmup, 1), reps=cfg.reps)
+        labels = ["ImageFolder + DataLoader + torchvision alexnet fp32 NCHW, fc7 in memory"] + [
+            f"alexnet features {MODEL} {p}{' channels_last' if cfg.channels_last else ''}, fc7 to .npy" for p in precisions]
+        impls = ["reference"] + ["ours"] * len(precisions)
+        for label, impl, precision, m in zip(labels, impls, ["fp32", *precisions], times):
+            row = {"part": "features", "label": label, "impl": impl, "model": MODEL, "precision": precision,
+                   "batch_size": batch, "photos": count, "photo_size": "500x375", "workers": cfg.workers, **m.to_dict(),
+                   "images_per_s": count / m.median, "ms": m.median / -(-count // batch) * 1e3}  # per batch
+            if impl == "ours":
+                row["max_abs_diff_to_reference"] = float(np.abs(np.load(outputs[precision]) - ref_rows[-1]).max())
+                row["reference_max_abs"] = float(np.abs(ref_rows[-1]).max())
+            rows.append(row)
+    for r in rows:
+        r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]
+    return rows

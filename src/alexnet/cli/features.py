@@ -1,0 +1,91 @@
+"""``alexnet features``: one row per image of a layer's activations (fc7 by default), an index and a record."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+from .. import fastpath
+from ..device import resolve_device
+from ..features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="write a layer's activations (fc7 by default) for every image of a split",
+                       description="Run a checkpoint over a data set's split (its own centre-crop preprocessing) and "
+                                   "write OUT.npy (float32 [images, D], memory-mappable), OUT.csv (row, path, label, "
+                                   "class) and OUT.json (what made it). Interrupted runs continue where they stopped "
+                                   "when run again with the same arguments; finished files are kept unless --force.")
+    p.add_argument("--checkpoint", required=True, metavar="C", help="checkpoint file")
+    p.add_argument("--data", required=True, metavar="PATH",
+                   help='data set: "digits", an ImageNet-layout folder, cifar-10-batches-py, an IDX folder or a packed store')
+    p.add_argument("--split", default=None, help="split to read (default: train, else val, else test)")
+    p.add_argument("--layer", default=DEFAULT_LAYER,
+                   help="features (the model's forward_features: fc7 for AlexNets, the default), fc6, fc7, conv5, pool5, … "
+                        "(convN/fcN: after their ReLU); a wrong name lists the valid ones")
+    p.add_argument("--out", required=True, metavar="OUT.npy", help="the features file; OUT.csv and OUT.json go beside it")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored precision (default float32)")
+    p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")
+    p.add_argument("--precision", choices=fastpath.PRECISIONS, default="fp32",
+                   help="compute precision (default fp32; bf16 is faster on CPUs with AMX and GPUs, not bit-equal)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default: the first accelerator found)")
+    p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
+    p.add_argument("--force", action="store_true", help="replace existing output files (and an unfinished run of other features)")
+    p.set_defaults(func=run)
+
+
+def default_split(data: str) -> str:
+    from ..data import open_dataset
+
+    splits = open_dataset(data).splits
+    return next((s for s in ("train", "val", "test") if s in splits), "train")
+
+
+class Progress:
+    """A tqdm bar in images with images/s on a terminal; a line every 10 % otherwise."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self.bar, self.start, self.shown = label, None, time.perf_counter(), -1
+
+    def __call__(self, done: int, total: int) -> None:
+        if sys.stderr.isatty():
+            if self.bar is None:
+                from tqdm import tqdm
+
+                self.bar = tqdm(total=total, initial=0, unit="img", desc=self.label, file=sys.stderr)
+            self.bar.update(done - self.bar.n)
+            return
+        tenth = 10 * done // total
+        if tenth > self.shown:
+            self.shown = tenth
+            rate = done / max(time.perf_counter() - self.start, 1e-9)
+            print(f"{self.label}: {done}/{total} images ({rate:.1f} images/s)", file=sys.stderr)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    config = FeatureConfig(layer=args.layer, dtype=args.dtype, batch_size=args.batch_size, device=str(resolve_device(args.device)),
+                           precision=args.precision, workers=args.workers)
+    FeaturePaths.of(args.out)  # a wrong name is an error before the data set is opened
+    split = args.split or default_split(args.data)
+    progress = Progress(f"features {split}")
+    start = time.perf_counter()
+    try:
+        record = extract(args.checkpoint, args.data, split, args.out, config, overwrite=args.force, on_batch=progress)
+    except KeyboardInterrupt:
+        progress.close()
+        print(f"alexnet features: stopped; the same command continues from {FeaturePaths.of(args.out).progress}", file=sys.stderr)
+        raise
+    finally:
+        progress.close()
+    seconds = time.perf_counter() - start
+    paths = FeaturePaths.of(args.out)
+    rows, dim = record["shape"]
+    print(f"{args.checkpoint} {record['layer']} on {args.data} [{split}]: {rows} × {dim} {record['dtype']} "
+          f"in {seconds:.1f} s ({rows / max(seconds, 1e-9):.1f} images/s)")
+    print(f"wrote {paths.array}, {paths.index}, {paths.record}")
+    return 0

@@ -1,0 +1,156 @@
+"""alexnet features: rows equal the model's own forward_features image by image, layers by name, the
+index, resuming after an interruption (bit-identical), and refusing to overwrite."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import save_small_checkpoint
+from PIL import Image
+
+from alexnet import checkpoint, cli
+from alexnet.data.images import decode_image
+from alexnet.data.transforms import Preprocess, downsample
+from alexnet.errors import AlexNetError
+from alexnet.features import FeatureConfig, FeaturePaths, LayerReader, extract, layer_names, open_features, resolve_layer
+
+CLASSES = ["cat", "dog", "eel"]
+
+
+@pytest.fixture(scope="module")
+def ckpt_path(tmp_path_factory):
+    return save_small_checkpoint(tmp_path_factory.mktemp("ckpt") / "small.pt", CLASSES)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """ROOT/train/CLASS/*.{png,jpg}: 22 pictures of different sizes and kinds."""
+    root = tmp_path_factory.mktemp("folder")
+    rng = np.random.default_rng(1)
+    for i in range(22):
+        h, w = int(rng.integers(30, 70)), int(rng.integers(30, 70))
+        d = root / "train" / CLASSES[i % 3]
+        d.mkdir(parents=True, exist_ok=True)
+        picture = Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+        picture.save(d / f"{i:02d}.png") if i % 2 else picture.save(d / f"{i:02d}.jpg", quality=90)
+    return root
+
+
+def reference_rows(ckpt_path, paths):
+    """What a user would compute by hand: decode, §2 down-sample, centre crop, forward_features."""
+    ckpt = checkpoint.load(ckpt_path)
+    model = checkpoint.build_model(ckpt)
+    pre = Preprocess.from_state(ckpt.preprocess)
+    rows = []
+    with torch.no_grad():
+        for p in paths:
+            x = torch.from_numpy(downsample(decode_image(p), pre.pipeline.resize).copy())[None]
+            rows.append(model.forward_features(pre.eval(x))[0].numpy())
+    return np.stack(rows)
+
+
+def test_folder_features_equal_forward_features_image_by_image(tmp_path, ckpt_path, folder):
+    out = tmp_path / "feats.npy"
+    assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", str(folder), "--out", str(out),
+                     "--batch-size", "8", "--workers", "1"]) == 0
+    fs = open_features(out)
+    assert fs.rows.dtype == np.float32 and isinstance(fs.rows, np.memmap)
+    with open(FeaturePaths.of(out).index, newline="") as f:
+        index = list(csv.DictReader(f))
+    assert [int(r["row"]) for r in index] == list(range(22))
+    assert all(CLASSES[int(r["label"])] == r["class"] == r["path"].split("/")[-2] for r in index)
+    expected = reference_rows(ckpt_path, fs.paths)
+    np.testing.assert_allclose(np.asarray(fs.rows), expected, atol=1e-5, rtol=1e-5)
+    record = json.loads(FeaturePaths.of(out).record.read_text())
+    assert record["shape"] == list(expected.shape) and record["classes"] == CLASSES and record["layer"] == "features"
+
+
+def test_layers_by_name(ckpt_path):
+    ckpt = checkpoint.load(ckpt_path)
+    model = checkpoint.build_model(ckpt)
+    x = torch.randn(3, 3, 32, 32)
+    assert resolve_layer(model, "fc7") is None and resolve_layer(model, "fc6") == "drop6"  # None: forward_features
+    assert resolve_layer(model, "conv5") == "relu5"
+    assert resolve_layer(model, "pool5") == "pool5" and resolve_layer(model, "features") is None
+    with torch.no_grad():
+        torch.testing.assert_close(LayerReader(model, "fc7")(x), model.forward_features(x))
+        torch.testing.assert_close(LayerReader(model, "pool5")(x), model.forward_conv(x).flatten(1))
+        fc6 = torch.relu(model.fc6(model.forward_conv(x).flatten(1)))
+        torch.testing.assert_close(LayerReader(model, "fc6")(x), fc6)
+    with pytest.raises(AlexNetError, match=r"no such layer; valid: features, conv1, .*pool5.*fc7"):
+        resolve_layer(model, "fc9")
+    assert "relu3" in layer_names(model)
+
+
+def test_digits_float16_and_pool5(tmp_path, ckpt_path):
+    fs = tmp_path / "f16.npy"
+    record = extract(ckpt_path, "digits", "test", fs, FeatureConfig(layer="pool5", dtype="float16", batch_size=100))
+    rows = open_features(fs).rows
+    assert rows.dtype == np.float16 and rows.shape == (359, record["dim"])
+    assert open_features(fs).paths[0] == ""  # digits are not files: the row is the data-set position
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_interrupted_run_resumes_to_identical_rows(tmp_path, ckpt_path):
+    config = FeatureConfig(batch_size=32)
+    whole = tmp_path / "whole.npy"
+    extract(ckpt_path, "digits", "val", whole, config)
+
+    part = tmp_path / "part.npy"
+    seen = []
+
+    def stop_after_two(done, total):
+        seen.append(done)
+        if len(seen) == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        extract(ckpt_path, "digits", "val", part, config, on_batch=stop_after_two)
+    paths = FeaturePaths.of(part)
+    assert not paths.array.exists() and paths.partial.exists()
+    assert json.loads(paths.progress.read_text())["done"] == 64
+
+    with pytest.raises(AlexNetError, match="unfinished run of other features"):
+        extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=32, layer="pool5"))
+    resumed = []
+    extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=16), on_batch=lambda d, t: resumed.append(d))
+    assert resumed[0] == 96  # it continued with the first run's batch size, after the two batches done
+    assert not paths.partial.exists() and not paths.progress.exists()
+    assert np.array_equal(np.load(part), np.load(whole))
+    assert paths.index.read_text() == FeaturePaths.of(whole).index.read_text()
+
+
+def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
+    out = tmp_path / "f.npy"
+    args = ["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--split", "val", "--out", str(out)]
+    assert cli.main(args) == 0
+    before = out.read_bytes()
+    assert cli.main(args) == 2
+    assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
+    assert cli.main(args + ["--force", "--dtype", "float16"]) == 0 and np.load(out).dtype == np.float16
+
+    assert cli.main(args[:-1] + [str(tmp_path / "f.bin")]) == 2
+    assert "must end in .npy" in capsys.readouterr().err
+    assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "g.npy")]) == 2
+    assert "no such folder" in capsys.readouterr().err
+    assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--layer", "fc", "--out", str(tmp_path / "g.npy")]) == 2
+    assert "valid: features, conv1" in capsys.readouterr().err
+    assert not list(tmp_path.glob("g*"))  # nothing was created by the failed runs
+
+
+def test_a_bad_file_in_a_folder_is_one_line_even_from_a_worker(tmp_path, ckpt_path, folder, capsys):
+    import shutil
+
+    bad = tmp_path / "bad"
+    shutil.copytree(folder, bad)
+    (bad / "train" / "cat" / "zz.jpg").write_text("not a picture")
+    args = ["features", "--checkpoint", str(ckpt_path), "--data", str(bad), "--out", str(tmp_path / "f.npy"), "--batch-size", "4"]
+    for workers in ("0", "1"):
+        assert cli.main(args + ["--workers", workers, "--force"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()[-1]
+        assert err.startswith("alexnet: error: ") and "zz.jpg: not an image" in err and "Traceback" not in err
