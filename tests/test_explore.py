@@ -23,7 +23,7 @@ pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
 from starlette.testclient import TestClient
 
 from alexnet.explore.app import create_app
-from alexnet.explore.session import ExploreConfig, Session
+from alexnet.explore.session import ExploreConfig, ImageRef, Session
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -419,3 +419,20 @@ def test_loopback_app_refuses_other_host_headers(digits_checkpoint):
     assert TestClient(app, base_url="http://127.0.0.1:8000").get("/api/status").status_code == 200
     assert TestClient(app, base_url="http://localhost:8000").get("/").status_code == 200
     assert TestClient(app, base_url="http://rebound.example:8000").get("/api/info").status_code == 400
+
+
+def test_a_bank_written_by_alexnet_features(tmp_path, digits_checkpoint, capsys):
+    """End to end with the real writer: the bank's neighbours are those the explorer computes itself."""
+    from alexnet import cli
+
+    out = tmp_path / "train-fc7.npy"
+    assert cli.main(["features", "--checkpoint", str(digits_checkpoint), "--data", "digits", "--split", "train",
+                     "--out", str(out), "--device", "cpu"]) == 0
+    capsys.readouterr()
+    from_file = Session(ExploreConfig(digits_checkpoint, data="digits", features=out))
+    computed = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=0))
+    assert from_file.bank.split == "train" and len(from_file.bank.codes) == len(computed.bank.codes)
+    ref = ImageRef(split="test", index=21)
+    a, b = from_file.neighbours(ref, 5), computed.neighbours(ref, 5)
+    assert [n["index"] for n in a["neighbours"]] == [n["index"] for n in b["neighbours"]]
+    np.testing.assert_allclose([n["distance"] for n in a["neighbours"]], [n["distance"] for n in b["neighbours"]], rtol=1e-4)
