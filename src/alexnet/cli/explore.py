@@ -22,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="'digits' or a data folder (default: the data the checkpoint was trained on, if it opens)")
     p.add_argument("--run", type=Path, metavar="R", help="a run folder, for the Run view (curves, configuration)")
     p.add_argument("--features", type=Path, metavar="BANK.npy",
-                   help="fc7 features of the training split from `alexnet features` (default: computed on start)")
+                   help="a bank from `alexnet features --out BANK.npy` (fc7 of a split; default: computed on start over train)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets other machines in, with a warning)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one, the URL printed says which)")
