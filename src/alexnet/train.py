@@ -267,13 +267,36 @@ def resumed_config(folder: RunFolder, config: TrainConfig) -> dict[str, tuple[An
     return resume_changes(saved, config, str(folder.root))
 
 
-def load_init(config: TrainConfig) -> ckpt_io.Checkpoint:
-    """``--init``'s checkpoint: any of ours (a run's best.pt or last.pt, an import, a safetensors export)."""
-    init = ckpt_io.load(config.finetune.init, map_location="cpu")
-    if not init.preprocess and config.finetune.keep_preprocess:
-        raise AlexNetError(f"--init {config.finetune.init}: the checkpoint has no preprocessing to keep; "
+def pretrained(config: TrainConfig, run: RunOptions) -> tuple[TrainConfig, ckpt_io.Checkpoint | None]:
+    """``--init``'s checkpoint (any of ours: a run's, an import, a safetensors export) and the config
+    with its architecture, which config.json then records; a resume reads neither again."""
+    ft = config.finetune
+    if run.resume:
+        return config, None
+    if not ft.init:
+        if ft.freeze != "none" or ft.loaded_lr_mult != 1.0:
+            what = f"--freeze {ft.freeze}" if ft.freeze != "none" else f"preset {config.preset}"
+            raise AlexNetError(f"{what} fine-tunes pretrained weights: pass --init CHECKPOINT (e.g. what `alexnet import` wrote)")
+        return config, None
+    init = ckpt_io.load(ft.init, map_location="cpu")
+    if not init.preprocess and ft.keep_preprocess:
+        raise AlexNetError(f"--init {ft.init}: the checkpoint has no preprocessing to keep; "
                            "set finetune.keep_preprocess=false to fit it to the data")
-    return init
+    options = {k: v for k, v in init.model_options.items() if k != "num_classes"}
+    return replace(config, model=ModelConfig(init.model, options)), init
+
+
+def fine_tune(model: nn.Module, config: TrainConfig, init: ckpt_io.Checkpoint | None, data: Data,
+              folder: RunFolder) -> list[finetune.InitRow]:
+    """Load what fits from ``init`` and freeze what is asked; on a resume (``init`` None) the same frozen
+    layers and learning-rate groups from the run's init.json."""
+    ft = config.finetune
+    if init is not None:
+        rows = finetune.init_from(model, init, classes=data.classes, reset_head=ft.reset_head, source=ft.init)
+    else:
+        rows = finetune.read_rows(folder.init)
+    finetune.freeze(model, ft.freeze, rows)
+    return rows
 
 
 def build_model(config: TrainConfig, data: Data) -> nn.Module:
@@ -294,24 +317,14 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     check_folder(folder, run)
     changes = resumed_config(folder, config) if run.resume else {}
     last = ckpt_io.load(folder.last, map_location="cpu") if run.resume else None
-    init = load_init(config) if config.finetune.init and not run.resume else None
-    if init is None and not run.resume and (config.finetune.freeze != "none" or config.finetune.loaded_lr_mult != 1.0):
-        what = f"--freeze {config.finetune.freeze}" if config.finetune.freeze != "none" else f"preset {config.preset}"
-        raise AlexNetError(f"{what} fine-tunes pretrained weights: pass --init CHECKPOINT (e.g. what `alexnet import` wrote)")
-    if init is not None:  # the checkpoint's architecture: what config.json records
-        config = replace(config, model=ModelConfig(init.model, {k: v for k, v in init.model_options.items() if k != "num_classes"}))
+    config, init = pretrained(config, run)
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
     kept = (init or last) if config.finetune.init and config.finetune.keep_preprocess else None  # a resume: the run's own
     data = load_data(config, Preprocess.from_state(kept.preprocess) if kept is not None else None)
     model = build_model(config, data)
-    init_rows, lr_mults = [], {}
-    if init is not None or (last is not None and config.finetune.init):  # a resume: the same groups and frozen layers
-        init_rows = (finetune.init_from(model, init, classes=data.classes, reset_head=config.finetune.reset_head,
-                                        source=config.finetune.init) if init is not None else finetune.read_rows(folder.init))
-        finetune.freeze(model, config.finetune.freeze, init_rows)
-        lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
-
+    init_rows = fine_tune(model, config, init, data, folder) if config.finetune.init else []
+    lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
     step = steps.build(model, config, device, distributed=world.enabled, lr_mults=lr_mults)
     per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=world.world_size)
     if per_epoch < 1:
