@@ -50,3 +50,34 @@ def save_small_checkpoint(path, classes):
                                  preprocess=Preprocess(pipeline("small"), compute_stats(images)).to_state())
     checkpoint.save(path, ckpt)
     return path
+
+
+# The device check's CPU dry run (tests/test_gpu_check.py) drives a dozen real commands in
+# subprocesses, most of their time importing torch: it starts in the background as soon as the suite
+# is collected, so that it overlaps the other tests instead of adding its minute and a half to them.
+DRY_RUN: dict = {}
+
+
+def pytest_collection_finish(session):
+    import subprocess
+    import tempfile
+
+    if not any(item.path.name == "test_gpu_check.py" for item in session.items):
+        return
+    root = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = open(root / "console.txt", "w")
+    script = Path(SRC).parent / "benchmarks" / "gpu_check.py"
+    DRY_RUN.update(root=root, log=log, proc=subprocess.Popen(
+        [sys.executable, str(script), "--out", str(root / "out"), "--work", str(root / "work"), "--cpu-dry-run"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(SRC).parent))
+
+
+def pytest_sessionfinish(session):
+    import shutil
+
+    if DRY_RUN:
+        if DRY_RUN["proc"].poll() is None:
+            DRY_RUN["proc"].kill()
+        DRY_RUN["log"].close()
+        shutil.rmtree(DRY_RUN["root"], ignore_errors=True)
