@@ -489,7 +489,10 @@ def train(config: TrainConfig, run: RunOptions, on_epoch: Callable[[dict[str, An
     if on_epoch is not None:
         run = RunOptions(**{**run.__dict__, "callbacks": [*run.callbacks, EpochPrinter(on_epoch)]})
     device = resolve_device(config.device)
-    world = dist.setup(device)
+    try:
+        world = dist.setup(device)
+    except RuntimeError as e:  # under torchrun: the others could not be reached
+        raise lost_a_rank(e, run) from None
     device = dist.local_device(device, world)
     s = None
     try:
