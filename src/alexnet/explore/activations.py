@@ -14,6 +14,7 @@ tower 1 and tower 2, which is how the two-tower placement divides them
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,14 +54,20 @@ def layer_outputs(model: nn.Module, x: torch.Tensor) -> list[Layer]:
                 recorded.append(Layer(label, type(module).__name__, output[0].detach().float().cpu()))
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n and _shown(m)]
+    forward_with_hooks(model, x, [(n, m) for n, m in model.named_modules() if n and _shown(m)], hook)
+    return recorded
+
+
+def forward_with_hooks(model: nn.Module, x: torch.Tensor, modules: list[tuple[str, nn.Module]],
+                       make_hook: Callable[[str], Callable[..., None]]) -> None:
+    """One eval-mode forward pass of ``x`` with ``make_hook(name)`` on each of ``modules``, removed after."""
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in modules]
     try:
         model.eval()
         model(x)
     finally:
         for handle in handles:
             handle.remove()
-    return recorded
 
 
 def shape_text(output: torch.Tensor) -> str:

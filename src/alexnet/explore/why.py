@@ -27,6 +27,7 @@ from torch import nn
 
 from ..data.transforms import Preprocess, centre_offset
 from ..evaluate import batch_probabilities
+from .activations import forward_with_hooks
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
 NORMS = (nn.BatchNorm2d, nn.GroupNorm, nn.InstanceNorm2d)
@@ -37,14 +38,8 @@ OCCLUSION_BATCH = 64
 def call_order(model: nn.Module, x: torch.Tensor) -> list[str]:
     """The names of the leaf modules in the order one forward pass calls them."""
     order: list[str] = []
-    handles = [m.register_forward_hook(lambda mod, i, o, name=n: order.append(name))
-               for n, m in model.named_modules() if n and not list(m.children())]
-    try:
-        model.eval()
-        model(x)
-    finally:
-        for handle in handles:
-            handle.remove()
+    leaves = [(n, m) for n, m in model.named_modules() if n and not list(m.children())]
+    forward_with_hooks(model, x, leaves, lambda name: lambda module, inputs, output: order.append(name))
     return order
 
 
