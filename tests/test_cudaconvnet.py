@@ -222,7 +222,9 @@ def test_cifar_presets_follow_the_layer_params_files():
     config18 = resolve("cifar_18pct", {}, [])
     pipe18 = pipeline(config18.data.pipeline, **config18.data.pipeline_options)
     assert models.create(config18.model.name).input_size == pipe18.crop == 32
-    assert (config18.schedule.kind, config18.schedule.step_size, config18.epochs) == ("step", 120, 130)
+    # "reduce all learning rates by factor of 10 after 120 epochs. Then another factor of 10 after 10 more"
+    assert (config18.schedule.kind, config18.schedule.milestones, config18.epochs) == ("multistep", [120, 130], 140)
+    assert (config.schedule.kind, config.schedule.milestones, config.epochs) == ("multistep", [500, 510], 520)
 
 
 def test_the_lrn_and_relu_tanh_studies_are_section_3s_comparisons_on_the_cifar_net(tmp_path):

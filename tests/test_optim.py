@@ -74,3 +74,59 @@ def test_dexp_matches_cuda_convnet2():
     s = Schedule(config, steps_per_epoch=10)
     assert s.lr(0) == pytest.approx(config.optim.lr) and s.lr(39) == pytest.approx(config.optim.lr / 250)
     assert s.lr(19, biases=True) == pytest.approx(config.optim.lr) and s.lr(21, biases=True) == pytest.approx(config.optim.lr / 25)
+
+
+def test_cuda_convnet_layer_params_become_per_layer_weight_decay():
+    """layer-params-conv-local-11pct.cfg's wc per layer: conv1/conv2 0, local3/local4 0.004, fc10 0.01;
+    biases get no decay and lr ×2 (epsB = 2·epsW), whatever the layer."""
+    from alexnet import models
+    from alexnet.optim import param_groups
+
+    config = resolve("cifar_conv_local", {"data.spec": "digits"}, [])
+    model = models.create("cifar_conv_local", num_classes=10)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decay = {names[id(p)]: (g["weight_decay"], g["lr"]) for g in param_groups(model, config.optim) for p in g["params"]}
+    assert decay["conv1.weight"] == decay["conv2.weight"] == (0.0, 0.001)
+    assert decay["local3.weight"] == decay["local4.weight"] == (0.004, 0.001)
+    assert decay["fc10.weight"] == (0.01, 0.001)
+    assert {v for k, v in decay.items() if k.endswith("bias")} == {(0.0, 0.002)}
+    fc10 = resolve("cifar_18pct", {"data.spec": "digits"}, [])
+    model = models.create("cifar_18pct", num_classes=10)
+    groups = param_groups(model, fc10.optim)
+    assert sorted(g["weight_decay"] for g in groups if not g["biases"]) == [0.004, 1.0]
+
+
+def test_layer_settings_match_nested_modules_and_refuse_unknown_names():
+    from alexnet import models
+    from alexnet.errors import AlexNetError
+    from alexnet.optim import layer_settings
+
+    model = models.create("alexnet", num_classes=10)
+    conv1 = [n for n in layer_settings(model, {"conv1": {"lr_mult": 0.5}})]
+    assert conv1 and all(n.rpartition(".")[0].endswith("conv1") for n in conv1)
+    with pytest.raises(AlexNetError, match="optim.layers.fc99: the model has no layer 'fc99'"):
+        layer_settings(model, {"fc99": {"weight_decay": 0.0}})
+    with pytest.raises(AlexNetError, match="unknown setting optim.layers.fc10.wc; valid: lr_mult, weight_decay"):
+        resolve("cifar_18pct", {"data.spec": "digits"}, ["optim.layers.fc10.wc=1"])
+    with pytest.raises(AlexNetError, match=r"optim.layers.fc10.weight_decay=-1 must be a number ≥ 0"):
+        resolve("cifar_18pct", {"data.spec": "digits"}, ["optim.layers.fc10.weight_decay=-1"])
+
+
+def test_multistep_drops_at_each_milestone_like_torchs_multisteplr():
+    """18pct's "÷10 after 120 epochs, then after 10 more", against torch.optim.lr_scheduler.MultiStepLR."""
+    from alexnet.errors import AlexNetError
+
+    config = resolve("cifar_18pct", {"data.spec": "digits"}, [])
+    assert (config.schedule.kind, config.schedule.milestones, config.epochs) == ("multistep", [120, 130], 140)
+    schedule = Schedule(config, steps_per_epoch=3)
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=config.optim.lr)
+    torch_schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[120, 130], gamma=0.1)
+    for epoch in range(140):
+        assert schedule.lr(3 * epoch + 2) == pytest.approx(torch_schedule.get_last_lr()[0], rel=1e-12)
+        optimizer.step()
+        torch_schedule.step()
+    for bad in ("[130, 120]", "[0, 5]", "[1.5]"):
+        with pytest.raises(AlexNetError, match="schedule.milestones"):
+            resolve("cifar_18pct", {"data.spec": "digits"}, [f"schedule.milestones={bad}"])
+    with pytest.raises(AlexNetError, match="needs schedule.milestones"):
+        resolve("digits", {}, ['schedule.kind="multistep"'])

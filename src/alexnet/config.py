@@ -43,15 +43,19 @@ class OptimConfig:
     bias_lr_mult: float = 1.0  # Caffe's lr_mult for biases (2 in bvlc solvers)
     bias_decay: bool = True  # Caffe: decay_mult 0 for biases
     update: str = "torch"  # "paper": §5's v ← m·v − ε·g (ε inside the momentum, as Caffe and cuda-convnet); alexnet.optim
+    # per-layer settings by module name, as cuda-convnet's layer-params files and Caffe's per-layer
+    # param {} give them: {"fc10": {"weight_decay": 0.01, "lr_mult": 1.0}}; alexnet.optim.layer_settings
+    layers: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
 class ScheduleConfig:
-    kind: str = "plateau"  # plateau | step | cosine | dexp | constant
+    kind: str = "plateau"  # plateau | step | multistep | cosine | dexp | constant
     factor: float = 0.1  # ×lr at each reduction (§5: "divided by 10")
     patience: int = 5  # plateau: epochs without a better val error before a reduction
     max_reductions: int = 3  # plateau: §5 "reduced three times"
     step_size: int = 30  # step: every this many epochs (or iterations, see unit)
+    milestones: list[int] = field(default_factory=list)  # multistep: ×factor at each of these epochs (or iterations)
     unit: str = "epoch"  # step: "epoch" or "iteration" (Caffe solvers count iterations)
     tgt_factor: float = 250.0  # dexp: the final lr is lr / tgt_factor (cuda-convnet2's epsW: 250)
     num_steps: int = 4  # dexp: equal stages of the run (epsW: 4)
@@ -100,7 +104,7 @@ LEGACY = {"amp": "precision"}  # renamed settings, read from configurations save
 LEGACY_VALUES = {("precision", "off"): "fp32"}
 
 CHOICES = {
-    "schedule.kind": ("plateau", "step", "cosine", "dexp", "constant"),
+    "schedule.kind": ("plateau", "step", "multistep", "cosine", "dexp", "constant"),
     "optim.update": ("torch", "paper"),
     "schedule.unit": ("epoch", "iteration"),
     "precision": PRECISIONS,
@@ -239,6 +243,28 @@ def check_ranges(config: TrainConfig) -> None:
             raise AlexNetError(f"setting {key}={values[key]!r}{flag} must be {rule}")
     if config.epochs < 1 and config.max_steps < 1:
         raise AlexNetError(f"epochs={config.epochs}: train for at least one epoch (or set max_steps)")
+    check_layers(config.optim.layers)
+    steps = config.schedule.milestones
+    if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in steps) or steps != sorted(set(steps)):
+        raise AlexNetError(f"setting schedule.milestones={steps!r} must be increasing whole numbers ≥ 1, e.g. [120, 130]")
+    if config.schedule.kind == "multistep" and not steps:
+        raise AlexNetError('setting schedule.kind="multistep" needs schedule.milestones, e.g. --set schedule.milestones=[120,130]')
+
+
+LAYER_SETTINGS = ("lr_mult", "weight_decay")  # optim.layers.NAME.*: Caffe's lr_mult, cuda-convnet's wc
+
+
+def check_layers(layers: dict[str, Any]) -> None:
+    """``optim.layers``: each entry a table of :data:`LAYER_SETTINGS`, each ≥ 0 and finite (the layer
+    names are checked against the model when the optimiser is made: alexnet.optim.layer_settings)."""
+    for name, settings in layers.items():
+        if not isinstance(settings, dict):
+            raise AlexNetError(f"setting optim.layers.{name} must be a table such as {{ weight_decay = 0.004 }}, got {settings!r}")
+        for key, value in settings.items():
+            if key not in LAYER_SETTINGS:
+                raise AlexNetError(f"unknown setting optim.layers.{name}.{key}; valid: {', '.join(LAYER_SETTINGS)}")
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+                raise AlexNetError(f"setting optim.layers.{name}.{key}={value!r} must be a number ≥ 0")
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:

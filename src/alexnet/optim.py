@@ -29,23 +29,46 @@ import torch
 from torch import nn
 
 from .config import OptimConfig, TrainConfig
+from .errors import AlexNetError
 
 log = logging.getLogger(__name__)
 
 
+def layer_settings(model: nn.Module, layers: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """``optim.layers`` per parameter: a layer name matches the parameters of the module of that name,
+    at any depth (``fc10`` is ``fc10.weight``; ``conv1`` is ``features.conv1.weight`` too), as
+    cuda-convnet's layer-params sections (dnouri/cuda-convnet, ``example-layers/layer-params-*.cfg``:
+    epsW, wc per layer) and Caffe's per-layer ``param { lr_mult decay_mult }`` name them. A name that
+    matches no parameter is refused, listing the model's layers."""
+    out: dict[str, dict[str, float]] = {}
+    for layer, settings in layers.items():
+        names = [n for n, _ in model.named_parameters() if f".{n.rpartition('.')[0]}".endswith(f".{layer}")]
+        if not names:
+            known = dict.fromkeys(n.rpartition(".")[0] for n, _ in model.named_parameters())
+            raise AlexNetError(f"setting optim.layers.{layer}: the model has no layer {layer!r}; its layers: {', '.join(known)}")
+        for name in names:
+            out.setdefault(name, {}).update(settings)
+    return out
+
+
 def param_groups(model: nn.Module, cfg: OptimConfig, lr_mults: dict[str, float] | None = None) -> list[dict[str, Any]]:
-    """Weights and biases as two groups (Caffe's lr_mult / decay_mult for biases and norm layers), each
-    split by the per-tensor multipliers ``lr_mults`` (fine-tuning's loaded layers). Frozen parameters
-    (``requires_grad`` off) are in no group: no update, no weight decay."""
-    lr_mults = lr_mults or {}
-    groups: dict[tuple[bool, float], list[nn.Parameter]] = {}
+    """Weights and biases (every ``*.bias`` and every 1-d tensor: norm layers too) as two groups
+    (Caffe's lr_mult / decay_mult for biases), each split by the per-tensor multipliers ``lr_mults``
+    (fine-tuning's loaded layers) and by the per-layer settings of ``cfg.layers`` (:func:`layer_settings`: an lr multiplier, and a weight decay in place of
+    ``cfg.weight_decay``). Frozen parameters (``requires_grad`` off) are in no group: no update, no
+    weight decay."""
+    lr_mults, per_layer = lr_mults or {}, layer_settings(model, cfg.layers)
+    groups: dict[tuple[bool, float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
         if p.requires_grad:
-            groups.setdefault((p.ndim <= 1, lr_mults.get(name, 1.0)), []).append(p)
+            mine = per_layer.get(name, {})
+            bias = p.ndim <= 1 or name.endswith(".bias")  # a locally connected layer's biases are [C, H, W]
+            key = (bias, lr_mults.get(name, 1.0) * mine.get("lr_mult", 1.0), mine.get("weight_decay", cfg.weight_decay))
+            groups.setdefault(key, []).append(p)
     out = []
-    for (biases, mult), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1])):
+    for (biases, mult, weight_decay), params in sorted(groups.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
         lr_mult = mult * (cfg.bias_lr_mult if biases else 1.0)
-        decay = cfg.weight_decay if not biases or cfg.bias_decay else 0.0
+        decay = weight_decay if not biases or cfg.bias_decay else 0.0
         out.append({"params": params, "lr": cfg.lr * lr_mult, "weight_decay": decay, "lr_mult": lr_mult, "biases": biases,
                     "paper_update": cfg.update == "paper"})
     return out
@@ -93,11 +116,12 @@ def dexp(progress: float, tgt_factor: float, num_steps: int) -> float:
 
 
 class Schedule:
-    """The learning rate as a function of the run's progress, for the five recipe kinds.
+    """The learning rate as a function of the run's progress, for the six recipe kinds.
 
     ``plateau``: ×factor when the validation top-1 error has not improved for ``patience`` epochs,
     at most ``max_reductions`` times (§5); ``step``: ×factor every ``step_size`` epochs or
-    iterations (torchvision's StepLR, Caffe's "step" policy); ``cosine``: half a cosine from lr to 0
+    iterations (torchvision's StepLR, Caffe's "step" policy); ``multistep``: ×factor at each of
+    ``milestones`` (torch's MultiStepLR, Caffe's "multistep" with its ``stepvalue`` list); ``cosine``: half a cosine from lr to 0
     over the run; ``dexp``: cuda-convnet2's staircase exponential decay over the run (:func:`dexp`),
     with its own target and stages for the biases (epsB) where ``bias_tgt_factor`` is set; ``constant``.
     """
@@ -113,9 +137,10 @@ class Schedule:
         c = self.cfg
         if c.kind == "plateau":
             return self.base * c.factor**self.reductions
-        if c.kind == "step":
+        if c.kind in ("step", "multistep"):
             progress = step if c.unit == "iteration" else step // self.steps_per_epoch
-            return self.base * c.factor ** (progress // c.step_size)
+            drops = progress // c.step_size if c.kind == "step" else sum(progress >= m for m in c.milestones)
+            return self.base * c.factor**drops
         if c.kind == "cosine":
             return self.base * 0.5 * (1 + math.cos(math.pi * min(step, self.total_steps) / self.total_steps))
         if c.kind == "dexp":
