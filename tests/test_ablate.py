@@ -41,6 +41,23 @@ def test_time_to_target_counts_epochs_and_seconds():
     assert time_to_target(history, 0.1) == (None, None)
 
 
+def test_paired_interval_is_students_t_over_the_seed_differences():
+    from scipy import stats
+
+    from alexnet.ablate.table import paired, tail_change, verdict
+
+    base, other = {0: 0.10, 1: 0.20, 2: 0.30, 3: 0.12}, {0: 0.20, 1: 0.28, 2: 0.40, 3: 0.20, 9: 0.9}  # seed 9: unpaired
+    diff = paired(base, other)
+    assert diff["n"] == 4 and diff["seeds"] == [0, 1, 2, 3]
+    reference = stats.ttest_rel([other[s] for s in range(4)], [base[s] for s in range(4)]).confidence_interval(0.95)
+    assert diff["mean"] == pytest.approx(0.09) and diff["ci95"] == pytest.approx([reference.low, reference.high])
+    assert verdict(diff) == "higher"  # every seed got worse: the interval is above 0
+    assert verdict(paired(base, {0: 0.05, 1: 0.3, 2: 0.25, 3: 0.13})) == "no difference shown"
+    assert verdict(paired({0: 0.5}, {0: 0.4})) == "one seed: no interval"
+    assert tail_change([0.9, 0.5, 0.3, 0.25, 0.2, 0.2, 0.19, 0.2]) == pytest.approx(0.2 - 0.2)  # the last quarter: flat
+    assert tail_change([0.9, 0.8]) is None
+
+
 def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     opts = options(tmp_path)
     runs = plan(opts)
@@ -52,11 +69,13 @@ def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     table = run_all(opts, lambda r, status: seen.append((r.variant.name, status)))
     assert seen == [("baseline", "new"), ("no-dropout", "resume")]
     assert json.loads((interrupted.folder / "report.json").read_text())["steps"] == 3
-    for name in ("ablation.md", "ablation.json", "ablation.png"):
+    for name in ("ablation.md", "ablation.json", "ablation.png", "ablation-dropout.png"):
         assert (tmp_path / name).is_file()
-    with Image.open(tmp_path / "ablation.png") as im:
-        im.load()
-        assert im.width > 100
+    for name in ("ablation.png", "ablation-dropout.png"):
+        with Image.open(tmp_path / name) as im:
+            im.load()
+            assert im.width > 100
+    assert table["runs"] == 2 and table["cost_seconds"] > 0
     rows = table["studies"]["dropout"]
     assert [r["variant"] for r in rows] == ["baseline", "no-dropout"]
     assert all(r["top1_error"]["n"] == 1 and 0 <= r["top1_error"]["mean"] <= 1 for r in rows)

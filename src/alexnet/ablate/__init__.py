@@ -17,31 +17,33 @@ report.json is done and is not trained again; one with checkpoints/last.pt but n
 exactly where it stopped; a folder holding a run of another configuration is an error, never
 overwritten.
 
-The table (``ablation.md``, ``ablation.json``, ``ablation.png`` in OUT) gives per variant the mean ±
-sample standard deviation (n − 1) over seeds of the final top-1/top-5 error on the test split
-(val when there is none; with the preset's evaluation views), the change from the baseline, and
-for ``relu-tanh`` the epochs and seconds of training until the running training top-1 error first
-reached the target (Fig. 1: 25 % on CIFAR-10, reached six times sooner with ReLUs).
+The table (``ablation.md``, ``ablation.json``, ``ablation.png`` and one ``ablation-STUDY.png`` per
+study in OUT; :mod:`alexnet.ablate.table`) gives per variant the mean ± sample standard deviation
+(n − 1) over seeds of the final top-1/top-5 error on the test split (val when there is none; with
+the preset's evaluation views), the paired difference from the baseline with its 95 % interval,
+how flat the curves were at the end, the total cost, and for ``relu-tanh`` the epochs and seconds
+of training until the running training top-1 error first reached the target (Fig. 1: 25 % on
+CIFAR-10, reached six times sooner with ReLUs).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import statistics
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from . import models
-from .atomic import atomic_write, write_json
-from .config import TrainConfig, resolve
-from .data.transforms import pipeline
-from .errors import AlexNetError
-from .runs import RunFolder
-from .train import RunOptions, train
-from .visualize import _pyplot, save_figure
+from .. import models
+from ..config import TrainConfig, resolve
+from ..data.transforms import pipeline
+from ..errors import AlexNetError
+from ..runs import RunFolder
+from ..train import RunOptions, train
+from .table import final_errors, mean_std, tabulate, time_to_target, write_table
+
+__all__ = ["STUDIES", "AblationOptions", "Run", "final_errors", "mean_std", "plan", "run_all", "time_to_target"]
 
 log = logging.getLogger(__name__)
 
@@ -200,142 +202,6 @@ def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None 
         if status != "done":
             train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False))
         trained.add(run.folder)
-    table = tabulate(runs, options)
+    table = tabulate(runs, options, studies(options.study), STUDIES)
     write_table(table, options.out)
     return table
-
-
-# ---------------------------------------------------------------------------------------------
-# The table
-
-
-def final_errors(report: dict[str, Any], views: int) -> tuple[str, float, float]:
-    """(which, top-1, top-5) of a run's report.json: test with the preset's views, else val."""
-    final = report.get("final") or {}
-    for key in (f"test_{views}view", "test_1view", f"val_{views}view", "val_1view"):
-        if key in final:
-            return key, final[key]["top1_error"], final[key]["top5_error"]
-    raise AlexNetError(f"{report.get('run_dir')}: report.json has no final val or test errors")
-
-
-def time_to_target(history: list[dict[str, Any]], target: float) -> tuple[int | None, float | None]:
-    """(epochs, seconds of training) until the running training top-1 error first reached ``target``."""
-    seconds = 0.0
-    for record in history:
-        seconds += record.get("epoch_seconds", 0.0)
-        if record["train_top1_error"] <= target:
-            return record["epoch"], seconds
-    return None, None
-
-
-def mean_std(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
-def tabulate(runs: list[Run], options: AblationOptions) -> dict[str, Any]:
-    """The study table: per variant, mean ± std of the final errors and of the time to the target error."""
-    table: dict[str, Any] = {"preset": options.preset, "seeds": options.seeds, "flags": {k: v for k, v in options.flags.items() if v is not None},
-                             "overrides": options.overrides, "target_error": options.target_error, "studies": {}}
-    for study in studies(options.study):
-        rows = []
-        for variant in STUDIES[study]:
-            mine = [r for r in runs if r.study == study and r.variant == variant]
-            top1, top5, epochs, seconds, reached, wall, which = [], [], [], [], 0, [], set()
-            for r in mine:
-                folder = RunFolder(r.folder, write=False)
-                report = folder.read_report()
-                key, e1, e5 = final_errors(report, r.config.eval_views)
-                which.add(key)
-                top1.append(e1)
-                top5.append(e5)
-                wall.append(report.get("wall_seconds", 0.0))
-                n_epochs, secs = time_to_target(folder.read_metrics(), options.target_error)
-                if n_epochs is not None:
-                    reached += 1
-                    epochs.append(n_epochs)
-                    seconds.append(secs)
-            row = {"variant": variant.name, "note": variant.note, "overrides": list(variant.overrides),
-                   "same_as": mine[0].same_as if mine else None, "evaluated_on": sorted(which),
-                   "folders": sorted({str(r.folder) for r in mine}), "top1_error": mean_std(top1), "top5_error": mean_std(top5),
-                   "wall_seconds": mean_std(wall)}
-            if study == "relu-tanh":
-                row["to_target"] = {"reached": reached, "runs": len(mine), "epochs": mean_std(epochs), "seconds": mean_std(seconds)}
-            rows.append(row)
-        base = rows[0]["top1_error"]["mean"], rows[0]["top5_error"]["mean"]
-        for row in rows:
-            row["delta_top1"] = row["top1_error"]["mean"] - base[0] if base[0] is not None else None
-            row["delta_top5"] = row["top5_error"]["mean"] - base[1] if base[1] is not None else None
-        table["studies"][study] = rows
-    return table
-
-
-def _pm(stat: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
-    if stat["mean"] is None:
-        return "–"
-    if stat["n"] < 2:  # one run: no spread to show
-        return f"{scale * stat['mean']:.{digits}f}"
-    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
-
-
-def markdown(table: dict[str, Any]) -> str:
-    flags = ", ".join(f"{k}={v}" for k, v in table["flags"].items())
-    lines = [f"# Ablations: preset {table['preset']}, {table['seeds']} seed(s)" + (f", {flags}" if flags else ""), ""]
-    if table["overrides"]:
-        lines += [f"Common overrides: {', '.join(table['overrides'])}", ""]
-    lines += ["Final error in %, mean ± std over seeds (n − 1); Δ = change of the mean from the baseline, in points.", ""]
-    for study, rows in table["studies"].items():
-        lines += [f"## {study}", ""]
-        relu = study == "relu-tanh"
-        head = "| variant | top-1 error | top-5 error | Δ top-1 | Δ top-5 |"
-        rule = "|---|---|---|---|---|"
-        if relu:
-            head += f" epochs to {100 * table['target_error']:g} % train error | seconds to it |"
-            rule += "---|---|"
-        lines += [head, rule]
-        for row in rows:
-            name = f"{row['variant']} ({row['note']})" + (f" = {row['same_as']}" if row["same_as"] else "")
-            delta = lambda d: "–" if d is None else f"{100 * d:+.2f}"
-            line = f"| {name} | {_pm(row['top1_error'])} | {_pm(row['top5_error'])} | {delta(row['delta_top1'])} | {delta(row['delta_top5'])} |"
-            if relu:
-                t = row["to_target"]
-                reached = "" if t["reached"] == t["runs"] else f" ({t['reached']}/{t['runs']} runs reached it)"
-                line += f" {_pm(t['epochs'], 1.0, 1)}{reached} | {_pm(t['seconds'], 1.0, 1)} |"
-            lines.append(line)
-        where = sorted({w for row in rows for w in row["evaluated_on"]})
-        lines += ["", f"Evaluated on: {', '.join(where)}.", ""]
-    return "\n".join(lines)
-
-
-def table_figure(table: dict[str, Any]):
-    """One panel per study: bars of the mean top-1 error with ±std error bars, per variant."""
-    plt = _pyplot()
-    names = list(table["studies"])
-    cols = min(3, len(names))
-    rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols + 0.6, 3.4 * rows + 0.3), squeeze=False)
-    for ax in axes.flat[len(names):]:
-        ax.set_axis_off()
-    for ax, study in zip(axes.flat, names):
-        rows = table["studies"][study]
-        means = [100 * (r["top1_error"]["mean"] or 0) for r in rows]
-        stds = [100 * (r["top1_error"]["std"] or 0) for r in rows]
-        ax.bar(range(len(rows)), means, yerr=stds, capsize=4, color=["#7f7f7f"] + ["#1f77b4"] * (len(rows) - 1))
-        ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=30, ha="right", fontsize=8)
-        ax.set_title(study, fontsize=10)
-        ax.set_ylabel("top-1 error (%)")
-        ax.grid(axis="y", alpha=0.3)
-    fig.suptitle(f"ablations, preset {table['preset']}: mean ± std over {table['seeds']} seed(s)", fontsize=11)
-    fig.tight_layout()
-    return fig
-
-
-def write_table(table: dict[str, Any], out: Path) -> None:
-    """ablation.md, ablation.json and ablation.png in ``out``, each written atomically."""
-    atomic_write(out / "ablation.md", markdown(table))
-    write_json(out / "ablation.json", table)
-    fig = table_figure(table)
-    save_figure(fig, out / "ablation.png")
-    _pyplot().close(fig)
-

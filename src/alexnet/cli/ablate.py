@@ -12,11 +12,14 @@ from ..config import preset_names
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "ablate", help="train ablation variants side by side over seeds; table of mean ± std errors",
+        "ablate", help="train ablation variants side by side over seeds; mean ± std errors, paired 95 %% intervals",
         description="Train the variants of a study (the preset as it is, and the preset with one thing changed) "
                     "with everything else identical, over --seeds seeds, each in OUT/VARIANT/seedN, then write "
-                    "OUT/ablation.md, ablation.json and ablation.png: mean ± std of the final top-1/top-5 error "
-                    "(and, for relu-tanh, the epochs and seconds to reach --target-error training error, Fig. 1). "
+                    "OUT/ablation.md, ablation.json, ablation.png and ablation-STUDY.png per study: mean ± std of the final "
+                    "top-1/top-5 error, the difference from the baseline paired by seed with its 95 % t interval, how much "
+                    "the curves still moved over the last quarter of the epochs, the total cost (and, for relu-tanh, "
+                    "the epochs and seconds to reach --target-error training error, Fig. 1). Use 5 or more seeds and "
+                    "enough --epochs for the baseline's curve to be flat. "
                     "Rerunning resumes: finished runs are not trained again, interrupted ones continue.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
@@ -24,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="'digits', or a path (default: the preset's)")
     p.add_argument("--study", required=True, choices=[*STUDIES, "all"],
                    help="which ablation: " + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
-    p.add_argument("--seeds", type=int, default=2, help="runs per variant, seeds preset seed, +1, ...")
+    p.add_argument("--seeds", type=int, default=2, help="runs per variant, seeds preset seed, +1, ... (an interval needs 2; use 5 or more)")
     p.add_argument("--epochs", type=int, help="epochs per run (preset's default otherwise)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, help="images per step")
