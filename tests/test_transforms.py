@@ -47,6 +47,19 @@ def test_centre_crop_and_ten_views_match_torchvision_tencrop():
     torch.testing.assert_close(views[:, 4], pre.eval(x))
 
 
+@pytest.mark.parametrize("name", ["torchvision", "caffenet"])
+def test_centre_crop_of_a_stored_batch_is_cut_before_it_becomes_float(name):
+    """eval() of uint8 batches as stored: the same values as fitting, cropping and normalising the
+    float batch, bit for bit, and channels_last (the fast path's layout: no copy left to make)."""
+    images = np.stack([downsample(photo(), 256), downsample(photo()[::-1].copy(), 256)])
+    pre = Preprocess(pipeline(name), stats_for(images))
+    x = torch.from_numpy(images)
+    o = (256 - pre.pipeline.crop) // 2
+    slow = pre.normalize(pre.fit(x)[:, :, o : o + pre.pipeline.crop, o : o + pre.pipeline.crop].contiguous())
+    fast = pre.eval(x)
+    assert torch.equal(fast, slow) and fast.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_mean_image_is_subtracted_pixel_by_pixel_under_random_crops():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
