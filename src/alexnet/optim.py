@@ -54,9 +54,9 @@ def layer_settings(model: nn.Module, layers: dict[str, dict[str, float]]) -> dic
 def param_groups(model: nn.Module, cfg: OptimConfig, lr_mults: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Weights and biases (every ``*.bias`` and every 1-d tensor: norm layers too) as two groups
     (Caffe's lr_mult / decay_mult for biases), each split by the per-tensor multipliers ``lr_mults``
-    (fine-tuning's loaded layers) and by the per-layer settings of ``cfg.layers`` (:func:`layer_settings`: an lr multiplier, and a weight decay in place of
-    ``cfg.weight_decay``). Frozen parameters (``requires_grad`` off) are in no group: no update, no
-    weight decay."""
+    (fine-tuning's loaded layers) and by the per-layer settings of ``cfg.layers``
+    (:func:`layer_settings`: an lr multiplier, and a weight decay in place of ``cfg.weight_decay``).
+    Frozen parameters (``requires_grad`` off) are in no group: no update, no weight decay."""
     lr_mults, per_layer = lr_mults or {}, layer_settings(model, cfg.layers)
     groups: dict[tuple[bool, float, float], list[nn.Parameter]] = {}
     for name, p in model.named_parameters():
