@@ -88,6 +88,13 @@ def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     seen.clear()
     run_all(opts, lambda r, status: seen.append(status))
     assert seen == ["done", "done"] and (interrupted.folder / "report.json").stat().st_mtime_ns == stamp
+    # a run folder written before a setting existed (here: optim.layers, schedule.milestones) is still done
+    config = json.loads((interrupted.folder / "config.json").read_text())
+    del config["optim"]["layers"], config["schedule"]["milestones"]
+    (interrupted.folder / "config.json").write_text(json.dumps(config))
+    seen.clear()
+    run_all(opts, lambda r, status: seen.append(status))
+    assert seen == ["done", "done"]
     # the same folders asked for with another configuration: refused, nothing overwritten
     with pytest.raises(AlexNetError, match="another configuration"):
         run_all(options(tmp_path, overrides=[*TINY, "optim.lr=0.05"]))

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import models
-from ..config import TrainConfig, resolve
+from ..config import TrainConfig, build, resolve
 from ..data.transforms import pipeline
 from ..errors import AlexNetError
 from ..runs import RunFolder
@@ -174,7 +174,8 @@ def state(run: Run) -> str:
     """done | resume | new, for a run folder; refuses a folder holding another configuration's run."""
     folder = RunFolder(run.folder, write=False)
     if folder.config.is_file():
-        stored = folder.read_config()
+        # through build(): a config.json written before a setting existed reads as that setting's default
+        stored = json.loads(json.dumps(build(TrainConfig, folder.read_config()).to_dict()))
         wanted = json.loads(json.dumps(run.config.to_dict()))
         if stored != wanted:
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
