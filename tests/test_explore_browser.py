@@ -1,12 +1,14 @@
-"""alexnet explore in a real browser: Debian's chromium driven by Playwright against `alexnet explore`.
+"""alexnet explore in real browsers: Debian's chromium driven by Playwright, and Debian's Firefox ESR
+driven over WebDriver BiDi (tests/bidi.py), against `alexnet explore`.
 
 The test starts the command as a user would (a subprocess on a free loopback port, over a digits
 checkpoint it builds in seconds), uploads a digit PNG, waits for the top-5, opens every view and
 asserts what the page shows; screenshots go to its temporary folder, or to $ALEXNET_SCREENSHOTS
 (``ALEXNET_SCREENSHOTS=docs/figures`` makes docs/EXPLORE.md's figures). ``ALEXNET_EXPLORE_RUN=RUN``
 uses a trained run folder (its best.pt) instead of the untrained checkpoint, for those figures.
-It skips, saying why, when /usr/bin/chromium or the playwright package is missing (CI installs
-chromium in .ci/run, so there it runs). Playwright is given the system browser; nothing downloads one.
+Each test skips, saying why, when its browser (/usr/bin/chromium, /usr/bin/firefox-esr) or its
+client (playwright, websockets) is missing; CI installs both browsers in .ci/run, so there they run.
+The tests are given the system browsers; nothing downloads one.
 """
 
 import os
@@ -29,11 +31,14 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
          "--disable-sync", "--no-first-run"]
 SRC = Path(__file__).resolve().parents[1] / "src"
 
-if not CHROMIUM.exists():
-    pytest.skip(f"no {CHROMIUM}: install Debian's chromium (apt-get install chromium) to run the browser test",
-                allow_module_level=True)
-sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is not installed (pip install playwright)")
+FIREFOX = Path("/usr/bin/firefox-esr")
 pytest.importorskip("starlette", reason="the [explore] extra is not installed")
+
+
+def needs(browser: Path, package: str) -> None:
+    if not browser.exists():
+        pytest.skip(f"no {browser}: install Debian's {browser.name} (apt-get install {browser.name}) to run this browser test")
+    pytest.importorskip(package, reason=f"the {package.split('.')[0]} package is not installed (pip install -e .[test])")
 
 
 def build_run(folder: Path) -> tuple[Path, Path]:
@@ -92,6 +97,9 @@ def digit_png(path: Path) -> Path:
 
 
 def test_explore_in_chromium(server, tmp_path):
+    needs(CHROMIUM, "playwright.sync_api")
+    from playwright import sync_api
+
     shots = Path(os.environ.get("ALEXNET_SCREENSHOTS") or tmp_path)
     shots.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as p:
@@ -168,3 +176,57 @@ def test_explore_in_chromium(server, tmp_path):
         [u for u in requests if not u.startswith(server)]
     for name in ("classify", "layers", "why", "filters", "neighbours", "run"):
         assert (shots / f"explore-{name}.png").stat().st_size > 1000
+
+
+def test_explore_in_firefox(server, tmp_path):
+    """The same visit in Firefox ESR: upload, top-5, ten views, every tab, a confusion cell, a bad
+    upload; only the server's own URLs requested."""
+    needs(FIREFOX, "websockets")
+    from bidi import Firefox
+
+    page = Firefox(str(FIREFOX), tmp_path / "firefox-profile")
+    try:
+        page.goto(server)
+        page.wait("document.querySelector('#model').innerText.includes('alexnet_small')")
+        page.set_files("#file", digit_png(tmp_path / "one.png"))
+        page.wait("document.querySelectorAll('#top5 li.bar').length === 5")
+        percents = [float(t.split()[0]) for t in page.js("[...document.querySelectorAll('#top5 .pct')].map(e => e.innerText)")]
+        assert percents == sorted(percents, reverse=True) and 0 < sum(percents) <= 100.5
+        assert page.js("document.querySelector('#crop').src").startswith("data:image/png")
+        page.click("#tenviews")
+        page.wait("document.querySelectorAll('#ten figure').length === 10")
+        assert page.js("document.querySelectorAll('#ten figcaption')[5].innerText") == "reflected top-left"
+        page.screenshot(tmp_path / "firefox-classify.png")
+
+        page.click("#tabs button[data-view=layers]")
+        page.wait("[...document.querySelectorAll('.layer h3')].some(h => h.innerText.includes('conv1'))")
+        assert "tower 1" in page.text("#layers") and "fc8" in page.text("#layers")
+        page.click("#tabs button[data-view=why]")
+        page.wait("document.querySelector('#gradcam').src.startsWith('data:image/png')")
+        page.js("(s => { s.value = '7'; s.dispatchEvent(new Event('change')); })(document.querySelector('#why-class'))")
+        page.wait("document.querySelector('#gradcam-caption').innerText.includes('“7”')")
+        page.click("#tabs button[data-view=filters]")
+        page.wait("document.querySelectorAll('#filters figure').length >= 2")
+
+        page.js("document.querySelector('#split').value = 'test'; document.querySelector('#index').value = '5'")
+        page.click("#pick")
+        page.click("#tabs button[data-view=neighbours]")
+        page.wait("document.querySelectorAll('#neighbours figure').length >= 8")
+        page.wait("[...document.querySelectorAll('#neighbours img')].every(i => i.complete && i.naturalWidth > 0)")
+        page.click("#tabs button[data-view=run]")
+        page.wait("document.querySelector('#confusion td')")
+        page.click("#confusion td.diag")
+        page.wait("document.querySelector('#cell p') && document.querySelector('#cell p').innerText.includes('true 0')")
+        page.screenshot(tmp_path / "firefox-run.png")
+
+        (tmp_path / "notes.png").write_text("not an image")
+        page.click("#tabs button[data-view=classify]")
+        page.set_files("#file", tmp_path / "notes.png")
+        page.wait("document.querySelector('#message').innerText.includes('not an image')")
+        assert page.js("document.querySelectorAll('#top5 li.bar').length") == 5
+    finally:
+        page.close()
+    assert page.requests and all(u.startswith(server) or u.startswith(("data:", "blob:")) for u in page.requests), \
+        [u for u in page.requests if not u.startswith(server)]
+    for name in ("classify", "run"):
+        assert (tmp_path / f"firefox-{name}.png").stat().st_size > 1000
