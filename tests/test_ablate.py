@@ -58,6 +58,26 @@ def test_paired_interval_is_students_t_over_the_seed_differences():
     assert tail_change([0.9, 0.8]) is None
 
 
+def test_relu_tanh_table_pairs_the_epochs_to_the_target_by_seed(tmp_path):
+    """Fig. 1's race in the table: epochs until 25 % training error per seed, and their paired Δ."""
+    from alexnet.ablate.table import tabulate
+
+    opts = options(tmp_path, "relu-tanh", seeds=3)
+    runs = plan(opts)
+    reach = {("baseline", 0): 5, ("baseline", 1): 6, ("baseline", 2): 6, ("tanh", 0): 3, ("tanh", 1): 4, ("tanh", 2): 3}
+    for r in runs:
+        r.folder.mkdir(parents=True)
+        (r.folder / "report.json").write_text(json.dumps({"final": {"test_1view": {"top1_error": 0.01, "top5_error": 0.0}},
+                                                          "wall_seconds": 10.0}))
+        n = reach[(r.variant.name, r.seed)]
+        rows = [{"epoch": e, "train_top1_error": 0.5 if e < n else 0.2, "val_top1_error": 0.1, "epoch_seconds": 1.0} for e in range(1, 9)]
+        (r.folder / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    base, tanh = tabulate(runs, opts, ["relu-tanh"], ablate.STUDIES)["studies"]["relu-tanh"]
+    assert base["to_target"]["epochs"]["mean"] == pytest.approx(17 / 3) and tanh["to_target"]["epochs_by_seed"] == {0: 3, 1: 4, 2: 3}
+    diff = tanh["to_target"]["paired_epochs"]
+    assert diff["mean"] == pytest.approx(-7 / 3) and diff["ci95"][1] < 0  # d = −2, −2, −3
+
+
 def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     opts = options(tmp_path)
     runs = plan(opts)

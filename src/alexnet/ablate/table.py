@@ -86,7 +86,7 @@ def verdict(diff: dict[str, Any]) -> str:
 
 def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any]:
     """One variant's finals per seed, its curves and (relu-tanh) its time to the target error."""
-    top1, top5, wall, which, curves, tails, epochs, seconds = {}, {}, {}, set(), {}, [], [], []
+    top1, top5, wall, which, curves, tails, epochs, seconds = {}, {}, {}, set(), {}, [], {}, []
     for r in runs:
         folder = RunFolder(r.folder, write=False)
         report, history = folder.read_report(), folder.read_metrics()
@@ -98,7 +98,7 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
             tails.append(change)
         n_epochs, secs = time_to_target(history, target)
         if n_epochs is not None:
-            epochs.append(n_epochs)
+            epochs[r.seed] = n_epochs
             seconds.append(secs)
     row = {"variant": variant.name, "note": variant.note, "overrides": list(variant.overrides),
            "same_as": runs[0].same_as if runs else None, "evaluated_on": sorted(which),
@@ -107,7 +107,8 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
            "wall_seconds": mean_std(list(wall.values())), "curve": curve_key if runs else None, "curves": curves,
            "tail_change": mean_std(tails)}
     if study == "relu-tanh":
-        row["to_target"] = {"reached": len(epochs), "runs": len(runs), "epochs": mean_std(epochs), "seconds": mean_std(seconds)}
+        row["to_target"] = {"reached": len(epochs), "runs": len(runs), "epochs_by_seed": epochs, "epochs": mean_std(list(epochs.values())),
+                            "seconds": mean_std(seconds)}
     return row
 
 
@@ -124,6 +125,8 @@ def tabulate(runs: list, options, studies: list[str], variants: dict[str, tuple]
                 row[f"paired_{k}"] = paired(base[f"{k}_by_seed"], row[f"{k}_by_seed"])
                 row[f"delta_{k}"] = row[f"paired_{k}"]["mean"]
             row["verdict_top1"] = verdict(row["paired_top1"])
+            if "to_target" in row:  # Fig. 1's race, paired by seed too (over the seeds where both reached the target)
+                row["to_target"]["paired_epochs"] = paired(base["to_target"]["epochs_by_seed"], row["to_target"]["epochs_by_seed"])
         table["studies"][study] = rows
     seconds = {}
     for r in runs:
@@ -141,13 +144,13 @@ def _pm(stat: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
     return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
 
 
-def _delta(diff: dict[str, Any]) -> str:
+def _delta(diff: dict[str, Any], scale: float = 100.0) -> str:
     if diff["mean"] is None:
         return "–"
     if diff["ci95"] is None:
-        return f"{100 * diff['mean']:+.2f}"
+        return f"{scale * diff['mean']:+.2f}"
     lo, hi = diff["ci95"]
-    return f"{100 * diff['mean']:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]"
+    return f"{scale * diff['mean']:+.2f} [{scale * lo:+.2f}, {scale * hi:+.2f}]"
 
 
 def markdown(table: dict[str, Any]) -> str:
@@ -175,7 +178,8 @@ def markdown(table: dict[str, Any]) -> str:
             if relu:
                 t = row["to_target"]
                 reached = "" if t["reached"] == t["runs"] else f" ({t['reached']}/{t['runs']} runs reached it)"
-                line += f" {_pm(t['epochs'], 1.0, 1)}{reached} | {_pm(t['seconds'], 1.0, 1)} |"
+                paired_epochs = f" (Δ {_delta(t['paired_epochs'], 1.0)})" if i else ""
+                line += f" {_pm(t['epochs'], 1.0, 1)}{reached}{paired_epochs} | {_pm(t['seconds'], 1.0, 1)} |"
             lines.append(line)
         where = sorted({w for row in rows for w in row["evaluated_on"]})
         curves = sorted({row["curve"] for row in rows if row["curve"]})
