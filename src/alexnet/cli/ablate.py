@@ -18,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "OUT/ablation.md, ablation.json, ablation.png and ablation-STUDY.png per study: mean ± std of the final "
                     "top-1/top-5 error, the difference from the baseline paired by seed with its 95 % t interval, how much "
                     "the curves still moved over the last quarter of the epochs, the total cost (and, for relu-tanh, "
-                    "the epochs and seconds to reach --target-error training error, Fig. 1). Use 5 or more seeds and "
+                    "the epochs and seconds to reach --target-error training error, Fig. 1). Use 5 seeds or more and "
                     "enough --epochs for the baseline's curve to be flat. "
                     "Rerunning resumes: finished runs are not trained again, interrupted ones continue.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", help="'digits', or a path (default: the preset's)")
     p.add_argument("--study", required=True, choices=[*STUDIES, "all"],
                    help="which ablation: " + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
-    p.add_argument("--seeds", type=int, default=2, help="runs per variant, seeds preset seed, +1, ... (an interval needs 2; use 5 or more)")
+    p.add_argument("--seeds", type=int, default=5, help="runs per variant: the preset's seed, +1, ... (an interval needs 2)")
     p.add_argument("--epochs", type=int, help="epochs per run (preset's default otherwise)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     p.add_argument("--batch-size", type=int, help="images per step")
