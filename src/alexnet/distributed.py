@@ -3,15 +3,28 @@
 ``torchrun --nproc_per_node N -m alexnet train ...`` (or ``--nnodes``/``--rdzv-endpoint`` for several
 machines) sets RANK, WORLD_SIZE and LOCAL_RANK; without them the run is a single process. The
 backend is NCCL on CUDA and gloo otherwise.
+
+A process waits for the others at most :func:`timeout` (``ALEXNET_DIST_TIMEOUT`` seconds, 10 minutes
+by default: NCCL's own default, where gloo's is 30) to connect and in each collective, then fails
+with one line, so that torchrun's ``--max-restarts`` can start another round instead of a hang:
+gloo's pair connection after an elastic restart sometimes never completes (``Pair::connect``
+waiting on a peer that is gone; pytorch/gloo issue 520 is a relative).
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from .errors import AlexNetError
+
+TIMEOUT_ENV = "ALEXNET_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -40,8 +53,20 @@ def setup(device: torch.device) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout())
     return world
+
+
+def timeout() -> timedelta:
+    """How long a rank waits for the others (module doc): ``$ALEXNET_DIST_TIMEOUT`` seconds, or 10 minutes."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip()
+    try:
+        seconds = float(raw) if raw else DEFAULT_TIMEOUT_S
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise AlexNetError(f"{TIMEOUT_ENV}={raw!r} must be a positive number of seconds, e.g. 600")
+    return timedelta(seconds=seconds)
 
 
 def local_device(device: torch.device, world: World) -> torch.device:
