@@ -314,11 +314,11 @@ def build_model(ckpt: Checkpoint, source: str = "checkpoint") -> nn.Module:
         model = _empty_model(ckpt.model, num_classes=num_classes, **options)
     except ValueError as e:
         raise AlexNetError(f"{source}: cannot build model {ckpt.model!r}: {e}") from None
-    check_state_dict(ckpt.state_dict, model.state_dict(), source)
+    wanted = model.state_dict()
+    check_state_dict(ckpt.state_dict, wanted, source)
     for key, tensor in ckpt.state_dict.items():
         if tensor.is_floating_point() and tensor.numel() and not torch.isfinite(torch.stack(tensor.aminmax())).all():  # NaN propagates
             raise AlexNetError(f"{source}: tensor {key!r} holds NaN or infinite values; these weights cannot give predictions")
-    wanted = model.state_dict()
     model.load_state_dict({k: v.to(wanted[k].dtype) for k, v in ckpt.state_dict.items()}, assign=True)  # no copy, no page faults
     if any(t.is_meta for t in _tensors(model)):  # a tensor outside the state dict: build it the ordinary way
         model = models.create(ckpt.model, num_classes=num_classes, **options)

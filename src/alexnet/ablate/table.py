@@ -92,7 +92,7 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
         report, history = folder.read_report(), folder.read_metrics()
         key, top1[r.seed], top5[r.seed] = final_errors(report, r.config.eval_views)
         which.add(key)
-        wall[r.seed] = report.get("wall_seconds", 0.0)
+        wall[str(r.folder)] = report.get("wall_seconds", 0.0)
         curve_key, curves[r.seed] = curve(history)
         if (change := tail_change(curves[r.seed])) is not None:
             tails.append(change)
@@ -104,7 +104,7 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
            "same_as": runs[0].same_as if runs else None, "evaluated_on": sorted(which),
            "folders": sorted({str(r.folder) for r in runs}), "top1_by_seed": top1, "top5_by_seed": top5,
            "top1_error": mean_std(list(top1.values())), "top5_error": mean_std(list(top5.values())),
-           "wall_seconds": mean_std(list(wall.values())), "curve": curve_key if runs else None, "curves": curves,
+           "wall_by_folder": wall, "wall_seconds": mean_std(list(wall.values())), "curve": curve_key if runs else None, "curves": curves,
            "tail_change": mean_std(tails)}
     if study == "relu-tanh":
         row["to_target"] = {"reached": len(epochs), "runs": len(runs), "epochs_by_seed": epochs, "epochs": mean_std(list(epochs.values())),
@@ -128,10 +128,7 @@ def tabulate(runs: list, options, studies: list[str], variants: dict[str, tuple]
             if "to_target" in row:  # Fig. 1's race, paired by seed too (over the seeds where both reached the target)
                 row["to_target"]["paired_epochs"] = paired(base["to_target"]["epochs_by_seed"], row["to_target"]["epochs_by_seed"])
         table["studies"][study] = rows
-    seconds = {}
-    for r in runs:
-        if r.folder not in seconds:
-            seconds[r.folder] = RunFolder(r.folder, write=False).read_report().get("wall_seconds", 0.0)
+    seconds = {f: w for rows in table["studies"].values() for row in rows for f, w in row["wall_by_folder"].items()}  # a shared folder once
     table["runs"], table["cost_seconds"] = len(seconds), sum(seconds.values())
     return table
 

@@ -232,8 +232,7 @@ class Preprocess:
         uint8 image (the PIL pipeline rounds differently) — then reflected where drawn and
         normalised. float [B, C, crop, crop], channels_last."""
         p, b = self.pipeline, x.shape[0]
-        stored = x.dtype == torch.uint8 and tuple(x.shape[1:]) == (p.resize, p.resize, p.channels)
-        images = x.permute(0, 3, 1, 2) if stored else self.fit(x)  # [B, C, S, S]: uint8 views, or float
+        images = x.permute(0, 3, 1, 2) if self._stored(x) else self.fit(x)  # [B, C, S, S]: uint8 views, or float
         h, w = images.shape[-2:]
         boxes = _resized_crop_boxes(b, h, w, p.min_area, generator)
         flips = (torch.rand(b, generator=generator) < 0.5).tolist() if p.flip else [False] * b
@@ -245,6 +244,11 @@ class Preprocess:
                                   mode="bilinear", align_corners=False, antialias=True)[0]
             out[i].copy_(patch.flip(-1) if flips[i] else patch)
         return self._normalize_(out)
+
+    def _stored(self, x: torch.Tensor) -> bool:
+        """x is a batch as the loader gives it at the pipeline's size: uint8 [B, resize, resize, channels]."""
+        p = self.pipeline
+        return x.dtype == torch.uint8 and tuple(x.shape[1:]) == (p.resize, p.resize, p.channels)
 
     def _normalize_(self, x: torch.Tensor) -> torch.Tensor:
         """:meth:`normalize` in place (the mean image's centre under every crop)."""
@@ -261,10 +265,11 @@ class Preprocess:
     def eval(self, x: torch.Tensor) -> torch.Tensor:
         """The centre crop: float [B, C, crop, crop]. A batch as stored (uint8 [B, S, S, C]) is cut
         before anything becomes float, and comes out channels_last, as the fast path takes it (one
-        pass instead of four: 0.8 → 0.3 ms per 256² image on a CPU core); the values are the same."""
+        pass instead of four: 1.5 → 0.5 ms per 256² image, batch 64 on two CPU threads); the values
+        are the same."""
         p = self.pipeline
         o = centre_offset(p.resize, p.crop)
-        if x.dtype == torch.uint8 and tuple(x.shape[1:]) == (p.resize, p.resize, p.channels):
+        if self._stored(x):
             return self._normalize_(x[:, o : o + p.crop, o : o + p.crop].permute(0, 3, 1, 2).float())
         x = self.fit(x)
         return self.normalize(x[:, :, o : o + p.crop, o : o + p.crop].contiguous())
