@@ -381,6 +381,21 @@ def test_a_full_disk_in_any_atomic_write_names_the_file_and_leaves_no_temporary(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"] and (tmp_path / "config.json").read_text() == "{}"
 
 
+@pytest.mark.parametrize("links", [True, False])
+def test_best_is_a_link_to_last_that_keeps_its_content_when_last_is_replaced(tmp_path, monkeypatch, links):
+    import errno
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic.atomic_write(last, b"epoch 1")
+    if not links:  # a filesystem without hard links: a copy
+        monkeypatch.setattr(atomic.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EPERM, "no links")))
+    atomic.atomic_link(last, best)
+    assert best.read_bytes() == b"epoch 1" and (last.stat().st_ino == best.stat().st_ino) == links
+    atomic.atomic_write(last, b"epoch 2")  # the next epoch's last.pt: a new file renamed over the name
+    assert best.read_bytes() == b"epoch 1" and last.read_bytes() == b"epoch 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
 def test_a_bad_val_image_found_after_an_epoch_keeps_the_epochs_training(tmp_path):
     data, out = _folder(tmp_path / "F", bad=True), tmp_path / "run"
     config = resolve("digits", {"epochs": 2, "device": "cpu", "data.spec": str(data), "batch_size": 4}, TINY)

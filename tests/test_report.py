@@ -8,19 +8,36 @@ import re
 import pytest
 from PIL import Image
 
+from alexnet import visualize
 from alexnet.cli import main
 from alexnet.config import resolve
 from alexnet.report import render, write_report
 from alexnet.train import RunOptions, train
 
 TINY = ["model.options.width=0.25", "max_steps=3"]
+RUN_PLOTTED: dict = {}  # run folder -> the (probabilities, labels) its training run plotted as the confusion matrix
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "digits-tiny"
     config = resolve("digits", {"epochs": 1, "device": "cpu"}, TINY)
-    train(config, RunOptions(out=out, progress_bar=False))
+
+    def second_pass(*args, **kwargs):
+        raise AssertionError("the training run's report ran the model over the test split again")
+
+    plotted = []
+
+    def plot_confusion(probs, labels, *args, **kwargs):
+        plotted.append((probs, labels))
+        return plot(probs, labels, *args, **kwargs)
+
+    plot = visualize.plot_confusion
+    with pytest.MonkeyPatch.context() as mp:  # the confusion matrix comes from the final evaluation's probabilities
+        mp.setattr(visualize, "draw_confusion", second_pass)
+        mp.setattr(visualize, "plot_confusion", plot_confusion)
+        train(config, RunOptions(out=out, progress_bar=False))
+    RUN_PLOTTED[out] = plotted
     return out
 
 
@@ -50,6 +67,11 @@ def test_training_writes_a_self_contained_report(run_dir):
     assert f"{100 * report['final']['test_1view']['top1_error']:.2f} %" in page
     assert "&quot;max_steps&quot;: 3" in page and "alexnet_small" in page
     assert "Sample predictions on the test split" in page
+    # the confusion matrix is the one of report.json's one-view test figures, all 359 images
+    [(probs, labels)] = RUN_PLOTTED[run_dir]
+    wrong = (probs.argmax(1).numpy() != labels).sum()
+    assert len(labels) == report["final"]["test_1view"]["images"] == 359
+    assert wrong / len(labels) == pytest.approx(report["final"]["test_1view"]["top1_error"], abs=1e-12)
 
 
 def test_rewriting_a_report_from_the_run_folder(run_dir, capsys):

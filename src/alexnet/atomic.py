@@ -77,6 +77,22 @@ def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool 
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Make ``path`` a second name of ``source``'s present file, atomically: a hard link renamed into
+    place, so a checkpoint kept as best costs no second write of its hundreds of megabytes; a copy
+    where the filesystem has no hard links. Safe because every writer here replaces a file by
+    renaming a new one over it and never writes into it: the next ``last.pt`` is a new file and the
+    linked one stays as it was."""
+    with atomic_path(path) as tmp:
+        tmp.unlink()
+        try:
+            os.link(source, tmp)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            shutil.copyfile(source, tmp)
+
+
 def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True) -> None:
     """``data`` as indented JSON (non-ASCII kept as is, e.g. "×"), atomically; non-JSON values as ``str``."""
     atomic_write(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", overwrite=overwrite)

@@ -45,6 +45,7 @@ class Evidence:
     loaded: visualize.Loaded
     images: Any | None  # the ImageSet of the confusion matrix and sample predictions
     split: str | None  # its name ("test" or "val")
+    probabilities: torch.Tensor | None = None  # its centre-crop softmax, row by row, when already computed
 
 
 def evidence_from_run(run_dir: Path, device: str = "cpu") -> Evidence:
@@ -60,12 +61,14 @@ def evidence_from_run(run_dir: Path, device: str = "cpu") -> Evidence:
 
 
 def evidence_from_training(model: torch.nn.Module, preprocess, classes: list[str], test, val,
-                           device: torch.device) -> Evidence:
-    """What the training loop has in memory at its end."""
+                           device: torch.device, probabilities: dict[str, torch.Tensor] | None = None) -> Evidence:
+    """What the training loop has in memory at its end: the model, the splits and the one-view
+    probabilities of its final evaluation (by split name), so the confusion matrix is the one those
+    figures came from and costs no second pass over the split."""
     loaded = visualize.Loaded(model, preprocess, list(classes), None, torch.device(device))
     for name, images in (("test", test), ("val", val)):
         if images is not None and len(images):
-            return Evidence(loaded, images, name)
+            return Evidence(loaded, images, name, (probabilities or {}).get(name))
     return Evidence(loaded, None, None)
 
 
@@ -108,7 +111,11 @@ def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str
         figure("filters", lambda: _drawn(visualize.filters_figure(loaded.model), folder.figure("filters.png")))
         if evidence.images is not None:
             def confusion() -> bytes:
-                visualize.draw_confusion(loaded, evidence.images, folder.figure("confusion.png"), limit=max_images)
+                path, probs = folder.figure("confusion.png"), evidence.probabilities
+                if probs is not None and len(probs) == len(evidence.images):
+                    visualize.plot_confusion(probs[:max_images], evidence.images.labels[:max_images], loaded.classes, path)
+                else:
+                    visualize.draw_confusion(loaded, evidence.images, path, limit=max_images)
                 return folder.figure("confusion.png").read_bytes()
 
             figure("confusion", confusion)

@@ -22,7 +22,6 @@ import logging
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +40,7 @@ from . import __version__, finetune, models
 from . import checkpoint as ckpt_io
 from . import distributed as dist
 from . import step as steps
-from .atomic import DiskFull, atomic_path
+from .atomic import DiskFull, atomic_link
 from .config import ModelConfig, TrainConfig, build, resume_changes
 from .data import ImageSet, Preprocess, iter_batches, num_batches, open_dataset, pipeline
 from .data.fitted import prefit, statistics
@@ -463,14 +462,15 @@ def end_epoch(s: Session) -> dict[str, Any]:
     st.meters.zero_()
     snapshot(s, s.folder.last)
     if improved and s.world.is_main:
-        with atomic_path(s.folder.best) as tmp:
-            shutil.copyfile(s.folder.last, tmp)
+        atomic_link(s.folder.last, s.folder.best)
     return record
 
 
 @torch.no_grad()
-def evaluate_split(s: Session, images: ImageSet, views: int) -> dict[str, Any]:
-    """Loss and top-1/top-5 error of the softmax averaged over ``views`` (1 or 10, §4.1), over all ranks."""
+def evaluate_split(s: Session, images: ImageSet, views: int, keep: list[torch.Tensor] | None = None) -> dict[str, Any]:
+    """Loss and top-1/top-5 error of the softmax averaged over ``views`` (1 or 10, §4.1), over all ranks;
+    ``keep`` (a list) receives the probabilities batch by batch, on the CPU (one process only: under
+    torchrun each rank holds a shard)."""
     sums = torch.zeros(4, device=s.device, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, images
     for probs, y in iter_probabilities(s.model, s.data.preprocess, images, views=views, batch_size=s.config.batch_size,
                                        device=s.device, precision=s.config.precision, workers=s.config.data.workers,
@@ -479,6 +479,8 @@ def evaluate_split(s: Session, images: ImageSet, views: int) -> dict[str, Any]:
         sums[1] += topk_correct(probs, y, 1).sum()
         sums[2] += topk_correct(probs, y, 5).sum()
         sums[3] += len(y)
+        if keep is not None and not s.world.enabled:
+            keep.append(probs.float().cpu())
     loss, top1, top5, n = dist.all_reduce_sum(sums, s.world).tolist()
     n = max(n, 1)
     return {"loss": loss / n, "top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "images": int(n), "views": views}
@@ -549,11 +551,12 @@ def interrupted(s: Session | None, run: RunOptions) -> TrainingInterrupted:
 def finish(s: Session, wall: float) -> dict[str, Any]:
     """Final evaluation (1 view, and 10 views where the preset asks) on val and test; the report."""
     final: dict[str, Any] = {}
+    kept: dict[str, list[torch.Tensor]] = {"val": [], "test": []}  # one-view probabilities, for the report's confusion
     for split_name, images in (("val", s.data.val), ("test", s.data.test)):
         if images is None or not len(images):
             continue
         for v in sorted({1, s.config.eval_views}):
-            r = evaluate_split(s, images, views=v)
+            r = evaluate_split(s, images, views=v, keep=kept[split_name] if v == 1 else None)
             final[f"{split_name}_{v}view"] = {"top1_error": r["top1_error"], "top5_error": r["top5_error"],
                                               "top1_accuracy": 1 - r["top1_error"], "top5_accuracy": 1 - r["top5_error"],
                                               "images": r["images"], "loss": r["loss"]}
@@ -568,11 +571,11 @@ def finish(s: Session, wall: float) -> dict[str, Any]:
     }
     if s.world.is_main:
         s.folder.write_report(results)
-        write_figures(s)
+        write_figures(s, {name: torch.cat(batches) for name, batches in kept.items() if batches})
     return results
 
 
-def write_figures(s: Session) -> None:
+def write_figures(s: Session, probabilities: dict[str, torch.Tensor]) -> None:
     """curves.png and report.html: a figure must never cost the run its report."""
     try:
         plot_curves(s.history, s.folder.figure("curves.png"))
@@ -580,7 +583,7 @@ def write_figures(s: Session) -> None:
         log.warning("could not draw curves.png: %s", e)
     try:
         write_report(s.folder.root, evidence_from_training(s.model, s.data.preprocess, s.data.classes, s.data.test, s.data.val,
-                                                           s.device))
+                                                           s.device, probabilities))
     except Exception as e:
         log.warning("could not write report.html: %s", e)
 
