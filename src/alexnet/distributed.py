@@ -6,9 +6,17 @@ backend is NCCL on CUDA and gloo otherwise.
 
 A process waits for the others at most :func:`timeout` (``ALEXNET_DIST_TIMEOUT`` seconds, 10 minutes
 by default: NCCL's own default, where gloo's is 30) to connect and in each collective, then fails
-with one line, so that torchrun's ``--max-restarts`` can start another round instead of a hang:
-gloo's pair connection after an elastic restart sometimes never completes (``Pair::connect``
-waiting on a peer that is gone; pytorch/gloo issue 520 is a relative).
+with one line, so that torchrun's ``--max-restarts`` can start another round instead of a hang.
+
+Restarts (``--max-restarts``): torchrun's c10d rendezvous shares one TCP store with the workers of
+every round (``TORCHELASTIC_USE_AGENT_STORE``), and torch's env:// rendezvous adds no per-round prefix
+(torch/distributed/rendezvous.py, ``_create_c10d_store``: "We create a new TCPStore for every retry",
+which the shared store does not do). A restarted worker can then read the address a worker of the
+previous round published and fail to connect ("Connection refused") or wait on the wrong peer
+(pytorch/pytorch issue 135712 is the NCCL form). With one agent (``--standalone``, one node), whose
+workers all see the same ``TORCHELASTIC_RESTART_COUNT``, :func:`setup` keys its process group by that
+count. Several nodes' agents can count restarts differently (the same issue), so there the fix is
+torch's: ``TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1`` in torchrun's environment (docs/TRAINING.md).
 """
 
 from __future__ import annotations
@@ -53,8 +61,22 @@ def setup(device: torch.device) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(world.local_rank)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout())
+        backend, store = "nccl" if device.type == "cuda" else "gloo", round_store(world)
+        if store is None:
+            dist.init_process_group(backend, timeout=timeout())
+        else:
+            dist.init_process_group(backend, store=store, rank=world.rank, world_size=size, timeout=timeout())
     return world
+
+
+def round_store(world: World) -> dist.Store | None:
+    """The agent's shared store under a prefix of this restart round, where one agent started every
+    worker (module doc); None elsewhere: torch's env:// rendezvous as it is."""
+    env = os.environ
+    if env.get("TORCHELASTIC_USE_AGENT_STORE") != "True" or env.get("GROUP_WORLD_SIZE", "1") != "1":
+        return None
+    store = dist.TCPStore(env["MASTER_ADDR"], int(env["MASTER_PORT"]), world.world_size, is_master=False, timeout=timeout())
+    return dist.PrefixStore(f"alexnet/restart_{env.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
 def timeout() -> timedelta:
