@@ -316,3 +316,19 @@ def test_digits_fixed_stratified_split():
         np.testing.assert_array_equal(d.splits[name].labels, raw.target[idx])
         assert len(np.unique(raw.target[idx])) == 10  # stratified: every digit in every split
     np.testing.assert_array_equal(train.images[0, ..., 0], np.rint(raw.images[parts["train"][0]] * 255 / 16))
+
+
+def test_digits_read_without_scikit_learn_equal_load_digits(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    from alexnet.data import digits
+
+    raw = load_digits()
+    pixels, labels = digits.read_digits()  # the csv.gz where scikit-learn keeps it
+    np.testing.assert_array_equal(pixels, raw.images)
+    np.testing.assert_array_equal(labels, raw.target)
+    assert labels.dtype == np.int64 and pixels.shape == (1797, 8, 8)
+    monkeypatch.setattr(digits.importlib.util, "find_spec", lambda name: None)  # not found there: load_digits itself
+    pixels, labels = digits.read_digits()
+    np.testing.assert_array_equal(pixels, raw.images)
+    np.testing.assert_array_equal(labels, raw.target)

@@ -24,6 +24,8 @@ unpickle: a file crafted to run code when unpickled is refused and nothing in it
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import io
 import json
 import logging
@@ -32,6 +34,7 @@ import pickle
 import platform
 import re
 import subprocess
+import sys
 import warnings
 import zipfile
 from collections import OrderedDict
@@ -101,20 +104,40 @@ def collect_provenance(recipe: str | None = None, config: dict[str, Any] | None 
     ``config`` must be JSON-able (a dataclass's ``asdict`` is); ``extra`` adds plain values (e.g.
     ``source="torchvision alexnet-owt-7be5be79.pth"`` for imported weights).
     """
-    import torchvision
-
     out: dict[str, Any] = {
         "recipe": recipe,
         "config": config,
         "alexnet_version": __version__,
         "torch_version": str(torch.__version__),  # TorchVersion is a str subclass weights_only refuses
-        "torchvision_version": str(torchvision.__version__),
+        "torchvision_version": torchvision_version(),
         "python_version": platform.python_version(),
         "git_commit": git_commit(),
         "time": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     out.update(extra)
     return out
+
+
+def torchvision_version() -> str | None:
+    """``torchvision.__version__`` without importing torchvision, whose import (torch._dynamo, sympy)
+    costs about a second in every command: read from its ``version.py`` as text (the local label
+    kept, e.g. ``0.29.1+cu130``), else the distribution's metadata; None when it is not installed."""
+    if "torchvision" in sys.modules:
+        return str(sys.modules["torchvision"].__version__)
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None:
+        return None
+    for folder in spec.submodule_search_locations or ():
+        try:
+            found = re.search(r"^__version__ = ['\"]([^'\"]+)['\"]", (Path(folder) / "version.py").read_text(), re.M)
+        except OSError:
+            continue
+        if found:
+            return found.group(1)
+    try:
+        return importlib.metadata.version("torchvision")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def git_commit() -> str | None:

@@ -32,7 +32,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 from tqdm import tqdm
 
@@ -618,5 +617,5 @@ def hardware(device: torch.device, world: dist.World) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    return {"alexnet": __version__, "torch": str(torch.__version__), "torchvision": str(torchvision.__version__),
+    return {"alexnet": __version__, "torch": str(torch.__version__), "torchvision": ckpt_io.torchvision_version(),
             "python": platform.python_version(), "numpy": np.__version__}
