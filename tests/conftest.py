@@ -1,5 +1,18 @@
+import os
+import sys
+from pathlib import Path
+
 import pytest
+
+# Under pytest-xdist (`make test` runs two workers) each worker and the commands it starts get one
+# thread: two processes of two OpenMP threads each on two cores spin against each other.
+WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
 import torch
+
+if WORKER:
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -7,10 +20,6 @@ def _seed_and_threads():
     torch.manual_seed(0)
     yield
 
-
-import os
-import sys
-from pathlib import Path
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
 
@@ -53,17 +62,31 @@ def save_small_checkpoint(path, classes):
 
 
 # The device check's CPU dry run (tests/test_gpu_check.py) drives a dozen real commands in
-# subprocesses, most of their time importing torch: it starts in the background as soon as the suite
-# is collected, so that it overlaps the other tests instead of adding its minute and a half to them.
+# subprocesses, most of their time importing torch: in a serial run it starts in the background as
+# soon as the suite is collected, so that it overlaps the other tests instead of adding its minute and
+# a half to them. Under xdist the other worker provides the overlap, and the test starts it itself
+# (each worker collects every test, and only one of them will run it).
 DRY_RUN: dict = {}
 
 
+SLOWEST_FIRST = ("test_paper_recipe.py", "test_gpu_check.py")  # 90 s and 50 s alone on one core each
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Under xdist the longest tests go first, so neither worker is left with one at the end."""
+    if WORKER:
+        items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)
+
+
 def pytest_collection_finish(session):
+    if not WORKER and any(item.path.name == "test_gpu_check.py" for item in session.items):
+        start_dry_run()
+
+
+def start_dry_run() -> dict:
     import subprocess
     import tempfile
 
-    if not any(item.path.name == "test_gpu_check.py" for item in session.items):
-        return
     root = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
     env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(root / "console.txt", "w")
@@ -71,6 +94,7 @@ def pytest_collection_finish(session):
     DRY_RUN.update(root=root, log=log, proc=subprocess.Popen(
         [sys.executable, str(script), "--out", str(root / "out"), "--work", str(root / "work"), "--cpu-dry-run"],
         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(SRC).parent))
+    return DRY_RUN
 
 
 def pytest_sessionfinish(session):

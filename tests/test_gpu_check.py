@@ -8,14 +8,14 @@ the other tests; this test waits for it and checks what it wrote.
 
 import json
 
-from conftest import DRY_RUN
+from conftest import DRY_RUN, start_dry_run
 
 PARTS = ("1_env", "2_step", "3_end_to_end", "4_train", "5_towers_tests")
 
 
 def test_gpu_check_cpu_dry_run_writes_every_part():
     """The dry run was started when the suite was collected (conftest.py); here it is awaited and checked."""
-    run = DRY_RUN
+    run = DRY_RUN or start_dry_run()  # started at collection in a serial run, here under xdist
     code = run["proc"].wait(timeout=900)
     run["log"].flush()
     assert code == 0, (run["root"] / "console.txt").read_text()[-4000:]
