@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/alexnet demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 	$(BIN)/ruff check .
 
 clean:

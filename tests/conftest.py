@@ -73,7 +73,8 @@ SLOWEST_FIRST = ("test_paper_recipe.py", "test_gpu_check.py")  # 90 s and 50 s a
 
 
 def pytest_collection_modifyitems(session, config, items):
-    """Under xdist the longest tests go first, so neither worker is left with one at the end."""
+    """Under xdist the longest tests go first, so neither worker is left with one at the end (the
+    Makefile's ``--no-loadscope-reorder`` keeps this order: xdist would put the files with the most tests first)."""
     if WORKER:
         items.sort(key=lambda item: item.path.name not in SLOWEST_FIRST)
 
