@@ -116,7 +116,7 @@ def test_training_functions_fit_on_a_screen(module):
 
 def test_the_cli_and_a_training_run_import_neither_torchvision_nor_scikit_learn(tmp_path, cli_env):
     """Their imports (torch._dynamo and sympy; scikit-learn) cost about 1 s and 0.7 s in every command
-    (`alexnet --help` took 2.9 s, now 1.7 s): versions and the digits are read without them."""
+    (`alexnet --help` took 3.1 s, now 1.8 s): versions and the digits are read without them."""
     import subprocess
 
     code = ("import sys, runpy; sys.argv = ['alexnet', 'train', '--preset', 'digits', '--epochs', '1', '--device', 'cpu', "
