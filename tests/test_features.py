@@ -140,7 +140,37 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
     assert "no such folder" in capsys.readouterr().err
     assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--layer", "fc", "--out", str(tmp_path / "g.npy")]) == 2
     assert "valid: features, conv1" in capsys.readouterr().err
+    assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--threads", "-1", "--out", str(tmp_path / "g.npy")]) == 2
+    assert "--threads -1 must be 0 (torch's default) or more" in capsys.readouterr().err
     assert not list(tmp_path.glob("g*"))  # nothing was created by the failed runs
+
+
+def test_the_models_threads_are_the_users_choice_and_restored(tmp_path, ckpt_path, monkeypatch):
+    import torch
+
+    from alexnet import fastpath
+
+    seen = []
+    run = fastpath.intra_op_threads
+
+    def recording(threads):
+        seen.append(threads)
+        return run(threads)
+
+    monkeypatch.setattr(fastpath, "intra_op_threads", recording)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        extract(ckpt_path, "digits", "val", tmp_path / "a.npy", FeatureConfig(batch_size=64))
+        with run(1) as n:
+            assert n == torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        extract(ckpt_path, "digits", "val", tmp_path / "b.npy", FeatureConfig(batch_size=64, threads=1))
+        assert torch.get_num_threads() == 2  # restored after the run
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [0, 1]
+    np.testing.assert_allclose(np.load(tmp_path / "b.npy"), np.load(tmp_path / "a.npy"), rtol=1e-5, atol=1e-6)
 
 
 def test_a_bad_file_in_a_folder_is_one_line_even_from_a_worker(tmp_path, ckpt_path, folder, capsys):

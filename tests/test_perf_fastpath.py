@@ -74,3 +74,4 @@ def test_devices_and_precisions_are_checked():
 def test_allocator_tuning_is_idempotent():
     first = fastpath.tune_cpu_allocator()
     assert isinstance(first, bool) and fastpath.tune_cpu_allocator() == first
+

@@ -16,7 +16,8 @@ What makes the paper's network fast, measured on a 2-core CPU and written to run
   step, which costs more than the arithmetic of an elementwise layer;
 * on CUDA, ``torch.backends.cudnn.benchmark``: the input shapes are fixed, so cuDNN's timed choice
   of algorithm per convolution is made once and pays for the rest of the run (process-wide);
-* ``torch.compile`` optionally (it may pay on GPUs; on the 2-core CPU it is slower, measured).
+* ``torch.compile`` optionally (it may pay on GPUs; on the 2-core CPU it is slower, measured);
+* :func:`intra_op_threads`: fewer model threads beside decoding workers, where the user asks.
 
 Each choice keeps the outputs equal to the plain path within the precision's tolerance
 (tests/test_perf_fastpath.py).
@@ -26,6 +27,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -108,6 +111,27 @@ def tune_process(device: torch.device, *, allocator: bool = True, cudnn_benchmar
         tune_cpu_allocator()
     if device.type == "cuda" and cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
+
+
+@contextmanager
+def intra_op_threads(threads: int) -> Iterator[int]:
+    """Inside the block the model runs on ``threads`` intra-op threads (0: as it was); yields the count.
+
+    For a CPU shared with decoding workers: OpenMP threads that wait for work spin, and a decoder
+    then runs on a core that spins. Whether fewer threads pay depends on which side is the
+    bottleneck, so it is the user's choice (``alexnet features --threads``), not a default: on the
+    2-core Xeon with 2 workers, bf16 features (a cheap model, decode-bound) went from 267 to 322
+    images/s with 1 thread, and fp32 (model-bound) from 151 to 104 (docs/TRANSFER.md).
+    """
+    before = torch.get_num_threads()
+    if threads <= 0 or threads == before:
+        yield before
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:

@@ -151,6 +151,7 @@ class FeatureConfig:
     precision: str = "fp32"  # fastpath.PRECISIONS: bf16 autocast is ~3× faster on a CPU with AMX, not bit-equal
     channels_last: bool = True  # oneDNN's native layout: 3× the images/s of NCHW for alexnet_owt on this CPU
     workers: int = 0  # decoding processes for image folders
+    threads: int = 0  # the model's intra-op threads (0: torch's default); fastpath.intra_op_threads
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -161,6 +162,8 @@ class FeatureConfig:
             raise AlexNetError(f"--precision {self.precision!r} is not one of {', '.join(fastpath.PRECISIONS)}")
         if self.workers < 0:
             raise AlexNetError(f"--workers {self.workers} must be 0 or more")
+        if self.threads < 0:
+            raise AlexNetError(f"--threads {self.threads} must be 0 (torch's default) or more")
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ def extract(
         rows = open_memmap(paths.partial, mode="r+")
         log.info("%s: resuming at row %d of %d", paths.partial, done, len(images))
     batches = iter_batches(images, batch_size, size=extractor.size, device="cpu", workers=config.workers, start=done // batch_size)
-    with extractor.casting():
+    with extractor.casting(), fastpath.intra_op_threads(config.threads):
         for start, x in _batches(batches, done, batch_size):
             rows[start:start + len(x)] = extractor(x).numpy().astype(config.dtype, copy=False)
             rows.flush()

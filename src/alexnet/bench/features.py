@@ -82,32 +82,40 @@ def run(cfg, device: torch.device) -> list[dict]:
     torch.manual_seed(0)
     reference = reference_model().eval()
     precisions = list(dict.fromkeys(("fp32", *cfg.precisions)))
+    # ours: each precision with torch's threads, and the cheapest one again with one model thread beside
+    # the decoding workers on a CPU (`alexnet features --threads 1`, fastpath.intra_op_threads)
+    variants = [(p, 0) for p in precisions]
+    if device.type == "cpu" and cfg.workers > 0 and torch.get_num_threads() > 1 and precisions[-1] != "fp32":
+        variants.append((precisions[-1], 1))
     rows: list[dict] = []
     with tempfile.TemporaryDirectory(dir=root) as tmp:
         ckpt = our_checkpoint(reference, Path(tmp) / "owt.pt")
         weights = Path(tmp) / "alexnet-owt.pth"
         torch.save(reference.state_dict(), weights)
-        outputs = {p: Path(tmp) / f"features-{p}.npy" for p in precisions}
+        outputs = {v: Path(tmp) / f"features-{v[0]}-{v[1]}.npy" for v in variants}
 
-        def ours(precision: str):
+        def ours(variant: tuple[str, int]):
+            precision, threads = variant
             config = FeatureConfig(batch_size=batch, device=str(device), precision=precision, workers=cfg.workers,
-                                   channels_last=cfg.channels_last)
-            return lambda: extract(ckpt, str(train_dir.parent), "train", outputs[precision], config, overwrite=True)
+                                   threads=threads, channels_last=cfg.channels_last)
+            return lambda: extract(ckpt, str(train_dir.parent), "train", outputs[variant], config, overwrite=True)
 
         ref_rows: list[np.ndarray] = []
-        fns = [lambda: ref_rows.append(reference_pass(train_dir, weights, batch, cfg.workers))] + [ours(p) for p in precisions]
+        fns = [lambda: ref_rows.append(reference_pass(train_dir, weights, batch, cfg.workers))] + [ours(v) for v in variants]
         log.info("features: %d photographs, reference and ours (%s), %d rep(s)", count, ", ".join(precisions), cfg.reps)
         times = measure_interleaved(fns, torch.device("cpu") if device.type == "cpu" else device,
                                     warmup=min(cfg.warmup, 1), reps=cfg.reps)
         labels = ["ImageFolder + DataLoader + torchvision alexnet fp32 NCHW, fc7 in memory"] + [
-            f"alexnet features {MODEL} {p}{' channels_last' if cfg.channels_last else ''}, fc7 to .npy" for p in precisions]
-        impls = ["reference"] + ["ours"] * len(precisions)
-        for label, impl, precision, m in zip(labels, impls, ["fp32", *precisions], times):
-            row = {"part": "features", "label": label, "impl": impl, "model": MODEL, "precision": precision,
+            f"alexnet features {MODEL} {p}{' channels_last' if cfg.channels_last else ''}"
+            f"{f', --threads {t}' if t else ''}, fc7 to .npy" for p, t in variants]
+        for label, variant, m in zip(labels, [None, *variants], times):
+            precision, threads = variant or ("fp32", 0)
+            row = {"part": "features", "label": label, "impl": "ours" if variant else "reference", "model": MODEL,
+                   "precision": precision, "threads": threads or torch.get_num_threads(),
                    "batch_size": batch, "photos": count, "photo_size": "500x375", "workers": cfg.workers, **m.to_dict(),
                    "images_per_s": count / m.median, "ms": m.median / -(-count // batch) * 1e3}  # per batch
-            if impl == "ours":
-                row["max_abs_diff_to_reference"] = float(np.abs(np.load(outputs[precision]) - ref_rows[-1]).max())
+            if variant:
+                row["max_abs_diff_to_reference"] = float(np.abs(np.load(outputs[variant]) - ref_rows[-1]).max())
                 row["reference_max_abs"] = float(np.abs(ref_rows[-1]).max())
             rows.append(row)
     for r in rows:

@@ -31,6 +31,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="compute precision (default fp32; bf16 is faster on CPUs with AMX and GPUs, not bit-equal)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default: the first accelerator found)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="the model's threads on a CPU (default: torch's, one per core); beside --workers, "
+                        "fewer can pay where decoding is the bottleneck (docs/TRANSFER.md)")
     p.add_argument("--force", action="store_true", help="replace existing output files (and an unfinished run of other features)")
     p.set_defaults(func=run)
 
@@ -69,7 +72,8 @@ class Progress:
 
 def run(args: argparse.Namespace) -> int:
     config = FeatureConfig(layer=args.layer, dtype=args.dtype, batch_size=args.batch_size, device=str(resolve_device(args.device)),
-                           precision=args.precision, workers=args.workers)
+                           precision=args.precision, workers=args.workers,
+                           threads=args.threads)
     FeaturePaths.of(args.out)  # a wrong name is an error before the data set is opened
     split = args.split or default_split(args.data)
     progress = Progress(f"features {split}")
