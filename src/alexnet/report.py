@@ -66,10 +66,18 @@ def evidence_from_training(model: torch.nn.Module, preprocess, classes: list[str
     probabilities of its final evaluation (by split name), so the confusion matrix is the one those
     figures came from and costs no second pass over the split."""
     loaded = visualize.Loaded(model, preprocess, list(classes), None, torch.device(device))
+    name = shown_split(test, val)
+    if name is None:
+        return Evidence(loaded, None, None)
+    return Evidence(loaded, test if name == "test" else val, name, (probabilities or {}).get(name))
+
+
+def shown_split(test, val) -> str | None:
+    """The split a training run's report shows: test, else val (None when both are empty)."""
     for name, images in (("test", test), ("val", val)):
         if images is not None and len(images):
-            return Evidence(loaded, images, name, (probabilities or {}).get(name))
-    return Evidence(loaded, None, None)
+            return name
+    return None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from .device import resolve_device
 from .errors import AlexNetError
 from .evaluate import iter_probabilities, topk_correct
 from .optim import Schedule, set_lr
-from .report import evidence_from_training, write_report
+from .report import evidence_from_training, shown_split, write_report
 from .runs import RunFolder, RunLock
 from .visualize import plot_curves
 
@@ -550,12 +550,12 @@ def interrupted(s: Session | None, run: RunOptions) -> TrainingInterrupted:
 def finish(s: Session, wall: float) -> dict[str, Any]:
     """Final evaluation (1 view, and 10 views where the preset asks) on val and test; the report."""
     final: dict[str, Any] = {}
-    kept: dict[str, list[torch.Tensor]] = {"val": [], "test": []}  # one-view probabilities, for the report's confusion
+    shown, kept = shown_split(s.data.test, s.data.val), []  # its one-view probabilities: the report's confusion matrix
     for split_name, images in (("val", s.data.val), ("test", s.data.test)):
         if images is None or not len(images):
             continue
         for v in sorted({1, s.config.eval_views}):
-            r = evaluate_split(s, images, views=v, keep=kept[split_name] if v == 1 else None)
+            r = evaluate_split(s, images, views=v, keep=kept if v == 1 and split_name == shown else None)
             final[f"{split_name}_{v}view"] = {"top1_error": r["top1_error"], "top5_error": r["top5_error"],
                                               "top1_accuracy": 1 - r["top1_error"], "top5_accuracy": 1 - r["top5_error"],
                                               "images": r["images"], "loss": r["loss"]}
@@ -570,7 +570,7 @@ def finish(s: Session, wall: float) -> dict[str, Any]:
     }
     if s.world.is_main:
         s.folder.write_report(results)
-        write_figures(s, {name: torch.cat(batches) for name, batches in kept.items() if batches})
+        write_figures(s, {shown: torch.cat(kept)} if kept else {})
     return results
 
 
