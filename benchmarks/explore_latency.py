@@ -25,7 +25,7 @@ from PIL import Image
 
 from alexnet import checkpoint, models
 from alexnet.data import Preprocess, compute_stats, pipeline
-from alexnet.explore.session import ExploreConfig, ImageRef, Session
+from alexnet.tools.explore.session import ExploreConfig, ImageRef, Session
 
 
 def timed(fn, repeats: int) -> float:

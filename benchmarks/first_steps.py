@@ -6,7 +6,7 @@
 For each seed it prints the mean training loss of every ``--every`` steps, then one line per seed:
 the largest loss in the first 20 steps (the blow-up of a too-large first update) and the mean of
 the last ``--every`` steps. It builds the model, data and optimiser as ``alexnet train`` does
-(``alexnet.train.load_data``, ``param_groups``, the base learning rate, which every schedule starts
+(``alexnet.training.loop.load_data``, ``param_groups``, the base learning rate, which every schedule starts
 from) and takes the same step on the CPU (channels_last, autocast, cross-entropy, SGD); what it
 leaves out is the validation, the checkpoints and the run folder. The
 figures in docs/TRAINING.md ("Does the paper's recipe learn?") were made with it.
@@ -22,11 +22,10 @@ import torch
 import torch.nn.functional as F
 
 from alexnet import models
-from alexnet.config import resolve
 from alexnet.data import iter_batches
-from alexnet.device import autocast
-from alexnet.fastpath import sgd_kernel, tune_cpu_allocator
-from alexnet.train import load_data, param_groups
+from alexnet.runtime import autocast, sgd_kernel, tune_cpu_allocator
+from alexnet.training.config import resolve
+from alexnet.training.loop import load_data, param_groups
 
 
 def run(config, seed: int, steps: int, every: int, data) -> list[float]:

@@ -307,7 +307,7 @@ sys.exit(0 if err < 1e-4 else 1)
 # -- the photographs, the GPU's load and the figures ----------------------------------------------
 
 def make_photos(root: Path, train: int, val: int, workers: int) -> None:
-    """ImageNet-layout JPEG photographs as :func:`alexnet.bench.photos.make_photo_folder` makes them, in
+    """ImageNet-layout JPEG photographs as :func:`alexnet.tools.bench.photos.make_photo_folder` makes them, in
     parallel; ``train/.complete`` lets ``bench data`` take them as its own."""
     done = root / "train" / ".complete"
     if done.is_file() and done.read_text() == str(train):
@@ -325,7 +325,7 @@ _PICTURES: list | None = None
 def _photo(folder: Path, i: int, classes: int = 4) -> None:
     import numpy as np
 
-    from alexnet.bench.photos import random_photo, source_pictures
+    from alexnet.tools.bench.photos import random_photo, source_pictures
 
     global _PICTURES
     if _PICTURES is None:

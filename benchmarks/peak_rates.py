@@ -16,8 +16,8 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from alexnet.bench.timing import matmul_tflops, measure
-from alexnet.fastpath import resolve_device
+from alexnet.runtime import resolve_device
+from alexnet.tools.bench.timing import matmul_tflops, measure
 
 
 def main() -> None:

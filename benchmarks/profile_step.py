@@ -13,8 +13,8 @@ import argparse
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from alexnet import fastpath, models
-from alexnet.bench.step import plain_lrn, reference_model, reference_step, synthetic_batch, train_step
+from alexnet import models, runtime
+from alexnet.tools.bench.step import plain_lrn, reference_model, reference_step, synthetic_batch, train_step
 
 # the operators that do the multiply-accumulates (their self time; the wrappers around them have next to none)
 GEMM_OPS = {"aten::mkldnn_convolution", "aten::cudnn_convolution", "aten::convolution_backward", "aten::mm", "aten::addmm", "aten::bmm"}
@@ -24,12 +24,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default="alexnet")
-    p.add_argument("--precision", default="fp32", choices=fastpath.PRECISIONS)
+    p.add_argument("--precision", default="fp32", choices=runtime.PRECISIONS)
     p.add_argument("--device", default="auto")
     p.add_argument("--plain", action="store_true", help="the naive version instead of the fast path")
     p.add_argument("--rows", type=int, default=15)
     args = p.parse_args()
-    device = fastpath.resolve_device(args.device)
+    device = runtime.resolve_device(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
 
@@ -44,7 +44,7 @@ def main() -> None:
         ours = reference_step(plain_lrn(model), device)
         runs[f"{args.model} plain"] = lambda: ours(ox, oy)
     else:
-        fast = fastpath.FastPath(device=str(device), precision=args.precision)
+        fast = runtime.FastPath(device=str(device), precision=args.precision)
         train = train_step(model, fast)  # the step alexnet train runs
         runs[f"{args.model} fast path {args.precision}"] = lambda: train(ox, oy)
 

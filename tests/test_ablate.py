@@ -5,11 +5,11 @@ import json
 import pytest
 from PIL import Image
 
-from alexnet import ablate
-from alexnet.ablate import AblationOptions, plan, run_all, time_to_target
 from alexnet.cli import main
 from alexnet.errors import AlexNetError
-from alexnet.train import RunOptions, StopAfter, train
+from alexnet.tools import ablate
+from alexnet.tools.ablate import AblationOptions, plan, run_all, time_to_target
+from alexnet.training.loop import RunOptions, StopAfter, train
 
 TINY = ["model.options.width=0.25", "max_steps=3"]
 
@@ -44,7 +44,7 @@ def test_time_to_target_counts_epochs_and_seconds():
 def test_paired_interval_is_students_t_over_the_seed_differences():
     from scipy import stats
 
-    from alexnet.ablate.table import paired, tail_change, verdict
+    from alexnet.tools.ablate.table import paired, tail_change, verdict
 
     base, other = {0: 0.10, 1: 0.20, 2: 0.30, 3: 0.12}, {0: 0.20, 1: 0.28, 2: 0.40, 3: 0.20, 9: 0.9}  # seed 9: unpaired
     diff = paired(base, other)
@@ -60,7 +60,7 @@ def test_paired_interval_is_students_t_over_the_seed_differences():
 
 def test_relu_tanh_table_pairs_the_epochs_to_the_target_by_seed(tmp_path):
     """Fig. 1's race in the table: epochs until 25 % training error per seed, and their paired Δ."""
-    from alexnet.ablate.table import tabulate
+    from alexnet.tools.ablate.table import tabulate
 
     opts = options(tmp_path, "relu-tanh", seeds=3)
     runs = plan(opts)

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from alexnet import bench
 from alexnet.cli import main
+from alexnet.tools import bench
 
 STEP_KEYS = {"part", "label", "impl", "model", "precision", "channels_last", "batch_size", "images_per_s", "ms",
              "times_s", "median_s", "peak_memory_mb", "ratio"}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import fastpath, models
+from alexnet import models, runtime
 from alexnet.data import ImageSet, iter_batches, open_dataset
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.models.layers import local_response_norm
@@ -43,9 +43,9 @@ def test_cuda_fast_step_losses_follow_the_cpu(precision):
     def losses(device: str, precision: str) -> list[float]:
         torch.manual_seed(0)
         model = models.create("alexnet", num_classes=10)
-        fast = fastpath.FastPath(device=device, precision=precision)
-        model = fastpath.prepare_model(model, fast)
-        step = fastpath.TrainStep(model, fastpath.sgd(model.parameters(), fast, lr=0.01), fast)
+        fast = runtime.FastPath(device=device, precision=precision)
+        model = runtime.prepare_model(model, fast)
+        step = runtime.TrainStep(model, runtime.sgd(model.parameters(), fast, lr=0.01), fast)
         g = torch.Generator().manual_seed(1)
         x, y = torch.randn(8, 3, 227, 227, generator=g), torch.randint(0, 10, (8,), generator=g)
         return [float(step(x.to(device), y.to(device))) for _ in range(3)]
@@ -82,7 +82,7 @@ def test_cuda_batches_arrive_equal_and_on_the_device():
 
 @cuda
 def test_cuda_nvjpeg_decodes_a_jpeg_store_as_libjpeg_turbo_does(tmp_path):
-    from alexnet.bench.photos import make_photo_folder
+    from alexnet.tools.bench.photos import make_photo_folder
 
     photos, store = make_photo_folder(tmp_path / "photos", 24), tmp_path / "jpeg"
     prepare(PrepareConfig(source=str(photos.parent), out=str(store), size=64, workers=0, progress=False, encoding="jpeg"))

@@ -10,12 +10,12 @@ import torch
 from test_data_sources import _cifar_folder
 
 from alexnet import models
-from alexnet.ablate import AblationOptions, check_models, plan
-from alexnet.config import resolve
 from alexnet.data.sources import open_dataset
 from alexnet.data.transforms import pipeline
 from alexnet.models.cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_extra, ceil_output_size
 from alexnet.models.layers import LocalResponseNorm
+from alexnet.tools.ablate import AblationOptions, check_models, plan
+from alexnet.training.config import resolve
 
 
 def same_map_reference(x: torch.Tensor, size: int, scale: float, power: float, min_div: float) -> torch.Tensor:

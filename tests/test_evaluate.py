@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from alexnet import checkpoint, cli, evaluate, models, visualize
+from alexnet import checkpoint, cli, models
 from alexnet.data.imageset import ImageSet
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.errors import AlexNetError
+from alexnet.inference import evaluate
+from alexnet.reporting import figures as visualize
 
 CLASSES = [f"c{i}" for i in range(6)]
 

@@ -15,15 +15,15 @@ from alexnet import checkpoint, models
 from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
 from alexnet.data.transforms import Pipeline
 from alexnet.errors import AlexNetError
-from alexnet.explore import activations, neighbours, why
-from alexnet.runs import RunFolder
+from alexnet.tools.explore import activations, neighbours, why
+from alexnet.training.run_folder import RunFolder
 
 pytest.importorskip("starlette", reason="the [explore] extra (starlette) is not installed")
 pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
 from starlette.testclient import TestClient
 
-from alexnet.explore.app import create_app
-from alexnet.explore.session import ExploreConfig, ImageRef, Session
+from alexnet.tools.explore.app import create_app
+from alexnet.tools.explore.session import ExploreConfig, ImageRef, Session
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -99,7 +99,7 @@ def write_features(folder, name, codes, split, layer="features"):
 
 
 def test_feature_bank_as_alexnet_features_writes_it(tmp_path, digits_checkpoint):
-    from alexnet.visualize import fc7_codes
+    from alexnet.reporting.figures import fc7_codes
 
     test = open_dataset("digits").splits["test"]
     session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=5))
@@ -319,7 +319,7 @@ def test_gate_runs_one_call_at_a_time_and_counts_the_queue():
     import threading
     import time
 
-    from alexnet.explore.app import Gate
+    from alexnet.tools.explore.app import Gate
 
     gate, inside, overlaps, seen_waiting = Gate(), [], [], []
 
@@ -412,7 +412,7 @@ def test_decode_bytes_is_decode_image(tmp_path):
 
 
 def test_loopback_app_refuses_other_host_headers(digits_checkpoint):
-    from alexnet.explore.app import LOOPBACK_HOSTS
+    from alexnet.tools.explore.app import LOOPBACK_HOSTS
 
     session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10))
     app = create_app(session, LOOPBACK_HOSTS)

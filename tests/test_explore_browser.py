@@ -24,7 +24,7 @@ from PIL import Image
 
 from alexnet import checkpoint, models
 from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
-from alexnet.runs import RunFolder
+from alexnet.training.run_folder import RunFolder
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",

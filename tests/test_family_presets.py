@@ -9,12 +9,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet import checkpoint, models
-from alexnet.ablate import AblationOptions, plan, run_all
-from alexnet.config import preset_names, resolve
 from alexnet.data.transforms import pipeline
 from alexnet.models.base import classification_loss
 from alexnet.models.googlenet import AUX_LOSS_WEIGHT, GoogLeNetOutputs
-from alexnet.train import RunOptions, train
+from alexnet.tools.ablate import AblationOptions, plan, run_all
+from alexnet.training.config import preset_names, resolve
+from alexnet.training.loop import RunOptions, train
 
 # preset -> the registered model it trains
 FAMILY = {"lenet": "lenet", "vgg": "vgg11_d2l", "nin": "nin_d2l", "googlenet": "googlenet_d2l", "alexnet_bn": "alexnet_small"}

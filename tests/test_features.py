@@ -14,7 +14,7 @@ from alexnet import checkpoint, cli
 from alexnet.data.images import decode_image
 from alexnet.data.transforms import Preprocess, downsample
 from alexnet.errors import AlexNetError
-from alexnet.features import FeatureConfig, FeaturePaths, LayerReader, extract, layer_names, open_features, resolve_layer
+from alexnet.inference.features import FeatureConfig, FeaturePaths, LayerReader, extract, layer_names, open_features, resolve_layer
 
 CLASSES = ["cat", "dog", "eel"]
 
@@ -148,16 +148,16 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
 def test_the_models_threads_are_the_users_choice_and_restored(tmp_path, ckpt_path, monkeypatch):
     import torch
 
-    from alexnet import fastpath
+    from alexnet import runtime
 
     seen = []
-    run = fastpath.intra_op_threads
+    run = runtime.intra_op_threads
 
     def recording(threads):
         seen.append(threads)
         return run(threads)
 
-    monkeypatch.setattr(fastpath, "intra_op_threads", recording)
+    monkeypatch.setattr(runtime, "intra_op_threads", recording)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

@@ -1,4 +1,4 @@
-"""Fine-tuning: ``alexnet train --init CHECKPOINT [--freeze WHAT]`` (alexnet.finetune).
+"""Fine-tuning: ``alexnet train --init CHECKPOINT [--freeze WHAT]`` (alexnet.training.finetune).
 
 The evidence is measured on real data: alexnet_small pretrained on the digits 0–4, then trained on the
 digits 5–9 with its features frozen, against the same budget from scratch; and torchvision-format
@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 
 from alexnet import checkpoint, cli
-from alexnet.bench.photos import make_photo_folder
-from alexnet.config import resolve
 from alexnet.data import open_dataset
 from alexnet.errors import AlexNetError
-from alexnet.train import RunOptions, StopAfter, train
+from alexnet.tools.bench.photos import make_photo_folder
+from alexnet.training.config import resolve
+from alexnet.training.loop import RunOptions, StopAfter, train
 
 
 def digits_folder(root, classes, train_every=1):

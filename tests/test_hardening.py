@@ -19,12 +19,12 @@ from PIL import Image
 
 from alexnet import atomic, checkpoint, cli, models
 from alexnet.cli.train import print_epoch
-from alexnet.config import resolve
 from alexnet.data import iter_batches, open_dataset
 from alexnet.data.cifar import SafeUnpickler
 from alexnet.errors import AlexNetError
-from alexnet.runs import RunFolder, RunLock
-from alexnet.train import Callback, RunOptions, StopAfter, TrainingInterrupted, train
+from alexnet.training.config import resolve
+from alexnet.training.loop import Callback, RunOptions, StopAfter, TrainingInterrupted, train
+from alexnet.training.run_folder import RunFolder, RunLock
 
 TINY = ["model.options.width=0.25", "data.workers=0"]
 
@@ -138,7 +138,7 @@ def test_a_line_break_in_a_file_name_is_refused(tmp_path):
 
 
 def test_ten_views_of_a_model_trained_without_reflections_warn(tmp_path, caplog):
-    from alexnet.evaluate import EvalConfig, evaluate_checkpoints
+    from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 
     out = tmp_path / "run"
     train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False))
@@ -411,7 +411,7 @@ def test_a_bad_val_image_found_after_an_epoch_keeps_the_epochs_training(tmp_path
 def test_the_process_group_timeout_comes_from_the_environment(monkeypatch):
     from datetime import timedelta
 
-    from alexnet import distributed
+    from alexnet.training import distributed
 
     monkeypatch.delenv("ALEXNET_DIST_TIMEOUT", raising=False)
     assert distributed.timeout() == timedelta(minutes=10)
@@ -426,7 +426,7 @@ def test_the_process_group_timeout_comes_from_the_environment(monkeypatch):
 def test_one_agents_workers_key_their_process_group_by_the_restart_round(monkeypatch):
     import torch.distributed as dist
 
-    from alexnet import distributed
+    from alexnet.training import distributed
 
     server = dist.TCPStore("127.0.0.1", 0, 1, is_master=True, wait_for_workers=False)
     env = {"TORCHELASTIC_USE_AGENT_STORE": "True", "GROUP_WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
@@ -450,7 +450,7 @@ def test_one_agents_workers_key_their_process_group_by_the_restart_round(monkeyp
 def test_torchrun_restarts_a_killed_rank_and_the_run_resumes_by_itself(tmp_path, cli_env):
     """torchrun --max-restarts 1: SIGKILL one of two CPU workers after the first checkpoint; torchrun
     starts both again with the same command, which resumes from last.pt and finishes the run in that
-    one restart. Without the per-round store prefix (alexnet.distributed.round_store) the restarted
+    one restart. Without the per-round store prefix (alexnet.training.distributed.round_store) the restarted
     workers could read the previous round's gloo addresses from torchrun's shared store and fail
     ("Connection refused", then more rounds) or hang in Pair::connect: 2 and 3 restarts in three
     runs here, where --max-restarts 1 allows one."""
@@ -461,7 +461,7 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_resumes_by_itself(tmp_path,
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "--max-restarts", "1",
            "-m", "alexnet", "train", "--preset", "digits", "--epochs", "2", "--device", "cpu",
            "--quiet", "--checkpoint-every", "3", "--out", str(out), *[a for s in TINY for a in ("--set", s)]]
-    # a round whose gloo connection hung would fail after 30 s, not the default 10 minutes (alexnet.distributed)
+    # a round whose gloo connection hung would fail after 30 s, not the default 10 minutes (alexnet.training.distributed)
     proc = subprocess.Popen(cmd, env=dict(cli_env, OMP_NUM_THREADS="1", ALEXNET_DIST_TIMEOUT="30"), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300

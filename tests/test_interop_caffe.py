@@ -8,7 +8,7 @@ import torch
 
 from alexnet import checkpoint, cli, models
 from alexnet.errors import AlexNetError
-from alexnet.interop import caffe
+from alexnet.tools.interop import caffe
 
 
 # -- the writer ---------------------------------------------------------------------------------

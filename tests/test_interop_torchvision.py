@@ -7,10 +7,11 @@ import torchvision
 from PIL import Image
 from torchvision import transforms as T
 
-from alexnet import checkpoint, cli, evaluate
+from alexnet import checkpoint, cli
 from alexnet.errors import AlexNetError
-from alexnet.interop.imagenet import imagenet_classes
-from alexnet.interop.torchvision import import_torchvision
+from alexnet.inference import evaluate
+from alexnet.tools.interop.imagenet import imagenet_classes
+from alexnet.tools.interop.torchvision import import_torchvision
 
 skdata = pytest.importorskip("skimage.data")
 

@@ -7,8 +7,8 @@ import torch
 import torchvision
 
 from alexnet import models
-from alexnet.interop.torchvision import from_torchvision, to_torchvision
 from alexnet.models import LocalResponseNorm
+from alexnet.tools.interop.torchvision import from_torchvision, to_torchvision
 
 PARAMS = {
     "alexnet": 60_965_224,  # reference §1, bvlc_alexnet and CaffeNet too

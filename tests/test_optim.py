@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from alexnet.config import resolve
-from alexnet.optim import Schedule, dexp, make_optimizer, set_lr
+from alexnet.training.config import resolve
+from alexnet.training.optim import Schedule, dexp, make_optimizer, set_lr
 
 
 class Fixed:
@@ -80,7 +80,7 @@ def test_cuda_convnet_layer_params_become_per_layer_weight_decay():
     """layer-params-conv-local-11pct.cfg's wc per layer: conv1/conv2 0, local3/local4 0.004, fc10 0.01;
     biases get no decay and lr ×2 (epsB = 2·epsW), whatever the layer."""
     from alexnet import models
-    from alexnet.optim import param_groups
+    from alexnet.training.optim import param_groups
 
     config = resolve("cifar_conv_local", {"data.spec": "digits"}, [])
     model = models.create("cifar_conv_local", num_classes=10)
@@ -99,7 +99,7 @@ def test_cuda_convnet_layer_params_become_per_layer_weight_decay():
 def test_layer_settings_match_nested_modules_and_refuse_unknown_names():
     from alexnet import models
     from alexnet.errors import AlexNetError
-    from alexnet.optim import layer_settings
+    from alexnet.training.optim import layer_settings
 
     model = models.create("alexnet", num_classes=10)
     conv1 = [n for n in layer_settings(model, {"conv1": {"lr_mult": 0.5}})]

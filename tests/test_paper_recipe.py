@@ -15,10 +15,10 @@ import math
 import torch
 
 from alexnet import models
-from alexnet.config import resolve
-from alexnet.fastpath import precision_supported
 from alexnet.models.layers import PaperDropout
-from alexnet.train import RunOptions, train
+from alexnet.runtime import precision_supported
+from alexnet.training.config import resolve
+from alexnet.training.loop import RunOptions, train
 
 EPOCHS = 8  # 9 steps each at batch 128: the loss leaves ln 10 at step 35–45 (docs/TRAINING.md)
 

@@ -5,10 +5,10 @@ import copy
 import pytest
 import torch
 
-from alexnet import fastpath, models
-from alexnet.bench.step import plain_lrn, train_step
+from alexnet import models, runtime
 from alexnet.errors import AlexNetError
 from alexnet.models.layers import PlainLocalResponseNorm
+from alexnet.tools.bench.step import plain_lrn, train_step
 
 
 def small_net():
@@ -30,9 +30,9 @@ def train(model, fast, steps=2):
 
 def test_fast_fp32_step_equals_the_plain_step():
     """Plain: NCHW, the plain LRN formula, a for-loop SGD. Fast: channels_last, fused LRN, fused SGD."""
-    plain_model, plain_losses = train(plain_lrn(small_net()), fastpath.FastPath(channels_last=False, fused_optimizer=False, tune_allocator=False))
+    plain_model, plain_losses = train(plain_lrn(small_net()), runtime.FastPath(channels_last=False, fused_optimizer=False, tune_allocator=False))
     assert any(isinstance(m, PlainLocalResponseNorm) for m in plain_model.modules())
-    fast_model, fast_losses = train(small_net(), fastpath.FastPath(channels_last=True, fused_optimizer=True))
+    fast_model, fast_losses = train(small_net(), runtime.FastPath(channels_last=True, fused_optimizer=True))
     assert fast_model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
     assert fast_model.conv2.weight.shape == (128, 32, 5, 5)  # the two towers stay one grouped conv
     assert fast_losses == pytest.approx(plain_losses, rel=1e-4)
@@ -42,8 +42,8 @@ def test_fast_fp32_step_equals_the_plain_step():
 
 @pytest.mark.parametrize("precision", ["bf16"])
 def test_autocast_step_within_its_tolerance(precision):
-    _, exact = train(small_net(), fastpath.FastPath(), steps=1)
-    _, low = train(small_net(), fastpath.FastPath(precision=precision), steps=1)
+    _, exact = train(small_net(), runtime.FastPath(), steps=1)
+    _, low = train(small_net(), runtime.FastPath(precision=precision), steps=1)
     assert low == pytest.approx(exact, rel=3e-2)
 
 
@@ -52,26 +52,26 @@ def test_predict_in_channels_last_and_bf16_matches_fp32():
     x, _ = batch()
     with torch.no_grad():
         expected = model(x)
-    fast = fastpath.FastPath(channels_last=True)
-    torch.testing.assert_close(fastpath.predict(copy.deepcopy(model).to(memory_format=torch.channels_last), x, fast), expected,
+    fast = runtime.FastPath(channels_last=True)
+    torch.testing.assert_close(runtime.predict(copy.deepcopy(model).to(memory_format=torch.channels_last), x, fast), expected,
                                rtol=1e-4, atol=1e-4)
-    low = fastpath.predict(model, x, fastpath.FastPath(precision="bf16"))
+    low = runtime.predict(model, x, runtime.FastPath(precision="bf16"))
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, expected, rtol=5e-2, atol=5e-2)
 
 
 def test_devices_and_precisions_are_checked():
-    assert fastpath.resolve_device("cpu").type == "cpu"
-    assert fastpath.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    assert runtime.resolve_device("cpu").type == "cpu"
+    assert runtime.resolve_device("auto").type in ("cpu", "cuda", "mps")
     if not torch.cuda.is_available():
         with pytest.raises(AlexNetError, match="CUDA is not available"):
-            fastpath.resolve_device("cuda")
+            runtime.resolve_device("cuda")
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        fastpath.FastPath(precision="fp8")
-    assert fastpath.precision_supported(torch.device("cpu"), "fp32")
+        runtime.FastPath(precision="fp8")
+    assert runtime.precision_supported(torch.device("cpu"), "fp32")
 
 
 def test_allocator_tuning_is_idempotent():
-    first = fastpath.tune_cpu_allocator()
-    assert isinstance(first, bool) and fastpath.tune_cpu_allocator() == first
+    first = runtime.tune_cpu_allocator()
+    assert isinstance(first, bool) and runtime.tune_cpu_allocator() == first
 

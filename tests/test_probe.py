@@ -14,8 +14,8 @@ from alexnet.data import open_dataset
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.errors import AlexNetError
-from alexnet.features import FeatureConfig, extract
-from alexnet.probe import ProbeConfig, run_probes
+from alexnet.inference.features import FeatureConfig, extract
+from alexnet.inference.probe import ProbeConfig, run_probes
 
 OPTIONS = {"in_channels": 1, "input_size": 24, "width": 0.5}
 EPOCHS = 5

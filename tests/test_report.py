@@ -8,11 +8,11 @@ import re
 import pytest
 from PIL import Image
 
-from alexnet import visualize
 from alexnet.cli import main
-from alexnet.config import resolve
-from alexnet.report import render, write_report
-from alexnet.train import RunOptions, train
+from alexnet.reporting import figures as visualize
+from alexnet.reporting.html_report import render, write_report
+from alexnet.training.config import resolve
+from alexnet.training.loop import RunOptions, train
 
 TINY = ["model.options.width=0.25", "max_steps=3"]
 RUN_PLOTTED: dict = {}  # run folder -> the (probabilities, labels) its training run plotted as the confusion matrix

@@ -6,8 +6,8 @@ import torch
 import torchvision
 
 from alexnet import models
-from alexnet.config import resolve
 from alexnet.data.transforms import pipeline
+from alexnet.training.config import resolve
 
 TORCHVISION = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032, "densenet121": 7_978_856}
 

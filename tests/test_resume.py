@@ -14,13 +14,13 @@ import pytest
 import torch
 
 from alexnet import checkpoint, cli
-from alexnet import step as steps
-from alexnet.bench.step import train_step
-from alexnet.config import resolve
-from alexnet.distributed import World
-from alexnet.fastpath import FastPath
-from alexnet.runs import RunFolder
-from alexnet.train import RunOptions, StopAfter, setup, train
+from alexnet.runtime import FastPath
+from alexnet.tools.bench.step import train_step
+from alexnet.training import step as steps
+from alexnet.training.config import resolve
+from alexnet.training.distributed import World
+from alexnet.training.loop import RunOptions, StopAfter, setup, train
+from alexnet.training.run_folder import RunFolder
 
 # A quarter-width alexnet_small on the embedded digits, 3 epochs (the preset says 10): seconds an epoch.
 FLAGS = {"epochs": 3, "device": "cpu", "checkpoint_every": 10}

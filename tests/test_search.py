@@ -13,8 +13,8 @@ from alexnet.data import open_dataset
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, downsample, pipeline
 from alexnet.errors import AlexNetError
-from alexnet.features import FeatureConfig, extract
-from alexnet.search import exact_search, faiss_search, search
+from alexnet.inference.features import FeatureConfig, extract
+from alexnet.inference.search import exact_search, faiss_search, search
 
 
 def brute_force(bank, queries, k, metric):

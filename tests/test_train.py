@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from alexnet import checkpoint
-from alexnet.config import preset_names, resolve
 from alexnet.errors import AlexNetError
-from alexnet.optim import Schedule
-from alexnet.train import RunOptions, StopAfter, TrainingDiverged, train
+from alexnet.training.config import preset_names, resolve
+from alexnet.training.loop import RunOptions, StopAfter, TrainingDiverged, train
+from alexnet.training.optim import Schedule
 
 # A quarter-width alexnet_small on the embedded digits: seconds per epoch on the CPU.
 TINY = ["model.options.width=0.25", "data.workers=0"]
@@ -190,7 +190,7 @@ def test_distributed_two_processes(tmp_path, cli_env):
     line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
     assert line["step"] == 1259 // (2 * 64)  # each rank took half of every epoch
     from alexnet.data import open_dataset
-    from alexnet.evaluate import EvalConfig, evaluate_checkpoints
+    from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 
     single = evaluate_checkpoints([out / "checkpoints" / "last.pt"], open_dataset("digits").splits["test"], EvalConfig())
     # alexnet eval's figure, but for an image or two that other batches and thread counts tip over (the counts above are exact)

@@ -5,9 +5,10 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import checkpoint, models, visualize
+from alexnet import checkpoint, models
 from alexnet.cli import main
 from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
+from alexnet.reporting import figures as visualize
 
 DIGITS = [str(d) for d in range(10)]
 

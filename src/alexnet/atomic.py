@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from .errors import AlexNetError
+from alexnet.errors import AlexNetError
 
 
 def _umask_mode() -> int:

@@ -13,9 +13,9 @@ import logging
 import os
 import sys
 
-from .. import __version__
-from ..errors import AlexNetError
-from . import ablate, bench, demo, evaluate, explore, features, info, interop, models, predict, prepare, probe, search, train, visualize
+from alexnet import __version__
+from alexnet.cli import ablate, bench, demo, evaluate, explore, features, info, interop, models, predict, prepare, probe, search, train, visualize
+from alexnet.errors import AlexNetError
 
 COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, ablate, bench,
             demo]  # = --help order

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from ..ablate import STUDIES, TARGET_ERROR
-from ..config import preset_names
+from alexnet.tools.ablate import STUDIES, TARGET_ERROR
+from alexnet.training.config import preset_names
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..ablate import AblationOptions, run_all
+    from alexnet.tools.ablate import AblationOptions, run_all
 
     if not 0 < args.target_error < 1:
         raise ValueError(f"--target-error {args.target_error} must be between 0 and 1")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
-from .. import bench, fastpath
-from ..atomic import write_json
+from alexnet import runtime
+from alexnet.atomic import write_json
+from alexnet.tools import bench
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "alexnet and alexnet_owt (torchvision's architecture) end to end in data)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="training batch for step and data (default: 128)")
     p.add_argument("--infer-batch", type=int, default=64, metavar="N", help="inference throughput batch (default: 64)")
-    p.add_argument("--precision", action="append", default=None, choices=fastpath.PRECISIONS,
+    p.add_argument("--precision", action="append", default=None, choices=runtime.PRECISIONS,
                    help="autocast precision of our runs (repeatable; default: fp32 and the best the device supports)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run ours in channels_last (NHWC) layout (default: on)")

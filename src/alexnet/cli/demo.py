@@ -26,14 +26,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..atomic import atomic_path
-    from ..config import resolve
-    from ..data import open_dataset
-    from ..evaluate import EvalConfig, classify_images, evaluate_checkpoints
-    from ..runs import RunFolder
-    from ..train import RunOptions, train
-    from .predict import format_prediction
-    from .train import print_epoch
+    from alexnet.atomic import atomic_path
+    from alexnet.cli.predict import format_prediction
+    from alexnet.cli.train import print_epoch
+    from alexnet.data import open_dataset
+    from alexnet.inference.evaluate import EvalConfig, classify_images, evaluate_checkpoints
+    from alexnet.training.config import resolve
+    from alexnet.training.loop import RunOptions, train
+    from alexnet.training.run_folder import RunFolder
 
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = resolve("digits", {"epochs": args.epochs, "device": args.device}, [])

@@ -6,10 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
-from ..device import resolve_device
-from ..errors import AlexNetError
-from ..evaluate import EvalConfig, evaluate_checkpoints
-from ..visualize import save_confusion_plot
+from alexnet.errors import AlexNetError
+from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
+from alexnet.reporting.figures import save_confusion_plot
+from alexnet.runtime import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +33,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import open_dataset
+    from alexnet.data import open_dataset
 
     plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
     if plot is not None and plot.exists() and not args.force:

@@ -8,7 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
-from ..errors import AlexNetError
+from alexnet.errors import AlexNetError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -71,14 +71,14 @@ def listen(host: str, port: int) -> socket.socket:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..explore import require_server
+    from alexnet.tools.explore import require_server
 
     require_server()
     import uvicorn
 
-    from ..device import resolve_device
-    from ..explore.app import LOOPBACK_HOSTS, create_app
-    from ..explore.session import ExploreConfig, Session
+    from alexnet.runtime import resolve_device
+    from alexnet.tools.explore.app import LOOPBACK_HOSTS, create_app
+    from alexnet.tools.explore.session import ExploreConfig, Session
 
     for flag, value in (("--bank-limit", args.bank_limit), ("--eval-limit", args.eval_limit)):
         if value < 0:

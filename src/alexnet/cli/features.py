@@ -6,9 +6,9 @@ import argparse
 import sys
 import time
 
-from .. import fastpath
-from ..device import resolve_device
-from ..features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
+from alexnet import runtime
+from alexnet.inference.features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
+from alexnet.runtime import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, metavar="OUT.npy", help="the features file; OUT.csv and OUT.json go beside it")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored precision (default float32)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")
-    p.add_argument("--precision", choices=fastpath.PRECISIONS, default="fp32",
+    p.add_argument("--precision", choices=runtime.PRECISIONS, default="fp32",
                    help="compute precision (default fp32; bf16 is faster on CPUs with AMX and GPUs, not bit-equal)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default: the first accelerator found)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
@@ -39,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def default_split(data: str) -> str:
-    from ..data import open_dataset
+    from alexnet.data import open_dataset
 
     splits = open_dataset(data).splits
     return next((s for s in ("train", "val", "test") if s in splits), "train")

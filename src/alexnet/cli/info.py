@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .. import checkpoint
+from alexnet import checkpoint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import argparse
 
-from .. import checkpoint
-from ..interop import caffe, export
+from alexnet import checkpoint
+from alexnet.tools.interop import caffe, export
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,14 +51,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _refuse_existing(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    from ..errors import AlexNetError
+    from alexnet.errors import AlexNetError
 
     if Path(args.out).exists() and not args.force:
         raise AlexNetError(f"{args.out} already exists; choose another path or pass --force")
 
 
 def run_torchvision(args: argparse.Namespace) -> int:
-    from ..interop.torchvision import import_torchvision
+    from alexnet.tools.interop.torchvision import import_torchvision
 
     _refuse_existing(args)
     ckpt = import_torchvision(args.file)

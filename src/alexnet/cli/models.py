@@ -8,8 +8,8 @@ import logging
 
 import torch
 
-from .. import models
-from ..models.summary import format_shape
+from alexnet import models
+from alexnet.models.summary import format_shape
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

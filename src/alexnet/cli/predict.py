@@ -6,8 +6,8 @@ import argparse
 import json
 import sys
 
-from ..device import resolve_device
-from ..evaluate import classify_images
+from alexnet.inference.evaluate import classify_images
+from alexnet.runtime import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..data.images import MAX_PIXELS
-from ..data.jpeg import DEFAULT_QUALITY, ENCODINGS
-from ..data.prepare import PrepareConfig, prepare
-from ..errors import AlexNetError
+from alexnet.data.images import MAX_PIXELS
+from alexnet.data.jpeg import DEFAULT_QUALITY, ENCODINGS
+from alexnet.data.prepare import PrepareConfig, prepare
+from alexnet.errors import AlexNetError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -6,7 +6,7 @@ import argparse
 import json
 from dataclasses import asdict
 
-from ..probe import METRICS, ProbeConfig, run_probes
+from alexnet.inference.probe import METRICS, ProbeConfig, run_probes
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..device import resolve_device
-from ..search import ENGINES, METRICS, search_images
+from alexnet.inference.search import ENGINES, METRICS, search_images
+from alexnet.runtime import resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from ..config import PRECISIONS, RESUMABLE, preset_names, resolve, resolve_from
-from ..errors import AlexNetError
-from ..runs import RunFolder
+from alexnet.errors import AlexNetError
+from alexnet.training.config import PRECISIONS, RESUMABLE, preset_names, resolve, resolve_from
+from alexnet.training.run_folder import RunFolder
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -93,7 +93,7 @@ def default_out(preset: str) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import RunOptions, train
+    from alexnet.training.loop import RunOptions, train
 
     restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun --max-restarts started us again
     if restarted and not args.resume and args.out is not None:
@@ -122,7 +122,7 @@ class Console:
     def on_start(self, session) -> None:
         if self.quiet:
             return
-        from ..finetune import table as finetune_table
+        from alexnet.training.finetune import table as finetune_table
 
         c = session.config
         print(f"alexnet train: preset {c.preset} → {session.folder.root}{' (resumed)' if self.resumed else ''}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..errors import AlexNetError
+from alexnet.errors import AlexNetError
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +70,7 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 def _loaded_split(args: argparse.Namespace):
-    from .. import visualize
+    from alexnet.reporting import figures as visualize
 
     loaded = visualize.load_checkpoint(args.checkpoint, args.device)
     splits = visualize.open_splits(loaded, args.data, str(args.checkpoint))
@@ -79,7 +79,7 @@ def _loaded_split(args: argparse.Namespace):
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from .. import visualize
+    from alexnet.reporting import figures as visualize
 
     out = _out(args)
     visualize.draw_filters(args.checkpoint, out)
@@ -88,7 +88,7 @@ def run_filters(args: argparse.Namespace) -> int:
 
 
 def run_neighbors(args: argparse.Namespace) -> int:
-    from .. import visualize
+    from alexnet.reporting import figures as visualize
 
     out = _out(args)
     if args.queries < 1 or args.neighbors < 1:
@@ -103,7 +103,7 @@ def run_neighbors(args: argparse.Namespace) -> int:
 
 
 def run_predictions(args: argparse.Namespace) -> int:
-    from .. import visualize
+    from alexnet.reporting import figures as visualize
 
     out = _out(args)
     if args.images < 1:
@@ -115,7 +115,7 @@ def run_predictions(args: argparse.Namespace) -> int:
 
 
 def run_confusion(args: argparse.Namespace) -> int:
-    from .. import visualize
+    from alexnet.reporting import figures as visualize
 
     out = _out(args)
     loaded, _, name, images = _loaded_split(args)
@@ -125,7 +125,7 @@ def run_confusion(args: argparse.Namespace) -> int:
 
 
 def run_curves(args: argparse.Namespace) -> int:
-    from .. import visualize
+    from alexnet.reporting import figures as visualize
 
     out = _out(args)
     visualize.plot_curves(visualize.read_history(args.run), out)
@@ -134,8 +134,8 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from ..report import write_report
-    from ..runs import RunFolder
+    from alexnet.reporting.html_report import write_report
+    from alexnet.training.run_folder import RunFolder
 
     page = RunFolder(args.run, write=False).report_html
     if page.exists() and not args.force:

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AlexNetError
-from .imageset import ImageSet
+from alexnet.data.imageset import ImageSet
+from alexnet.errors import AlexNetError
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .imageset import ImageSet
+from alexnet.data.imageset import ImageSet
 
 SEED = 0
 TEST_FRACTION = 0.2

@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .imageset import ImageSet
-from .loader import iter_batches
-from .stats import Stats, StatsAccumulator
-from .transforms import fit_images
+from alexnet.data.imageset import ImageSet
+from alexnet.data.loader import iter_batches
+from alexnet.data.stats import Stats, StatsAccumulator
+from alexnet.data.transforms import fit_images
 
 
 def prefit(images: ImageSet | None, size: int, channels: int) -> ImageSet | None:

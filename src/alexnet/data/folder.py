@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import AlexNetError
-from .images import decode_image, is_image_name
-from .imageset import ImageSet
+from alexnet.data.images import decode_image, is_image_name
+from alexnet.data.imageset import ImageSet
+from alexnet.errors import AlexNetError
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..errors import AlexNetError
+from alexnet.errors import AlexNetError
 
 log = logging.getLogger(__name__)
 

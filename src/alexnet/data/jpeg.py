@@ -45,8 +45,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_path
-from ..errors import AlexNetError
+from alexnet.atomic import atomic_path
+from alexnet.errors import AlexNetError
 
 ENCODINGS = ("raw", "jpeg")
 DEFAULT_QUALITY = 90  # FFCV's default: 15.0 kB a 256×256 photograph here (alexnet bench decode)

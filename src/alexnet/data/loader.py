@@ -26,10 +26,10 @@ from typing import NamedTuple, TypeVar
 import numpy as np
 import torch
 
-from ..errors import AlexNetError
-from .imageset import ImageSet
-from .jpeg import JpegRecords, decode_on_device
-from .transforms import downsample
+from alexnet.data.imageset import ImageSet
+from alexnet.data.jpeg import JpegRecords, decode_on_device
+from alexnet.data.transforms import downsample
+from alexnet.errors import AlexNetError
 
 
 def epoch_order(n: int, *, shuffle: bool, seed: int, epoch: int, rank: int = 0, world_size: int = 1,

@@ -48,16 +48,16 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from ..atomic import atomic_path, atomic_write
-from ..errors import AlexNetError
-from .images import MAX_PIXELS, BadImage, decode_image
-from .imageset import ImageSet
-from .jpeg import DEFAULT_QUALITY, ENCODINGS, RecordWriter, decode_pil, encode, index_file, records_file
-from .sources import Dataset, open_dataset
-from .stats import StatsAccumulator
-from .store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
-from .transforms import downsample
+from alexnet import __version__
+from alexnet.atomic import atomic_path, atomic_write
+from alexnet.data.images import MAX_PIXELS, BadImage, decode_image
+from alexnet.data.imageset import ImageSet
+from alexnet.data.jpeg import DEFAULT_QUALITY, ENCODINGS, RecordWriter, decode_pil, encode, index_file, records_file
+from alexnet.data.sources import Dataset, open_dataset
+from alexnet.data.stats import StatsAccumulator
+from alexnet.data.store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
+from alexnet.data.transforms import downsample
+from alexnet.errors import AlexNetError
 
 log = logging.getLogger(__name__)
 MAX_SIZE = 4096  # px: a store side beyond it is a typo (20000² × 3 bytes = 1.2 GB an image)

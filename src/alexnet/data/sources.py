@@ -17,14 +17,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import AlexNetError
-from .cifar import find_cifar10_folder, open_cifar10
-from .digits import open_digits
-from .folder import is_image_folder, open_image_folder
-from .idx import find_idx_folder, open_idx
-from .imageset import ImageSet
-from .stats import Stats
-from .store import is_store, open_store
+from alexnet.data.cifar import find_cifar10_folder, open_cifar10
+from alexnet.data.digits import open_digits
+from alexnet.data.folder import is_image_folder, open_image_folder
+from alexnet.data.idx import find_idx_folder, open_idx
+from alexnet.data.imageset import ImageSet
+from alexnet.data.stats import Stats
+from alexnet.data.store import is_store, open_store
+from alexnet.errors import AlexNetError
 
 DIGITS = "digits"
 

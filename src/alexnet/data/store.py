@@ -28,10 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import AlexNetError
-from .imageset import ImageSet
-from .jpeg import ENCODINGS, open_records
-from .stats import Stats
+from alexnet.data.imageset import ImageSet
+from alexnet.data.jpeg import ENCODINGS, open_records
+from alexnet.data.stats import Stats
+from alexnet.errors import AlexNetError
 
 MANIFEST = "manifest.json"
 FORMAT = "alexnet-packed-store"

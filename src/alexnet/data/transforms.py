@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .stats import Stats
+from alexnet.data.stats import Stats
 
 NORMALIZATIONS = ("mean_image", "channel", "unit")
 

@@ -13,20 +13,20 @@ each with its d2l.ai Fashion-MNIST form (``*_d2l``); and cuda-convnet's CIFAR-10
 
 # The registry lists models in the order they register: AlexNet's variants, then the family by date.
 # isort: off
-from . import zoo as _zoo  # noqa: F401
-from . import lenet as _lenet  # noqa: F401
-from . import vgg as _vgg  # noqa: F401
-from . import nin as _nin  # noqa: F401
-from . import googlenet as _googlenet  # noqa: F401
-from . import resnet as _resnet  # noqa: F401
-from . import densenet as _densenet  # noqa: F401
-from . import cudaconvnet as _cudaconvnet  # noqa: F401  (cuda-convnet's CIFAR-10 nets of §3)
+from alexnet.models import zoo as _zoo  # noqa: F401
+from alexnet.models import lenet as _lenet  # noqa: F401
+from alexnet.models import vgg as _vgg  # noqa: F401
+from alexnet.models import nin as _nin  # noqa: F401
+from alexnet.models import googlenet as _googlenet  # noqa: F401
+from alexnet.models import resnet as _resnet  # noqa: F401
+from alexnet.models import densenet as _densenet  # noqa: F401
+from alexnet.models import cudaconvnet as _cudaconvnet  # noqa: F401  (cuda-convnet's CIFAR-10 nets of §3)
 # isort: on
-from .alexnet import AlexNet, AlexNetConfig, Conv, ablate
-from .layers import LocalResponseNorm, initialise, paper_init
-from .registry import check_options, create, entry, names, register
-from .summary import Summary, summarize
-from .towers import TwoTowerAlexNet
+from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, ablate
+from alexnet.models.layers import LocalResponseNorm, initialise, paper_init
+from alexnet.models.registry import check_options, create, entry, names, register
+from alexnet.models.summary import Summary, summarize
+from alexnet.models.towers import TwoTowerAlexNet
 
 __all__ = [
     "AlexNet", "AlexNetConfig", "Conv", "LocalResponseNorm", "Summary", "TwoTowerAlexNet",

@@ -40,9 +40,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
-from .cudaconvnet_layers import SameMapResponseNorm, ceil_extra, ceil_output_size
-from .layers import DROPOUT_SCALINGS, INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, dropout_layer, initialise
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.cudaconvnet_layers import SameMapResponseNorm, ceil_extra, ceil_output_size
+from alexnet.models.layers import DROPOUT_SCALINGS, INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, dropout_layer, initialise
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 NORM_POSITIONS = ("after_relu", "before_relu", "after_pool")

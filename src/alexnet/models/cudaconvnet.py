@@ -32,10 +32,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
-from .cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_output_size
-from .layers import LocalResponseNorm
-from .registry import register
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_output_size
+from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.registry import register
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 

@@ -27,8 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import ConfiguredNet
-from .registry import register
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.registry import register
 
 DENSENET_FORMS = ("torchvision", "d2l")
 

@@ -37,9 +37,9 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from .base import ConfiguredNet, classification_loss
-from .layers import LocalResponseNorm
-from .registry import register
+from alexnet.models.base import ConfiguredNet, classification_loss
+from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.registry import register
 
 AUX_LOSS_WEIGHT = 0.3  # §5: the auxiliary losses' weight in the total training loss
 

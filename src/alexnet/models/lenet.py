@@ -41,9 +41,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
-from .layers import conv_output_size
-from .registry import register
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.layers import conv_output_size
+from alexnet.models.registry import register
 
 
 class ScaledTanh(nn.Module):

@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
-from .registry import register
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.registry import register
 
 
 @dataclass(frozen=True)

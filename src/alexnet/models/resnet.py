@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
-from .registry import register
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.registry import register
 
 RESNET_STAGES = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 WIDTHS = (64, 128, 256, 512)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
-from .cudaconvnet_layers import LocallyConnected2d
+from alexnet.models.cudaconvnet_layers import LocallyConnected2d
 
 
 @dataclass(frozen=True)

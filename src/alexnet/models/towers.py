@@ -18,9 +18,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from .alexnet import AlexNet
-from .base import ConfiguredNet
-from .layers import LocalResponseNorm
+from alexnet.models.alexnet import AlexNet
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.layers import LocalResponseNorm
 
 
 def _split_layer(layer: nn.Module, tower: int, grouped: bool) -> nn.Module:

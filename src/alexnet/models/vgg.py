@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .base import ConfiguredNet
-from .registry import register
+from alexnet.models.base import ConfiguredNet
+from alexnet.models.registry import register
 
 # Table 1: (convolutions, width) for each of the five blocks
 VGG_BLOCKS = {

@@ -24,9 +24,9 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .alexnet import AlexNet, AlexNetConfig, Conv, ablate
-from .registry import register
-from .towers import TwoTowerAlexNet
+from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, ablate
+from alexnet.models.registry import register
+from alexnet.models.towers import TwoTowerAlexNet
 
 
 def _paper_design(

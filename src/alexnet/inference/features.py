@@ -1,0 +1,433 @@
+"""Image descriptors: one row per image of a layer's activations, streamed to a memory-mappable ``.npy``.
+
+§6.1 of the paper: "If two images produce feature activation vectors with a small Euclidean
+separation, we can say that the higher levels of the neural network consider them to be similar" —
+the 4096-d code of the last hidden layer (fc7). DeCAF (Donahue et al. 2014) and "CNN features
+off-the-shelf" (Razavian et al. 2014) made that code the standard image descriptor for linear
+classifiers and retrieval; :mod:`alexnet.inference.probe` and :mod:`alexnet.inference.search` use what this module writes.
+
+Files, for ``--out NAME.npy``:
+
+* ``NAME.npy``: float32 (or float16) [N, D], row i = image i of the split in the split's order,
+  readable with ``np.load(path, mmap_mode="r")``;
+* ``NAME.csv``: the index, one line per row: ``row,path,label,class`` (``path`` is empty for data
+  sets that are not files: digits, CIFAR-10, IDX, a packed store without its origin paths);
+* ``NAME.json``: what made it: checkpoint (path, SHA-256), data, split, layer, dtype, shape, classes.
+
+Layers (``--layer``): ``features`` (the default) is the model's own ``forward_features``: fc7 after its
+ReLU for the AlexNet family and VGG, GoogLeNet's pooled 1024-d code. Any child module's name is a
+layer too (``pool5``, ``relu3``, ``norm2``…). ``convN`` and ``fcN`` name the *top* of that layer: the
+output after its ReLU and, for an FC layer, after the test-time dropout that follows it — the blob
+Caffe's in-place ReLU and dropout leave under the name ``fc7`` and what DeCAF calls fc6/fc7. So
+``fc7`` is ``forward_features`` exactly (including the paper's test-time ×(1 − p) of §4.2 on the
+models that use the paper's dropout scaling). A layer is read by a forward hook that stops the
+forward pass there (nothing above it is computed); the activations are flattened to one row.
+
+Preprocessing is the checkpoint's own evaluation view, the centre crop (``alexnet eval --views 1``).
+
+Bounded memory and resuming: rows go straight into ``NAME.partial.npy`` (``numpy.lib.format.open_memmap``);
+after every batch the rows are flushed and ``NAME.partial.json`` records how many are done. A run
+started again with the same checkpoint, data, split, layer and dtype continues from there, with the
+batch size of the first run (the same batches, so bit-identical rows), and the finished files take their
+names by ``os.replace`` (the ``.npy`` is written in place, so it cannot go through
+:func:`alexnet.atomic.atomic_path`, which would throw the partial file away on an interruption; the index
+and the record do). Existing outputs are refused without ``overwrite`` (``--force``).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import logging
+import os
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.lib.format import open_memmap
+from torch import nn
+
+from alexnet import runtime
+from alexnet.atomic import atomic_write, write_json
+from alexnet.data import open_dataset
+from alexnet.data.imageset import ImageSet
+from alexnet.data.loader import iter_batches
+from alexnet.data.sources import DIGITS
+from alexnet.errors import AlexNetError
+from alexnet.inference.evaluate import load_for_inference
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LAYER = "features"
+DTYPES = ("float32", "float16")
+INDEX_COLUMNS = ("row", "path", "label", "class")
+
+
+# -- layers -------------------------------------------------------------------------------------
+def _execution_order(model: nn.Module) -> list[str]:
+    """Child module names in the order the forward pass runs them (AlexNet keeps it; others register in it)."""
+    if hasattr(model, "conv_order") and hasattr(model, "fc_order"):
+        return [*model.conv_order, *model.fc_order, model.head_name]
+    return [name for name, _ in model.named_children()]
+
+
+def layer_names(model: nn.Module) -> list[str]:
+    """The names ``--layer`` takes for ``model``: ``features``, then its child modules in forward order."""
+    return [DEFAULT_LAYER, *_execution_order(model)]
+
+
+def resolve_layer(model: nn.Module, layer: str) -> str | None:
+    """The module whose output is ``layer`` (None: ``forward_features``); see the module doc for ``convN``/``fcN``."""
+    if layer == DEFAULT_LAYER:
+        return None
+    modules = dict(model.named_modules())
+    if layer not in modules or layer == "":
+        shown = layer_names(model)
+        raise AlexNetError(f"--layer {layer!r}: {getattr(model, 'name', type(model).__name__)} has no such layer; "
+                           f"valid: {', '.join(shown)}")
+    order = _execution_order(model)
+    if layer not in order or not isinstance(modules[layer], (nn.Conv2d, nn.Linear)):
+        return layer
+    top = layer
+    for name in order[order.index(layer) + 1:]:  # the ReLU and dropout that sit on top of it
+        if not isinstance(modules[name], (nn.ReLU, nn.Tanh, nn.Dropout)) and not name.startswith(("relu", "drop")):
+            break
+        top = name
+    last_hidden = getattr(model, "fc_order", [None])[-1]
+    return None if top == last_hidden else top  # fc7 of an AlexNet is forward_features itself
+
+
+class _Reached(Exception):
+    """Raised by the hook to stop the forward pass at the layer that was read."""
+
+
+class LayerReader:
+    """``reader(x)`` → the activations of ``layer`` for input x, flattened to [B, D] (fp32 on x's device)."""
+
+    def __init__(self, model: nn.Module, layer: str) -> None:
+        self.model, self.layer = model, layer
+        self.module_name = resolve_layer(model, layer)
+        self._out: torch.Tensor | None = None
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.module_name is None:
+            return self.model.forward_features(x).float().flatten(1)
+        module = self.model.get_submodule(self.module_name)
+
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            self._out = output.detach().float().flatten(1).clone()
+            raise _Reached
+
+        handle = module.register_forward_hook(hook)
+        try:
+            self.model(x)
+        except _Reached:
+            pass
+        finally:
+            handle.remove()
+        if self._out is None:
+            raise AlexNetError(f"--layer {self.layer!r}: module {self.module_name} is not run by the forward pass")
+        out, self._out = self._out, None
+        return out
+
+
+# -- configuration and files --------------------------------------------------------------------
+@dataclass(frozen=True)
+class FeatureConfig:
+    """How ``alexnet features`` runs."""
+
+    layer: str = DEFAULT_LAYER  # see the module doc
+    dtype: str = "float32"  # of the stored rows; "float16" halves the file
+    batch_size: int = 128
+    device: str = "cpu"
+    precision: str = "fp32"  # runtime.PRECISIONS: bf16 autocast is ~3× faster on a CPU with AMX, not bit-equal
+    channels_last: bool = True  # oneDNN's native layout: 3× the images/s of NCHW for alexnet_owt on this CPU
+    workers: int = 0  # decoding processes for image folders
+    threads: int = 0  # the model's intra-op threads (0: torch's default); runtime.intra_op_threads
+
+    def __post_init__(self) -> None:
+        if self.dtype not in DTYPES:
+            raise AlexNetError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.batch_size < 1:
+            raise AlexNetError(f"--batch-size {self.batch_size} must be at least 1")
+        if self.precision not in runtime.PRECISIONS:
+            raise AlexNetError(f"--precision {self.precision!r} is not one of {', '.join(runtime.PRECISIONS)}")
+        if self.workers < 0:
+            raise AlexNetError(f"--workers {self.workers} must be 0 or more")
+        if self.threads < 0:
+            raise AlexNetError(f"--threads {self.threads} must be 0 (torch's default) or more")
+
+
+@dataclass(frozen=True)
+class FeaturePaths:
+    """The files of one feature set, all beside ``array`` (``NAME.npy``)."""
+
+    array: Path
+
+    @classmethod
+    def of(cls, out: str | os.PathLike) -> FeaturePaths:
+        path = Path(out)
+        if path.suffix != ".npy":
+            raise AlexNetError(f"{out}: the features file must end in .npy (the index and record go beside it)")
+        return cls(path)
+
+    @property
+    def index(self) -> Path:
+        return self.array.with_suffix(".csv")
+
+    @property
+    def record(self) -> Path:
+        return self.array.with_suffix(".json")
+
+    @property
+    def partial(self) -> Path:
+        return self.array.with_suffix(".partial.npy")
+
+    @property
+    def progress(self) -> Path:
+        return self.array.with_suffix(".partial.json")
+
+    def finished(self) -> list[Path]:
+        return [p for p in (self.array, self.index, self.record) if p.exists()]
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def index_rows(images: ImageSet) -> list[tuple[int, str, int, str]]:
+    """(row, path or "", label, class name) per image, in the split's order."""
+    paths = images.paths if images.paths is not None else [""] * len(images)
+    return [(i, p, int(y), images.classes[int(y)]) for i, (p, y) in enumerate(zip(paths, images.labels))]
+
+
+def index_csv(images: ImageSet) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(INDEX_COLUMNS)
+    writer.writerows(index_rows(images))
+    return buffer.getvalue()
+
+
+# -- running ------------------------------------------------------------------------------------
+def load_model(checkpoint_path: str | os.PathLike, device: str):
+    """(checkpoint, model in eval mode, Preprocess): the one place this module loads a checkpoint."""
+    return load_for_inference(checkpoint_path, device)
+
+
+class Extractor:
+    """A checkpoint's model, its centre-crop preprocessing and a layer: uint8 [B, H, W, C] → float32 [B, D]."""
+
+    def __init__(self, checkpoint_path: str | os.PathLike, config: FeatureConfig) -> None:
+        self.config = config
+        self.ckpt, model, self.preprocess = load_model(checkpoint_path, config.device)
+        self.fast = runtime.FastPath(device=config.device, precision=config.precision, channels_last=config.channels_last)
+        self.model = runtime.prepare_model(model, self.fast)
+        self.reader = LayerReader(self.model, config.layer)
+
+    @property
+    def size(self) -> int:
+        """The side the loader down-samples images to (the checkpoint's resize, §2)."""
+        return self.preprocess.pipeline.resize
+
+    @torch.no_grad()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = runtime.to_input(self.preprocess.eval(images.to(self.config.device)), self.fast)
+        with runtime.autocast(torch.device(self.config.device), self.config.precision):
+            return self.reader(x).cpu()
+
+    def casting(self):
+        """An autocast context around many calls: the weights are cast to bf16/fp16 once in it, not at
+        every batch (autocast caches its casts of parameters until its outermost context exits; 57 M
+        weights of ``alexnet_owt`` cost ≈ 0.8 ms per image at batch 64 on two CPU cores)."""
+        return runtime.autocast(torch.device(self.config.device), self.config.precision)
+
+    def dim(self, channels: int) -> int:
+        """Columns of one row: run one blank image through."""
+        blank = torch.zeros(1, self.size, self.size, channels, dtype=torch.uint8)
+        return int(self(blank).shape[1])
+
+
+def _job(checkpoint_path: str | os.PathLike, sha: str, data: str, split: str, images: ImageSet, config: FeatureConfig,
+         dim: int, reads: str) -> dict[str, Any]:
+    """What a feature set is of (``reads``: the module read, or forward_features); a partial run continues
+    only when all of it is the same."""
+    return {
+        "checkpoint": str(checkpoint_path), "checkpoint_sha256": sha, "split": split,
+        "data": str(data) if str(data) == DIGITS else str(Path(data).expanduser().resolve()),
+        "layer": config.layer, "reads": reads, "dtype": config.dtype, "precision": config.precision, "rows": len(images), "dim": dim,
+    }
+
+
+def _same_job(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    keys = ("checkpoint_sha256", "data", "split", "reads", "dtype", "precision", "rows", "dim")
+    return [f"{k} {old.get(k)!r} → {new[k]!r}" for k in keys if old.get(k) != new[k]]
+
+
+def extract(
+    checkpoint_path: str | os.PathLike,
+    data: str,
+    split: str,
+    out: str | os.PathLike,
+    config: FeatureConfig,
+    *,
+    overwrite: bool = False,
+    on_batch: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Write the features of ``data``'s ``split`` to ``out`` (see the module doc); returns the record.
+
+    ``on_batch(done, total)`` is called after each batch is on disk (the CLI's progress bar).
+    """
+    paths = FeaturePaths.of(out)
+    if paths.finished() and not overwrite:
+        raise AlexNetError(f"{paths.finished()[0]} already exists; choose another --out or pass --force")
+    images = open_dataset(data).split(split)
+    if len(images) == 0:
+        raise AlexNetError(f"{data}: the {split!r} split has no images")
+    with ThreadPoolExecutor(1, thread_name_prefix="alexnet-sha256") as pool:  # hashlib lets go of the GIL: 0.3 s hidden
+        sha = pool.submit(file_sha256, checkpoint_path)
+        extractor = Extractor(checkpoint_path, config)
+        dim = extractor.dim(images.channels)
+        digest = sha.result()
+    reads = extractor.reader.module_name or "forward_features"
+    job = _job(checkpoint_path, digest, data, split, images, config, dim, reads)
+    done, batch_size = _resume_point(paths, job, config.batch_size, overwrite)
+    if done == 0:
+        paths.array.parent.mkdir(parents=True, exist_ok=True)
+        rows = open_memmap(paths.partial, mode="w+", dtype=config.dtype, shape=(len(images), dim))
+        write_json(paths.progress, {**job, "batch_size": batch_size, "done": 0})
+    else:
+        rows = open_memmap(paths.partial, mode="r+")
+        log.info("%s: resuming at row %d of %d", paths.partial, done, len(images))
+    batches = iter_batches(images, batch_size, size=extractor.size, device="cpu", workers=config.workers, start=done // batch_size)
+    with extractor.casting(), runtime.intra_op_threads(config.threads):
+        for start, x in _batches(batches, done, batch_size):
+            rows[start:start + len(x)] = extractor(x).numpy().astype(config.dtype, copy=False)
+            rows.flush()
+            done = start + len(x)
+            write_json(paths.progress, {**job, "batch_size": batch_size, "done": done})
+            if on_batch is not None:
+                on_batch(done, len(images))
+    del rows
+    return _finish(paths, job, images, extractor)
+
+
+def _batches(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], done: int, batch_size: int
+             ) -> Iterator[tuple[int, torch.Tensor]]:
+    """(first row, images) per batch. A file a DataLoader worker could not decode reaches us as a
+    RuntimeError holding the worker's traceback; it becomes the one line the worker raised."""
+    try:
+        for i, (x, _) in enumerate(batches):
+            yield done + i * batch_size, x
+    except RuntimeError as e:
+        found = re.search(r"BadImage: (.+?)\s*$", str(e))
+        if "Caught BadImage" not in str(e) or found is None:
+            raise
+        raise AlexNetError(f"{found.group(1)} (fix it and run the same command to continue, or remove it and rerun with --force)") from None
+
+
+def _resume_point(paths: FeaturePaths, job: dict[str, Any], batch_size: int, overwrite: bool) -> tuple[int, int]:
+    """(rows already done, batch size to use): 0 and ``batch_size`` for a fresh start."""
+    if not (paths.progress.is_file() and paths.partial.is_file()):
+        return 0, batch_size
+    try:
+        old = json.loads(paths.progress.read_text())
+        done, old_batch = int(old["done"]), int(old["batch_size"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise AlexNetError(f"{paths.progress}: unreadable progress record ({e}); pass --force to start again") from None
+    changed = _same_job(old, job)
+    if changed:
+        if overwrite:
+            log.warning("%s: a different unfinished run (%s); starting again (--force)", paths.progress, "; ".join(changed))
+            return 0, batch_size
+        raise AlexNetError(f"{paths.partial}: an unfinished run of other features is there ({'; '.join(changed)}); "
+                           "rerun it as it was, or pass --force to start again")
+    if old_batch != batch_size:
+        log.warning("resuming with the first run's --batch-size %d (not %d), so the rows are the same", old_batch, batch_size)
+    return done - done % old_batch, old_batch
+
+
+def _finish(paths: FeaturePaths, job: dict[str, Any], images: ImageSet, extractor: Extractor) -> dict[str, Any]:
+    with open(paths.partial, "rb+") as f:
+        os.fsync(f.fileno())
+    record = {
+        **job,
+        "shape": [job["rows"], job["dim"]],
+        "model": extractor.ckpt.model,
+        "input_size": extractor.ckpt.input_size,
+        "classes": list(images.classes),
+        "config": asdict(extractor.config),
+        "index": paths.index.name,
+    }
+    atomic_write(paths.index, index_csv(images))
+    os.replace(paths.partial, paths.array)
+    write_json(paths.record, record)
+    paths.progress.unlink(missing_ok=True)
+    return record
+
+
+# -- reading ------------------------------------------------------------------------------------
+@dataclass
+class FeatureSet:
+    """A finished feature set: rows (memory-mapped), labels, paths, and its record."""
+
+    path: Path
+    rows: np.ndarray  # [N, D], np.memmap
+    labels: np.ndarray  # int64 [N]
+    paths: list[str]  # "" where the images are not files
+    record: dict[str, Any]
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.record["classes"])
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def open_features(path: str | os.PathLike) -> FeatureSet:
+    """Read what :func:`extract` wrote, checking that the three files agree."""
+    paths = FeaturePaths.of(path)
+    if not paths.array.is_file():
+        hint = " (an unfinished run: rerun its alexnet features command)" if paths.partial.is_file() else ""
+        raise AlexNetError(f"{path}: no such features file{hint}")
+    for p in (paths.index, paths.record):
+        if not p.is_file():
+            raise AlexNetError(f"{path}: {p.name} is missing beside it (alexnet features writes NAME.npy, NAME.csv, NAME.json)")
+    try:
+        record = json.loads(paths.record.read_text())
+        rows = np.load(paths.array, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise AlexNetError(f"{path}: unreadable features ({e})") from None
+    if rows.ndim != 2 or list(rows.shape) != list(record.get("shape", [])):
+        raise AlexNetError(f"{path}: rows {list(rows.shape)} but {paths.record.name} says {record.get('shape')}")
+    labels, names = _read_index(paths.index, len(rows))
+    return FeatureSet(paths.array, rows, labels, names, record)
+
+
+def _read_index(path: Path, n: int) -> tuple[np.ndarray, list[str]]:
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or tuple(header) != INDEX_COLUMNS:
+            raise AlexNetError(f"{path}: not a features index (header {header}, expected {','.join(INDEX_COLUMNS)})")
+        entries = list(reader)
+    if len(entries) != n:
+        raise AlexNetError(f"{path}: {len(entries)} index lines for {n} rows")
+    try:
+        labels = np.array([int(e[2]) for e in entries], dtype=np.int64)
+    except (IndexError, ValueError) as e:
+        raise AlexNetError(f"{path}: bad index line ({e})") from None
+    return labels, [e[1] for e in entries]

@@ -1,0 +1,433 @@
+"""Figures: training curves, the paper's Fig. 3 and Fig. 4, the confusion matrix.
+
+* :func:`plot_curves`: loss and error per epoch from ``metrics.jsonl`` records.
+* Fig. 3 (:func:`filters_figure`): "96 convolutional kernels of size 11×11×3 learned by the first
+  convolutional layer … The top 48 kernels were learned on GPU 1 while the bottom 48 kernels were
+  learned on GPU 2" (§6.1). Each kernel is min-max scaled on its own to 0–1 and shown as an RGB
+  patch (grey for one-channel models); a two-tower model's conv1 kernels are drawn as two blocks,
+  the first and the second half of the kernels (48 + 48 in the paper's net), 16 to a row as in the
+  paper.
+* Fig. 4 left (:func:`predictions_figure`): test images with the five most probable labels as
+  bars; the true label is written under the image and its bar is red when it is among the five.
+* Fig. 4 right (:func:`neighbours_figure`): query images from the test split and the training
+  images whose fc7 codes (``model.forward_features``, the 4096-d last hidden layer of §6.1) are
+  nearest in Euclidean distance. Codes are computed on the centre crop; the training set is
+  streamed in batches keeping a running top-k, so memory is O(queries × k), not O(train).
+* :func:`plot_confusion` / :func:`save_confusion_plot`: the row-normalised confusion matrix of
+  :func:`alexnet.inference.evaluate.score`'s result (what ``alexnet eval --plots`` writes).
+
+Every figure is written atomically (:func:`save_figure`); :func:`figure_png` gives the PNG bytes
+that ``report.html`` embeds. Images are shown as the model sees them before cropping: the stored
+image brought to the pipeline's side S (§2), grey or RGB.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from alexnet.atomic import atomic_write
+from alexnet.data import ImageSet, Preprocess, downsample, iter_batches, open_dataset
+from alexnet.errors import AlexNetError
+from alexnet.inference.evaluate import Scores, batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
+from alexnet.training.run_folder import RunFolder
+
+FILTER_COLUMNS = 16  # kernels per row in Fig. 3 (the paper: 3 rows of 16 per tower)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> None:
+    """Write a PNG atomically."""
+    atomic_write(path, _png(fig, dpi))
+
+
+def _png(fig, dpi: int = 110) -> bytes:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
+    return buffer.getvalue()
+
+
+def figure_png(fig) -> bytes:
+    """The figure as PNG bytes (for embedding), closed afterwards."""
+    png = _png(fig)
+    _pyplot().close(fig)
+    return png
+
+
+# ---------------------------------------------------------------------------------------------
+# Training curves
+
+
+def curves_figure(history: list[dict[str, Any]]):
+    """Loss and top-1 error per epoch, train and val (metrics.jsonl records)."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for key, label in (("train_loss", "train"), ("val_loss", "val")):
+        if any(key in r for r in history):
+            ax_loss.plot(epochs, [r.get(key) for r in history], marker="o", ms=3, label=label)
+    for key, label in (("train_top1_error", "train top-1"), ("val_top1_error", "val top-1"), ("val_top5_error", "val top-5")):
+        if any(key in r for r in history):
+            ax_err.plot(epochs, [100 * r[key] if key in r else None for r in history], marker="o", ms=3, label=label)
+    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
+    ax_err.set(xlabel="epoch", ylabel="error (%)", title="error")
+    for ax in (ax_loss, ax_err):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
+    """Loss and top-1 error per epoch, train and val (metrics.jsonl records), as a PNG."""
+    fig = curves_figure(history)
+    save_figure(fig, path)
+    _pyplot().close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 3: the conv1 kernels
+
+
+def conv1_kernels(model: nn.Module) -> tuple[torch.Tensor, int]:
+    """conv1's weight [K, C, kh, kw] and the number of towers it was learned in (§3.2).
+
+    A model of the AlexNet family has two towers when its later conv layers are grouped in two
+    (conv2's ``groups=2``); conv1 itself sees the whole image in both, so its first K/2 kernels are
+    tower 1's and the rest tower 2's. Other models: their first Conv2d, one tower.
+    """
+    conv = getattr(model, "conv1", None)
+    if not isinstance(conv, nn.Conv2d):
+        conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    if conv is None:
+        raise ValueError(f"{model.name} has no convolutional layer to draw")
+    convs = getattr(getattr(model, "config", None), "convs", ())
+    towers = max((c.groups for c in convs), default=1)
+    if towers < 1 or conv.out_channels % towers:
+        towers = 1
+    return conv.weight.detach().float().cpu(), towers
+
+
+def filter_mosaics(weight: torch.Tensor, towers: int = 1, columns: int = FILTER_COLUMNS, gap: int = 1) -> list[np.ndarray]:
+    """One float [H, W, 3] image per tower: its kernels as min-max scaled patches in rows of ``columns``.
+
+    Kernel i of tower t is ``weight[t*K/towers + i]``; grey (1-channel) kernels are repeated to
+    RGB, kernels of other channel counts show their channel mean. Gaps between patches are white.
+    """
+    k, c, kh, kw = weight.shape
+    w = weight.float()
+    if c == 3:
+        patches = w
+    else:
+        patches = (w if c == 1 else w.mean(1, keepdim=True)).expand(k, 3, kh, kw)
+    lo = patches.flatten(1).min(1).values.view(k, 1, 1, 1)
+    hi = patches.flatten(1).max(1).values.view(k, 1, 1, 1)
+    patches = ((patches - lo) / (hi - lo).clamp_min(1e-12)).permute(0, 2, 3, 1).numpy()  # [K, kh, kw, 3]
+    per_tower = k // towers
+    cols = min(columns, per_tower)
+    rows = math.ceil(per_tower / cols)
+    mosaics = []
+    for t in range(towers):
+        mosaic = np.ones((rows * (kh + gap) - gap, cols * (kw + gap) - gap, 3), dtype=np.float32)
+        for i in range(per_tower):
+            r, col = divmod(i, cols)
+            mosaic[r * (kh + gap): r * (kh + gap) + kh, col * (kw + gap): col * (kw + gap) + kw] = patches[t * per_tower + i]
+        mosaics.append(mosaic)
+    return mosaics
+
+
+def filters_figure(model: nn.Module, title: str | None = None):
+    """Fig. 3: conv1's kernels, one block per tower."""
+    plt = _pyplot()
+    weight, towers = conv1_kernels(model)
+    mosaics = filter_mosaics(weight, towers)
+    height, width = mosaics[0].shape[:2]
+    scale = 9.0 / width
+    fig, axes = plt.subplots(towers, 1, figsize=(9.5, towers * (height * scale + 0.5) + 0.4), squeeze=False)
+    for t, (ax, mosaic) in enumerate(zip(axes[:, 0], mosaics)):
+        ax.imshow(mosaic, interpolation="nearest")
+        ax.set_axis_off()
+        k, c, kh, kw = weight.shape
+        label = f"tower {t + 1}: " if towers > 1 else ""
+        ax.set_title(f"{label}{k // towers} kernels {kh}×{kw}×{c}", fontsize=9)
+    fig.suptitle(title or f"conv1 of {model.name} (Fig. 3)", fontsize=11)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------
+# Images, probabilities and fc7 codes
+
+
+def sample_indices(n: int, count: int, seed: int = 0) -> np.ndarray:
+    """``count`` distinct indices of ``range(n)`` drawn with ``seed``, sorted (all of them if n ≤ count)."""
+    count = min(count, n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
+
+
+def image_batch(images: ImageSet, index: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 [B, H, W, C] of the images at ``index``, in the form the loader yields them
+    (stored size for in-memory sets, down-sampled to ``size`` for lazy ones)."""
+    if images.in_memory:
+        return torch.from_numpy(np.stack([np.asarray(images.load(int(i))) for i in index]))
+    return torch.from_numpy(np.stack([downsample(images.load(int(i)), size) for i in index]))
+
+
+def display_images(preprocess: Preprocess, x: torch.Tensor) -> np.ndarray:
+    """uint8 [B, S, S, C] (C = 1 or 3): images as the model sees them before cropping."""
+    return preprocess.fit(x.cpu()).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def probabilities(model: nn.Module, preprocess: Preprocess, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Softmax over the centre crop of uint8 images [B, H, W, C] → [B, K] on the CPU (the one inference path)."""
+    return batch_probabilities(model, preprocess, x.to(device), views=1).cpu()
+
+
+@torch.no_grad()
+def fc7_codes(model: nn.Module, preprocess: Preprocess, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """The fc7 codes (§6.1) of the centre crops of uint8 images [B, H, W, C] → float [B, D] on the CPU."""
+    model.eval()
+    return model.forward_features(preprocess.eval(x.to(device))).float().cpu()
+
+
+@dataclass
+class Neighbours:
+    index: np.ndarray  # int64 [Q, k]: training-set indices, nearest first
+    distance: np.ndarray  # float [Q, k]: Euclidean distance between fc7 codes
+
+
+@torch.no_grad()
+def nearest_neighbours(model: nn.Module, preprocess: Preprocess, queries: torch.Tensor, train: ImageSet, k: int = 6, *,
+                       batch_size: int = 256, device: torch.device | str = "cpu", limit: int = 0,
+                       workers: int = 0) -> Neighbours:
+    """The ``k`` training images whose fc7 codes are nearest the queries' (Fig. 4 right).
+
+    The training set is streamed (the first ``limit`` images when ``limit`` > 0) keeping a running
+    top-k per query.
+    """
+    q = fc7_codes(model, preprocess, queries, device).double()
+    best_d = torch.full((len(q), 0), math.inf, dtype=torch.float64)
+    best_i = torch.zeros((len(q), 0), dtype=torch.long)
+    seen = 0
+    for x, _ in iter_batches(train, batch_size, size=preprocess.pipeline.resize, device=device, workers=workers):
+        if limit and seen >= limit:
+            break
+        if limit:
+            x = x[: limit - seen]
+        codes = fc7_codes(model, preprocess, x, device).double()
+        d = torch.cdist(q, codes)
+        idx = torch.arange(seen, seen + len(codes)).expand(len(q), -1)
+        best_d, order = torch.cat([best_d, d], 1).sort(dim=1, stable=True)
+        best_i = torch.cat([best_i, idx], 1).gather(1, order)
+        best_d, best_i = best_d[:, :k], best_i[:, :k]
+        seen += len(codes)
+    return Neighbours(best_i.numpy(), best_d.numpy())
+
+
+# ---------------------------------------------------------------------------------------------
+# Fig. 4
+
+
+def _show(ax, image: np.ndarray) -> None:
+    if image.shape[2] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def predictions_figure(images: np.ndarray, probs: torch.Tensor, labels: np.ndarray, classes: list[str],
+                       columns: int = 4, title: str | None = None):
+    """Fig. 4 left: each image over its top-5 labels as bars; the true label's bar red, the others blue.
+
+    ``images`` uint8 [B, S, S, C]; ``probs`` [B, K]; two axes per image (picture, bars).
+    """
+    plt = _pyplot()
+    b = len(images)
+    cols = max(1, min(columns, b))
+    rows = math.ceil(b / cols)
+    top = probs.topk(min(5, probs.shape[1]), dim=1)
+    fig = plt.figure(figsize=(2.9 * cols, 4.3 * rows))
+    grid = fig.add_gridspec(2 * rows, cols, height_ratios=[2.0, 1.3] * rows, hspace=0.35, wspace=0.7)
+    for n in range(b):
+        r, c = divmod(n, cols)
+        ax_img = fig.add_subplot(grid[2 * r, c])
+        _show(ax_img, images[n])
+        truth = int(labels[n])
+        ax_img.set_title(classes[truth], fontsize=9)
+        ax_bar = fig.add_subplot(grid[2 * r + 1, c])
+        values, indices = top.values[n].tolist(), top.indices[n].tolist()
+        colours = ["#d62728" if i == truth else "#1f77b4" for i in indices]
+        ax_bar.barh(range(len(values)), values, color=colours)
+        ax_bar.set_yticks(range(len(values)), [classes[i] for i in indices], fontsize=7)
+        ax_bar.invert_yaxis()
+        ax_bar.set_xlim(0, 1)
+        ax_bar.tick_params(axis="x", labelsize=7)
+    fig.suptitle(title or "top-5 predictions on test images; the true label's bar in red (Fig. 4, left)", fontsize=11)
+    return fig
+
+
+def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, distances: np.ndarray, query_labels: list[str],
+                      neighbour_labels: list[list[str]], title: str | None = None):
+    """Fig. 4 right: one row per query: the query, then its nearest training images by fc7 distance.
+
+    ``queries`` uint8 [Q, S, S, C]; ``neighbours`` uint8 [Q, k, S, S, C]; ``distances`` [Q, k].
+    """
+    plt = _pyplot()
+    q, k = neighbours.shape[:2]
+    fig, axes = plt.subplots(q, k + 1, figsize=(1.45 * (k + 1) + 0.4, 1.6 * q + 0.6), squeeze=False)
+    for r in range(q):
+        _show(axes[r, 0], queries[r])
+        axes[r, 0].set_title(f"query: {query_labels[r]}", fontsize=8, color="#d62728")
+        for j in range(k):
+            _show(axes[r, j + 1], neighbours[r, j])
+            axes[r, j + 1].set_title(f"{neighbour_labels[r][j]}  d={distances[r, j]:.3g}", fontsize=7)
+    fig.suptitle(title or "test images (left) and the training images nearest in fc7 (Fig. 4, right)", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def save_confusion_plot(scores: Scores, path: str | os.PathLike) -> None:
+    """A PNG of the row-normalised confusion matrix (true class down, predicted across), written atomically."""
+    plt = _pyplot()
+    cm = scores.confusion.astype(np.float64)
+    rows = cm.sum(axis=1, keepdims=True)
+    norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    k = len(scores.classes)
+    side = min(12.0, 3.0 + 0.35 * k)
+    fig, ax = plt.subplots(figsize=(side + 1.5, side))
+    image = ax.imshow(norm, cmap="Blues", vmin=0.0, vmax=1.0, interpolation="nearest")
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="fraction of the true class")
+    if k <= 30:
+        ax.set_xticks(range(k), scores.classes, rotation=90, fontsize=8)
+        ax.set_yticks(range(k), scores.classes, fontsize=8)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if cm[i, j]:
+                        ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                                color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    ax.set_title(f"top-1 error {100 * scores.top1_error:.2f} %, {scores.images} images, {scores.views} view(s)")
+    fig.tight_layout()
+    save_figure(fig, Path(path), dpi=120)
+    plt.close(fig)
+
+
+def plot_confusion(probs: torch.Tensor, labels: np.ndarray, classes: list[str], path: Path, *, views: int = 1) -> None:
+    """The row-normalised confusion matrix (row = true class, column = predicted) of probabilities, as a PNG."""
+    labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+    save_confusion_plot(score(probs, labels_t, classes, views=views), path)
+
+
+# ---------------------------------------------------------------------------------------------
+# From a checkpoint and a data set (what `alexnet visualize` runs)
+
+
+@dataclass
+class Loaded:
+    """A checkpoint's model (eval mode, on ``device``) with its preprocessing and class names."""
+
+    model: nn.Module
+    preprocess: Preprocess
+    classes: list[str]
+    data_spec: str | None  # the data it was trained on, from its provenance (None if unrecorded)
+    device: torch.device
+
+
+def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded:
+    ckpt, model, preprocess = load_for_inference(path, device)
+    spec = ((ckpt.provenance or {}).get("config") or {}).get("data", {}).get("spec") or None
+    return Loaded(model.eval(), preprocess, list(ckpt.classes), spec, torch.device(device))
+
+
+def open_splits(loaded: Loaded, spec: str | None, source: str) -> dict[str, ImageSet]:
+    """The splits of ``spec`` (default: the checkpoint's training data), checked against its classes."""
+    spec = spec or loaded.data_spec
+    if not spec:
+        raise AlexNetError(f"{source}: the checkpoint does not record its data; pass --data PATH")
+    dataset = open_dataset(spec)
+    check_classes(loaded.classes, dataset.classes, f"{source} on {spec}")
+    return dataset.splits
+
+
+def pick_split(splits: dict[str, ImageSet], name: str | None, source: str) -> tuple[str, ImageSet]:
+    """``name``, or the test split, else val."""
+    for candidate in ([name] if name else ["test", "val"]):
+        if candidate in splits and len(splits[candidate]):
+            return candidate, splits[candidate]
+    raise AlexNetError(f"{source}: no {name or 'test or val'} split (has {', '.join(splits) or 'none'})")
+
+
+def draw_filters(checkpoint: str | os.PathLike, out: Path) -> None:
+    loaded = load_checkpoint(checkpoint)
+    fig = filters_figure(loaded.model)
+    save_figure(fig, out)
+    _pyplot().close(fig)
+
+
+def draw_predictions(loaded: Loaded, images: ImageSet, out: Path | None, *, count: int = 8, seed: int = 0):
+    """Fig. 4 left for ``count`` images of ``images`` drawn with ``seed``; returns the PNG bytes when ``out`` is None."""
+    index = sample_indices(len(images), count, seed)
+    x = image_batch(images, index, loaded.preprocess.pipeline.resize)
+    fig = predictions_figure(display_images(loaded.preprocess, x), probabilities(loaded.model, loaded.preprocess, x, loaded.device),
+                             images.labels[index], loaded.classes)
+    if out is None:
+        return figure_png(fig)
+    save_figure(fig, out)
+    _pyplot().close(fig)
+    return None
+
+
+def draw_neighbours(loaded: Loaded, queries: ImageSet, train: ImageSet, out: Path, *, count: int = 5, k: int = 6,
+                    seed: int = 0, limit: int = 0, batch_size: int = 256) -> Neighbours:
+    """Fig. 4 right for ``count`` query images drawn with ``seed`` from ``queries``."""
+    size = loaded.preprocess.pipeline.resize
+    index = sample_indices(len(queries), count, seed)
+    x = image_batch(queries, index, size)
+    found = nearest_neighbours(loaded.model, loaded.preprocess, x, train, k, batch_size=batch_size, device=loaded.device,
+                               limit=limit)
+    shown = display_images(loaded.preprocess, image_batch(train, found.index.reshape(-1), size))
+    fig = neighbours_figure(display_images(loaded.preprocess, x), shown.reshape(*found.index.shape, *shown.shape[1:]),
+                            found.distance, [loaded.classes[int(queries.labels[i])] for i in index],
+                            [[loaded.classes[int(train.labels[j])] for j in row] for row in found.index])
+    save_figure(fig, out)
+    _pyplot().close(fig)
+    return found
+
+
+def split_probabilities(loaded: Loaded, images: ImageSet, *, batch_size: int = 256, limit: int = 0) -> tuple[torch.Tensor, np.ndarray]:
+    """Centre-crop probabilities [N, K] over the first ``limit`` images (all when 0), with their labels."""
+    out = [p.cpu() for p, _ in iter_probabilities(loaded.model, loaded.preprocess, images, batch_size=batch_size,
+                                                  device=loaded.device, limit=limit)]
+    probs = torch.cat(out) if out else torch.zeros(0, len(loaded.classes))
+    return probs, np.asarray(images.labels[: len(probs)])
+
+
+def draw_confusion(loaded: Loaded, images: ImageSet, out: Path, *, limit: int = 0) -> None:
+    probs, labels = split_probabilities(loaded, images, limit=limit)
+    plot_confusion(probs, labels, loaded.classes, out)
+
+
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The metrics.jsonl records of a run folder."""
+    folder = RunFolder(run_dir, write=False)
+    if not folder.metrics.is_file():
+        raise AlexNetError(f"{run_dir}: no metrics.jsonl (not a training run folder, or no epoch finished yet)")
+    return folder.read_metrics()

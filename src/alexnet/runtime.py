@@ -1,0 +1,184 @@
+"""How a model runs: device, precision, memory layout and the process-wide speed settings, in one place.
+
+What makes the paper's network fast, measured on a 2-core CPU and written to run unchanged on CUDA
+(figures in docs/PERFORMANCE.md):
+
+* the fused LRN (:mod:`alexnet.models.layers`): it is always on; nothing to choose here;
+* ``channels_last``: oneDNN's (and cuDNN's) native layout for convolutions, grouped ones
+  included (the two towers of §3.2 stay one ``groups=2`` convolution: faster than two convs, and
+  the state dict keeps conv2.weight [256, 48, 5, 5]); the fused LRN then slides its window along
+  contiguous memory;
+* autocast to bf16 (or fp16 with a gradient scaler): one AMP code path for every device;
+* a fused (or foreach) SGD step instead of one small kernel per parameter tensor
+  (:func:`alexnet.training.optim.make_optimizer`, inside the one training step, :mod:`alexnet.training.step`);
+* on CPU, :func:`tune_cpu_allocator`: glibc otherwise returns every freed activation (all of them
+  are above its 32 MiB mmap ceiling at batch 128) to the kernel and page-faults it back on the next
+  step, which costs more than the arithmetic of an elementwise layer;
+* on CUDA, ``torch.backends.cudnn.benchmark``: the input shapes are fixed, so cuDNN's timed choice
+  of algorithm per convolution is made once and pays for the rest of the run (process-wide);
+* ``torch.compile`` optionally (it may pay on GPUs; on the 2-core CPU it is slower, measured);
+* :func:`intra_op_threads`: fewer model threads beside decoding workers, where the user asks.
+
+Each choice keeps the outputs equal to the plain path within the precision's tolerance
+(tests/test_perf_fastpath.py).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from alexnet.errors import AlexNetError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("fp32", "bf16", "fp16")  # the one precision vocabulary: train, bench, eval, features
+
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # anything else ("off", "fp32"): no autocast
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device that is not there is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise AlexNetError(f"--device {name!r}: not a device (use auto, cpu, cuda, cuda:N or mps)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise AlexNetError(f"--device {name}: CUDA is not available on this machine")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise AlexNetError(f"--device {name}: MPS is not available on this machine")
+    return device
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16/fp16 autocast on ``device``, or a disabled context for ``off``."""
+    dtype = AMP_DTYPES.get(amp)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
+
+@dataclass(frozen=True)
+class FastPath:
+    """How to run a model: where, at which precision, in which layout."""
+
+    device: str = "cpu"  # a torch device string; see resolve_device for "auto"
+    precision: str = "fp32"  # "fp32", or autocast to "bf16" / "fp16" (parameters stay fp32)
+    channels_last: bool = True  # NHWC activations and weights (oneDNN / cuDNN native)
+    compile: bool = False  # torch.compile the model
+    fused_optimizer: bool = True  # SGD(fused=True) where the device has it, else foreach
+    tune_allocator: bool = True  # CPU only: keep freed activations in the process (tune_cpu_allocator)
+    cudnn_benchmark: bool = True  # CUDA only: let cuDNN time its algorithms for each conv shape (process-wide)
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.channels_last else torch.contiguous_format
+
+
+def precision_supported(device: torch.device, precision: str) -> bool:
+    """Whether autocast at ``precision`` runs natively on ``device`` (bf16 on a CPU needs AVX512-BF16/AMX)."""
+    if precision == "fp32":
+        return True
+    if device.type == "cuda":
+        return precision == "fp16" or torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        if precision == "bf16":
+            return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return bool(torch.ops.mkldnn._is_mkldnn_fp16_supported())
+    return True
+
+
+_ALLOCATOR_TUNED = False
+
+
+def tune_cpu_allocator(limit_bytes: int = 2**30) -> bool:
+    """Let glibc keep freed blocks up to ``limit_bytes`` instead of unmapping them (process-wide).
+
+    Every activation of AlexNet at batch 128 is larger than glibc's largest mmap threshold (32 MiB),
+    so by default each one is mmap'd fresh and page-faulted in on every step: on the 2-core test
+    machine that makes ``relu`` of a conv1-sized map ~5× slower than the arithmetic. With
+    M_MMAP_THRESHOLD and M_TRIM_THRESHOLD raised the same memory is reused step after step. The
+    setting is the process's (it speeds up any model in it); on non-glibc systems it does nothing
+    and returns False.
+    """
+    global _ALLOCATOR_TUNED
+    if _ALLOCATOR_TUNED:
+        return True
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
+    ok = bool(mallopt(m_mmap_threshold, limit_bytes)) and bool(mallopt(m_trim_threshold, limit_bytes))
+    _ALLOCATOR_TUNED = ok
+    log.info("glibc allocator: mmap/trim thresholds %s to %d bytes", "set" if ok else "NOT set", limit_bytes)
+    return ok
+
+
+def tune_process(device: torch.device, *, allocator: bool = True, cudnn_benchmark: bool = True) -> None:
+    """The fast path's process-wide settings for training on ``device``: on a CPU the glibc allocator
+    (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so
+    cuDNN's timed choice of algorithm per convolution is made once)."""
+    if device.type == "cpu" and allocator:
+        tune_cpu_allocator()
+    if device.type == "cuda" and cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
+
+
+@contextmanager
+def intra_op_threads(threads: int) -> Iterator[int]:
+    """Inside the block the model runs on ``threads`` intra-op threads (0: as it was); yields the count.
+
+    For a CPU shared with decoding workers: OpenMP threads that wait for work spin, and a decoder
+    then runs on a core that spins. Whether fewer threads pay depends on which side is the
+    bottleneck, so it is the user's choice (``alexnet features --threads``), not a default: on the
+    2-core Xeon with 2 workers, bf16 features (a cheap model, decode-bound) went from 267 to 322
+    images/s with 1 thread, and fp32 (model-bound) from 151 to 104 (docs/TRANSFER.md).
+    """
+    before = torch.get_num_threads()
+    if threads <= 0 or threads == before:
+        yield before
+        return
+    torch.set_num_threads(threads)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
+    """Move ``model`` to the device and layout of ``fast`` (in place) and compile it if asked."""
+    device = torch.device(fast.device)
+    tune_process(device, allocator=fast.tune_allocator, cudnn_benchmark=fast.cudnn_benchmark)
+    model.to(device=device, memory_format=fast.memory_format)
+    if fast.compile:
+        return torch.compile(model)
+    return model
+
+
+def to_input(images: torch.Tensor, fast: FastPath) -> torch.Tensor:
+    """A float batch [N, C, H, W] in the layout of ``fast`` on its device."""
+    return images.to(device=fast.device, memory_format=fast.memory_format, non_blocking=True)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, images: torch.Tensor, fast: FastPath) -> torch.Tensor:
+    """Inference logits (fp32) under the precision and layout of ``fast``; the model should be in eval mode."""
+    with autocast(torch.device(fast.device), fast.precision):
+        return model(to_input(images, fast)).float()

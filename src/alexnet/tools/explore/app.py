@@ -1,0 +1,210 @@
+"""The explorer's web app: Starlette routes over one :class:`~.session.Session`.
+
+What a request may name, and nothing else:
+
+* ``/`` and ``/static/NAME`` for NAME among the files shipped in ``explore/static`` (read once at
+  start into memory: no request path ever reaches the file system, so ``/static/../x``, absolute
+  paths and ``%2e%2e`` forms are 404s);
+* ``/api/data/SPLIT/INDEX`` for a data-set image, SPLIT one of the data set's splits and INDEX an
+  integer in range;
+* uploads by the token ``/api/upload`` returned.
+
+Every answer of ``/api/*`` is JSON (or a PNG); a bad request gets ``{"error": "..."}`` with 400
+(bad value, bad upload), 404 (no such image, split or class), 411/413 (upload without a length or
+over the limit), never a 500 for anything a user can send. On loopback only the Host headers
+127.0.0.1, localhost and ::1 are answered (400 otherwise: DNS rebinding). One model call runs at a time (the
+:class:`Gate`: an asyncio lock in front of a worker thread, so the event loop keeps answering
+``/api/status``, which the page polls to show what is running and how many requests wait).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from importlib import resources
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from alexnet.errors import AlexNetError
+from alexnet.tools.explore.pictures import png
+from alexnet.tools.explore.session import ImageRef, NotFound, Session
+
+log = logging.getLogger(__name__)
+
+MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
+               ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
+FORM_SLACK = 64 * 1024  # multipart headers and boundaries around the file, beyond the file's own limit
+
+
+def shipped_assets() -> dict[str, tuple[bytes, str]]:
+    """name → (bytes, media type) of every file in the package's ``explore/static`` folder."""
+    folder = resources.files("alexnet.tools.explore") / "static"
+    return {f.name: (f.read_bytes(), MEDIA_TYPES.get("." + f.name.rpartition(".")[2], "application/octet-stream"))
+            for f in folder.iterdir() if f.is_file() and not f.name.startswith(".")}
+
+
+class Gate:
+    """One model call at a time, in a worker thread; ``waiting`` and ``running`` are what the page shows."""
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.waiting = 0
+        self.running: str | None = None
+
+    async def run(self, what: str, fn: Callable[..., Any], *args: Any) -> Any:
+        self.waiting += 1
+        try:
+            await self.lock.acquire()
+        finally:
+            self.waiting -= 1
+        try:
+            self.running = what
+            return await run_in_threadpool(fn, *args)
+        finally:
+            self.running = None
+            self.lock.release()
+
+
+def error(message: str, status: int) -> JSONResponse:
+    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
+
+
+def _int(request: Request, name: str, default: int | None = None, low: int = 0, high: int = 1 << 31) -> int | None:
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise AlexNetError(f"{name}={value!r} is not a whole number") from None
+    if not low <= number <= high:
+        raise AlexNetError(f"{name}={number} is outside {low}–{high}")
+    return number
+
+
+def image_ref(request: Request) -> ImageRef:
+    """``image=TOKEN`` (an upload) or ``split=NAME&index=N`` (a data-set image)."""
+    token = request.query_params.get("image")
+    if token:
+        return ImageRef(token=token)
+    split = request.query_params.get("split")
+    if not split:
+        raise AlexNetError("name an image: image=TOKEN from /api/upload, or split=NAME&index=N")
+    return ImageRef(split=split, index=_int(request, "index", 0))
+
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+class Routes:
+    """The handlers: each parses its request, then runs one :class:`Session` method through the gate."""
+
+    def __init__(self, session: Session) -> None:
+        self.session, self.gate, self.assets = session, Gate(), shipped_assets()
+
+    def table(self) -> list[Route]:
+        return [
+            Route("/", self.page), Route("/static/{name}", self.static), Route("/api/status", self.status),
+            Route("/api/info", self.info), Route("/api/upload", self.upload, methods=["POST"]),
+            Route("/api/data/{split}/{index:int}", self.data_image), Route("/api/classify", self.classify),
+            Route("/api/layers", self.layers), Route("/api/filters", self.filters), Route("/api/why", self.why),
+            Route("/api/neighbours", self.neighbours), Route("/api/run", self.run), Route("/api/confusion", self.confusion),
+            Route("/api/confusion/cell", self.cell),
+        ]
+
+    async def page(self, request: Request) -> Response:
+        body, media = self.assets["index.html"]
+        return Response(body, media_type=media)
+
+    async def static(self, request: Request) -> Response:
+        found = self.assets.get(request.path_params["name"])
+        if found is None:
+            return error("no such file", 404)
+        return Response(found[0], media_type=found[1], headers={"Cache-Control": "no-cache"})
+
+    async def status(self, request: Request) -> Response:
+        return JSONResponse({"running": self.gate.running, "waiting": self.gate.waiting})
+
+    async def info(self, request: Request) -> Response:
+        return JSONResponse(self.session.info())
+
+    async def upload(self, request: Request) -> Response:
+        limit = self.session.config.max_upload
+        length = request.headers.get("content-length")
+        if length is None or not length.isdigit():
+            return error("an upload needs a Content-Length", 411)
+        if int(length) > limit + FORM_SLACK:
+            return error(f"upload of {int(length):,} bytes is over the limit of {limit:,}", 413)
+        form = await request.form(max_files=1, max_fields=4)
+        file = form.get("file")
+        if not isinstance(file, UploadFile):
+            return error("send the image as the multipart form field 'file'", 400)
+        data = await file.read(limit + 1)
+        token = await self.gate.run("decoding the upload", self.session.add_upload, data, file.filename or "upload")
+        return JSONResponse({"image": token})
+
+    async def data_image(self, request: Request) -> Response:
+        split, index = request.path_params["split"], request.path_params["index"]
+        image = await self.gate.run("reading an image", self.session.dataset_png, split, index)
+        return Response(png(image), media_type="image/png")
+
+    async def classify(self, request: Request) -> Response:
+        views = _int(request, "views", 1)
+        if views not in (1, 10):
+            raise AlexNetError(f"views={views}: 1 (the centre crop) or 10 (§4.1's ten views)")
+        return JSONResponse(await self.gate.run("classifying", self.session.classify, image_ref(request), views))
+
+    async def layers(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("recording every layer", self.session.layers, image_ref(request)))
+
+    async def filters(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("drawing conv1's kernels", self.session.filters))
+
+    async def why(self, request: Request) -> Response:
+        ref, target = image_ref(request), _int(request, "class")
+        patch, stride = _int(request, "patch", None, 1, 4096), _int(request, "stride", None, 1, 4096)
+        detail = request.query_params.get("detail", "fine")
+        if detail not in ("fine", "coarse"):
+            raise AlexNetError(f"detail={detail!r}: fine (the square moves by half its side) or coarse (by its side)")
+        return JSONResponse(await self.gate.run("Grad-CAM and occlusion", self.session.why, ref, target, patch, stride,
+                                                detail == "coarse"))
+
+    async def neighbours(self, request: Request) -> Response:
+        k = _int(request, "k", 8, 1, 64)
+        return JSONResponse(await self.gate.run("searching the feature bank", self.session.neighbours, image_ref(request), k))
+
+    async def run(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("reading the run", self.session.run_info))
+
+    async def confusion(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion))
+
+    async def cell(self, request: Request) -> Response:
+        true, predicted = _int(request, "true", 0), _int(request, "predicted", 0)
+        return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion_cell, true, predicted))
+
+
+def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
+    """The app; ``hosts`` are the Host headers it answers (the command passes LOOPBACK_HOSTS when it
+    listens on loopback, so a page of another site that rebinds its name to 127.0.0.1 is refused)."""
+    handlers = {NotFound: lambda r, e: error(str(e), 404), AlexNetError: lambda r, e: error(str(e), 400),
+                ValueError: lambda r, e: error(str(e), 400),
+                HTTPException: lambda r, e: error(str(e.detail), e.status_code),
+                Exception: _internal}
+    middleware = [] if "*" in hosts else [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)]
+    return Starlette(routes=Routes(session).table(), exception_handlers=handlers, middleware=middleware)
+
+
+def _internal(request: Request, e: Exception) -> JSONResponse:
+    log.exception("explore: %s failed", request.url.path)
+    return error(f"internal error: {type(e).__name__}: {e}", 500)

@@ -1,0 +1,137 @@
+"""The fc7 feature bank of the training images, and the nearest of them to a query (Fig. 4, right).
+
+§6.1: "If two images produce feature activation vectors with a small Euclidean separation, we can
+say that the higher levels of the neural network consider them to be similar." The bank holds one
+fc7 code (``model.forward_features``, the centre crop) per training image:
+
+* computed on start (:func:`compute_bank`) over the training split, or its first ``limit`` images
+  for a large set (the page says how many it searched);
+* or read from a file (:func:`read_bank`): a float32 (or float16) ``.npy`` [N, D] as ``alexnet
+  features`` writes it, opened memory-mapped (``allow_pickle=False``: nothing in it can run), with
+  what it writes beside it when present: ``NAME.json`` (its ``split``, default train, and its
+  ``layer``, which must be fc7: ``features`` or ``fc7``) and ``NAME.csv`` (its ``row`` column, or an
+  ``index`` column: the position in the split of each row). Without a CSV, row i is image i and N
+  must be the split's size.
+
+:func:`nearest` is exact search: Euclidean distances to every row, streamed in chunks so a
+memory-mapped bank of a million rows is never read into memory at once.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from alexnet.data import ImageSet, Preprocess, iter_batches
+from alexnet.errors import AlexNetError
+from alexnet.reporting.figures import fc7_codes
+
+CHUNK = 4096  # bank rows per distance computation (4096 × 4096 float32 = 64 MiB)
+
+
+@dataclass
+class FeatureBank:
+    codes: np.ndarray  # float [N, D]; memory-mapped when read from a file
+    index: np.ndarray  # int64 [N]: each row's position in the split
+    source: str  # what the page says about where the bank came from
+    split: str = "train"  # the split whose images the rows are
+
+
+@torch.no_grad()
+def compute_bank(model: nn.Module, preprocess: Preprocess, images: ImageSet, *, limit: int, batch_size: int = 256,
+                 device: torch.device | str = "cpu") -> FeatureBank:
+    """fc7 codes of the first ``limit`` images of ``images`` (all when it is 0 or more than there are)."""
+    count = len(images) if limit <= 0 else min(limit, len(images))
+    codes, seen = [], 0
+    for x, _ in iter_batches(images, batch_size, size=preprocess.pipeline.resize, device=device):
+        if seen >= count:
+            break
+        x = x[: count - seen]
+        codes.append(fc7_codes(model, preprocess, x, device).numpy())
+        seen += len(x)
+    if not codes:
+        raise AlexNetError("the training split has no images for a feature bank")
+    source = f"fc7 of {count} training images, computed on start" + ("" if count == len(images) else f" (of {len(images)})")
+    return FeatureBank(np.concatenate(codes).astype(np.float32), np.arange(count, dtype=np.int64), source)
+
+
+FC7_LAYERS = ("features", "fc7")  # alexnet features' names for the code explore compares (forward_features)
+
+
+def bank_split(path: str | Path) -> str:
+    """The split a bank file holds, from the record ``alexnet features`` writes beside it (train without one)."""
+    record_path = Path(path).with_suffix(".json")
+    if not record_path.is_file():
+        return "train"
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise AlexNetError(f"{record_path}: unreadable record of the feature bank ({e})") from None
+    layer = record.get("layer")
+    if layer is not None and layer not in FC7_LAYERS:
+        raise AlexNetError(f"{path}: holds {layer!r} features, but explore compares fc7 codes "
+                           f"(write the bank with alexnet features --layer fc7, the default)")
+    return str(record.get("split") or "train")
+
+
+def read_bank(path: str | Path, images: ImageSet, dim: int, split: str = "train") -> FeatureBank:
+    """A bank written by ``alexnet features``: ``.npy`` float [N, D], with its CSV index when it is beside it."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(6)
+    except OSError as e:
+        raise AlexNetError(f"{path}: cannot read the feature bank ({e.strerror or e})") from None
+    if magic != b"\x93NUMPY":
+        raise AlexNetError(f"{path}: not a .npy file (a feature bank is the float32 [N, D] array `alexnet features` writes)")
+    try:
+        codes = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (ValueError, OSError) as e:  # Python objects (refused: nothing in the file is run), or a damaged header
+        raise AlexNetError(f"{path}: not a float32 [N, D] array ({type(e).__name__}); a feature bank holds numbers only") from None
+    if codes.ndim != 2 or codes.dtype not in (np.float32, np.float16):
+        raise AlexNetError(f"{path}: expected float32 [N, D] features, got {codes.dtype} {list(codes.shape)}")
+    if codes.shape[1] != dim:
+        raise AlexNetError(f"{path}: features have {codes.shape[1]} dimensions but the checkpoint's fc7 has {dim}")
+    index = _read_index(path.with_suffix(".csv"), len(codes), len(images), split)
+    return FeatureBank(codes, index, f"{path.name}: {len(codes)} {split} images, {codes.shape[1]}-d", split)
+
+
+def _read_index(csv_path: Path, rows: int, images: int, split: str) -> np.ndarray:
+    if csv_path.is_file():
+        with open(csv_path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            column = next((c for c in ("row", "index") if c in (reader.fieldnames or ())), None)
+            if column is not None:
+                try:
+                    index = np.array([int(r[column]) for r in reader], dtype=np.int64)
+                except (TypeError, ValueError) as e:
+                    raise AlexNetError(f"{csv_path}: {column!r} column holds a non-integer ({e})") from None
+                if len(index) != rows:
+                    raise AlexNetError(f"{csv_path}: {len(index)} index rows for {rows} feature rows")
+                if len(index) and (index.min() < 0 or index.max() >= images):
+                    raise AlexNetError(f"{csv_path}: a row is outside the {split} split's 0–{images - 1}")
+                return index
+    if rows != images:
+        raise AlexNetError(f"feature bank has {rows} rows but the {split} split has {images} images "
+                           f"(and no CSV with a 'row' or 'index' column beside it says which)")
+    return np.arange(rows, dtype=np.int64)
+
+
+def nearest(bank: FeatureBank, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training-split positions [k], Euclidean distances [k]) of the ``k`` rows nearest ``query`` [D], nearest first."""
+    q = torch.as_tensor(np.asarray(query, dtype=np.float32))[None]
+    best_d = torch.empty(0, dtype=torch.float32)
+    best_i = torch.empty(0, dtype=torch.long)
+    for start in range(0, len(bank.codes), CHUNK):
+        chunk = torch.from_numpy(np.array(bank.codes[start: start + CHUNK], dtype=np.float32))  # a copy: the memory map is read-only
+        d = torch.cdist(q, chunk, compute_mode="donot_use_mm_for_euclid_dist")[0]
+        best_d, order = torch.cat([best_d, d]).sort(stable=True)
+        best_i = torch.cat([best_i, torch.arange(start, start + len(chunk))])[order]
+        best_d, best_i = best_d[:k], best_i[:k]
+    return bank.index[best_i.numpy()], best_d.numpy()
