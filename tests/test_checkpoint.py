@@ -35,7 +35,7 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
     assert loaded.classes == CLASSES and loaded.input_size == 32
     assert loaded.preprocess["pipeline"] == {"name": "small", "crop": 32}
     assert loaded.provenance["recipe"] == "test" and loaded.provenance["torch_version"] == torch.__version__
-    rebuilt = checkpoint.build_model(loaded)
+    rebuilt = checkpoint.restore_model(loaded)
     x = torch.randn(2, 3, 32, 32)
     model.eval()
     torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
@@ -43,15 +43,15 @@ def test_round_trip_rebuilds_the_same_model(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_owt", "cifar_conv_local", "googlenet", "resnet18"])
-def test_build_model_skips_the_random_init_and_gives_the_same_model(name, tmp_path):
+def test_restore_model_skips_the_random_init_and_gives_the_same_model(name, tmp_path):
     """Built on the meta device with the checkpoint's own tensors: every tensor real (none left on
     meta), the same outputs as the model that was saved, parameters still trainable."""
     torch.manual_seed(0)
     model = models.create(name, num_classes=10).eval()
     path = tmp_path / "c.pt"
     checkpoint.save(path, checkpoint.from_model(model, CLASSES))
-    rebuilt = checkpoint.build_model(checkpoint.load(path))
-    assert not any(t.is_meta for t in checkpoint._tensors(rebuilt))
+    rebuilt = checkpoint.restore_model(checkpoint.load(path))
+    assert not any(t.is_meta for t in checkpoint.restore._tensors(rebuilt))
     assert all(p.requires_grad for p in rebuilt.parameters())
     x = torch.randn(2, model.in_channels, model.input_size, model.input_size)
     with torch.no_grad():
@@ -167,15 +167,15 @@ def test_newer_format_version_is_refused(tmp_path):
         checkpoint.load(tmp_path / "new.pt")
 
 
-def test_build_model_names_a_mismatched_tensor(tmp_path):
+def test_restore_model_names_a_mismatched_tensor(tmp_path):
     _, ckpt = small_checkpoint()
     ckpt.state_dict["fc8.weight"] = torch.zeros(5, ckpt.state_dict["fc8.weight"].shape[1])
     with pytest.raises(AlexNetError, match=r"'fc8.weight' has shape \(5, 128\), expected \(10, 128\)"):
-        checkpoint.build_model(ckpt)
+        checkpoint.restore_model(ckpt)
     _, ckpt = small_checkpoint()
     del ckpt.state_dict["conv3.bias"]
     with pytest.raises(AlexNetError, match="conv3.bias"):
-        checkpoint.build_model(ckpt)
+        checkpoint.restore_model(ckpt)
 
 
 def test_class_names_must_match_num_classes(tmp_path):
@@ -194,7 +194,7 @@ def test_format_1_checkpoints_of_the_paper_net_keep_inverted_dropout(tmp_path):
     torch.save(payload, tmp_path / "v1.pt")
     old = checkpoint.load(tmp_path / "v1.pt")
     assert old.model_options["dropout_scaling"] == "inverted" and old.format_version == 1
-    rebuilt = checkpoint.build_model(old)
+    rebuilt = checkpoint.restore_model(old)
     x = torch.randn(1, 3, 227, 227)
     torch.testing.assert_close(rebuilt(x), model(x))
     checkpoint.save(tmp_path / "v2.pt", checkpoint.from_model(models.create("alexnet", num_classes=10), CLASSES))

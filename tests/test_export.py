@@ -65,7 +65,7 @@ def test_safetensors_round_trips_as_a_checkpoint(small_ckpt, tmp_path, capsys):
     assert loaded.preprocess["pipeline"] == original.preprocess["pipeline"]
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(checkpoint.build_model(loaded)(x), model(x))
+        torch.testing.assert_close(checkpoint.restore_model(loaded)(x), model(x))
     assert cli.main(["info", str(out)]) == 0
     assert "alexnet_small" in capsys.readouterr().out
 

@@ -50,7 +50,7 @@ def test_cheapest_family_preset_trains(tmp_path):
     report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False))
     assert report["model"] == "lenet" and report["steps"] == 3 and report["parameters"] == 61_706
     assert report["final"]["test_1view"]["images"] == 359
-    model = checkpoint.build_model(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt"))
+    model = checkpoint.restore_model(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt"))
     assert model(torch.zeros(1, 1, 32, 32)).shape == (1, 10)
 
 

@@ -41,7 +41,7 @@ def folder(tmp_path_factory):
 def reference_rows(ckpt_path, paths):
     """What a user would compute by hand: decode, §2 down-sample, centre crop, forward_features."""
     ckpt = checkpoint.load(ckpt_path)
-    model = checkpoint.build_model(ckpt)
+    model = checkpoint.restore_model(ckpt)
     pre = Preprocess.from_state(ckpt.preprocess)
     rows = []
     with torch.no_grad():
@@ -69,7 +69,7 @@ def test_folder_features_equal_forward_features_image_by_image(tmp_path, ckpt_pa
 
 def test_layers_by_name(ckpt_path):
     ckpt = checkpoint.load(ckpt_path)
-    model = checkpoint.build_model(ckpt)
+    model = checkpoint.restore_model(ckpt)
     x = torch.randn(3, 3, 32, 32)
     assert resolve_layer(model, "fc7") is None and resolve_layer(model, "fc6") == "drop6"  # None: forward_features
     assert resolve_layer(model, "conv5") == "relu5"

@@ -183,7 +183,7 @@ def _saved(tmp_path, name="m.pt", poison=None):
 def test_non_finite_weights_are_refused_at_load(tmp_path):
     path = _saved(tmp_path, poison="fc6.weight")
     with pytest.raises(AlexNetError, match=r"tensor 'fc6.weight' holds NaN or infinite values"):
-        checkpoint.build_model(checkpoint.load(path), source=str(path))
+        checkpoint.restore_model(checkpoint.load(path), source=str(path))
 
 
 @pytest.mark.parametrize(("content", "says"), [
@@ -251,13 +251,13 @@ def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monke
                                "file write failed")
         return real_save(obj, f, *args, **kwargs)
 
-    monkeypatch.setattr(checkpoint.torch, "save", save)
-    monkeypatch.setattr(checkpoint, "disk_full", lambda path, need=0: True)
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(checkpoint.format, "disk_full", lambda path, need=0: True)
     with pytest.raises(atomic.DiskFull, match=r"cannot write .*last.pt: no space left on the device; the last checkpoint .* is kept"):
         train(tiny(checkpoint_every=3), RunOptions(out=out, progress_bar=False))
     assert checkpoint.load(out / "checkpoints" / "last.pt").train_state["step"] == 3
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp")]
-    monkeypatch.setattr(checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(torch, "save", real_save)
     train(tiny(checkpoint_every=3), RunOptions(out=out, resume=True, progress_bar=False))  # resumable
 
 

@@ -88,7 +88,7 @@ def test_training_writes_the_run_folder(tmp_path):
     ck = checkpoint.load(out / "checkpoints" / "last.pt")
     assert ck.classes == [str(i) for i in range(10)] and ck.preprocess["pipeline"]["crop"] == 24
     assert ck.provenance["recipe"] == "digits" and ck.train_state["epoch"] == 2
-    model = checkpoint.build_model(ck)
+    model = checkpoint.restore_model(ck)
     assert model(torch.zeros(1, 1, 24, 24)).shape == (1, 10)
 
 

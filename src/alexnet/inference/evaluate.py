@@ -158,7 +158,7 @@ def score(
 def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file."""
     ckpt = checkpoint.load(path)
-    model = checkpoint.build_model(ckpt, source=str(path)).to(device)
+    model = checkpoint.restore_model(ckpt, source=str(path)).to(device)
     if not ckpt.preprocess:
         raise AlexNetError(f"{path}: checkpoint has no preprocessing; it cannot be evaluated without it")
     try:

@@ -5,10 +5,9 @@
   TorchScript-based exporter (``dynamo=False``), which needs no extra packages; opset 17.
 * TorchScript: ``torch.jit.trace`` of the eval-mode model on one [1, C, S, S] input (the model has
   no data-dependent control flow, so the trace is the model).
-* safetensors: the weights as tensors, plus every other checkpoint field in the metadata (JSON),
-  with the preprocessing statistics stored as tensors named ``__meta__/…``. Nothing in the file
-  is code; :func:`alexnet.checkpoint.load` reads it back as a checkpoint (the checkpoint module
-  owns both of its on-disk forms).
+* safetensors: the checkpoint without its training state, written by
+  :func:`alexnet.checkpoint.save_safetensors` (the format is :mod:`alexnet.checkpoint.safetensors`'s:
+  the checkpoint package owns both on-disk forms); :func:`alexnet.checkpoint.load` reads it back.
 
 Every export is written atomically (:mod:`alexnet.atomic`).
 """
@@ -23,7 +22,7 @@ import torch
 from torch import nn
 
 from alexnet.atomic import atomic_path
-from alexnet.checkpoint import build_model, save_safetensors
+from alexnet.checkpoint import Checkpoint, restore_model, save_safetensors
 from alexnet.errors import AlexNetError
 
 FORMATS = ("onnx", "torchscript", "safetensors")
@@ -69,20 +68,14 @@ def export_torchscript(model: nn.Module, out: str | os.PathLike, *, overwrite: b
         write(str(tmp))
 
 
-# -- safetensors ---------------------------------------------------------------------------------
-def export_safetensors(ckpt, out: str | os.PathLike, *, overwrite: bool = False) -> None:
-    """The checkpoint (without its training state) as a .safetensors file (:func:`alexnet.checkpoint.save_safetensors`)."""
-    save_safetensors(out, ckpt, overwrite=overwrite)
-
-
-def export(ckpt, fmt: str, out: str | os.PathLike, *, overwrite: bool = False) -> None:
+def export(ckpt: Checkpoint, fmt: str, out: str | os.PathLike, *, overwrite: bool = False) -> None:
     """Write ``ckpt`` in ``fmt`` (onnx, torchscript, safetensors) to ``out``."""
     if fmt not in FORMATS:
         raise AlexNetError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
     if fmt == "safetensors":
-        export_safetensors(ckpt, out, overwrite=overwrite)
+        save_safetensors(out, ckpt, overwrite=overwrite)
         return
-    model = build_model(ckpt)
+    model = restore_model(ckpt)
     if fmt == "onnx":
         export_onnx(model, out, overwrite=overwrite)
     else:

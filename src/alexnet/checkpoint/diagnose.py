@@ -1,0 +1,98 @@
+"""What a file that is not a checkpoint really is, and torch's unpickler errors as one-line messages.
+
+Every message names the file and, where another command takes it, that command (an image →
+``alexnet predict``, a Caffe model → ``alexnet import caffe``, torchvision's state dict →
+``alexnet import torchvision``); docs/ERRORS.md lists them with the tests that show each.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import re
+import warnings
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexnet.errors import AlexNetError
+
+IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
+               b"MM\x00*": "TIFF"}
+
+
+def what_file(path: Path) -> str | None:
+    """Why ``path`` is not a checkpoint, in plain words with the command that takes it, or None when
+    it may be one (a torch zip archive, or a legacy torch pickle: both then read weights-only)."""
+    with open(path, "rb") as f:
+        head = f.read(4096)
+    if not head:
+        return "empty (0 bytes): a truncated or corrupt checkpoint"
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return None
+    for magic, name in IMAGE_MAGIC.items():
+        if head.startswith(magic) or (name == "JPEG" and head[:2] == b"\xff\xd8"):
+            return f"a {name} image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return f"a WebP image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
+    suffix = path.suffix.lower()
+    if suffix == ".onnx" or head[:1] == b"\x08" and b"pytorch" in head[:64]:
+        return "an ONNX model (what alexnet export writes), not a checkpoint; run it with onnxruntime, or use the .pt it came from"
+    if suffix == ".caffemodel":
+        return f"a Caffe model, not a checkpoint; convert it with: alexnet import caffe {path} --arch alexnet --out model.pt"
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and all(c.isprintable() or c.isspace() for c in text):
+        if "layer {" in text or "layers {" in text or "input_dim" in text:
+            return "a Caffe prototxt (text), not a checkpoint; the weights are in the .caffemodel: alexnet import caffe FILE.caffemodel"
+        return "a text file, not a checkpoint (a checkpoint is what alexnet train writes into RUN/checkpoints/ or alexnet import writes)"
+    return f"not a checkpoint: neither a torch file nor safetensors (it starts with bytes {head[:4].hex()})"
+
+
+def what_payload(payload: Any, path: Path) -> str | None:
+    """Why a torch file's content is not a checkpoint when it is a bare state dict (a model's
+    ``state_dict()`` saved as it is: tensors only, no architecture or classes), else None."""
+    if not (isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())):
+        return None
+    count = f"{len(payload)} tensor" + ("s" if len(payload) != 1 else "")
+    return (f"a bare state dict ({count}, no architecture or classes), not an alexnet checkpoint; "
+            f"if it is torchvision's AlexNet: alexnet import torchvision {path} --out model.pt")
+
+
+def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with its failures turned into one-line errors."""
+    try:
+        with warnings.catch_warnings():  # torch warns about pickle protocols it then refuses anyway
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:
+        text = " ".join(str(e).split())
+        if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
+            reason = _refused_global(text)
+            raise AlexNetError(
+                f"{path}: refused to load: the file asks to run or import code when unpickled ({reason}); "
+                "only weights-only checkpoints are loaded, nothing in the file was run"
+            ) from None
+        raise AlexNetError(f"{path}: not a checkpoint (unreadable pickle: {text[:120]})") from None
+    except (EOFError, zipfile.BadZipFile) as e:
+        raise AlexNetError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__})") from None
+    except RuntimeError as e:
+        text = " ".join(str(e).split())
+        if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
+            raise AlexNetError(f"{path}: truncated or corrupt checkpoint (incomplete zip archive)") from None
+        raise AlexNetError(f"{path}: cannot load checkpoint: {text[:200]}") from None
+    except (ValueError, TypeError, AttributeError, KeyError, IndexError, io.UnsupportedOperation) as e:
+        raise AlexNetError(f"{path}: not a checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+
+
+def _refused_global(text: str) -> str:
+    """The part of torch's weights-only refusal that says what the file asked for."""
+    found = re.search(r"GLOBAL (\S+)", text) or re.search(r"Unsupported (?:global|operand):? (\S+)", text)
+    if found is None:
+        return "content outside tensors and plain values"
+    what = found.group(1).rstrip(".,")
+    return f"global {what}" if "GLOBAL" in found.group(0) or "global" in found.group(0) else f"pickle opcode {what}"
