@@ -73,9 +73,7 @@ INDEX_COLUMNS = ("row", "path", "label", "class")
 # -- layers -------------------------------------------------------------------------------------
 def _execution_order(model: nn.Module) -> list[str]:
     """Child module names in the order the forward pass runs them (AlexNet keeps it; others register in it)."""
-    if hasattr(model, "conv_order") and hasattr(model, "fc_order"):
-        return [*model.conv_order, *model.fc_order, model.head_name]
-    return [name for name, _ in model.named_children()]
+    return model.layer_order()
 
 
 def layer_names(model: nn.Module) -> list[str]:
@@ -90,7 +88,7 @@ def resolve_layer(model: nn.Module, layer: str) -> str | None:
     modules = dict(model.named_modules())
     if layer not in modules or layer == "":
         shown = layer_names(model)
-        raise AlexNetError(f"--layer {layer!r}: {getattr(model, 'name', type(model).__name__)} has no such layer; "
+        raise AlexNetError(f"--layer {layer!r}: {model.name} has no such layer; "
                            f"valid: {', '.join(shown)}")
     order = _execution_order(model)
     if layer not in order or not isinstance(modules[layer], (nn.Conv2d, nn.Linear)):
@@ -100,8 +98,7 @@ def resolve_layer(model: nn.Module, layer: str) -> str | None:
         if not isinstance(modules[name], (nn.ReLU, nn.Tanh, nn.Dropout)) and not name.startswith(("relu", "drop")):
             break
         top = name
-    last_hidden = getattr(model, "fc_order", [None])[-1]
-    return None if top == last_hidden else top  # fc7 of an AlexNet is forward_features itself
+    return None if top == model.last_hidden() else top  # fc7 of an AlexNet is forward_features itself
 
 
 class _Reached(Exception):

@@ -40,7 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet.models.base import ConfiguredNet
+from alexnet.models.base import StagedNet
 from alexnet.models.cudaconvnet_layers import SameMapResponseNorm, ceil_extra, ceil_output_size
 from alexnet.models.layers import DROPOUT_SCALINGS, INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, dropout_layer, initialise
 
@@ -166,7 +166,7 @@ class AlexNetConfig:
         return self.convs[-1].out_channels, side
 
 
-class AlexNet(ConfiguredNet):
+class AlexNet(StagedNet):
     """Five conv layers and three FC layers (§3.5), configured by an :class:`AlexNetConfig`.
 
     ``forward(x)`` maps [N, C, H, W] images to [N, num_classes] logits (softmax is left to the loss

@@ -88,6 +88,8 @@ def transition(c_in: int, c_out: int, bias: bool) -> nn.Sequential:
 
 
 class DenseNet(ConfiguredNet):
+    head_name = "classifier"
+
     def __init__(self, config: DenseNetConfig, *, name: str) -> None:
         super().__init__()
         self.config, self.name = config, name

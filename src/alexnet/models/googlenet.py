@@ -157,6 +157,8 @@ class InceptionAux(nn.Module):
 class GoogLeNet(ConfiguredNet):
     """Inception v1 configured by a :class:`GoogLeNetConfig`; see the module docstring for the forms."""
 
+    head_name = "fc"  # the auxiliary heads (training only) are not the classifier
+
     def __init__(self, config: GoogLeNetConfig, *, name: str = "googlenet") -> None:
         super().__init__()
         self.config, self.name = config, name

@@ -90,6 +90,8 @@ class LeNetConfig:
 class LeNet(ConfiguredNet):
     """LeNet-5 configured by a :class:`LeNetConfig`; [N, C, H, W] → [N, num_classes] logits."""
 
+    head_name = "fc5"
+
     def __init__(self, config: LeNetConfig, *, name: str = "lenet") -> None:
         super().__init__()
         self.config, self.name = config, name

@@ -91,6 +91,8 @@ class ResidualBlock(nn.Module):
 
 
 class ResNet(ConfiguredNet):
+    head_name = "fc"
+
     def __init__(self, config: ResNetConfig, *, name: str) -> None:
         super().__init__()
         self.config, self.name = config, name

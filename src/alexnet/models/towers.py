@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from alexnet.models.alexnet import AlexNet
-from alexnet.models.base import ConfiguredNet
+from alexnet.models.base import ConfiguredNet, classifier_head
 from alexnet.models.layers import LocalResponseNorm
 
 
@@ -41,6 +41,8 @@ def _split_layer(layer: nn.Module, tower: int, grouped: bool) -> nn.Module:
 class TwoTowerAlexNet(ConfiguredNet):
     """A grouped :class:`AlexNet` split over two devices, exchanging activations at conv3 and fc6–fc8."""
 
+    head_name = "head"  # the AlexNet's fc8, whole on the first device
+
     def __init__(self, model: AlexNet, devices: Sequence[torch.device | str]) -> None:
         super().__init__()
         cfg = model.config
@@ -52,13 +54,13 @@ class TwoTowerAlexNet(ConfiguredNet):
             raise ValueError(f"the two-tower placement needs lrn_groups=2 (each tower normalises its own maps), got {cfg.lrn_groups}")
         self.config, self.name = cfg, f"{model.name}@2towers"
         self.devices = tuple(torch.device(d) for d in devices)
-        self.conv_order, self.fc_order, self.head_name = model.conv_order, model.fc_order, model.head_name
+        self.conv_order, self.fc_order = model.conv_order, model.fc_order  # each tower runs them in this order
         self.grouped = {f"conv{i}": c.groups == 2 for i, c in enumerate(cfg.convs, start=1)}
         towers = []
         for t, device in enumerate(self.devices):
             parts = nn.ModuleDict()
             for name, module in model.named_children():
-                if name == self.head_name:
+                if name == classifier_head(model):
                     continue
                 if isinstance(module, (nn.Conv2d, nn.Linear)):
                     parts[name] = _split_layer(module, t, self.grouped.get(name, False))
@@ -68,7 +70,7 @@ class TwoTowerAlexNet(ConfiguredNet):
                     parts[name] = module  # parameter-free: ReLU, pooling, dropout
             towers.append(parts.to(device))
         self.towers = nn.ModuleList(towers)
-        head = getattr(model, self.head_name)
+        head = model.get_submodule(classifier_head(model))
         self.head = nn.Linear(head.in_features, head.out_features).to(self.devices[0])
         with torch.no_grad():
             self.head.weight.copy_(head.weight)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alexnet.models.base import ConfiguredNet
+from alexnet.models.base import StagedNet
 from alexnet.models.registry import register
 
 # Table 1: (convolutions, width) for each of the five blocks
@@ -78,7 +78,7 @@ class VGGConfig:
         return side
 
 
-class VGG(ConfiguredNet):
+class VGG(StagedNet):
     """Blocks of 3×3 convolutions and 2×2 pooling, then fc6–fc8 (§2.1); configured by a :class:`VGGConfig`."""
 
     def __init__(self, config: VGGConfig, *, name: str = "vgg11") -> None:

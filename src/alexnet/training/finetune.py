@@ -31,6 +31,7 @@ from torch import nn
 
 from alexnet.checkpoint import Checkpoint
 from alexnet.errors import AlexNetError
+from alexnet.models.base import ConfiguredNet, classifier_head
 
 STATUS_LOADED, STATUS_NEW = "loaded", "re-initialised"
 
@@ -56,20 +57,12 @@ def read_rows(path: Path) -> list[InitRow]:
         raise AlexNetError(f"{path}: cannot read the fine-tuning table this run saved ({type(e).__name__}: {e})") from None
 
 
-def head_name(model: nn.Module) -> str:
-    """The classifier head: the last layer with parameters (fc8 for AlexNet, the last 1×1 conv for NiN)."""
-    named = [name for name, m in model.named_modules() if name and any(True for _ in m.parameters(recurse=False))]
-    if not named:
-        raise AlexNetError(f"{model.name} has no layer with parameters")
-    return named[-1]
-
-
-def init_from(model: nn.Module, ckpt: Checkpoint, *, classes: list[str], reset_head: bool, source: str) -> list[InitRow]:
+def init_from(model: ConfiguredNet, ckpt: Checkpoint, *, classes: list[str], reset_head: bool, source: str) -> list[InitRow]:
     """Copy every tensor of ``ckpt`` whose name and shape match into ``model`` (in place); the table.
 
     The head's rows are the checkpoint's classes: it is loaded only when the data names the same
     classes in the same order (a run continued on its own data), else re-initialised."""
-    head = head_name(model)
+    head = classifier_head(model)
     if list(ckpt.classes) != list(classes):
         reset_head, why = True, "other classes than the checkpoint's"
     else:
@@ -93,11 +86,11 @@ def init_from(model: nn.Module, ckpt: Checkpoint, *, classes: list[str], reset_h
     return rows
 
 
-def freeze(model: nn.Module, what: str, rows: list[InitRow]) -> set[str]:
+def freeze(model: ConfiguredNet, what: str, rows: list[InitRow]) -> set[str]:
     """Turn off the gradient of the parameters ``what`` names (module docstring); their names."""
     if what == "none":
         return set()
-    head = head_name(model)
+    head = classifier_head(model)
     layers = [name for name, m in model.named_modules() if name and any(True for _ in m.parameters(recurse=False))]
     if what == "features":
         chosen = [n for n, m in model.named_modules() if n in layers and n != head and not isinstance(m, nn.Linear)]

@@ -39,8 +39,8 @@ REFERENCE = "torchvision.alexnet"
 
 
 def reference_model(num_classes: int = 1000) -> nn.Module:
-    """torchvision's AlexNet, given the model contract (:class:`alexnet.models.base.Classifier`) so that
-    our step can run it too: trained at 224 as pytorch/examples does, plain cross-entropy."""
+    """torchvision's AlexNet, given the part of the model contract (:mod:`alexnet.models.base`) that our
+    step and ``summarize`` use, so that they run it too: trained at 224 as pytorch/examples does, plain cross-entropy."""
     import torchvision
 
     model = torchvision.models.alexnet(num_classes=num_classes)

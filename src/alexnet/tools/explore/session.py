@@ -30,6 +30,7 @@ from alexnet.data.images import MAX_PIXELS, decode_bytes
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
+from alexnet.models.base import classifier_head
 from alexnet.reporting.figures import conv1_kernels, curves_figure, display_images, fc7_codes, figure_png, filter_mosaics, image_batch
 from alexnet.runtime import FastPath, prepare_model
 from alexnet.tools.explore import activations, neighbours, why
@@ -79,7 +80,7 @@ class Session:
         self.classes = list(self.ckpt.classes)
         self.size, self.crop = self.preprocess.pipeline.resize, self.preprocess.pipeline.crop
         self.towers = _towers(self.model)
-        self.head = getattr(self.model, "head_name", None) or _last_linear(self.model)
+        self.head = classifier_head(self.model)
         blank = self.preprocess.eval(self._input(np.zeros((self.size, self.size, 3), np.uint8)))
         self.cam_layer = why.cam_layer(self.model, blank)  # one forward pass; two more warm oneDNN up for the first request
         with torch.no_grad():
@@ -313,8 +314,4 @@ def _towers(model: nn.Module) -> int:
     except ValueError:
         return 1
 
-
-def _last_linear(model: nn.Module) -> str | None:
-    names = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
-    return names[-1] if names else None
 
