@@ -22,7 +22,7 @@ from alexnet.models import resnet as _resnet  # noqa: F401
 from alexnet.models import densenet as _densenet  # noqa: F401
 from alexnet.models import cudaconvnet as _cudaconvnet  # noqa: F401  (cuda-convnet's CIFAR-10 nets of §3)
 # isort: on
-from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, ablate
+from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, with_towers_and_pooling
 from alexnet.models.layers import LocalResponseNorm, initialise, paper_init
 from alexnet.models.registry import check_options, create, entry, names, register
 from alexnet.models.summary import Summary, summarize
@@ -30,5 +30,5 @@ from alexnet.models.towers import TwoTowerAlexNet
 
 __all__ = [
     "AlexNet", "AlexNetConfig", "Conv", "LocalResponseNorm", "Summary", "TwoTowerAlexNet",
-    "ablate", "check_options", "create", "entry", "initialise", "names", "paper_init", "register", "summarize",
+    "check_options", "create", "entry", "initialise", "names", "paper_init", "register", "summarize", "with_towers_and_pooling",
 ]

@@ -177,62 +177,77 @@ class AlexNet(StagedNet):
     def __init__(self, config: AlexNetConfig, *, name: str = "alexnet") -> None:
         super().__init__()
         self.config, self.name = config, name
-        c = config
-        act = ACTIVATIONS[c.activation]
-        conv_order: list[str] = []
+        self.conv_order = self._add_conv_stages()
+        self.fc_order, width = self._add_hidden_fcs()
+        self.head_name = f"fc{len(config.convs) + len(config.hidden) + 1}"  # fc8
+        self.add_module(self.head_name, nn.Linear(width, config.num_classes))
+        self.reset_parameters()
+
+    # -- layers ----------------------------------------------------------------------------------
+    def _add_conv_stages(self) -> list[str]:
+        """conv1…conv5 with what follows each, then [avgpool]; their names in forward order."""
+        c = self.config
+        order: list[str] = []
         in_ch, side = c.in_channels, c.input_size
-        ceil = c.output_rule == "ceil"
         for i, (spec, position) in enumerate(zip(c.convs, c.norm_positions()), start=1):
-            extra = ceil_extra(side, spec.kernel, spec.stride, spec.padding) if ceil else 0
-            pad = f"pad{i}" if extra else None  # cuda-convnet's last windows run past the image into zeros
-            if pad:
-                self.add_module(pad, nn.ZeroPad2d((0, extra, 0, extra)))
-            self.add_module(f"conv{i}", nn.Conv2d(in_ch, spec.out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups))
-            side = c.output_size(side, spec.kernel, spec.stride, spec.padding)
-            if c.batch_norm:
-                self.add_module(f"bn{i}", nn.BatchNorm2d(spec.out_channels))
-            norm = f"norm{i}" if c.lrn and i in c.lrn_after else None
-            same_map = f"rnorm{i}" if norm and i in c.same_map_norm_after else None
-            pool = f"pool{i}" if i in c.pool_after else None
-            if norm:
-                self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k,
-                                                        convention=c.lrn_convention, groups=c.lrn_groups))
-            if same_map:
-                self.add_module(same_map, SameMapResponseNorm(c.same_map_size, c.same_map_scale, c.same_map_pow, c.same_map_min_div))
-            self.add_module(f"relu{i}", act())
-            if pool:
-                self.add_module(pool, nn.MaxPool2d(c.pool_kernel, c.pool_stride, ceil_mode=ceil))
-                side = c.output_size(side, c.pool_kernel, c.pool_stride, 0)
-            stage = {
-                "after_relu": [f"relu{i}", norm, same_map, pool],
-                "before_relu": [norm, same_map, f"relu{i}", pool],
-                "after_pool": [f"relu{i}", pool, norm, same_map],
-            }[position]
-            conv_order += [m for m in (pad, f"conv{i}") if m] + ([f"bn{i}"] if c.batch_norm else []) + [m for m in stage if m]
+            names, side = self._add_conv_stage(i, spec, position, in_ch, side)
+            order += names
             in_ch = spec.out_channels
         if c.adaptive_pool:
             self.avgpool = nn.AdaptiveAvgPool2d(c.adaptive_pool)
-            conv_order.append("avgpool")
-        self.conv_order = conv_order
+            order.append("avgpool")
+        return order
 
+    def _add_conv_stage(self, i: int, spec: Conv, position: str, in_ch: int, side: int) -> tuple[list[str], int]:
+        """[pad{i}] conv{i} [bn{i}] and relu{i}, norm{i}, [rnorm{i}], pool{i} in ``position``'s order: their
+        names in forward order, and the side of the maps after the stage."""
+        c = self.config
+        ceil = c.output_rule == "ceil"
+        extra = ceil_extra(side, spec.kernel, spec.stride, spec.padding) if ceil else 0
+        pad = f"pad{i}" if extra else None  # cuda-convnet's last windows run past the image into zeros
+        if pad:
+            self.add_module(pad, nn.ZeroPad2d((0, extra, 0, extra)))
+        self.add_module(f"conv{i}", nn.Conv2d(in_ch, spec.out_channels, spec.kernel, spec.stride, spec.padding, groups=spec.groups))
+        side = c.output_size(side, spec.kernel, spec.stride, spec.padding)
+        bn = f"bn{i}" if c.batch_norm else None
+        if bn:
+            self.add_module(bn, nn.BatchNorm2d(spec.out_channels))
+        norm = f"norm{i}" if c.lrn and i in c.lrn_after else None
+        same_map = f"rnorm{i}" if norm and i in c.same_map_norm_after else None
+        pool = f"pool{i}" if i in c.pool_after else None
+        if norm:
+            self.add_module(norm, LocalResponseNorm(c.lrn_size, c.lrn_alpha, c.lrn_beta, c.lrn_k, convention=c.lrn_convention, groups=c.lrn_groups))
+        if same_map:
+            self.add_module(same_map, SameMapResponseNorm(c.same_map_size, c.same_map_scale, c.same_map_pow, c.same_map_min_div))
+        self.add_module(f"relu{i}", ACTIVATIONS[c.activation]())
+        if pool:
+            self.add_module(pool, nn.MaxPool2d(c.pool_kernel, c.pool_stride, ceil_mode=ceil))
+            side = c.output_size(side, c.pool_kernel, c.pool_stride, 0)
+        stage = {
+            "after_relu": [f"relu{i}", norm, same_map, pool],
+            "before_relu": [norm, same_map, f"relu{i}", pool],
+            "after_pool": [f"relu{i}", pool, norm, same_map],
+        }[position]
+        return [m for m in (pad, f"conv{i}", bn, *stage) if m], side
+
+    def _add_hidden_fcs(self) -> tuple[list[str], int]:
+        """fc6, fc7 with their ReLUs and dropout (on their outputs, or inputs for ``dropout_position="before"``):
+        their names in forward order, and the width the head reads."""
+        c = self.config
         channels, side = c.feature_size()
         widths = [channels * side * side, *c.hidden]
-        fc_order: list[str] = []
-        first_fc = len(c.convs) + 1
-        for j, (w_in, w_out) in enumerate(zip(widths, widths[1:]), start=first_fc):
+        order: list[str] = []
+        for j, (w_in, w_out) in enumerate(zip(widths, widths[1:]), start=len(c.convs) + 1):
             drop = f"drop{j}" if c.dropout > 0 else None
             self.add_module(f"fc{j}", nn.Linear(w_in, w_out))
-            self.add_module(f"relu{j}", act())
+            self.add_module(f"relu{j}", ACTIVATIONS[c.activation]())
             if drop:
                 self.add_module(drop, dropout_layer(c.dropout, c.dropout_scaling))
             if c.dropout_position == "before":
-                fc_order += [m for m in (drop, f"fc{j}", f"relu{j}") if m]
+                order += [m for m in (drop, f"fc{j}", f"relu{j}") if m]
             else:
-                fc_order += [m for m in (f"fc{j}", f"relu{j}", drop) if m]
-        self.fc_order = fc_order
-        self.head_name = f"fc{first_fc + len(c.hidden)}"
-        self.add_module(self.head_name, nn.Linear(widths[-1], c.num_classes))
-        self.reset_parameters()
+                order += [m for m in (f"fc{j}", f"relu{j}", drop) if m]
+        return order, widths[-1]
 
     # -- weights ---------------------------------------------------------------------------------
     def weighted_layers(self) -> dict[str, nn.Module]:
@@ -273,18 +288,15 @@ class AlexNet(StagedNet):
     def fc6_inputs(self) -> int:
         return getattr(self, f"fc{len(self.config.convs) + 1}").in_features
 
-    def with_config(self, **changes: Any) -> AlexNet:
-        """A new, freshly initialised model whose config differs by ``changes``."""
-        return AlexNet(replace(self.config, **changes), name=self.name)
-
 
 def half_width(convs: tuple[Conv, ...]) -> tuple[Conv, ...]:
     """One tower of a two-tower net (§3.2): half the kernels of every layer, no groups."""
     return tuple(replace(c, out_channels=c.out_channels // 2, groups=1) for c in convs)
 
 
-def ablate(config: AlexNetConfig, *, towers: int = 2, pooling: str = "overlapping") -> AlexNetConfig:
-    """Apply the structural ablations of §3 that change several fields at once.
+def with_towers_and_pooling(config: AlexNetConfig, *, towers: int = 2, pooling: str = "overlapping") -> AlexNetConfig:
+    """``config`` with §3's two structural options, which change several fields at once (what the
+    ``towers`` and ``pooling`` options of the paper's builders apply; ``alexnet ablate`` varies them).
 
     ``towers=1``: the half-width single-GPU net the paper compares against (§3.2: 1.7 / 1.2 points
     worse top-1 / top-5): half the kernels of every layer and half the FC units, no groups.

@@ -24,7 +24,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, ablate
+from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, with_towers_and_pooling
 from alexnet.models.registry import register
 from alexnet.models.towers import TwoTowerAlexNet
 
@@ -45,7 +45,7 @@ def _paper_design(
 ) -> AlexNet:
     config = replace(config, activation=activation, lrn=lrn, lrn_convention=lrn_convention, dropout=dropout, init=init,
                      batch_norm=batch_norm, dropout_scaling=dropout_scaling)
-    return AlexNet(ablate(config, towers=towers, pooling=pooling), name=name)
+    return AlexNet(with_towers_and_pooling(config, towers=towers, pooling=pooling), name=name)
 
 
 @register("the paper's network (§3.5): two towers as groups, LRN k=2 after ReLU, 227 input")
