@@ -17,21 +17,24 @@ torchvision|caffe`` wrote):
   weights, Caffe's mean image for Caffe's), not recomputed from the small data set, unless
   ``finetune.keep_preprocess = false``; the augmentation is the recipe's.
 
-:func:`init_from` returns the table (layer, shape, loaded / re-initialised, frozen) that the run
+:func:`init_checkpoint` reads ``--init``'s checkpoint, :func:`prepare` applies it (or, on a resume,
+the saved table); :func:`init_from` returns the table (layer, shape, loaded / re-initialised, frozen) that the run
 prints and saves as ``init.json``.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from torch import nn
 
+from alexnet import checkpoint
 from alexnet.checkpoint import Checkpoint
 from alexnet.errors import AlexNetError
 from alexnet.models.base import ConfiguredNet, classifier_head
+from alexnet.training.config import ModelConfig, TrainConfig
 
 STATUS_LOADED, STATUS_NEW = "loaded", "re-initialised"
 
@@ -55,6 +58,37 @@ def read_rows(path: Path) -> list[InitRow]:
                 for r in json.loads(path.read_text(encoding="utf-8"))]
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise AlexNetError(f"{path}: cannot read the fine-tuning table this run saved ({type(e).__name__}: {e})") from None
+
+
+def init_checkpoint(config: TrainConfig, *, resume: bool) -> tuple[TrainConfig, Checkpoint | None]:
+    """``--init``'s checkpoint (any of ours: a run's, an import, a safetensors export) and the config
+    with its architecture, which config.json then records; a resume reads neither again."""
+    ft = config.finetune
+    if resume:
+        return config, None
+    if not ft.init:
+        if ft.freeze != "none" or ft.loaded_lr_mult != 1.0:
+            what = f"--freeze {ft.freeze}" if ft.freeze != "none" else f"preset {config.preset}"
+            raise AlexNetError(f"{what} fine-tunes pretrained weights: pass --init CHECKPOINT (e.g. what `alexnet import` wrote)")
+        return config, None
+    init = checkpoint.load(ft.init, map_location="cpu")
+    if not init.preprocess and ft.keep_preprocess:
+        raise AlexNetError(f"--init {ft.init}: the checkpoint has no preprocessing to keep; "
+                           "set finetune.keep_preprocess=false to fit it to the data")
+    options = {k: v for k, v in init.model_options.items() if k != "num_classes"}
+    return replace(config, model=ModelConfig(init.model, options)), init
+
+
+def prepare(model: ConfiguredNet, config: TrainConfig, init: Checkpoint | None, classes: list[str], init_json: Path) -> list[InitRow]:
+    """Load what fits from ``init`` and freeze what is asked; on a resume (``init`` None) the same frozen
+    layers and learning-rate groups from the run's ``init_json``."""
+    ft = config.finetune
+    if init is not None:
+        rows = init_from(model, init, classes=classes, reset_head=ft.reset_head, source=ft.init)
+    else:
+        rows = read_rows(init_json)
+    freeze(model, ft.freeze, rows)
+    return rows
 
 
 def init_from(model: ConfiguredNet, ckpt: Checkpoint, *, classes: list[str], reset_head: bool, source: str) -> list[InitRow]:

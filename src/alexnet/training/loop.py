@@ -49,7 +49,7 @@ from alexnet.runtime import resolve_device
 from alexnet.training import distributed as dist
 from alexnet.training import finetune
 from alexnet.training import step as steps
-from alexnet.training.config import ModelConfig, TrainConfig, build, resume_changes
+from alexnet.training.config import TrainConfig, build, resume_changes
 from alexnet.training.optim import Schedule, set_lr
 from alexnet.training.run_folder import RunFolder, RunLock
 
@@ -124,9 +124,9 @@ class Data:
     preprocess: Preprocess
 
 
-def load_data(config: TrainConfig, pretrained: Preprocess | None = None) -> Data:
+def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
     """Open ``config.data.spec``, hold out a val split if it has none, and fit the preprocessing
-    (the recipe's augmentation with ``pretrained``'s normalisation and statistics when given)."""
+    (the recipe's augmentation with ``kept``'s normalisation and statistics when given: --init's)."""
     if not config.data.spec:
         raise AlexNetError(f"preset {config.preset} needs --data PATH (an image folder, CIFAR-10, IDX files or a packed store)")
     dataset = open_dataset(config.data.spec)
@@ -136,14 +136,14 @@ def load_data(config: TrainConfig, pretrained: Preprocess | None = None) -> Data
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
-    if pretrained is not None:
-        pipe = replace(pipe, normalize=pretrained.pipeline.normalize)
-        if pretrained.stats is not None and pipe.normalize == "image" and pretrained.stats.mean_image.shape[0] != pipe.resize:
-            raise AlexNetError(f"--init's mean image is {pretrained.stats.mean_image.shape[0]} px but the recipe resizes to "
-                               f"{pipe.resize}; set data.pipeline_options.resize={pretrained.stats.mean_image.shape[0]}")
+    if kept is not None:
+        pipe = replace(pipe, normalize=kept.pipeline.normalize)
+        if kept.stats is not None and pipe.normalize == "image" and kept.stats.mean_image.shape[0] != pipe.resize:
+            raise AlexNetError(f"--init's mean image is {kept.stats.mean_image.shape[0]} px but the recipe resizes to "
+                               f"{pipe.resize}; set data.pipeline_options.resize={kept.stats.mean_image.shape[0]}")
     train, val, test = (prefit(s, pipe.resize, pipe.channels) for s in (train, val, test))
-    if pretrained is not None:
-        return Data(train, val, test, list(dataset.classes), Preprocess(pipe, pretrained.stats))
+    if kept is not None:
+        return Data(train, val, test, list(dataset.classes), Preprocess(pipe, kept.stats))
     stats = dataset.stats if dataset.stats is not None and dataset.stats.mean_image.shape[0] == pipe.resize else None
     if stats is None and (pipe.normalize != "unit" or pipe.lighting > 0):
         stats = statistics(train, pipe.resize, pipe.channels, config.data.workers)
@@ -266,38 +266,6 @@ def resumed_config(folder: RunFolder, config: TrainConfig) -> dict[str, tuple[An
     return resume_changes(saved, config, str(folder.root))
 
 
-def pretrained(config: TrainConfig, run: RunOptions) -> tuple[TrainConfig, ckpt_io.Checkpoint | None]:
-    """``--init``'s checkpoint (any of ours: a run's, an import, a safetensors export) and the config
-    with its architecture, which config.json then records; a resume reads neither again."""
-    ft = config.finetune
-    if run.resume:
-        return config, None
-    if not ft.init:
-        if ft.freeze != "none" or ft.loaded_lr_mult != 1.0:
-            what = f"--freeze {ft.freeze}" if ft.freeze != "none" else f"preset {config.preset}"
-            raise AlexNetError(f"{what} fine-tunes pretrained weights: pass --init CHECKPOINT (e.g. what `alexnet import` wrote)")
-        return config, None
-    init = ckpt_io.load(ft.init, map_location="cpu")
-    if not init.preprocess and ft.keep_preprocess:
-        raise AlexNetError(f"--init {ft.init}: the checkpoint has no preprocessing to keep; "
-                           "set finetune.keep_preprocess=false to fit it to the data")
-    options = {k: v for k, v in init.model_options.items() if k != "num_classes"}
-    return replace(config, model=ModelConfig(init.model, options)), init
-
-
-def fine_tune(model: nn.Module, config: TrainConfig, init: ckpt_io.Checkpoint | None, data: Data,
-              folder: RunFolder) -> list[finetune.InitRow]:
-    """Load what fits from ``init`` and freeze what is asked; on a resume (``init`` None) the same frozen
-    layers and learning-rate groups from the run's init.json."""
-    ft = config.finetune
-    if init is not None:
-        rows = finetune.init_from(model, init, classes=data.classes, reset_head=ft.reset_head, source=ft.init)
-    else:
-        rows = finetune.read_rows(folder.init)
-    finetune.freeze(model, ft.freeze, rows)
-    return rows
-
-
 def build_model(config: TrainConfig, data: Data) -> nn.Module:
     model = models.create(config.model.name, num_classes=len(data.classes), **config.model.options)
     pipe = data.preprocess.pipeline
@@ -316,13 +284,13 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     check_folder(folder, run)
     changes = resumed_config(folder, config) if run.resume else {}
     last = ckpt_io.load(folder.last, map_location="cpu") if run.resume else None
-    config, init = pretrained(config, run)
+    config, init = finetune.init_checkpoint(config, resume=run.resume)
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
     kept = (init or last) if config.finetune.init and config.finetune.keep_preprocess else None  # a resume: the run's own
     data = load_data(config, Preprocess.from_state(kept.preprocess) if kept is not None else None)
     model = build_model(config, data)
-    init_rows = fine_tune(model, config, init, data, folder) if config.finetune.init else []
+    init_rows = finetune.prepare(model, config, init, data.classes, folder.init) if config.finetune.init else []
     lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
     step = steps.build(model, config, device, distributed=world.enabled, lr_mults=lr_mults)
     per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=world.world_size)
