@@ -42,7 +42,7 @@ from alexnet import models, runtime
 from alexnet.data.transforms import Pipeline, Preprocess, pipeline
 from alexnet.tools.bench.photos import make_photo_folder
 from alexnet.tools.bench.rows import Row, with_ratios
-from alexnet.tools.bench.step import REFERENCE, reference_model, reference_step, train_gflop, train_step
+from alexnet.tools.bench.step import REFERENCE, allocator_label, reference_model, reference_step, train_gflop, train_step
 from alexnet.tools.bench.timing import Measurement, peak_memory_mb, reset_peak_memory, synchronize
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ def _nothing(images: torch.Tensor, labels: torch.Tensor) -> None:
 
 def _row(cfg, label: str, impl: str, what: str, precision: str, photos: Photos, m: Measurement,
          gflop: float | None = None, **settings) -> Row:
-    allocator = "tuned" if runtime._ALLOCATOR_TUNED else "default"  # after the timing: ours tunes it
+    allocator = allocator_label()  # after the timing: ours tunes it
     return Row("data", label, impl, what, cfg.batch_size, timing=m, train_gflop=gflop,
                images_per_call=cfg.data_batches * cfg.batch_size, batches_per_call=cfg.data_batches, settings={
                    "precision": precision, "allocator": allocator, **photos.settings, **settings,

@@ -26,6 +26,8 @@ from alexnet.tools.interop.export import export_onnx
 
 log = logging.getLogger(__name__)
 
+KINDS = ("latency", "throughput")  # batch 1, and cfg.infer_batch
+
 
 def ort_session(path: str, threads: int):
     import onnxruntime as ort
@@ -33,9 +35,6 @@ def ort_session(path: str, threads: int):
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
-
-
-KINDS = ("latency", "throughput")  # batch 1, and cfg.infer_batch
 
 
 def way(label: str, impl: str, model: str, engine: str, precision: str) -> Row:

@@ -151,7 +151,7 @@ def _row(cfg, label: str, impl: str, model: str, fast: runtime.FastPath, size: i
 def run(cfg, device: torch.device) -> list[Row]:
     """All rows of the step part for a resolved :class:`alexnet.tools.bench.BenchConfig`: the reference
     (and the baseline) with the process's allocator, then one interleaved group per precision."""
-    before = _allocator()
+    before = allocator_label()
     first = [reference_path(cfg, device, f"{REFERENCE} fp32 NCHW (pytorch/examples)", fp32_nchw(device), before)]
     if cfg.baseline and "alexnet" in cfg.step_models:
         first.append(baseline_path(cfg, device, before))
@@ -194,7 +194,8 @@ def _measure(cfg, device: torch.device, group: list[tuple[Row, Callable]]) -> li
     return measure_rows(group, device, warmup=cfg.warmup, reps=cfg.reps)
 
 
-def _allocator() -> str:
+def allocator_label() -> str:
+    """The CPU allocator the process runs with now, as rows record it: "tuned" or "default"."""
     return "tuned" if runtime._ALLOCATOR_TUNED else "default"
 
 
