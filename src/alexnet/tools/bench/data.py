@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ import torch
 
 from alexnet import models, runtime
 from alexnet.data.transforms import Pipeline, Preprocess, pipeline
-from alexnet.tools.bench.photos import make_photo_folder
+from alexnet.tools.bench.photos import data_root, make_photo_folder
 from alexnet.tools.bench.rows import Row, with_ratios
 from alexnet.tools.bench.step import REFERENCE, allocator_label, reference_model, reference_step, train_gflop, train_step
 from alexnet.tools.bench.timing import Measurement, peak_memory_mb, reset_peak_memory, synchronize
@@ -91,14 +90,16 @@ def our_batches(store: Path, cfg, device: torch.device, recipe: Pipeline | None 
         epoch += 1
 
 
-def prepare_store(train_dir: Path, out: Path, workers: int) -> float:
-    """``alexnet prepare`` of the photographs (once); returns the seconds it took (0 if it existed)."""
+def prepare_store(train_dir: Path, out: Path, workers: int, encoding: str = "raw") -> float:
+    """``alexnet prepare [--encoding jpeg]`` of the photographs (once, at 256 and the default JPEG quality);
+    returns the seconds it took (0 if it existed)."""
     from alexnet.data.prepare import PrepareConfig, prepare
 
     if out.is_dir():
         return 0.0
     start = time.perf_counter()
-    prepare(PrepareConfig(source=str(train_dir.parent), out=str(out), size=256, workers=workers, progress=False))
+    prepare(PrepareConfig(source=str(train_dir.parent), out=str(out), size=256, workers=workers, progress=False,
+                          encoding=encoding))
     return time.perf_counter() - start
 
 
@@ -130,8 +131,7 @@ class Photos:
 
 def make_photos(cfg) -> Photos:
     """The photographs (at least one epoch of whole batches) and their store, made once in ``data_dir``."""
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
+    root = data_root(cfg)
     count = max(cfg.photos, cfg.batch_size * (cfg.data_batches + 1))
     train_dir = make_photo_folder(root / f"photos-{count}", count)
     prepare_s = prepare_store(train_dir, root / f"store-{count}", cfg.workers)

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import tempfile
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,7 @@ from alexnet.data.images import decode_image
 from alexnet.data.jpeg import DEFAULT_QUALITY, JpegRecords, decode_on_device, decode_pil
 from alexnet.data.transforms import downsample
 from alexnet.tools.bench.data import prepare_store
-from alexnet.tools.bench.photos import make_photo_folder
+from alexnet.tools.bench.photos import data_root, make_photo_folder
 from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
 from alexnet.tools.bench.timing import synchronize
 
@@ -46,15 +45,6 @@ log = logging.getLogger(__name__)
 
 IMAGENET_TRAIN = 1_281_167
 CPU = torch.device("cpu")
-
-
-def prepare_jpeg_store(train_dir: Path, out: Path, workers: int, quality: int = DEFAULT_QUALITY) -> None:
-    """``alexnet prepare --encoding jpeg`` of the photographs (once)."""
-    from alexnet.data.prepare import PrepareConfig, prepare
-
-    if not out.is_dir():
-        prepare(PrepareConfig(source=str(train_dir.parent), out=str(out), size=256, workers=workers, progress=False,
-                              encoding="jpeg", quality=quality))
 
 
 @dataclass(frozen=True)
@@ -80,12 +70,11 @@ class Stored:
 
 def store_photos(cfg) -> Stored:
     """``cfg.photos`` photographs, in a folder and in both stores, made once in ``data_dir``."""
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
+    root = data_root(cfg)
     train_dir = make_photo_folder(root / f"photos-{cfg.photos}", cfg.photos)
     raw_dir, jpeg_dir = root / f"store-{cfg.photos}", root / f"store-jpeg{DEFAULT_QUALITY}-{cfg.photos}"
     prepare_store(train_dir, raw_dir, cfg.workers)
-    prepare_jpeg_store(train_dir, jpeg_dir, cfg.workers)
+    prepare_store(train_dir, jpeg_dir, cfg.workers, encoding="jpeg")
     records: JpegRecords = open_dataset(jpeg_dir).split("train").loader
     datas = [records.read(i) for i in range(len(records))]
     return Stored(train_dir=train_dir, files=sorted(str(p) for p in train_dir.rglob("*.jpg")),

@@ -36,7 +36,7 @@ from alexnet.data.stats import imagenet_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.inference.features import FeatureConfig, extract
 from alexnet.tools.bench.data import IMAGENET_MEAN, IMAGENET_STD
-from alexnet.tools.bench.photos import make_photo_folder
+from alexnet.tools.bench.photos import data_root, make_photo_folder
 from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
 from alexnet.tools.bench.step import reference_model
 from alexnet.tools.interop.torchvision import from_torchvision
@@ -107,8 +107,7 @@ def our_path(cfg, device: torch.device, train_dir: Path, ckpt: Path, out: Path, 
 
 def run(cfg, device: torch.device) -> list[Row]:
     """The reference and ours (each variant), interleaved; ours with its largest difference to the reference's fc7."""
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
+    root = data_root(cfg)
     train_dir = make_photo_folder(root / f"photos-{cfg.photos}", cfg.photos)
     torch.manual_seed(0)
     reference = reference_model().eval()
