@@ -4,11 +4,16 @@ Nothing here asserts a speed: the figures belong to docs/PERFORMANCE.md, measure
 """
 
 import json
+from pathlib import Path
 
 import pytest
 
 from alexnet.cli import main
 from alexnet.tools import bench
+from alexnet.tools.bench.rows import Row, with_ratios
+from alexnet.tools.bench.timing import Measurement
+
+RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 
 STEP_KEYS = {"part", "label", "impl", "model", "precision", "channels_last", "batch_size", "images_per_s", "ms",
              "times_s", "median_s", "peak_memory_mb", "ratio"}
@@ -20,6 +25,15 @@ def load(path):
     for key in ("device", "torch", "cpu", "torch_threads"):
         assert key in report["machine"]
     return report
+
+
+def assert_keys_as_stored(rows, stored):
+    """The rows write every key that the part's results in benchmarks/results have (timed rows and untimed
+    ones apart), so a report written now reads as the stored ones do."""
+    for timed in (True, False):
+        old = {k for r in json.loads((RESULTS / stored).read_text())["results"] if ("images_per_s" in r) == timed for k in r}
+        new = {k for r in rows if ("images_per_s" in r) == timed for k in r}
+        assert old <= new, (stored, timed, sorted(old - new))
 
 
 def test_step_quick_json(tmp_path, capsys):
@@ -44,6 +58,7 @@ def test_step_quick_json(tmp_path, capsys):
     assert [r["model"] for r in ours] == ["alexnet_small"] and ours[0]["channels_last"]
     printed = capsys.readouterr().out
     assert "alexnet_small fp32 channels_last" in printed and "×" in printed and "TFLOP/s" in printed
+    assert_keys_as_stored(rows, "cpu-step-alexnet.json")
 
 
 def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
@@ -59,6 +74,7 @@ def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
     ort = [r for r in rows if r["engine"] == "onnxruntime"]
     assert all("images_per_s" in r for r in ort), [r.get("note") for r in ort]
     assert {r["batch_size"] for r in rows if r["kind"] == "latency"} == {1}
+    assert_keys_as_stored(rows, "cpu-infer.json")
 
 
 def test_data_quick_runs_both_pipelines_from_jpeg_photographs(tmp_path, run_cli):
@@ -79,6 +95,36 @@ def test_data_quick_runs_both_pipelines_from_jpeg_photographs(tmp_path, run_cli)
 
     with Image.open(jpegs[0]) as im:
         assert im.format == "JPEG" and sorted(im.size) == [375, 500]
+    assert_keys_as_stored(rows, "cpu-data.json")
+
+
+def test_rows_ratios_and_json_keys():
+    """A row's figures follow from its repetitions; its ratio is to the first timed reference row of its ``what``."""
+    def row(label, impl, what, seconds=None, **kw):
+        timing = Measurement([seconds, 3 * seconds, seconds], warmup=1) if seconds else None
+        return Row("data", label, impl, what, 4, timing=timing, images_per_call=8, batches_per_call=2, **kw)
+
+    rows = with_ratios([row("ref data", "reference", "data", 0.5), row("ours data", "ours", "data", 0.25),
+                        row("ref e2e", "reference", "end_to_end", 2.0, train_gflop=1.0), row("ours e2e", "ours", "end_to_end", 1.0),
+                        row("not run", "ours", "data", note="skipped: why")])
+    assert [r.ratio for r in rows] == [1.0, 2.0, 1.0, 2.0, None]
+    ours = rows[1].to_dict()
+    assert ours["what"] == "data" and ours["images_per_s"] == 32.0 and ours["ms"] == 125.0  # 8 images, 2 batches in 0.25 s
+    assert ours["times_s"] == [0.25, 0.75, 0.25] and ours["median_s"] == 0.25 and ours["warmup"] == 1
+    ref_e2e = rows[2].to_dict(matmul_peak_tflops=0.008)
+    assert ref_e2e["tflops"] == pytest.approx(4 * 1.0 / 1e3) and ref_e2e["of_matmul_peak"] == pytest.approx(0.5)
+    skipped = rows[4].to_dict()
+    assert skipped["note"] == "skipped: why" and "images_per_s" not in skipped and "ratio" not in skipped
+    assert Row("infer", "x", "ours", "latency", 1).to_dict()["kind"] == "latency"  # the infer part's key since the first results
+    assert {"what", "kind"}.isdisjoint(Row("step", "x", "ours", "step", 1).to_dict())
+
+
+def test_stored_results_still_print():
+    """format_report reads every report in benchmarks/results: each row's label is a line of the table."""
+    for path in sorted(RESULTS.glob("*.json")):
+        report = json.loads(path.read_text())
+        printed = bench.format_report(report)
+        assert all(r["label"] in printed for r in report["results"]), path.name
 
 
 def test_bad_options_are_one_line_errors(tmp_path, capsys):

@@ -3,6 +3,8 @@
 import importlib.util
 import json
 
+from test_bench import assert_keys_as_stored
+
 from alexnet.cli import main
 
 
@@ -21,3 +23,4 @@ def test_decode_quick_rows_and_sizes(tmp_path, capsys):
     assert sizes["raw"]["bytes_per_image"] == 256 * 256 * 3
     assert 0 < sizes["jpeg"]["bytes_per_image"] < sizes["folder"]["bytes_per_image"] < sizes["raw"]["bytes_per_image"]
     assert sizes["raw"]["imagenet_train_gb"] == 256 * 256 * 3 * 1_281_167 / 1e9
+    assert_keys_as_stored(rows, "cpu-decode.json")

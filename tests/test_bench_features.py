@@ -4,6 +4,7 @@ the same fc7 as the reference's ImageFolder + torchvision alexnet (same weights,
 import json
 
 import pytest
+from test_bench import assert_keys_as_stored
 
 from alexnet.cli import main
 
@@ -19,3 +20,4 @@ def test_features_quick_rows_and_agreement(tmp_path):
     ours = rows[1]
     assert ours["ratio"] == pytest.approx(ours["images_per_s"] / rows[0]["images_per_s"])
     assert ours["max_abs_diff_to_reference"] < 1e-4 * ours["reference_max_abs"]  # measured 1e-6 of it
+    assert_keys_as_stored(rows, "cpu-features.json")

@@ -7,6 +7,7 @@ import os
 
 from alexnet import runtime
 from alexnet.atomic import write_json
+from alexnet.errors import AlexNetError
 from alexnet.tools import bench
 
 
@@ -51,7 +52,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.json and os.path.isdir(args.json):
-        raise ValueError(f"--json {args.json}: is a folder; give a file name")
+        raise AlexNetError(f"--json {args.json}: is a folder; give a file name")
     config = bench.BenchConfig(
         parts=bench.PARTS if args.part == "all" else (args.part,), device=args.device, models=tuple(args.model or ()),
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),

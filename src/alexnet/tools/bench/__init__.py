@@ -6,8 +6,9 @@ JPEG photographs end to end, and the data path alone), ``decode`` (images/s per 
 ImageFolder, the raw store and the JPEG store, and their sizes on disk) and ``features``
 (``alexnet features``: fc7 of JPEG photographs against ImageFolder + DataLoader + torchvision's
 model). Every figure is the median over ``reps`` repetitions after ``warmup`` untimed ones, and
-every row carries its ratio to the reference row of its part. The report (a dict, written as JSON by the CLI) holds the machine, the resolved config
-and the rows; docs/PERFORMANCE.md records the figures.
+every row (:class:`~alexnet.tools.bench.rows.Row`) carries its ratio to the reference row of its part. The
+report (a dict, written as JSON by the CLI) holds the machine, the resolved config and the rows;
+docs/PERFORMANCE.md records the figures.
 
 >>> from alexnet.tools.bench import BenchConfig, run
 >>> report = run(BenchConfig(parts=("step",), quick=True))
@@ -106,6 +107,7 @@ def run(config: BenchConfig) -> dict:
     start = time.perf_counter()
     report = {"machine": machine(device), "config": asdict(cfg), "results": []}
     runtime.tune_process(device, allocator=False)  # cudnn.benchmark for every row, the reference's too
+    peak = None
     if {"step", "data"} & set(cfg.parts):  # the ceiling the training rows are measured against
         dtype = torch.bfloat16 if runtime.precision_supported(device, "bf16") else torch.float32
         peak = matmul_tflops(device, dtype, n=512 if cfg.quick else 8192 if device.type == "cuda" else 4096)
@@ -114,10 +116,7 @@ def run(config: BenchConfig) -> dict:
     for name in PARTS:
         if name in cfg.parts:
             log.info("bench: part %s", name)
-            report["results"] += parts[name](cfg, device)
-    for r in report["results"]:
-        if "tflops" in r:
-            r["of_matmul_peak"] = r["tflops"] / report["machine"]["matmul_peak"]["tflops"]
+            report["results"] += [row.to_dict(peak) for row in parts[name](cfg, device)]
     report["machine"]["load_average_after"] = machine(device).get("load_average")
     report["seconds"] = time.perf_counter() - start
     return report

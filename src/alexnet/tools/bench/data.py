@@ -30,18 +30,19 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from alexnet import models, runtime
 from alexnet.data.transforms import Pipeline, Preprocess, pipeline
-from alexnet.tools.bench.photos import make_photo_folder
-from alexnet.tools.bench.step import REFERENCE, flops, reference_model, reference_step, train_gflop, train_step
-from alexnet.tools.bench.timing import peak_memory_mb, reset_peak_memory, synchronize
+from alexnet.tools.bench.photos import data_root, make_photo_folder
+from alexnet.tools.bench.rows import Row, with_ratios
+from alexnet.tools.bench.step import REFERENCE, allocator_label, reference_model, reference_step, train_gflop, train_step
+from alexnet.tools.bench.timing import Measurement, peak_memory_mb, reset_peak_memory, synchronize
 
 log = logging.getLogger(__name__)
 
@@ -89,19 +90,22 @@ def our_batches(store: Path, cfg, device: torch.device, recipe: Pipeline | None 
         epoch += 1
 
 
-def prepare_store(train_dir: Path, out: Path, workers: int) -> float:
-    """``alexnet prepare`` of the photographs (once); returns the seconds it took (0 if it existed)."""
+def prepare_store(train_dir: Path, out: Path, workers: int, encoding: str = "raw") -> float:
+    """``alexnet prepare [--encoding jpeg]`` of the photographs (once, at 256 and the default JPEG quality);
+    returns the seconds it took (0 if it existed)."""
     from alexnet.data.prepare import PrepareConfig, prepare
 
     if out.is_dir():
         return 0.0
     start = time.perf_counter()
-    prepare(PrepareConfig(source=str(train_dir.parent), out=str(out), size=256, workers=workers, progress=False))
+    prepare(PrepareConfig(source=str(train_dir.parent), out=str(out), size=256, workers=workers, progress=False,
+                          encoding=encoding))
     return time.perf_counter() - start
 
 
-def timed_batches(batches: Iterator, consume: Callable[[torch.Tensor, torch.Tensor], object], cfg, device: torch.device) -> dict:
-    """Warm up, then time ``reps`` chunks of ``data_batches`` batches; images/s is the median chunk's."""
+def timed_batches(batches: Iterator, consume: Callable[[torch.Tensor, torch.Tensor], object], cfg,
+                  device: torch.device) -> Measurement:
+    """Warm up, then time ``reps`` chunks of ``data_batches`` batches each."""
     for _ in range(cfg.warmup):
         consume(*next(batches))
     synchronize(device)
@@ -113,69 +117,89 @@ def timed_batches(batches: Iterator, consume: Callable[[torch.Tensor, torch.Tens
             consume(*next(batches))
         synchronize(device)
         times.append(time.perf_counter() - start)
-    times.sort()
-    median = times[len(times) // 2]
-    n = cfg.data_batches * cfg.batch_size
-    return {"median_s": median, "times_s": times, "warmup": cfg.warmup, "batches_per_s": cfg.data_batches / median,
-            "images_per_s": n / median, "ms": median / cfg.data_batches * 1e3, "peak_memory_mb": peak_memory_mb(device)}
+    return Measurement(sorted(times), cfg.warmup, peak_memory_mb(device))
 
 
-def run(cfg, device: torch.device) -> list[dict]:
-    rows: list[dict] = []
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
-    need = cfg.batch_size * (cfg.data_batches + 1)
-    count = max(cfg.photos, need)  # at least one epoch of whole batches
+@dataclass(frozen=True)
+class Photos:
+    """The part's inputs: the JPEG photographs, their packed store, and what describes them in every row."""
+
+    train_dir: Path
+    store: Path
+    settings: dict
+
+
+def make_photos(cfg) -> Photos:
+    """The photographs (at least one epoch of whole batches) and their store, made once in ``data_dir``."""
+    root = data_root(cfg)
+    count = max(cfg.photos, cfg.batch_size * (cfg.data_batches + 1))
     train_dir = make_photo_folder(root / f"photos-{count}", count)
-    store = root / f"store-{count}"
-    prepare_s = prepare_store(train_dir, store, cfg.workers)
-    fast_precision = cfg.precisions[-1]  # the last asked for: the best the device supports by default
-    info = {"photos": count, "photo_size": "500x375", "jpeg_quality": 90, "workers": cfg.workers,
-            "prepare_s": prepare_s, "data_batches": cfg.data_batches}
+    prepare_s = prepare_store(train_dir, root / f"store-{count}", cfg.workers)
+    return Photos(train_dir, root / f"store-{count}", {
+        "photos": count, "photo_size": "500x375", "jpeg_quality": 90, "workers": cfg.workers, "prepare_s": prepare_s,
+        "data_batches": cfg.data_batches})
 
-    def add(label: str, impl: str, what: str, precision: str, result: dict) -> None:
-        allocator = "tuned" if runtime._ALLOCATOR_TUNED else "default"
-        rows.append({"part": "data", "label": label, "impl": impl, "what": what, "precision": precision,
-                     "batch_size": cfg.batch_size, "allocator": allocator, **info, **result})
 
-    # The reference first, as people run it; then ours as `alexnet train` runs it (on a CPU with the
-    # tuned allocator, which cannot be switched back off: hence this order).
-    nothing = lambda x, y: None
+def reference_data_path(cfg, device: torch.device, photos: Photos) -> Row:
     log.info("data: reference data path")
-    add("ImageFolder + PIL + DataLoader (data only)", "reference", "data", "fp32",
-        timed_batches(reference_batches(train_dir, cfg, device), nothing, cfg, device))
+    m = timed_batches(reference_batches(photos.train_dir, cfg, device), _nothing, cfg, device)
+    return _row(cfg, "ImageFolder + PIL + DataLoader (data only)", "reference", "data", "fp32", photos, m)
+
+
+def reference_end_to_end(cfg, device: torch.device, photos: Photos) -> Row:
     torch.manual_seed(0)
-    ref_model = reference_model()
+    model = reference_model()
     log.info("data: reference end to end")
-    add(f"{REFERENCE} fp32 from ImageFolder (end to end)", "reference", "end_to_end", "fp32",
-        flops(train_gflop(ref_model), timed_batches(reference_batches(train_dir, cfg, device), reference_step(ref_model, device), cfg, device)))
-    del ref_model
+    m = timed_batches(reference_batches(photos.train_dir, cfg, device), reference_step(model, device), cfg, device)
+    return _row(cfg, f"{REFERENCE} fp32 from ImageFolder (end to end)", "reference", "end_to_end", "fp32", photos, m,
+                train_gflop(model))
 
-    runtime.tune_process(device, allocator=cfg.tune_allocator)
+
+def our_data_path(cfg, device: torch.device, photos: Photos) -> Row:
     log.info("data: our data path")
-    add("packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
-        timed_batches(our_batches(store, cfg, device), nothing, cfg, device))
-    fast = runtime.FastPath(device=str(device), precision=fast_precision, channels_last=cfg.channels_last,
-                             tune_allocator=cfg.tune_allocator)
-    for name in cfg.data_models:
-        torch.manual_seed(0)
-        model = models.create(name, num_classes=1000)
-        gflop = train_gflop(model)
-        train = train_step(model, fast)  # the step alexnet train runs
-        recipe = model_pipeline(name, model)
-        log.info("data: our end to end, %s", name)
-        result = timed_batches(our_batches(store, cfg, device, recipe), train, cfg, device)
-        add(f"{name} {fast_precision}, packed store, {recipe.name} augmentation (end to end)", "ours",
-            "end_to_end", fast_precision, {"model": name, "pipeline": recipe.name, **flops(gflop, result)})
-        del model, train
+    m = timed_batches(our_batches(photos.store, cfg, device), _nothing, cfg, device)
+    return _row(cfg, "packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
+                photos, m)
 
-    rows.sort(key=lambda r: r["what"] != "data")  # shown: the data paths, then end to end
-    for what in ("data", "end_to_end"):
-        ref = next(r for r in rows if r["what"] == what and r["impl"] == "reference")
-        for r in rows:
-            if r["what"] == what:
-                r["ratio"] = r["images_per_s"] / ref["images_per_s"]
-    return rows
+
+def our_end_to_end(cfg, device: torch.device, photos: Photos, name: str, fast: runtime.FastPath) -> Row:
+    """Model ``name`` trained from the store by the step ``alexnet train`` runs, with its recipe's augmentation."""
+    torch.manual_seed(0)
+    model = models.create(name, num_classes=1000)
+    gflop = train_gflop(model)
+    train = train_step(model, fast)
+    recipe = model_pipeline(name, model)
+    log.info("data: our end to end, %s", name)
+    m = timed_batches(our_batches(photos.store, cfg, device, recipe), train, cfg, device)
+    label = f"{name} {fast.precision}, packed store, {recipe.name} augmentation (end to end)"
+    return _row(cfg, label, "ours", "end_to_end", fast.precision, photos, m, gflop, model=name, pipeline=recipe.name)
+
+
+def run(cfg, device: torch.device) -> list[Row]:
+    """The data paths, then end to end; the reference first, as people run it, then ours as ``alexnet train``
+    runs it (on a CPU with the tuned allocator, which cannot be switched back off: hence this order)."""
+    photos = make_photos(cfg)
+    rows = [reference_data_path(cfg, device, photos), reference_end_to_end(cfg, device, photos)]
+    runtime.tune_process(device, allocator=cfg.tune_allocator)
+    rows.append(our_data_path(cfg, device, photos))
+    fast = runtime.FastPath(device=str(device), precision=cfg.precisions[-1],  # the best the device supports by default
+                            channels_last=cfg.channels_last, tune_allocator=cfg.tune_allocator)
+    rows += [our_end_to_end(cfg, device, photos, name, fast) for name in cfg.data_models]
+    rows.sort(key=lambda r: r.what != "data")  # shown: the data paths, then end to end
+    return with_ratios(rows)
+
+
+def _nothing(images: torch.Tensor, labels: torch.Tensor) -> None:
+    """The data path alone: each batch is made and dropped."""
+
+
+def _row(cfg, label: str, impl: str, what: str, precision: str, photos: Photos, m: Measurement,
+         gflop: float | None = None, **settings) -> Row:
+    allocator = allocator_label()  # after the timing: ours tunes it
+    return Row("data", label, impl, what, cfg.batch_size, timing=m, train_gflop=gflop,
+               images_per_call=cfg.data_batches * cfg.batch_size, batches_per_call=cfg.data_batches, settings={
+                   "precision": precision, "allocator": allocator, **photos.settings, **settings,
+                   "batches_per_s": cfg.data_batches / m.median})
 
 
 def default_workers() -> int:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import tempfile
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,140 +37,154 @@ from alexnet.data.images import decode_image
 from alexnet.data.jpeg import DEFAULT_QUALITY, JpegRecords, decode_on_device, decode_pil
 from alexnet.data.transforms import downsample
 from alexnet.tools.bench.data import prepare_store
-from alexnet.tools.bench.photos import make_photo_folder
-from alexnet.tools.bench.timing import measure_interleaved, synchronize
+from alexnet.tools.bench.photos import data_root, make_photo_folder
+from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
+from alexnet.tools.bench.timing import synchronize
 
 log = logging.getLogger(__name__)
 
 IMAGENET_TRAIN = 1_281_167
+CPU = torch.device("cpu")
 
 
-def prepare_jpeg_store(train_dir: Path, out: Path, workers: int, quality: int = DEFAULT_QUALITY) -> None:
-    """``alexnet prepare --encoding jpeg`` of the photographs (once)."""
-    from alexnet.data.prepare import PrepareConfig, prepare
+@dataclass(frozen=True)
+class Stored:
+    """The same photographs stored three ways: the folder's files, the raw store's array, the JPEG store's records."""
 
-    if not out.is_dir():
-        prepare(PrepareConfig(source=str(train_dir.parent), out=str(out), size=256, workers=workers, progress=False,
-                              encoding="jpeg", quality=quality))
+    train_dir: Path
+    files: list[str]
+    raw: np.ndarray
+    records: JpegRecords
+    datas: list[np.ndarray]  # each record's JPEG bytes
+    tensors: list[torch.Tensor]  # the same, as torch tensors (what decode_jpeg takes)
+    names: list[str]  # each record's name (for decode errors)
+    jpeg_file: Path
+    batch: int
+
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Bytes on disk of each way (the folder's files without its marker file)."""
+        folder = sum(p.stat().st_size for p in self.train_dir.rglob("*") if p.is_file() and not p.name.startswith("."))
+        return {"folder": folder, "raw": self.raw.nbytes, "jpeg": self.jpeg_file.stat().st_size}
 
 
-def _folder_bytes(folder: Path) -> int:
-    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-
-
-def run(cfg, device: torch.device) -> list[dict]:
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
-    count = cfg.photos
-    train_dir = make_photo_folder(root / f"photos-{count}", count)
-    raw_dir, jpeg_dir = root / f"store-{count}", root / f"store-jpeg{DEFAULT_QUALITY}-{count}"
+def store_photos(cfg) -> Stored:
+    """``cfg.photos`` photographs, in a folder and in both stores, made once in ``data_dir``."""
+    root = data_root(cfg)
+    train_dir = make_photo_folder(root / f"photos-{cfg.photos}", cfg.photos)
+    raw_dir, jpeg_dir = root / f"store-{cfg.photos}", root / f"store-jpeg{DEFAULT_QUALITY}-{cfg.photos}"
     prepare_store(train_dir, raw_dir, cfg.workers)
-    prepare_jpeg_store(train_dir, jpeg_dir, cfg.workers)
-
-    files = sorted(str(p) for p in train_dir.rglob("*.jpg"))
-    raw = open_dataset(raw_dir).split("train").images
+    prepare_store(train_dir, jpeg_dir, cfg.workers, encoding="jpeg")
     records: JpegRecords = open_dataset(jpeg_dir).split("train").loader
     datas = [records.read(i) for i in range(len(records))]
-    every = np.arange(len(records))
-    batch = min(cfg.batch_size, len(records))
-
-    def pil_loader() -> None:  # torchvision.datasets.folder.pil_loader: the reference's decode
-        from PIL import Image
-
-        for path in files:
-            with open(path, "rb") as f:
-                Image.open(f).convert("RGB")
-
-    def folder_source() -> None:
-        for path in files:
-            downsample(decode_image(path), 256)
-
-    def raw_store() -> None:
-        for start in range(0, len(raw), batch):
-            np.take(raw, every[start : start + batch], axis=0)
-
-    def jpeg_pil() -> None:
-        for data in datas:
-            decode_pil(data.tobytes(), 3)
-
-    def jpeg_torchvision() -> None:
-        from torchvision.io import ImageReadMode, decode_jpeg
-
-        out = torch.empty((batch, 256, 256, 3), dtype=torch.uint8)
-        for start in range(0, len(records), batch):
-            for k, data in enumerate(tensors[start : start + batch]):
-                out[k].copy_(decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0))
-
-    tensors = [torch.from_numpy(d) for d in datas]
-    names = [records.name(i) for i in range(len(records))]
-
-    def batched(device: torch.device):
-        def run() -> None:
-            for start in range(0, len(records), batch):
-                decode_on_device(tensors[start : start + batch], device, records.channels, records.size,
-                                 names[start : start + batch])
-            synchronize(device)
-        return run
-
-    per_core = {
-        ("ImageFolder: torchvision pil_loader (decode only)", "reference", "folder"): pil_loader,
-        ("ImageFolder: decode_image + downsample to 256 (alexnet's folder source)", "ours", "folder"): folder_source,
-        ("raw store: batch gathered from the memory map", "ours", "raw"): raw_store,
-        ("JPEG store: Pillow per record", "ours", "jpeg"): jpeg_pil,
-        ("JPEG store: decode_jpeg per record", "ours", "jpeg"): jpeg_torchvision,
-        ("JPEG store: decode_jpeg on the batch's list (the loader's path)", "ours", "jpeg"): batched(torch.device("cpu")),
-    }
-    if importlib.util.find_spec("cv2") is not None:
-        per_core[("JPEG store: OpenCV cv2.imdecode per record (not a dependency)", "other", "jpeg")] = opencv(datas)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        log.info("decode: %d images, one core each", len(records))
-        measured = measure_interleaved(list(per_core.values()), torch.device("cpu"), warmup=1, reps=cfg.reps)
-    finally:
-        torch.set_num_threads(threads)
-
-    sizes = {"folder": _folder_bytes(train_dir), "raw": raw.nbytes,
-             "jpeg": (jpeg_dir / "train.jpeg.bin").stat().st_size}
-    info = {"images": len(records), "photo_size": "500x375", "photo_quality": 90, "store_size": 256,
-            "jpeg_quality": DEFAULT_QUALITY}
-    rows = []
-    for (label, impl, kind), m in zip(per_core, measured):
-        rows.append(_row(label, impl, kind, len(records), m.median, batch, info, sizes, cores=1))
-    if device.type != "cpu":  # the GPU's decode: the whole device, not a core
-        m = measure_interleaved([batched(device)], device, warmup=1, reps=cfg.reps)[0]
-        kind = "nvJPEG" if device.type == "cuda" else device.type
-        rows.append(_row(f"JPEG store: decode_jpeg on the batch's list on {device} ({kind}, the whole device)", "ours",
-                         "jpeg", len(records), m.median, batch, info, sizes, cores=None))
-    ref = rows[0]["images_per_s"]
-    for r in rows:
-        r["ratio"] = r["images_per_s"] / ref
-    for kind, label in (("folder", "ImageFolder of the JPEG photographs"), ("raw", "raw store, 256×256 uint8"),
-                        ("jpeg", f"JPEG store, 256×256 at quality {DEFAULT_QUALITY}")):
-        per_image = sizes[kind] / len(records)
-        rows.append({"part": "decode", "label": f"size on disk: {label}", "kind": "size", "batch_size": batch,
-                     "what": "size", "storage": kind, "bytes": sizes[kind], "bytes_per_image": per_image,
-                     "imagenet_train_gb": per_image * IMAGENET_TRAIN / 1e9,
-                     "note": f"{per_image / 1e3:,.1f} kB an image; "
-                             f"ImageNet's train set ≈ {per_image * IMAGENET_TRAIN / 1e9:,.0f} GB",
-                     **info})
-    return rows
+    return Stored(train_dir=train_dir, files=sorted(str(p) for p in train_dir.rglob("*.jpg")),
+                  raw=open_dataset(raw_dir).split("train").images, records=records, datas=datas,
+                  tensors=[torch.from_numpy(d) for d in datas], names=[records.name(i) for i in range(len(records))],
+                  jpeg_file=jpeg_dir / "train.jpeg.bin", batch=min(cfg.batch_size, len(records)))
 
 
-def opencv(datas: list[np.ndarray]):
+# -- the measured paths: each one pass over every image -------------------------------------------
+
+def pil_loader(s: Stored) -> None:
+    """torchvision.datasets.folder.pil_loader: the reference's decode."""
+    from PIL import Image
+
+    for path in s.files:
+        with open(path, "rb") as f:
+            Image.open(f).convert("RGB")
+
+
+def folder_source(s: Stored) -> None:
+    for path in s.files:
+        downsample(decode_image(path), 256)
+
+
+def raw_store(s: Stored) -> None:
+    every = np.arange(len(s.raw))
+    for start in range(0, len(s.raw), s.batch):
+        np.take(s.raw, every[start : start + s.batch], axis=0)
+
+
+def jpeg_pil(s: Stored) -> None:
+    for data in s.datas:
+        decode_pil(data.tobytes(), 3)
+
+
+def jpeg_torchvision(s: Stored) -> None:
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    out = torch.empty((s.batch, 256, 256, 3), dtype=torch.uint8)
+    for start in range(0, len(s.tensors), s.batch):
+        for k, data in enumerate(s.tensors[start : start + s.batch]):
+            out[k].copy_(decode_jpeg(data, mode=ImageReadMode.RGB).permute(1, 2, 0))
+
+
+def jpeg_batched(s: Stored, device: torch.device = CPU) -> None:
+    """What the loader runs: decode_jpeg on each batch's list of records, on ``device``."""
+    r = s.records
+    for start in range(0, len(r), s.batch):
+        decode_on_device(s.tensors[start : start + s.batch], device, r.channels, r.size, s.names[start : start + s.batch])
+    synchronize(device)
+
+
+def opencv(s: Stored) -> None:
     """``cv2.imdecode`` of each record (BGR, as OpenCV decodes; the channel order costs nothing here)."""
     import cv2
 
     cv2.setNumThreads(1)
-
-    def run() -> None:
-        for data in datas:
-            cv2.imdecode(data, cv2.IMREAD_COLOR)
-    return run
+    for data in s.datas:
+        cv2.imdecode(data, cv2.IMREAD_COLOR)
 
 
-def _row(label: str, impl: str, storage: str, n: int, seconds: float, batch: int, info: dict, sizes: dict,
-         cores: int | None) -> dict:
-    return {"part": "decode", "label": label, "impl": impl, "what": "decode", "storage": storage, "cores": cores,
-            "batch_size": batch, "median_s": seconds, "images_per_s": n / seconds, "ms": seconds * batch / n * 1e3,
-            "bytes_per_image": sizes[storage] / n, **info}
+PER_CORE = (  # (label, impl, storage, path): timed on one core each
+    ("ImageFolder: torchvision pil_loader (decode only)", "reference", "folder", pil_loader),
+    ("ImageFolder: decode_image + downsample to 256 (alexnet's folder source)", "ours", "folder", folder_source),
+    ("raw store: batch gathered from the memory map", "ours", "raw", raw_store),
+    ("JPEG store: Pillow per record", "ours", "jpeg", jpeg_pil),
+    ("JPEG store: decode_jpeg per record", "ours", "jpeg", jpeg_torchvision),
+    ("JPEG store: decode_jpeg on the batch's list (the loader's path)", "ours", "jpeg", jpeg_batched),
+    ("JPEG store: OpenCV cv2.imdecode per record (not a dependency)", "other", "jpeg", opencv),
+)
+SIZES = (("folder", "ImageFolder of the JPEG photographs"), ("raw", "raw store, 256×256 uint8"),
+         ("jpeg", f"JPEG store, 256×256 at quality {DEFAULT_QUALITY}"))
+
+
+def run(cfg, device: torch.device) -> list[Row]:
+    """Every path on one core, interleaved; on a GPU the loader's path on the whole device; then the sizes."""
+    s = store_photos(cfg)
+    sizes, settings = s.sizes, _settings(s)
+    paths = [(_row(s, label, impl, storage, sizes, settings, cores=1), partial(path, s))
+             for label, impl, storage, path in PER_CORE if path is not opencv or importlib.util.find_spec("cv2")]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        log.info("decode: %d images, one core each", len(s.records))
+        rows = measure_rows(paths, CPU, warmup=1, reps=cfg.reps)
+    finally:
+        torch.set_num_threads(threads)
+    if device.type != "cpu":  # the GPU's decode: the whole device, not a core
+        kind = "nvJPEG" if device.type == "cuda" else device.type
+        label = f"JPEG store: decode_jpeg on the batch's list on {device} ({kind}, the whole device)"
+        rows += measure_rows([(_row(s, label, "ours", "jpeg", sizes, settings, cores=None), partial(jpeg_batched, s, device))],
+                             device, warmup=1, reps=cfg.reps)
+    return with_ratios(rows) + [size_row(s, storage, label, sizes[storage], settings) for storage, label in SIZES]
+
+
+def size_row(s: Stored, storage: str, label: str, size: int, settings: dict) -> Row:
+    """Bytes on disk per image stored ``storage``'s way, and what ImageNet's training set would take."""
+    per_image = size / len(s.records)
+    return Row("decode", f"size on disk: {label}", "reference" if storage == "folder" else "ours", "size", s.batch,
+               note=f"{per_image / 1e3:,.1f} kB an image; ImageNet's train set ≈ {per_image * IMAGENET_TRAIN / 1e9:,.0f} GB",
+               settings={"kind": "size", "storage": storage, "bytes": size, "bytes_per_image": per_image,
+                         "imagenet_train_gb": per_image * IMAGENET_TRAIN / 1e9, **settings})
+
+
+def _settings(s: Stored) -> dict:
+    return {"images": len(s.records), "photo_size": "500x375", "photo_quality": 90, "store_size": 256,
+            "jpeg_quality": DEFAULT_QUALITY}
+
+
+def _row(s: Stored, label: str, impl: str, storage: str, sizes: dict, settings: dict, cores: int | None) -> Row:
+    n = len(s.records)
+    return Row("decode", label, impl, "decode", s.batch, images_per_call=n, batches_per_call=n / s.batch,
+               settings={"storage": storage, "cores": cores, "bytes_per_image": sizes[storage] / n, **settings})

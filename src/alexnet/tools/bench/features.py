@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -33,9 +36,9 @@ from alexnet.data.stats import imagenet_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.inference.features import FeatureConfig, extract
 from alexnet.tools.bench.data import IMAGENET_MEAN, IMAGENET_STD
-from alexnet.tools.bench.photos import make_photo_folder
+from alexnet.tools.bench.photos import data_root, make_photo_folder
+from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
 from alexnet.tools.bench.step import reference_model
-from alexnet.tools.bench.timing import measure_interleaved
 from alexnet.tools.interop.torchvision import from_torchvision
 
 log = logging.getLogger(__name__)
@@ -73,51 +76,65 @@ def our_checkpoint(reference: torch.nn.Module, path: Path) -> Path:
     return path
 
 
-def run(cfg, device: torch.device) -> list[dict]:
-    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
-    count = cfg.photos
-    train_dir = make_photo_folder(root / f"photos-{count}", count)
-    batch = cfg.infer_batch
+def variants(cfg, device: torch.device) -> list[tuple[str, int]]:
+    """Ours as (precision, model threads): each precision with torch's threads, and on a CPU the cheapest
+    again with one model thread beside the decoding workers (``alexnet features --threads 1``)."""
+    precisions = list(dict.fromkeys(("fp32", *cfg.precisions)))
+    out = [(p, 0) for p in precisions]
+    if device.type == "cpu" and cfg.workers > 0 and torch.get_num_threads() > 1 and precisions[-1] != "fp32":
+        out.append((precisions[-1], 1))
+    return out
+
+
+def reference_path(cfg, train_dir: Path, weights: Path, fc7: list[np.ndarray]) -> tuple[Row, Callable]:
+    """The tutorials' extraction; each pass's features are appended to ``fc7``."""
+    label = "ImageFolder + DataLoader + torchvision alexnet fp32 NCHW, fc7 in memory"
+    return (_row(cfg, label, "reference", "fp32", 0),
+            lambda: fc7.append(reference_pass(train_dir, weights, cfg.infer_batch, cfg.workers)))
+
+
+def our_path(cfg, device: torch.device, train_dir: Path, ckpt: Path, out: Path, variant: tuple[str, int]
+             ) -> tuple[Row, Callable]:
+    """``alexnet features`` of the checkpoint into ``out`` at ``variant``'s precision and threads."""
+    precision, threads = variant
+    config = FeatureConfig(batch_size=cfg.infer_batch, device=str(device), precision=precision, workers=cfg.workers,
+                           threads=threads, channels_last=cfg.channels_last)
+    label = (f"alexnet features {MODEL} {precision}{' channels_last' if cfg.channels_last else ''}"
+             f"{f', --threads {threads}' if threads else ''}, fc7 to .npy")
+    return (_row(cfg, label, "ours", precision, threads),
+            partial(extract, ckpt, str(train_dir.parent), "train", out, config, overwrite=True))
+
+
+def run(cfg, device: torch.device) -> list[Row]:
+    """The reference and ours (each variant), interleaved; ours with its largest difference to the reference's fc7."""
+    root = data_root(cfg)
+    train_dir = make_photo_folder(root / f"photos-{cfg.photos}", cfg.photos)
     torch.manual_seed(0)
     reference = reference_model().eval()
-    precisions = list(dict.fromkeys(("fp32", *cfg.precisions)))
-    # ours: each precision with torch's threads, and the cheapest one again with one model thread beside
-    # the decoding workers on a CPU (`alexnet features --threads 1`, fastpath.intra_op_threads)
-    variants = [(p, 0) for p in precisions]
-    if device.type == "cpu" and cfg.workers > 0 and torch.get_num_threads() > 1 and precisions[-1] != "fp32":
-        variants.append((precisions[-1], 1))
-    rows: list[dict] = []
+    ours = variants(cfg, device)
     with tempfile.TemporaryDirectory(dir=root) as tmp:
-        ckpt = our_checkpoint(reference, Path(tmp) / "owt.pt")
-        weights = Path(tmp) / "alexnet-owt.pth"
+        ckpt, weights = our_checkpoint(reference, Path(tmp) / "owt.pt"), Path(tmp) / "alexnet-owt.pth"
         torch.save(reference.state_dict(), weights)
-        outputs = {v: Path(tmp) / f"features-{v[0]}-{v[1]}.npy" for v in variants}
+        outputs = [Path(tmp) / f"features-{p}-{t}.npy" for p, t in ours]
+        fc7: list[np.ndarray] = []
+        paths = [reference_path(cfg, train_dir, weights, fc7)] + [
+            our_path(cfg, device, train_dir, ckpt, out, v) for out, v in zip(outputs, ours)]
+        log.info("features: %d photographs, reference and ours (%s), %d rep(s)", cfg.photos,
+                 ", ".join(dict.fromkeys(p for p, _ in ours)), cfg.reps)
+        rows = measure_rows(paths, torch.device("cpu") if device.type == "cpu" else device,
+                            warmup=min(cfg.warmup, 1), reps=cfg.reps)
+        rows = rows[:1] + [_with_agreement(r, np.load(out), fc7[-1]) for r, out in zip(rows[1:], outputs)]
+    return with_ratios(rows)
 
-        def ours(variant: tuple[str, int]):
-            precision, threads = variant
-            config = FeatureConfig(batch_size=batch, device=str(device), precision=precision, workers=cfg.workers,
-                                   threads=threads, channels_last=cfg.channels_last)
-            return lambda: extract(ckpt, str(train_dir.parent), "train", outputs[variant], config, overwrite=True)
 
-        ref_rows: list[np.ndarray] = []
-        fns = [lambda: ref_rows.append(reference_pass(train_dir, weights, batch, cfg.workers))] + [ours(v) for v in variants]
-        log.info("features: %d photographs, reference and ours (%s), %d rep(s)", count, ", ".join(precisions), cfg.reps)
-        times = measure_interleaved(fns, torch.device("cpu") if device.type == "cpu" else device,
-                                    warmup=min(cfg.warmup, 1), reps=cfg.reps)
-        labels = ["ImageFolder + DataLoader + torchvision alexnet fp32 NCHW, fc7 in memory"] + [
-            f"alexnet features {MODEL} {p}{' channels_last' if cfg.channels_last else ''}"
-            f"{f', --threads {t}' if t else ''}, fc7 to .npy" for p, t in variants]
-        for label, variant, m in zip(labels, [None, *variants], times):
-            precision, threads = variant or ("fp32", 0)
-            row = {"part": "features", "label": label, "impl": "ours" if variant else "reference", "model": MODEL,
-                   "precision": precision, "threads": threads or torch.get_num_threads(),
-                   "batch_size": batch, "photos": count, "photo_size": "500x375", "workers": cfg.workers, **m.to_dict(),
-                   "images_per_s": count / m.median, "ms": m.median / -(-count // batch) * 1e3}  # per batch
-            if variant:
-                row["max_abs_diff_to_reference"] = float(np.abs(np.load(outputs[variant]) - ref_rows[-1]).max())
-                row["reference_max_abs"] = float(np.abs(ref_rows[-1]).max())
-            rows.append(row)
-    for r in rows:
-        r["ratio"] = r["images_per_s"] / rows[0]["images_per_s"]
-    return rows
+def _row(cfg, label: str, impl: str, precision: str, threads: int) -> Row:
+    return Row("features", label, impl, "features", cfg.infer_batch, images_per_call=cfg.photos,
+               batches_per_call=-(-cfg.photos // cfg.infer_batch), settings={  # ms: per batch
+                   "model": MODEL, "precision": precision, "threads": threads or torch.get_num_threads(),
+                   "photos": cfg.photos, "photo_size": "500x375", "workers": cfg.workers})
+
+
+def _with_agreement(row: Row, ours: np.ndarray, reference: np.ndarray) -> Row:
+    """``row`` with the largest difference of its fc7 to the reference's, and the reference's largest value."""
+    return replace(row, settings={**row.settings, "max_abs_diff_to_reference": float(np.abs(ours - reference).max()),
+                                  "reference_max_abs": float(np.abs(reference).max())})

@@ -12,16 +12,21 @@ import logging
 import os
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
+from functools import partial
 
 import torch
 from torch import nn
 
 from alexnet import models, runtime
+from alexnet.tools.bench.rows import Row, with_ratios
 from alexnet.tools.bench.step import REFERENCE, reference_model
 from alexnet.tools.bench.timing import measure
 from alexnet.tools.interop.export import export_onnx
 
 log = logging.getLogger(__name__)
+
+KINDS = ("latency", "throughput")  # batch 1, and cfg.infer_batch
 
 
 def ort_session(path: str, threads: int):
@@ -32,66 +37,76 @@ def ort_session(path: str, threads: int):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
-def run(cfg, device: torch.device) -> list[dict]:
-    rows: list[dict] = []
-    batches = {"latency": 1, "throughput": cfg.infer_batch}
+def way(label: str, impl: str, model: str, engine: str, precision: str) -> Row:
+    """One way of running ``model``, before it is measured at either batch."""
+    return Row("infer", label, impl, "", 0, note="", settings={"model": model, "engine": engine, "precision": precision})
 
-    def add(label: str, impl: str, model_name: str, engine: str, precision: str, fn_for: Callable[[int], Callable[[], object]] | None,
-            dev: torch.device, note: str = "") -> None:
-        for kind, batch in batches.items():
-            r = {"part": "infer", "label": label, "impl": impl, "model": model_name, "engine": engine, "precision": precision,
-                 "kind": kind, "batch_size": batch, "note": note}
-            if fn_for is not None:
-                m = measure(fn_for(batch), dev, warmup=cfg.warmup, reps=cfg.infer_reps if batch == 1 else cfg.reps)
-                r.update(m.to_dict(), ms=m.median * 1e3, images_per_s=batch / m.median)
-            rows.append(r)
 
-    names = [(REFERENCE, "reference")] + [(n, "ours") for n in cfg.infer_models]
-    for name, impl in names:
-        torch.manual_seed(0)
-        model = reference_model() if impl == "reference" else models.create(name)
-        model.eval()
-        size, channels = model.input_size, model.in_channels
-        data = torch.randn(cfg.infer_batch, channels, size, size)
-        on_device = data.to(device)  # eager rows time the forward pass, not a host-to-device copy
-        layouts = [("fp32", False)] + [(p, cfg.channels_last) for p in cfg.precisions if (p, cfg.channels_last) != ("fp32", False)]
-        for precision, cl in layouts:
-            fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
-            m = runtime.prepare_model(model, fast)
-            label = f"{name} eager {precision}{' channels_last' if cl else ''}"
-            log.info("infer: %s", label)
-            add(label, impl, name, "eager", precision, lambda b, m=m, fast=fast, x=on_device: (lambda: runtime.predict(m, x[:b], fast)), device)
-            if cfg.compile:
-                fast_c = runtime.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
-                mc = torch.compile(m)
-                add(label.replace("eager", "compiled"), impl, name, "compiled", precision,
-                    lambda b, mc=mc, fast=fast_c, x=on_device: (lambda: runtime.predict(mc, x[:b], fast)), device)
-        if not cfg.compile:
-            add(f"{name} compiled", impl, name, "compiled", "fp32", None, device, note="skipped: pass --compile")
-        add_onnx(cfg, model, name, impl, data, add)
-    for kind in batches:  # ratio to the reference's eager fp32 NCHW row of the same kind
-        ref = next(r for r in rows if r["kind"] == kind and r["impl"] == "reference" and r["label"].endswith("eager fp32"))
-        for r in rows:
-            if r["kind"] == kind and "images_per_s" in r:
-                r["ratio"] = r["images_per_s"] / ref["images_per_s"]
+def measured_rows(cfg, how: Row, call_for: Callable[[int], Callable[[], object]], device: torch.device) -> list[Row]:
+    """The latency row and the throughput row of ``how``: ``call_for(batch)`` is one forward pass at ``batch``."""
+    rows = []
+    for kind, batch in zip(KINDS, (1, cfg.infer_batch)):
+        m = measure(call_for(batch), device, warmup=cfg.warmup, reps=cfg.infer_reps if batch == 1 else cfg.reps)
+        rows.append(replace(how, what=kind, batch_size=batch, images_per_call=batch, timing=m))
     return rows
 
 
-def add_onnx(cfg, model: nn.Module, name: str, impl: str, data: torch.Tensor, add) -> None:
-    label = f"{name} onnxruntime cpu fp32"
+def skipped_rows(cfg, how: Row, note: str) -> list[Row]:
+    """``how`` cannot run here: its two rows say why."""
+    return [replace(how, what=kind, batch_size=batch, note=note) for kind, batch in zip(KINDS, (1, cfg.infer_batch))]
+
+
+def eager_rows(cfg, device: torch.device, model: nn.Module, name: str, impl: str, data: torch.Tensor) -> list[Row]:
+    """Eager PyTorch in the reference's layout (fp32 NCHW) and the fast path's (channels_last at each precision),
+    each also ``torch.compile``'d with ``--compile``; ``data`` already on the device."""
+    layouts = [("fp32", False)] + [(p, cfg.channels_last) for p in cfg.precisions if (p, cfg.channels_last) != ("fp32", False)]
+    rows = []
+    for precision, cl in layouts:
+        fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
+        prepared = runtime.prepare_model(model, fast)
+        label = f"{name} eager {precision}{' channels_last' if cl else ''}"
+        log.info("infer: %s", label)
+        rows += measured_rows(cfg, way(label, impl, name, "eager", precision), _predict(prepared, data, fast), device)
+        if cfg.compile:
+            compiled = way(label.replace("eager", "compiled"), impl, name, "compiled", precision)
+            rows += measured_rows(cfg, compiled, _predict(torch.compile(prepared), data, fast), device)
+    if not cfg.compile:
+        rows += skipped_rows(cfg, way(f"{name} compiled", impl, name, "compiled", "fp32"), "skipped: pass --compile")
+    return rows
+
+
+def onnx_rows(cfg, model: nn.Module, name: str, impl: str, data: torch.Tensor) -> list[Row]:
+    """ONNX Runtime's CPU provider on ``model`` exported with a dynamic batch axis; an exporter gap is a
+    result to report (in ``note``), not a crash of the bench."""
+    how = way(f"{name} onnxruntime cpu fp32", impl, name, "onnxruntime", "fp32")
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
-        add(label, impl, name, "onnxruntime", "fp32", None, torch.device("cpu"), note="skipped: onnxruntime is not installed")
-        return
+        return skipped_rows(cfg, how, "skipped: onnxruntime is not installed")
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, f"{name}.onnx")
         try:
             log.info("infer: exporting %s to ONNX", name)
             export_onnx(model, path, overwrite=True, input_size=data.shape[-1], channels=data.shape[1])
             session = ort_session(path, torch.get_num_threads())
-        except Exception as e:  # an exporter gap is a result to report, not a crash of the bench
-            add(label, impl, name, "onnxruntime", "fp32", None, torch.device("cpu"), note=f"skipped: export failed: {type(e).__name__}: {e}"[:200])
-            return
+        except Exception as e:
+            return skipped_rows(cfg, how, f"skipped: export failed: {type(e).__name__}: {e}"[:200])
         inputs = data.numpy()
-        add(label, impl, name, "onnxruntime", "fp32", lambda b: (lambda: session.run(None, {"images": inputs[:b]})), torch.device("cpu"))
+        return measured_rows(cfg, how, lambda b: partial(session.run, None, {"images": inputs[:b]}), torch.device("cpu"))
+
+
+def run(cfg, device: torch.device) -> list[Row]:
+    """The reference (torchvision's AlexNet) and each of ``cfg.infer_models``, eager, compiled and in ONNX Runtime."""
+    rows: list[Row] = []
+    for name, impl in [(REFERENCE, "reference")] + [(n, "ours") for n in cfg.infer_models]:
+        torch.manual_seed(0)
+        model = (reference_model() if impl == "reference" else models.create(name)).eval()
+        data = torch.randn(cfg.infer_batch, model.in_channels, model.input_size, model.input_size)
+        rows += eager_rows(cfg, device, model, name, impl, data.to(device))  # the forward pass, not a copy, is timed
+        rows += onnx_rows(cfg, model, name, impl, data)
+    return with_ratios(rows)  # to the reference's eager fp32 NCHW row of the same kind
+
+
+def _predict(model: nn.Module, data: torch.Tensor, fast: runtime.FastPath) -> Callable[[int], Callable[[], object]]:
+    """For each batch size, one forward pass of ``model`` on the first rows of ``data``."""
+    return lambda batch: partial(runtime.predict, model, data[:batch], fast)

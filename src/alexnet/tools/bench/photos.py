@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,14 @@ def random_photo(picture: np.ndarray, rng: np.random.Generator, size: tuple[int,
         crop = crop[:, ::-1]
     out_size = size if rng.random() < 0.75 else size[::-1]
     return Image.fromarray(np.ascontiguousarray(crop)).resize(out_size, Image.BILINEAR)
+
+
+def data_root(cfg) -> Path:
+    """Where a bench run keeps its photographs and stores: ``--data-dir``, else ``alexnet-bench`` in the temp dir
+    (made; kept between runs, so that each size of folder and store is made once)."""
+    root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
+    root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def make_photo_folder(root: str | os.PathLike, count: int, *, classes: int = 4, size: tuple[int, int] = (500, 375),

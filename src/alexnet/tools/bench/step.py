@@ -29,7 +29,7 @@ from torch import nn
 from alexnet import models, runtime
 from alexnet.models.base import classification_loss
 from alexnet.models.layers import LocalResponseNorm, PlainLocalResponseNorm
-from alexnet.tools.bench.timing import Measurement, measure_interleaved
+from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
 from alexnet.training import step as steps
 from alexnet.training.config import OptimConfig, TrainConfig
 
@@ -54,11 +54,6 @@ def train_gflop(model: nn.Module) -> float:
     from alexnet.models.summary import summarize
 
     return 2 * summarize(model).training_macs / 1e9
-
-
-def flops(gflop: float, result: dict) -> dict:
-    """A timed row with the training arithmetic it sustained: GFLOP per image and TFLOP/s."""
-    return {**result, "train_gflop_per_image": gflop, "tflops": result["images_per_s"] * gflop / 1e3}
 
 
 def reference_step(model: nn.Module, device: torch.device) -> Callable[[torch.Tensor, torch.Tensor], None]:
@@ -108,80 +103,105 @@ def ours_step(model: nn.Module, fast: runtime.FastPath, images: torch.Tensor, la
     return lambda: step(images, labels)
 
 
-def row(label: str, impl: str, model: str, fast: runtime.FastPath, batch: int, size: int, m: Measurement, allocator: str,
-        gflop: float) -> dict:
-    return flops(gflop, {
-        "part": "step", "label": label, "impl": impl, "model": model, "precision": fast.precision,
-        "channels_last": fast.channels_last, "compile": fast.compile, "batch_size": batch, "input_size": size,
-        "allocator": allocator, "images_per_s": batch / m.median, "ms": m.median * 1e3, **m.to_dict(),
-    })
+def reference_path(cfg, device: torch.device, label: str, fast: runtime.FastPath, allocator: str) -> tuple[Row, Callable]:
+    """torchvision's AlexNet on a batch on the device in NCHW: pytorch/examples' step when ``fast`` is
+    :func:`fp32_nchw`, else our step at ``fast``'s precision and layout."""
+    torch.manual_seed(0)
+    model = reference_model()
+    x, y = (t.to(device) for t in synthetic_batch(model, cfg.batch_size, 1000))  # on the device, NCHW
+    gflop = train_gflop(model)
+    if fast == fp32_nchw(device):
+        run_step = reference_step(model, device)
+        step = lambda: run_step(x, y)
+    else:
+        step = ours_step(model, fast, x, y)
+    return _row(cfg, label, "reference", REFERENCE, fast, 224, gflop, allocator), step
 
 
-def run(cfg, device: torch.device) -> list[dict]:
-    """All rows of the step part for a resolved :class:`alexnet.tools.bench.BenchConfig`."""
-    rows: list[dict] = []
-    cpu = device.type == "cpu"
-    allocator = "tuned" if runtime._ALLOCATOR_TUNED else "default"
-    fp32_nchw = runtime.FastPath(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
+def baseline_path(cfg, device: torch.device, allocator: str) -> tuple[Row, Callable]:
+    """The paper's network written the naive way: plain LRN formula, NCHW, fp32, pytorch/examples' step."""
+    torch.manual_seed(0)
+    model = plain_lrn(models.create("alexnet"))
+    x, y = (t.to(device) for t in synthetic_batch(model, cfg.batch_size, 1000))
+    step = reference_step(model, device)
+    return (_row(cfg, "alexnet naive (F.local_response_norm, NCHW, fp32)", "baseline", "alexnet", fp32_nchw(device),
+                 model.input_size, train_gflop(model), allocator), lambda: step(x, y))
 
-    def run_group(group: list[tuple]) -> None:
-        """Time a group of (label, impl, model, fast, size, gflop, step) round-robin and add their rows."""
-        log.info("step: timing %s", ", ".join(g[0] for g in group))
-        ms = measure_interleaved([g[-1] for g in group], device, warmup=cfg.warmup, reps=cfg.reps)
-        for (label, impl, name, fast, size, gflop, _), m in zip(group, ms):
-            rows.append(row(label, impl, name, fast, cfg.batch_size, size, m, allocator, gflop))
 
-    def reference(label: str, fast: runtime.FastPath) -> tuple:
-        torch.manual_seed(0)
-        model = reference_model()
-        x, y = (t.to(device) for t in synthetic_batch(model, cfg.batch_size, 1000))  # on the device, NCHW
-        gflop = train_gflop(model)
-        if fast == fp32_nchw:
-            run_step = reference_step(model, device)
-            step = lambda: run_step(x, y)
-        else:
-            step = ours_step(model, fast, x, y)
-        return (label, "reference", REFERENCE, fast, 224, gflop, step)
+def our_path(cfg, name: str, fast: runtime.FastPath, allocator: str) -> tuple[Row, Callable]:
+    """Model ``name`` on the fast path ``fast``, at its own input size."""
+    torch.manual_seed(0)
+    model = models.create(name)
+    x, y = synthetic_batch(model, cfg.batch_size, model.num_classes)
+    label = f"{name} {fast.precision}{' channels_last' if fast.channels_last else ''}{' compiled' if fast.compile else ''}"
+    return _row(cfg, label, "ours", name, fast, model.input_size, train_gflop(model), allocator), ours_step(model, fast, x, y)
 
-    first = [reference(f"{REFERENCE} fp32 NCHW (pytorch/examples)", fp32_nchw)]
+
+def fp32_nchw(device: torch.device) -> runtime.FastPath:
+    """The reference's settings: fp32, NCHW, torch's for-loop SGD, the process's allocator."""
+    return runtime.FastPath(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
+
+
+def _row(cfg, label: str, impl: str, model: str, fast: runtime.FastPath, size: int, gflop: float, allocator: str) -> Row:
+    return Row("step", label, impl, "step", cfg.batch_size, images_per_call=cfg.batch_size, train_gflop=gflop, settings={
+        "model": model, "precision": fast.precision, "channels_last": fast.channels_last, "compile": fast.compile,
+        "input_size": size, "allocator": allocator})
+
+
+def run(cfg, device: torch.device) -> list[Row]:
+    """All rows of the step part for a resolved :class:`alexnet.tools.bench.BenchConfig`: the reference
+    (and the baseline) with the process's allocator, then one interleaved group per precision."""
+    before = allocator_label()
+    first = [reference_path(cfg, device, f"{REFERENCE} fp32 NCHW (pytorch/examples)", fp32_nchw(device), before)]
     if cfg.baseline and "alexnet" in cfg.step_models:
-        torch.manual_seed(0)
-        model = plain_lrn(models.create("alexnet"))
-        x, y = (t.to(device) for t in synthetic_batch(model, cfg.batch_size, 1000))
-        step = reference_step(model, device)
-        first.append(("alexnet naive (F.local_response_norm, NCHW, fp32)", "baseline", "alexnet", fp32_nchw,
-                      model.input_size, train_gflop(model), lambda: step(x, y)))
-    run_group(first)
-    ref = rows[0]
+        first.append(baseline_path(cfg, device, before))
+    rows = _measure(cfg, device, first)
     del first
-    reference_tuned = None
-    if cpu and cfg.tune_allocator and allocator == "default":
-        allocator = "tuned" if runtime.tune_cpu_allocator() else "default"
-        if allocator == "tuned":
-            reference_tuned = f"{REFERENCE} fp32 NCHW, tuned allocator"
+    after = _switch_allocator(cfg, device, before)
+    for precision in cfg.precisions:
+        rows += _measure(cfg, device, precision_group(cfg, device, precision, after, retime_reference=after != before))
+    return same_allocator_ratios(with_ratios(rows))
 
-    for precision in cfg.precisions:  # one interleaved group per precision: the reference and ours
-        fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cfg.channels_last,
-                                 tune_allocator=cfg.tune_allocator)
-        group = []
-        if precision == "fp32" and reference_tuned:
-            group.append(reference(reference_tuned, fp32_nchw))
-        elif precision != "fp32":  # the reference at the same precision, for context
-            group.append(reference(f"{REFERENCE} {precision}{' channels_last' if cfg.channels_last else ''}", fast))
-        for compiled in ((False, True) if cfg.compile else (False,)):
-            f = replace(fast, compile=compiled)
-            for name in cfg.step_models:
-                torch.manual_seed(0)
-                model = models.create(name)
-                x, y = synthetic_batch(model, cfg.batch_size, model.num_classes)
-                label = f"{name} {precision}{' channels_last' if f.channels_last else ''}{' compiled' if compiled else ''}"
-                group.append((label, "ours", name, f, model.input_size, train_gflop(model), ours_step(model, f, x, y)))
-        run_group(group)
-        del group
 
-    base = ref["images_per_s"]
-    tuned = next((r["images_per_s"] for r in rows if r["impl"] == "reference" and r["allocator"] == "tuned" and r["precision"] == "fp32"), base)
-    for r in rows:
-        r["ratio"] = r["images_per_s"] / base
-        r["ratio_same_allocator"] = r["images_per_s"] / (tuned if r["allocator"] == "tuned" else base)
-    return rows
+def precision_group(cfg, device: torch.device, precision: str, allocator: str, *, retime_reference: bool
+                    ) -> list[tuple[Row, Callable]]:
+    """The reference (again with the tuned allocator in fp32; at ``precision`` otherwise, for context) and our models."""
+    fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cfg.channels_last,
+                            tune_allocator=cfg.tune_allocator)
+    group = []
+    if precision == "fp32" and retime_reference:
+        group.append(reference_path(cfg, device, f"{REFERENCE} fp32 NCHW, tuned allocator", fp32_nchw(device), allocator))
+    elif precision != "fp32":
+        layout = " channels_last" if cfg.channels_last else ""
+        group.append(reference_path(cfg, device, f"{REFERENCE} {precision}{layout}", fast, allocator))
+    for compiled in ((False, True) if cfg.compile else (False,)):
+        group += [our_path(cfg, name, replace(fast, compile=compiled), allocator) for name in cfg.step_models]
+    return group
+
+
+def same_allocator_ratios(rows: list[Row]) -> list[Row]:
+    """``ratio_same_allocator``: images/s over the fp32 reference's with the same allocator (the tuned
+    reference where there is one), beside ``ratio``, which is always over the reference as people run it."""
+    base = rows[0].images_per_s
+    tuned = next((r.images_per_s for r in rows if r.impl == "reference" and r.settings["allocator"] == "tuned"
+                  and r.settings["precision"] == "fp32"), base)
+    return [replace(r, settings={**r.settings, "ratio_same_allocator": r.images_per_s
+                                 / (tuned if r.settings["allocator"] == "tuned" else base)}) for r in rows]
+
+
+def _measure(cfg, device: torch.device, group: list[tuple[Row, Callable]]) -> list[Row]:
+    log.info("step: timing %s", ", ".join(row.label for row, _ in group))
+    return measure_rows(group, device, warmup=cfg.warmup, reps=cfg.reps)
+
+
+def allocator_label() -> str:
+    """The CPU allocator the process runs with now, as rows record it: "tuned" or "default"."""
+    return "tuned" if runtime._ALLOCATOR_TUNED else "default"
+
+
+def _switch_allocator(cfg, device: torch.device, allocator: str) -> str:
+    """On a CPU, tune the allocator between the reference as people run it and ours (it cannot be switched
+    back off); returns the allocator the rest runs with."""
+    if device.type == "cpu" and cfg.tune_allocator and allocator == "default":
+        return "tuned" if runtime.tune_cpu_allocator() else "default"
+    return allocator

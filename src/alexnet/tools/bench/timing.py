@@ -15,19 +15,18 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
 
-@dataclass
+@dataclass(frozen=True)
 class Measurement:
     """Seconds per call: the median of ``times`` after ``warmup`` untimed calls."""
 
     times: list[float]
     warmup: int
     peak_memory_mb: float | None = None
-    extra: dict = field(default_factory=dict)
 
     @property
     def median(self) -> float:
