@@ -15,6 +15,7 @@ from alexnet.data.images import decode_image
 from alexnet.data.transforms import Preprocess, downsample
 from alexnet.errors import AlexNetError
 from alexnet.inference.features import FeatureConfig, FeaturePaths, LayerReader, extract, layer_names, open_features, resolve_layer
+from alexnet.jobs import read_record
 
 CLASSES = ["cat", "dog", "eel"]
 
@@ -113,9 +114,10 @@ def test_interrupted_run_resumes_to_identical_rows(tmp_path, ckpt_path):
         extract(ckpt_path, "digits", "val", part, config, on_batch=stop_after_two)
     paths = FeaturePaths.of(part)
     assert not paths.array.exists() and paths.partial.exists()
-    assert json.loads(paths.progress.read_text())["done"] == 64
+    assert read_record(paths.progress).progress["done"] == 64
 
-    with pytest.raises(AlexNetError, match="unfinished run of other features"):
+    with pytest.raises(AlexNetError, match=r"part.partial.json: an unfinished features run with other settings "
+                                           r"\(.*reads 'forward_features' → 'pool5'"):
         extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=32, layer="pool5"))
     resumed = []
     extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=16), on_batch=lambda d, t: resumed.append(d))
