@@ -116,8 +116,11 @@ def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     run_all(opts, lambda r, status: seen.append(status))
     assert seen == ["done", "done"]
     # the same folders asked for with another configuration: refused, nothing overwritten
-    with pytest.raises(AlexNetError, match="another configuration"):
+    with pytest.raises(AlexNetError, match=r"state.json: a finished ablate run with other settings \(overrides .*'optim.lr=0.05'\]\)"):
         run_all(options(tmp_path, overrides=[*TINY, "optim.lr=0.05"]))
+    other = options(tmp_path, overrides=[*TINY, "optim.lr=0.05"])
+    with pytest.raises(AlexNetError, match="seed0 holds a run with another configuration"):  # each run folder is checked too
+        ablate.state(plan(other)[0])
 
 
 def test_cli_rejects_unknown_options_before_training(tmp_path, capsys):
