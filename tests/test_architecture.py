@@ -17,7 +17,8 @@ PACKAGE = SRC / "alexnet"
 # docs/ARCHITECTURE.md, "The layers and what each may import": a folder may import only lower ranks.
 RANKS = {
     "alexnet": 0, "errors": 0,  # the package root holds only __version__
-    "atomic": 1, "runtime": 1, "jobs": 1,  # core: the one atomic write; device, precision, layout and process settings; a job's lock and record
+    "atomic": 1, "runtime": 1,  # core: the one atomic write; device, precision, layout and process settings
+    "jobs": 1.5,  # core too: a job's lock and state record, written with atomic
     "models": 2, "data": 2,
     "checkpoint": 3,
     "inference": 4,

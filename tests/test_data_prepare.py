@@ -131,6 +131,10 @@ def test_existing_out_is_never_silently_overwritten(tmp_path):
     assert (out / "manifest.json").read_text() == before
     prepare(_config("digits", out, workers=0, force=True))  # --force replaces a store
     assert open_dataset(out).classes == [str(i) for i in range(10)]
+    (out / "README.txt").write_text("my notes on this store")
+    with pytest.raises(AlexNetError, match="store: a packed store that also holds README.txt, which alexnet prepare did not write"):
+        prepare(_config(src, out, workers=0, force=True))  # replacing it would delete the notes
+    assert (out / "README.txt").is_file() and open_dataset(out).classes == [str(i) for i in range(10)]
 
     mine = tmp_path / "my_photos"
     mine.mkdir()
