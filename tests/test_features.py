@@ -135,6 +135,11 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
     assert cli.main(args) == 2
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
     assert cli.main(args + ["--force", "--dtype", "float16"]) == 0 and np.load(out).dtype == np.float16
+    mine = tmp_path / "mine.npy"
+    np.save(mine, np.arange(3))
+    assert cli.main(args[:-1] + [str(mine), "--force"]) == 2  # an array of the user's: not replaced even with --force
+    assert "mine.npy: not a feature set (no features record mine.json beside it)" in capsys.readouterr().err
+    assert np.load(mine).tolist() == [0, 1, 2]
 
     assert cli.main(args[:-1] + [str(tmp_path / "f.bin")]) == 2
     assert "must end in .npy" in capsys.readouterr().err

@@ -304,8 +304,7 @@ def extract(
 
 def _extract(checkpoint_path: str | os.PathLike, data: str, split: str, paths: FeaturePaths, config: FeatureConfig,
              overwrite: bool, on_batch: Callable[[int, int], None] | None) -> dict[str, Any]:
-    if paths.finished() and not overwrite:
-        raise AlexNetError(f"{paths.finished()[0]} already exists; choose another --out or pass --force")
+    _check_finished(paths, overwrite)
     images = open_dataset(data).split(split)
     if len(images) == 0:
         raise AlexNetError(f"{data}: the {split!r} split has no images")
@@ -349,6 +348,23 @@ def _batches(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], done: int, ba
         if "Caught BadImage" not in str(e) or found is None:
             raise
         raise AlexNetError(f"{found.group(1)} (fix it and run the same command to continue, or remove it and rerun with --force)") from None
+
+
+def _check_finished(paths: FeaturePaths, overwrite: bool) -> None:
+    """Finished files are replaced only with ``overwrite`` and only when they are a feature set (a features
+    record beside them, or an unfinished run's job record): --force never replaces a file features did not write."""
+    found = paths.finished()
+    if not found:
+        return
+    if not overwrite:
+        raise AlexNetError(f"{found[0]} already exists; choose another --out or pass --force")
+    try:
+        ours = paths.progress.is_file() or {"checkpoint_sha256", "layer", "shape"} <= set(json.loads(paths.record.read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise AlexNetError(f"{found[0]}: not a feature set (no features record {paths.record.name} beside it); refusing to "
+                           "replace it even with --force")
 
 
 def _resume_point(paths: FeaturePaths, job: dict[str, Any], batch_size: int, overwrite: bool) -> JobRecord:
