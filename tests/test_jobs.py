@@ -48,11 +48,13 @@ def test_the_same_settings_resume_and_no_record_starts_afresh(tmp_path):
     assert record.progress == {"done": 3} and record.files == ["train.images.u8"] and not record.done
 
 
-def test_a_record_of_another_kind_or_other_settings_is_refused_without_force(tmp_path):
+def test_a_record_of_another_kind_or_other_settings_is_refused(tmp_path):
     JobRecord("features", {"layer": "fc7"}).save(tmp_path / STATE)
-    with pytest.raises(AlexNetError, match=r"state.json: the record of an alexnet features job, not prepare; choose another "
-                                           r"output, or pass --force"):
-        resume(tmp_path / STATE, "prepare", SETTINGS, force=False)
+    for force in (False, True):
+        with pytest.raises(AlexNetError, match=r"state.json: the record of an alexnet features job, not prepare; choose another "
+                                               r"output \(--force does not remove another job's files\)"):
+            resume(tmp_path / STATE, "prepare", SETTINGS, force=force)
+    assert read_record(tmp_path / STATE).kind == "features"
     JobRecord("prepare", {**SETTINGS, "size": 32}, done=True).save(tmp_path / STATE)
     with pytest.raises(AlexNetError, match=r"a finished prepare run with other settings \(size 32 → 24\); rerun it as it was"):
         resume(tmp_path / STATE, "prepare", SETTINGS, force=False)

@@ -1,19 +1,20 @@
 """A job's hold on its output and its state record: the one rule of every resumable command.
 
-``alexnet train``, ``features``, ``prepare`` and ``ablate`` each write a folder (or a set of files)
-over minutes or days, may be killed, and continue when the same command is given again. They share:
+``alexnet train``, ``features``, ``prepare`` and ``ablate`` each write their output over minutes or
+days, may be killed, and continue when the same command is given again. What they share:
 
-* :class:`RunLock`: one writer at a time. An exclusive ``flock`` on a lock file that holds the
-  owner's pid and host; a second writer is refused at once, naming the owner. The kernel drops the
-  lock when its process dies, so the ``.lock`` file a killed process leaves never blocks a resume.
-* :class:`JobRecord`: what the output holds: which kind of job, the settings that must be the same
-  for a run to continue it, the job's own resume point (``progress``), the files it wrote, done or
-  not. Written atomically (:func:`alexnet.atomic.write_json`) after every step worth keeping.
+* :class:`RunLock` (all four): one writer at a time. An exclusive ``flock`` on a lock file that holds
+  the owner's pid and host; a second writer is refused at once, naming the owner. The kernel drops
+  the lock when its process dies, so the lock file a killed process leaves never blocks a resume.
+* :class:`JobRecord` (features, prepare, ablate; a training run's record is its config.json): which
+  kind of job, the settings that must be the same for a run to continue it, the job's resume point
+  (``progress``), the files it wrote, done or not. Written atomically (:func:`alexnet.atomic.write_json`).
 * :func:`resume`, the one rule: no record, a fresh start; a record of this kind with the same
-  settings, a resume; anything else (another kind, other settings, an unreadable record) is refused
-  naming the difference, unless ``force``, and ``force`` removes only the files this job writes
-  (:func:`discard`). :func:`foreign` names what else a folder holds, for the job to refuse or
-  leave alone: ``--force`` never deletes a file its job did not write.
+  settings, a resume; other settings or an unreadable record are refused naming the difference
+  unless ``force``, and ``force`` removes only the files this job writes (:func:`discard`); a record
+  of another kind of job is refused even with ``force``. :func:`claim` refuses, without ``force``, a
+  folder of other files and no record; :func:`foreign` names them. ``--force`` never deletes a file
+  its job did not write.
 """
 
 from __future__ import annotations
@@ -127,9 +128,10 @@ def resume(path: str | os.PathLike, kind: str, settings: dict[str, Any], *, forc
            own: Iterable[str] = ()) -> JobRecord | None:
     """The record to continue from, or None for a fresh start (the one rule: see the module doc).
 
-    Refused without ``force``: a record of another kind, of other settings, or unreadable. With
-    ``force`` the old run is discarded: the files its record lists, ``own`` (the names this job
-    writes, relative to the record's folder) and the record; nothing else.
+    Refused without ``force``: a record of other settings, or unreadable. With ``force`` the old run
+    is discarded: the files its record lists, ``own`` (the names this job writes, relative to the
+    record's folder) and the record; nothing else. A record of another kind of job is refused even
+    with ``force``: its files are that job's, not this one's.
     """
     path = Path(path)
     if not path.exists():
@@ -146,7 +148,8 @@ def resume(path: str | os.PathLike, kind: str, settings: dict[str, Any], *, forc
             state = "a finished" if record.done else "an unfinished"
             why, advice = f"{path}: {state} {kind} run with other settings ({'; '.join(changed)})", "rerun it as it was, or "
         else:
-            why, advice = f"{path}: the record of an alexnet {record.kind} job, not {kind}", "choose another output, or "
+            raise AlexNetError(f"{path}: the record of an alexnet {record.kind} job, not {kind}; choose another output "
+                               "(--force does not remove another job's files)")
     if not force:
         raise AlexNetError(f"{why}; {advice}pass --force to start over (only its own files are removed)")
     log.warning("%s; starting over (--force)", why)
