@@ -128,3 +128,10 @@ def test_cli_rejects_unknown_options_before_training(tmp_path, capsys):
                  "--out", str(tmp_path / "a")])
     assert code == 2 and "nonsense" in capsys.readouterr().err
     assert not (tmp_path / "a" / "baseline").exists()
+
+
+def test_an_out_of_other_files_is_refused_before_training(tmp_path):
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(AlexNetError, match=r"holds other files \(thesis.tex\) and no alexnet ablate job; .* pass --force"):
+        run_all(options(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]  # nothing trained, the lock released
