@@ -116,8 +116,11 @@ def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     run_all(opts, lambda r, status: seen.append(status))
     assert seen == ["done", "done"]
     # the same folders asked for with another configuration: refused, nothing overwritten
-    with pytest.raises(AlexNetError, match="another configuration"):
+    with pytest.raises(AlexNetError, match=r"state.json: a finished ablate run with other settings \(overrides .*'optim.lr=0.05'\]\)"):
         run_all(options(tmp_path, overrides=[*TINY, "optim.lr=0.05"]))
+    other = options(tmp_path, overrides=[*TINY, "optim.lr=0.05"])
+    with pytest.raises(AlexNetError, match="seed0 holds a run with another configuration"):  # each run folder is checked too
+        ablate.state(plan(other)[0])
 
 
 def test_cli_rejects_unknown_options_before_training(tmp_path, capsys):
@@ -125,3 +128,10 @@ def test_cli_rejects_unknown_options_before_training(tmp_path, capsys):
                  "--out", str(tmp_path / "a")])
     assert code == 2 and "nonsense" in capsys.readouterr().err
     assert not (tmp_path / "a" / "baseline").exists()
+
+
+def test_an_out_of_other_files_is_refused_before_training(tmp_path):
+    (tmp_path / "thesis.tex").write_text("mine")
+    with pytest.raises(AlexNetError, match=r"holds other files \(thesis.tex\) and no alexnet ablate job; .* pass --force"):
+        run_all(options(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]  # nothing trained, the lock released

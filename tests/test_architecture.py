@@ -18,6 +18,7 @@ PACKAGE = SRC / "alexnet"
 RANKS = {
     "alexnet": 0, "errors": 0,  # the package root holds only __version__
     "atomic": 1, "runtime": 1,  # core: the one atomic write; device, precision, layout and process settings
+    "jobs": 1.5,  # core too: a job's lock and state record, written with atomic
     "models": 2, "data": 2,
     "checkpoint": 3,
     "inference": 4,

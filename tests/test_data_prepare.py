@@ -11,6 +11,7 @@ from alexnet.cli import main
 from alexnet.data import compute_stats, decode_image, downsample, open_dataset
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.errors import AlexNetError
+from alexnet.jobs import JobRecord
 
 SIZE = 24
 
@@ -130,6 +131,10 @@ def test_existing_out_is_never_silently_overwritten(tmp_path):
     assert (out / "manifest.json").read_text() == before
     prepare(_config("digits", out, workers=0, force=True))  # --force replaces a store
     assert open_dataset(out).classes == [str(i) for i in range(10)]
+    (out / "README.txt").write_text("my notes on this store")
+    with pytest.raises(AlexNetError, match="store: a packed store that also holds README.txt, which alexnet prepare did not write"):
+        prepare(_config(src, out, workers=0, force=True))  # replacing it would delete the notes
+    assert (out / "README.txt").is_file() and open_dataset(out).classes == [str(i) for i in range(10)]
 
     mine = tmp_path / "my_photos"
     mine.mkdir()
@@ -177,8 +182,19 @@ def test_resume_after_a_crash_equals_a_clean_run(tmp_path, monkeypatch):
 def test_partial_from_another_source_is_not_resumed(tmp_path):
     src = _photo_folder(tmp_path / "photos")
     (tmp_path / "store.partial").mkdir()
-    (tmp_path / "store.partial" / "state.json").write_text(json.dumps({"digest": "something else"}))
-    with pytest.raises(AlexNetError, match="store.partial: an unfinished run from a different source"):
+    settings = {"source": "/elsewhere", "size": SIZE, "encoding": "raw", "listing": "something else"}
+    JobRecord("prepare", settings, files=["train.images.u8"]).save(tmp_path / "store.partial" / "state.json")
+    (tmp_path / "store.partial" / "train.images.u8").write_bytes(b"an image of elsewhere")
+    (tmp_path / "store.partial" / "notes.txt").write_text("mine")
+    with pytest.raises(AlexNetError, match=r"store.partial/state.json: an unfinished prepare run with other settings "
+                                           r"\(listing 'something else' → '[0-9a-f]{64}'; source '/elsewhere' → '.*photos'\)"):
+        prepare(_config(src, tmp_path / "store", workers=0))
+    with pytest.raises(AlexNetError, match="store.partial: holds notes.txt, which alexnet prepare did not write"):
+        prepare(_config(src, tmp_path / "store", workers=0, force=True))  # its own files removed, the user's kept
+    assert [p.name for p in (tmp_path / "store.partial").iterdir()] == ["notes.txt"]
+    (tmp_path / "store.partial" / "notes.txt").unlink()
+    (tmp_path / "store.partial" / "state.json").write_text(json.dumps({"digest": "an older alexnet's record"}))
+    with pytest.raises(AlexNetError, match="store.partial/state.json: not a job record"):
         prepare(_config(src, tmp_path / "store", workers=0))
     with pytest.raises(AlexNetError, match="unfinished alexnet prepare run"):
         open_dataset(tmp_path / "store.partial")

@@ -15,6 +15,7 @@ from alexnet.data.images import decode_image
 from alexnet.data.transforms import Preprocess, downsample
 from alexnet.errors import AlexNetError
 from alexnet.inference.features import FeatureConfig, FeaturePaths, LayerReader, extract, layer_names, open_features, resolve_layer
+from alexnet.jobs import read_record
 
 CLASSES = ["cat", "dog", "eel"]
 
@@ -113,9 +114,10 @@ def test_interrupted_run_resumes_to_identical_rows(tmp_path, ckpt_path):
         extract(ckpt_path, "digits", "val", part, config, on_batch=stop_after_two)
     paths = FeaturePaths.of(part)
     assert not paths.array.exists() and paths.partial.exists()
-    assert json.loads(paths.progress.read_text())["done"] == 64
+    assert read_record(paths.progress).progress["done"] == 64
 
-    with pytest.raises(AlexNetError, match="unfinished run of other features"):
+    with pytest.raises(AlexNetError, match=r"part.partial.json: an unfinished features run with other settings "
+                                           r"\(.*reads 'forward_features' → 'pool5'"):
         extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=32, layer="pool5"))
     resumed = []
     extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=16), on_batch=lambda d, t: resumed.append(d))
@@ -133,6 +135,11 @@ def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
     assert cli.main(args) == 2
     assert "already exists" in capsys.readouterr().err and out.read_bytes() == before
     assert cli.main(args + ["--force", "--dtype", "float16"]) == 0 and np.load(out).dtype == np.float16
+    mine = tmp_path / "mine.npy"
+    np.save(mine, np.arange(3))
+    assert cli.main(args[:-1] + [str(mine), "--force"]) == 2  # an array of the user's: not replaced even with --force
+    assert "mine.npy: not a feature set (no features record mine.json beside it)" in capsys.readouterr().err
+    assert np.load(mine).tolist() == [0, 1, 2]
 
     assert cli.main(args[:-1] + [str(tmp_path / "f.bin")]) == 2
     assert "must end in .npy" in capsys.readouterr().err

@@ -36,6 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a setting for every variant, as in alexnet train (repeatable)")
     p.add_argument("--out", type=Path, required=True, help="folder of the runs and the table")
+    p.add_argument("--force", action="store_true",
+                   help="use an --out that holds other files or an ablation of other settings: runs of another "
+                        "configuration are trained again; no file ablate did not write is removed")
     p.set_defaults(func=run)
 
 
@@ -47,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
     options = AblationOptions(
         preset=args.preset, study=args.study, out=args.out, seeds=args.seeds,
         flags={"data.spec": args.data, "epochs": args.epochs, "device": args.device, "batch_size": args.batch_size},
-        overrides=args.set, target_error=args.target_error,
+        overrides=args.set, target_error=args.target_error, force=args.force,
     )
     start = time.time()
 

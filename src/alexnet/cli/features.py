@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="the model's threads on a CPU (default: torch's, one per core); beside --workers, "
                         "fewer can pay where decoding is the bottleneck (docs/TRANSFER.md)")
-    p.add_argument("--force", action="store_true", help="replace existing output files (and an unfinished run of other features)")
+    p.add_argument("--force", action="store_true",
+                   help="replace this feature set's finished files (and start over from an unfinished run of other "
+                        "features); no other file is removed")
     p.set_defaults(func=run)
 
 

@@ -40,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="leave bad images out and record each (path, reason) in manifest.json instead of stopping")
     p.add_argument("--force", action="store_true",
                    help="replace an existing store at OUT, and start over if OUT.partial is from a different "
-                        "source or size (never replaces a folder that is not a store)")
+                        "source or size (never removes a file that prepare did not write)")
     p.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                    help=f"reject images with more pixels as decompression bombs (default: {MAX_PIXELS:,})")
     p.add_argument("--no-progress", action="store_true", help="no progress bar or progress lines")

@@ -58,11 +58,11 @@ from alexnet.data.stats import StatsAccumulator
 from alexnet.data.store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
 from alexnet.data.transforms import downsample
 from alexnet.errors import AlexNetError
+from alexnet.jobs import STATE, JobRecord, RunLock, foreign, resume
 
 log = logging.getLogger(__name__)
 MAX_SIZE = 4096  # px: a store side beyond it is a typo (20000² × 3 bytes = 1.2 GB an image)
 
-STATE = "state.json"
 BAD_LIST = "bad_images.txt"
 
 
@@ -99,7 +99,7 @@ class SplitPlan:
 
 
 def prepare(config: PrepareConfig) -> dict[str, Any]:
-    """Write the store; returns its manifest."""
+    """Write the store; returns its manifest. One writer at a time: the lock ``.OUT.lock`` beside OUT."""
     if not 8 <= config.size <= MAX_SIZE:
         raise AlexNetError(f"--size {config.size}: the stored side must be between 8 and {MAX_SIZE} pixels (the paper's is 256)")
     if config.encoding not in ENCODINGS:
@@ -107,13 +107,17 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     if not 1 <= config.quality <= 100:
         raise AlexNetError(f"--quality {config.quality}: JPEG quality runs from 1 to 100 (default {DEFAULT_QUALITY})")
     out = Path(config.out)
-    partial = out.with_name(out.name + ".partial")
     _check_out(out, config.force)
     dataset = open_dataset(config.source)
     plans = _plan(dataset, config.size)
-    digest = _listing_digest(dataset, config)
-    _open_partial(partial, digest, plans, config)
+    with RunLock(out.parent, f".{out.name}.lock"):
+        _check_out(out, config.force)  # again, now that no other prepare can be writing it
+        return _prepare(out, dataset, plans, config)
 
+
+def _prepare(out: Path, dataset: Dataset, plans: list[SplitPlan], config: PrepareConfig) -> dict[str, Any]:
+    partial = out.with_name(out.name + ".partial")
+    _open_partial(partial, _settings(dataset, config), plans, config)
     if not (partial / MANIFEST).is_file():  # not already finishing: decode what is left
         stats = _fill(partial, plans, config)
         bad = [(p.name, p.imageset.paths[i] if p.imageset.paths else f"{p.name}[{i}]", r)
@@ -135,17 +139,22 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
 # -- the destination ------------------------------------------------------------------------------
 
 def _check_out(out: Path, force: bool) -> None:
+    """OUT may be replaced (``force``) only when it is empty or a store holding nothing prepare did not write."""
     if not out.exists():
         return
     if not force:
         raise AlexNetError(f"{out}: already exists; alexnet prepare never overwrites (pass --force to replace a packed store)")
     if not (out.is_dir() and (is_store(out) or not any(out.iterdir()))):
         raise AlexNetError(f"{out}: exists and is not a packed store; refusing to replace it even with --force")
+    others = foreign(out, OWN_FILES)
+    if others:
+        raise AlexNetError(f"{out}: a packed store that also holds {others[0].name}, which alexnet prepare did not write; "
+                           "refusing to replace it even with --force (move it out first)")
 
 
 def _replace(partial: Path, out: Path) -> None:
     old = None
-    if out.exists():  # checked by _check_out: a store or an empty folder, and force was given
+    if out.exists():  # checked by _check_out: a store of only its own files, or an empty folder, and force was given
         old = out.with_name(out.name + f".old-{os.getpid()}")
         os.replace(out, old)
     os.replace(partial, out)
@@ -167,13 +176,14 @@ def _plan(dataset: Dataset, size: int) -> list[SplitPlan]:
     return plans
 
 
-def _listing_digest(dataset: Dataset, config: PrepareConfig) -> str:
-    """What must not change between a run and its resume: source, size, encoding, file list, labels, shapes."""
+def _settings(dataset: Dataset, config: PrepareConfig) -> dict[str, Any]:
+    """What must not change between a run and its resume: source, size, encoding, and the listing
+    (classes, file list, labels, shapes) as one SHA-256."""
     source = str(Path(dataset.root).resolve()) if dataset.root else dataset.name
-    what = {"source": source, "size": config.size, "classes": dataset.classes}
+    settings = {"source": source, "size": config.size, "encoding": config.encoding}
     if config.encoding != "raw":
-        what |= {"encoding": config.encoding, "quality": config.quality}
-    h = hashlib.sha256(json.dumps(what).encode())
+        settings["quality"] = config.quality
+    h = hashlib.sha256(json.dumps(dataset.classes).encode())
     for name, s in sorted(dataset.splits.items()):
         h.update(name.encode())
         h.update(np.ascontiguousarray(s.labels, dtype=np.int64).tobytes())
@@ -181,47 +191,50 @@ def _listing_digest(dataset: Dataset, config: PrepareConfig) -> str:
             h.update("".join(p + "\n" for p in s.paths[start : start + 10_000]).encode("utf-8", "surrogateescape"))
         if s.in_memory:
             h.update(str(s.images.shape).encode())
-    return h.hexdigest()
+    return settings | {"listing": h.hexdigest()}
 
 
-def _open_partial(partial: Path, digest: str, plans: list[SplitPlan], config: PrepareConfig) -> None:
-    state_path = partial / STATE
-    if partial.exists():
-        state = None
-        if state_path.is_file():
-            try:
-                state = json.loads(state_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                state = None
-        if state is not None and state.get("digest") == digest:
-            log.info("%s: resuming an interrupted run", partial)
-            return
-        if not config.force:
-            why = ("from a different source, listing, --size, --encoding or --quality" if state is not None
-                   else "without a readable state.json")
-            raise AlexNetError(f"{partial}: an unfinished run {why}; remove it or pass --force to start over")
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
+def _open_partial(partial: Path, settings: dict[str, Any], plans: list[SplitPlan], config: PrepareConfig) -> None:
+    """Resume OUT.partial (its record, state.json, has the same settings) or start it afresh (jobs.resume's rule)."""
+    if resume(partial / STATE, "prepare", settings, force=config.force, own=OWN_FILES) is not None:
+        log.info("%s: resuming an interrupted run", partial)
+        return
+    others = foreign(partial, OWN_FILES)
+    if others:  # they would end up in the store: never written over, never removed
+        raise AlexNetError(f"{partial}: holds {others[0].name}, which alexnet prepare did not write; move it out or "
+                           "choose another OUT")
+    partial.mkdir(parents=True, exist_ok=True)
+    files = []
     for p in plans:
         if config.encoding == "jpeg":
             RecordWriter.create(partial / records_file(p.name), partial / _slots_file(p.name), p.count)
+            files += [records_file(p.name), _slots_file(p.name)]
             continue
         with open(partial / images_file(p.name), "wb") as f:
             f.truncate(p.count * p.slot_bytes)  # sparse until written
-        _save_npy(partial / f"{p.name}.done.npy", np.zeros(p.count, dtype=bool))
-    _write_json(state_path, {"digest": digest, "source": str(config.source), "size": config.size,
-                             "encoding": config.encoding, "splits": {p.name: p.count for p in plans}})
+        _save_npy(partial / _done_file(p.name), np.zeros(p.count, dtype=bool))
+        files += [images_file(p.name), _done_file(p.name)]
+    JobRecord("prepare", settings, {"splits": {p.name: p.count for p in plans}}, files).save(partial / STATE)
 
 
 def _slots_file(split: str) -> str:
     return f"{split}.slots.npy"
 
 
+def _done_file(split: str) -> str:
+    return f"{split}.done.npy"
+
+
+# every name prepare writes in OUT.partial (and so in OUT): the only files --force removes or replaces
+OWN_FILES = frozenset({STATE, BAD_LIST, MANIFEST, STATS, *(name(split) for split in ("train", "val", "test") for name in (
+    images_file, labels_file, paths_file, records_file, index_file, _slots_file, _done_file))})
+
+
 class _RawSlots:
     """A raw split being written: one S×S×C slot per source image, and the marks of those written."""
 
     def __init__(self, partial: Path, plan: SplitPlan) -> None:
-        self.done_path = partial / f"{plan.name}.done.npy"
+        self.done_path = partial / _done_file(plan.name)
         self.images = _memmap(partial / images_file(plan.name), plan, "r+")
         self.done = np.load(self.done_path, allow_pickle=False)
 
@@ -251,18 +264,10 @@ def _writer(partial: Path, plan: SplitPlan, config: PrepareConfig) -> _RawSlots 
 
 def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> StatsAccumulator:
     """Decode and write every slot not yet done; returns the train split's statistics so far."""
-    stats = StatsAccumulator()
-    todo_total = 0
-    writers, todos = {}, {}
-    for p in plans:
-        writers[p.name] = writer = _writer(partial, p, config)
-        done = writer.done
-        todos[p.name] = np.flatnonzero(~done)
-        todo_total += len(todos[p.name])
-        if p.name == "train" and done.any():  # resume: the statistics of what is already written
-            for chunk in np.array_split(np.flatnonzero(done), max(1, int(done.sum()) // 256)):
-                stats.update(writer.written(chunk))
-    progress = _Progress(todo_total, enabled=config.progress)
+    writers = {p.name: _writer(partial, p, config) for p in plans}
+    todos = {name: np.flatnonzero(~writer.done) for name, writer in writers.items()}
+    stats = _resumed_stats(writers.get("train"))
+    progress = _Progress(sum(len(todo) for todo in todos.values()), enabled=config.progress)
     since_checkpoint = 0
 
     def checkpoint() -> None:
@@ -271,24 +276,19 @@ def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> Stats
 
     try:
         for p in plans:
-            train_batch: list[np.ndarray] = []
+            train_batch = _TrainBatch(stats if p.name == "train" else None)
             for i, image, reason, data in _results(p, todos[p.name], config):
                 if reason is not None:
                     p.bad.append((i, reason))
                 else:
                     writers[p.name].put(i, image, data)
-                    if p.name == "train":
-                        train_batch.append(image)
-                        if len(train_batch) == 64:
-                            stats.update(np.stack(train_batch))
-                            train_batch = []
+                    train_batch.add(image)
                 progress.update(p.name)
                 since_checkpoint += 1
                 if since_checkpoint >= config.checkpoint_every:
                     checkpoint()
                     since_checkpoint = 0
-            if train_batch:
-                stats.update(np.stack(train_batch))
+            train_batch.flush()
             p.bad.sort()
         checkpoint()
     except KeyboardInterrupt:
@@ -300,6 +300,33 @@ def _fill(partial: Path, plans: list[SplitPlan], config: PrepareConfig) -> Stats
             writer.close()
     progress.close()
     return stats
+
+
+def _resumed_stats(train: _RawSlots | RecordWriter | None) -> StatsAccumulator:
+    """On a resume, the statistics of the train images already written (in chunks of about 256)."""
+    stats = StatsAccumulator()
+    if train is not None and train.done.any():
+        for chunk in np.array_split(np.flatnonzero(train.done), max(1, int(train.done.sum()) // 256)):
+            stats.update(train.written(chunk))
+    return stats
+
+
+class _TrainBatch:
+    """Train images gathered 64 at a time into the statistics (``stats`` None: another split, ignored)."""
+
+    def __init__(self, stats: StatsAccumulator | None) -> None:
+        self.stats, self.images = stats, []
+
+    def add(self, image: np.ndarray) -> None:
+        if self.stats is not None:
+            self.images.append(image)
+            if len(self.images) == 64:
+                self.flush()
+
+    def flush(self) -> None:
+        if self.stats is not None and self.images:
+            self.stats.update(np.stack(self.images))
+            self.images = []
 
 
 def _results(plan: SplitPlan, todo: np.ndarray, config: PrepareConfig):
@@ -413,7 +440,7 @@ def _truncate(partial: Path, manifest: dict[str, Any]) -> None:
         if manifest.get("encoding", "raw") == "raw":
             with open(partial / entry["images"], "r+b") as f:
                 f.truncate(int(np.prod(entry["shape"])))
-        (partial / f"{name}.done.npy").unlink(missing_ok=True)
+        (partial / _done_file(name)).unlink(missing_ok=True)
         (partial / _slots_file(name)).unlink(missing_ok=True)
     (partial / BAD_LIST).unlink(missing_ok=True)
 

@@ -26,12 +26,14 @@ forward pass there (nothing above it is computed); the activations are flattened
 Preprocessing is the checkpoint's own evaluation view, the centre crop (``alexnet eval --views 1``).
 
 Bounded memory and resuming: rows go straight into ``NAME.partial.npy`` (``numpy.lib.format.open_memmap``);
-after every batch the rows are flushed and ``NAME.partial.json`` records how many are done. A run
+after every batch the rows are flushed and ``NAME.partial.json``, the job record (:mod:`alexnet.jobs`), records
+how many are done; one run writes a feature set at a time (the lock ``.NAME.npy.lock``). A run
 started again with the same checkpoint, data, split, layer and dtype continues from there, with the
 batch size of the first run (the same batches, so bit-identical rows), and the finished files take their
 names by ``os.replace`` (the ``.npy`` is written in place, so it cannot go through
 :func:`alexnet.atomic.atomic_path`, which would throw the partial file away on an interruption; the index
-and the record do). Existing outputs are refused without ``overwrite`` (``--force``).
+and the record do). Existing outputs, and an unfinished run of other features, are refused without
+``overwrite`` (``--force``), which replaces only this feature set's own files.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ from alexnet.data.loader import iter_batches
 from alexnet.data.sources import DIGITS
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import load_for_inference
+from alexnet.jobs import JobRecord, RunLock, resume
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +193,13 @@ class FeaturePaths:
 
     @property
     def progress(self) -> Path:
+        """The job record of an unfinished run (alexnet.jobs.JobRecord): its settings and rows done."""
         return self.array.with_suffix(".partial.json")
+
+    @property
+    def lock(self) -> RunLock:
+        """One writer per feature set: ``.NAME.npy.lock`` beside it (alexnet.jobs.RunLock)."""
+        return RunLock(self.array.parent, f".{self.array.name}.lock")
 
     def finished(self) -> list[Path]:
         return [p for p in (self.array, self.index, self.record) if p.exists()]
@@ -268,9 +277,7 @@ def _job(checkpoint_path: str | os.PathLike, sha: str, data: str, split: str, im
     }
 
 
-def _same_job(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    keys = ("checkpoint_sha256", "data", "split", "reads", "dtype", "precision", "rows", "dim")
-    return [f"{k} {old.get(k)!r} → {new[k]!r}" for k in keys if old.get(k) != new[k]]
+RESUME_KEYS = ("checkpoint_sha256", "data", "split", "reads", "dtype", "precision", "rows", "dim")  # what a resume must match
 
 
 def extract(
@@ -288,8 +295,13 @@ def extract(
     ``on_batch(done, total)`` is called after each batch is on disk (the CLI's progress bar).
     """
     paths = FeaturePaths.of(out)
-    if paths.finished() and not overwrite:
-        raise AlexNetError(f"{paths.finished()[0]} already exists; choose another --out or pass --force")
+    with paths.lock:
+        return _extract(checkpoint_path, data, split, paths, config, overwrite, on_batch)
+
+
+def _extract(checkpoint_path: str | os.PathLike, data: str, split: str, paths: FeaturePaths, config: FeatureConfig,
+             overwrite: bool, on_batch: Callable[[int, int], None] | None) -> dict[str, Any]:
+    _check_finished(paths, overwrite)
     images = open_dataset(data).split(split)
     if len(images) == 0:
         raise AlexNetError(f"{data}: the {split!r} split has no images")
@@ -300,11 +312,11 @@ def extract(
         digest = sha.result()
     reads = extractor.reader.module_name or "forward_features"
     job = _job(checkpoint_path, digest, data, split, images, config, dim, reads)
-    done, batch_size = _resume_point(paths, job, config.batch_size, overwrite)
+    record = _resume_point(paths, job, config.batch_size, overwrite)
+    done, batch_size = record.progress["done"], record.progress["batch_size"]
     if done == 0:
-        paths.array.parent.mkdir(parents=True, exist_ok=True)
         rows = open_memmap(paths.partial, mode="w+", dtype=config.dtype, shape=(len(images), dim))
-        write_json(paths.progress, {**job, "batch_size": batch_size, "done": 0})
+        record.save(paths.progress)
     else:
         rows = open_memmap(paths.partial, mode="r+")
         log.info("%s: resuming at row %d of %d", paths.partial, done, len(images))
@@ -313,8 +325,8 @@ def extract(
         for start, x in _batches(batches, done, batch_size):
             rows[start:start + len(x)] = extractor(x).numpy().astype(config.dtype, copy=False)
             rows.flush()
-            done = start + len(x)
-            write_json(paths.progress, {**job, "batch_size": batch_size, "done": done})
+            done = record.progress["done"] = start + len(x)
+            record.save(paths.progress)
             if on_batch is not None:
                 on_batch(done, len(images))
     del rows
@@ -335,25 +347,41 @@ def _batches(batches: Iterator[tuple[torch.Tensor, torch.Tensor]], done: int, ba
         raise AlexNetError(f"{found.group(1)} (fix it and run the same command to continue, or remove it and rerun with --force)") from None
 
 
-def _resume_point(paths: FeaturePaths, job: dict[str, Any], batch_size: int, overwrite: bool) -> tuple[int, int]:
-    """(rows already done, batch size to use): 0 and ``batch_size`` for a fresh start."""
-    if not (paths.progress.is_file() and paths.partial.is_file()):
-        return 0, batch_size
+def _check_finished(paths: FeaturePaths, overwrite: bool) -> None:
+    """Finished files are replaced only with ``overwrite`` and only when they are a feature set (a features
+    record beside them, or an unfinished run's job record): --force never replaces a file features did not write."""
+    found = paths.finished()
+    if not found:
+        return
+    if not overwrite:
+        raise AlexNetError(f"{found[0]} already exists; choose another --out or pass --force")
     try:
-        old = json.loads(paths.progress.read_text())
-        done, old_batch = int(old["done"]), int(old["batch_size"])
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise AlexNetError(f"{paths.progress}: unreadable progress record ({e}); pass --force to start again") from None
-    changed = _same_job(old, job)
-    if changed:
-        if overwrite:
-            log.warning("%s: a different unfinished run (%s); starting again (--force)", paths.progress, "; ".join(changed))
-            return 0, batch_size
-        raise AlexNetError(f"{paths.partial}: an unfinished run of other features is there ({'; '.join(changed)}); "
-                           "rerun it as it was, or pass --force to start again")
+        ours = paths.progress.is_file() or {"checkpoint_sha256", "layer", "shape"} <= set(json.loads(paths.record.read_text()))
+    except (OSError, ValueError, TypeError):
+        ours = False
+    if not ours:
+        raise AlexNetError(f"{found[0]}: not a feature set (no features record {paths.record.name} beside it); refusing to "
+                           "replace it even with --force")
+
+
+def _resume_point(paths: FeaturePaths, job: dict[str, Any], batch_size: int, overwrite: bool) -> JobRecord:
+    """The record to write on: the unfinished run's (``progress``: rows done, its batch size) or a fresh one at row 0."""
+    settings = {k: job[k] for k in RESUME_KEYS}
+    record = resume(paths.progress, "features", settings, force=overwrite, own=[paths.partial.name])
+    fresh = JobRecord("features", settings, {"done": 0, "batch_size": batch_size}, [paths.partial.name])
+    if record is None or not paths.partial.is_file():
+        return fresh
+    try:
+        done, old_batch = int(record.progress["done"]), int(record.progress["batch_size"])
+    except (KeyError, TypeError, ValueError) as e:
+        if not overwrite:
+            raise AlexNetError(f"{paths.progress}: no rows done or batch size in the record ({e!r}); pass --force to "
+                               "start again") from None
+        return fresh
     if old_batch != batch_size:
         log.warning("resuming with the first run's --batch-size %d (not %d), so the rows are the same", old_batch, batch_size)
-    return done - done % old_batch, old_batch
+    record.progress |= {"done": done - done % old_batch, "batch_size": old_batch}
+    return record
 
 
 def _finish(paths: FeaturePaths, job: dict[str, Any], images: ImageSet, extractor: Extractor) -> dict[str, Any]:

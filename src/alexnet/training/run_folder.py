@@ -11,7 +11,7 @@
       checkpoints/       last.pt (every epoch, every ``checkpoint_every`` steps) and best.pt
       report.json        the final numbers (written when the run ends)
       report.html        the page to look at; curves.png, filters.png, confusion.png, predictions.png
-      .lock              held while a process trains the run (RunLock): one writer at a time
+      .lock              held while a process trains the run (alexnet.jobs.RunLock): one writer at a time
 
 The configuration a run continues with is :meth:`RunFolder.effective_config`: config.json with the
 changes of resume.jsonl applied in order (nanoGPT's rule: a resumed run reads its own saved
@@ -22,17 +22,16 @@ appended one whole line at a time, and a torn last line (a kill mid-write) is sk
 from __future__ import annotations
 
 import errno
-import fcntl
 import json
 import logging
 import os
-import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from alexnet.atomic import DiskFull, atomic_write, write_json
 from alexnet.errors import AlexNetError
+from alexnet.jobs import RunLock as RunLock  # the lock of every job (alexnet.jobs); the loop takes it from here
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +51,9 @@ class RunFolder:
         self.report_json, self.report_html = self.root / REPORT_JSON, self.root / REPORT_HTML
         self.tb = self.root / "tb"
         self.init = self.root / "init.json"
+
+    def __fspath__(self) -> str:  # os.PathLike: RunLock(folder) locks the run's root
+        return str(self.root)
 
     def figure(self, name: str) -> Path:
         return self.root / name
@@ -177,37 +179,3 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
                 continue
             raise AlexNetError(f"{path}, line {number}: not JSON ({e})") from None
     return records
-
-
-class RunLock:
-    """One writer per run folder: an exclusive ``flock`` on RUN/.lock, which holds the owner's pid and host.
-
-    A second ``alexnet train`` on the same folder is refused at once, naming the owner. A lock whose
-    process died is released by the kernel with it (``flock`` locks die with their process), so a stale
-    .lock file never blocks a resume.
-    """
-
-    def __init__(self, folder: RunFolder) -> None:
-        self.path = folder.root / ".lock"
-        self.fd: int | None = None
-
-    def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            owner = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise AlexNetError(f"{self.path.parent} is being written by {owner}; wait for that run to end (or stop it) "
-                               "before training or resuming it here") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on host {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            self.path.unlink(missing_ok=True)
-            os.close(self.fd)  # closing releases the flock
-            self.fd = None

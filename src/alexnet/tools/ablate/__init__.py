@@ -15,7 +15,10 @@ a folder (the baseline is trained once per seed for ``--study all``; an augmenta
 the preset already has, e.g. no reflections on digits, is not trained twice). A folder with
 report.json is done and is not trained again; one with checkpoints/last.pt but no report resumes
 exactly where it stopped; a folder holding a run of another configuration is an error, never
-overwritten.
+overwritten. OUT itself is an ablate job (:mod:`alexnet.jobs`): ``OUT/state.json`` records the preset,
+flags and overrides a rerun must repeat, ``OUT/.lock`` keeps a second ``alexnet ablate`` out, and an
+OUT of other files or other settings is refused unless ``--force``, which trains beside them and never
+removes a file ablate did not write.
 
 The table (``ablation.md``, ``ablation.json``, ``ablation.png`` and one ``ablation-STUDY.png`` per
 study in OUT; :mod:`alexnet.tools.ablate.table`) gives per variant the mean ± sample standard deviation
@@ -35,9 +38,10 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from alexnet import models
+from alexnet import jobs, models
 from alexnet.data.transforms import pipeline
 from alexnet.errors import AlexNetError
+from alexnet.jobs import STATE, JobRecord, RunLock
 from alexnet.tools.ablate.table import final_errors, mean_std, tabulate, time_to_target, write_table
 from alexnet.training.config import TrainConfig, build, resolve
 from alexnet.training.loop import RunOptions, train
@@ -111,6 +115,7 @@ class AblationOptions:
     flags: dict[str, Any] = field(default_factory=dict)  # as config.resolve takes them (data.spec, epochs, device, …)
     overrides: list[str] = field(default_factory=list)  # `--set` items for every variant
     target_error: float = TARGET_ERROR  # relu-tanh: training top-1 error to reach
+    force: bool = False  # write into an OUT of other files or settings (never removing a file ablate did not write)
 
 
 @dataclass
@@ -170,17 +175,20 @@ def check_models(runs: list[Run]) -> None:
             raise AlexNetError(f"study {run.study}, variant {run.variant.name}: {e}") from None
 
 
-def state(run: Run) -> str:
-    """done | resume | new, for a run folder; refuses a folder holding another configuration's run."""
+def state(run: Run, force: bool = False) -> str:
+    """done | resume | new, for a run folder; refuses, unless ``force``, a folder holding another configuration's
+    run (``force``: it is trained again, "new", and train's --force removes only the run's own files)."""
     folder = RunFolder(run.folder, write=False)
     if folder.config.is_file():
         # through build(): a config.json written before a setting existed reads as that setting's default
         stored = json.loads(json.dumps(build(TrainConfig, folder.read_config()).to_dict()))
         wanted = json.loads(json.dumps(run.config.to_dict()))
         if stored != wanted:
+            if force:
+                return "new"
             changed = sorted(k for k in set(stored) | set(wanted) if stored.get(k) != wanted.get(k))
             raise AlexNetError(f"{run.folder} holds a run with another configuration (differs in {', '.join(changed)}); "
-                               "use another --out or remove it")
+                               "use another --out or remove it (or pass --force to train it again)")
     if folder.report_json.is_file():
         return "done"
     if folder.last.is_file():
@@ -188,21 +196,42 @@ def state(run: Run) -> str:
     return "new"
 
 
+def own_files(runs: list[Run], out: Path) -> list[str]:
+    """The names ablate writes in OUT: its record, the variants' run folders, the tables."""
+    return [STATE, *{r.folder.relative_to(out).parts[0] for r in runs}, "ablation.md", "ablation.json", "ablation.png",
+            *(f"ablation-{study}.png" for study in STUDIES)]
+
+
+def open_job(options: AblationOptions, runs: list[Run]) -> JobRecord:
+    """OUT's record (alexnet.jobs): new or empty OUT, or one of the same preset, flags and overrides; another is
+    refused unless --force, which writes beside other files and never removes a run folder."""
+    own = own_files(runs, options.out)
+    jobs.claim(options.out, "ablate", force=options.force, own=own)
+    settings = {"preset": options.preset, "flags": options.flags, "overrides": options.overrides}
+    record = jobs.resume(options.out / STATE, "ablate", settings, force=options.force, own=own[:1])
+    return record or JobRecord("ablate", settings, files=own[1:])
+
+
 def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None = None) -> dict[str, Any]:
-    """Train what is not done yet, then write the table; returns it (ablation.json's content)."""
+    """Train what is not done yet, then write the table; returns it (ablation.json's content). One writer: OUT/.lock."""
     runs = plan(options)
     check_models(runs)
-    options.out.mkdir(parents=True, exist_ok=True)
-    trained: set[Path] = set()
-    for run in runs:
-        if run.folder in trained:
-            continue
-        status = state(run)
-        if on_run:
-            on_run(run, status)
-        if status != "done":
-            train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False))
-        trained.add(run.folder)
-    table = tabulate(runs, options, studies(options.study), STUDIES)
-    write_table(table, options.out)
+    with RunLock(options.out):
+        record = open_job(options, runs)
+        record.done = False
+        record.save(options.out / STATE)
+        trained: set[Path] = set()
+        for run in runs:
+            if run.folder in trained:
+                continue
+            status = state(run, options.force)
+            if on_run:
+                on_run(run, status)
+            if status != "done":
+                train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False))
+            trained.add(run.folder)
+        table = tabulate(runs, options, studies(options.study), STUDIES)
+        write_table(table, options.out)
+        record.done = True
+        record.save(options.out / STATE)
     return table
