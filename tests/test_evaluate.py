@@ -107,6 +107,24 @@ def test_ensemble_of_checkpoints_is_the_mean_of_their_probabilities(tmp_path, im
     np.testing.assert_array_equal(report.confusion, expected.confusion)
 
 
+def test_inference_gives_the_model_back_in_the_mode_it_found_it(imageset):
+    """Issue 22, defect 2: an evaluation inside a training epoch must not train the rest of it without dropout."""
+    torch.manual_seed(0)
+    model = models.create("alexnet_small", num_classes=len(CLASSES), width=0.25)
+    preprocess = Preprocess(pipeline("small"), compute_stats(imageset.images))
+    images = torch.from_numpy(imageset.images[:4])
+    expected = reference_probabilities(model.eval(), preprocess, imageset.images[:4], 1)
+    model.train()
+    model.conv1.eval()  # a mixed model (layers frozen in eval mode) stays mixed
+    got = evaluate.batch_probabilities(model, preprocess, images)
+    torch.testing.assert_close(got, expected)  # dropout was off during the call
+    assert model.training and not model.conv1.training
+    assert all(m.training for name, m in model.named_modules() if not name.startswith("conv1"))
+    with evaluate.evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not model.conv1.training
+
+
 def test_classes_that_differ_from_the_data_are_one_line_errors(tmp_path, imageset):
     make_checkpoint(tmp_path / "ten.pt", imageset, 0, classes=[f"c{i}" for i in range(10)])
     with pytest.raises(AlexNetError, match="ten.pt: checkpoint has 10 classes but the data has 6"):
