@@ -13,6 +13,7 @@ from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.errors import AlexNetError
 from alexnet.inference import evaluate
+from alexnet.inference.features import Extractor, FeatureConfig
 from alexnet.reporting import figures as visualize
 
 CLASSES = [f"c{i}" for i in range(6)]
@@ -122,6 +123,9 @@ def test_inference_gives_the_model_back_in_the_mode_it_found_it(imageset):
     assert all(m.training for name, m in model.named_modules() if not name.startswith("conv1"))
     with evaluate.evaluating(model):
         assert not any(m.training for m in model.modules())
+    assert model.training and not model.conv1.training
+    fc7 = Extractor.of_model(model, preprocess, FeatureConfig())  # the fc7 path (Fig. 4, explore, alexnet features)
+    torch.testing.assert_close(fc7(images), fc7(images))  # dropout off: the same codes twice
     assert model.training and not model.conv1.training
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from alexnet.inference.search import ENGINES, METRICS, search_images
+from alexnet.inference.neighbours import METRICS
+from alexnet.inference.search import ENGINES, search_images
 from alexnet.runtime import resolve_device
 
 

@@ -214,6 +214,18 @@ def iter_probabilities(model: torch.nn.Module, preprocess, images, *, views: int
         yield batch_probabilities(model, preprocess, x, views, precision), y
 
 
+SHOWN_SPLITS = ("test", "val")  # the split figures and report.html show: test, else val
+
+
+def shown_split(test, val) -> str | None:
+    """The split a figure or report.html shows: test, else val (None when both are empty or absent).
+    The one place this rule is written: training keeps that split's probabilities for its report."""
+    for name, images in zip(SHOWN_SPLITS, (test, val)):
+        if images is not None and len(images):
+            return name
+    return None
+
+
 def check_classes(ckpt_classes: Sequence[str], data_classes: Sequence[str], source: str) -> None:
     """A checkpoint and the data must name the same classes in the same order."""
     if len(ckpt_classes) != len(data_classes):
