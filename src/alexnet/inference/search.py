@@ -15,6 +15,9 @@ Metrics: those of :mod:`alexnet.inference.neighbours`. Engines, both exact:
   neighbours as ``exact`` (tests/test_search.py), faster on large banks (BLAS and heaps in C++);
 * ``auto``: FAISS when it is installed and the bank has at least ``FAISS_FROM_ROWS`` rows.
 
+``--grid`` draws the result as :func:`alexnet.reporting.figures.neighbours_figure` (Fig. 4 right)
+from :class:`SearchResult`; this module only searches.
+
 Ties are broken by the engine (lower row first for ``exact``).
 """
 
@@ -23,13 +26,14 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from alexnet.atomic import atomic_path
+from alexnet.data import open_dataset
 from alexnet.data.images import decode_image
 from alexnet.data.transforms import downsample
 from alexnet.errors import AlexNetError
@@ -110,65 +114,41 @@ def query_features(bank: FeatureSet, images: Sequence[str], checkpoint_path: str
     return extractor(batch).numpy(), decoded
 
 
-def bank_image(bank: FeatureSet, row: int, data_cache: dict[str, Any]) -> np.ndarray:
-    """The image of bank row ``row``: its file, or the data set the bank was made from."""
-    if bank.paths[row]:
-        return decode_image(bank.paths[row])
-    if "split" not in data_cache:
-        from alexnet.data import open_dataset
+@dataclass
+class SearchResult:
+    """What ``alexnet search`` found: the bank, the query files (decoded) and their neighbours in it."""
 
-        data_cache["split"] = open_dataset(bank.record["data"]).split(bank.record["split"])
-    return np.asarray(data_cache["split"].load(row))
+    bank: FeatureSet
+    images: list[str]  # the query files
+    decoded: list[np.ndarray]  # uint8 [H, W, C] each
+    found: Neighbours
 
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """[{"image", "neighbours": [{"rank", "row", "distance", "label", "class", "path"}]}] (the ``--json`` output)."""
+        bank = self.bank
+        return [{"image": str(name), "neighbours": [
+            {"rank": r, "row": int(row), "distance": float(d), "label": int(bank.labels[row]),
+             "class": bank.classes[int(bank.labels[row])], "path": bank.paths[row]}
+            for r, (row, d) in enumerate(zip(self.found.rows[qi], self.found.distances[qi]), start=1)]}
+            for qi, name in enumerate(self.images)]
 
-def save_grid(path: str | os.PathLike, bank: FeatureSet, queries: Sequence[str], decoded: Sequence[np.ndarray],
-              found: Neighbours, *, overwrite: bool = False) -> None:
-    """Fig. 4 (right): one row per query, the query in the first column, then its neighbours, nearest first."""
-    import matplotlib
+    def neighbour_labels(self) -> list[list[str]]:
+        return [[self.bank.classes[int(self.bank.labels[row])] for row in rows] for rows in self.found.rows]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = found.rows.shape[1]
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.6 * (k + 1), 1.8 * len(queries)), squeeze=False)
-    cache: dict[str, Any] = {}
-    for qi, (name, image) in enumerate(zip(queries, decoded)):
-        _show(axes[qi, 0], image, f"query\n{Path(name).name[:18]}")
-        for j, (row, d) in enumerate(zip(found.rows[qi], found.distances[qi]), start=1):
-            label = bank.classes[int(bank.labels[row])]
-            _show(axes[qi, j], bank_image(bank, int(row), cache), f"{label[:14]}\n{d:.3g}")
-    fig.suptitle(f"nearest by {bank.record['layer']} ({Path(bank.path).name})", fontsize=9)
-    fig.tight_layout()
-    try:
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-
-
-def _show(ax, image: np.ndarray, title: str) -> None:
-    grey = image.ndim == 2 or image.shape[2] == 1
-    ax.imshow(image[..., 0] if grey and image.ndim == 3 else image, cmap="gray" if grey else None, vmin=0, vmax=255)
-    ax.set_title(title, fontsize=7)
-    ax.axis("off")
+    def neighbour_images(self) -> list[list[np.ndarray]]:
+        """The neighbours' images: their files, or the data set the bank was made from."""
+        split = None
+        if not all(self.bank.paths[row] for row in self.found.rows.reshape(-1)):
+            split = open_dataset(self.bank.record["data"]).split(self.bank.record["split"])
+        return [[decode_image(self.bank.paths[row]) if self.bank.paths[row] else np.asarray(split.load(int(row)))
+                 for row in rows] for rows in self.found.rows]
 
 
 def search_images(bank_path: str | os.PathLike, images: Sequence[str], *, checkpoint_path: str | None = None, k: int = 5,
-                  metric: str = "euclidean", engine: str = "auto", device: str = "cpu", grid: str | None = None,
-                  overwrite: bool = False) -> list[dict[str, Any]]:
-    """For each image file, its ``k`` nearest bank images: [{"image", "neighbours": [{"rank", "row", "distance",
-    "label", "class", "path"}]}]; the grid PNG too when ``grid`` is given."""
-    if grid is not None and Path(grid).exists() and not overwrite:
-        raise AlexNetError(f"{grid} already exists; choose another --grid or pass --force")
+                  metric: str = "euclidean", engine: str = "auto", device: str = "cpu") -> SearchResult:
+    """For each image file, its ``k`` nearest bank images."""
     if engine == "faiss":
         _import_faiss()
     bank = open_features(bank_path)
     queries, decoded = query_features(bank, images, checkpoint_path, device)
-    found = search(bank.rows, queries, k, metric, engine)
-    if grid is not None:
-        save_grid(grid, bank, images, decoded, found, overwrite=overwrite)
-    return [{"image": str(name), "neighbours": [
-        {"rank": r, "row": int(row), "distance": float(d), "label": int(bank.labels[row]),
-         "class": bank.classes[int(bank.labels[row])], "path": bank.paths[row]}
-        for r, (row, d) in enumerate(zip(found.rows[qi], found.distances[qi]), start=1)]}
-        for qi, name in enumerate(images)]
+    return SearchResult(bank, [str(p) for p in images], decoded, search(bank.rows, queries, k, metric, engine))

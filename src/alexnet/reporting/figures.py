@@ -28,6 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +51,15 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, dpi: int = 110) -> None:
+def save_figure(fig, path: Path, dpi: int = 110, *, overwrite: bool = True) -> None:
     """Write a PNG atomically."""
-    atomic_write(path, _png(fig, dpi))
+    atomic_write(path, _png(fig, dpi), overwrite=overwrite)
 
 
-def write_figure(fig, path: Path, dpi: int = 110) -> None:
+def write_figure(fig, path: Path, dpi: int = 110, *, overwrite: bool = True) -> None:
     """Write a PNG atomically and close the figure."""
     try:
-        save_figure(fig, path, dpi)
+        save_figure(fig, path, dpi, overwrite=overwrite)
     finally:
         _pyplot().close(fig)
 
@@ -217,20 +218,21 @@ def predictions_figure(images: np.ndarray, probs: torch.Tensor, labels: np.ndarr
     return fig
 
 
-def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, distances: np.ndarray, query_labels: list[str],
-                      neighbour_labels: list[list[str]], title: str | None = None):
-    """Fig. 4 right: one row per query: the query, then its nearest training images by fc7 distance.
+def neighbours_figure(queries: Sequence[np.ndarray], neighbours: Sequence[Sequence[np.ndarray]], distances: np.ndarray,
+                      query_labels: list[str], neighbour_labels: list[list[str]], title: str | None = None):
+    """Fig. 4 right: one row per query: the query, then its nearest images by fc7 distance.
 
-    ``queries`` uint8 [Q, S, S, C]; ``neighbours`` uint8 [Q, k, S, S, C]; ``distances`` [Q, k].
+    ``queries`` Q uint8 images [H, W, C]; ``neighbours`` Q rows of k images (an array [Q, k, S, S, C]
+    or lists of images of any size, as ``alexnet search`` finds them); ``distances`` [Q, k].
     """
     plt = _pyplot()
-    q, k = neighbours.shape[:2]
+    q, k = len(neighbours), len(neighbours[0])
     fig, axes = plt.subplots(q, k + 1, figsize=(1.45 * (k + 1) + 0.4, 1.6 * q + 0.6), squeeze=False)
     for r in range(q):
         _show(axes[r, 0], queries[r])
         axes[r, 0].set_title(f"query: {query_labels[r]}", fontsize=8, color="#d62728")
         for j in range(k):
-            _show(axes[r, j + 1], neighbours[r, j])
+            _show(axes[r, j + 1], neighbours[r][j])
             axes[r, j + 1].set_title(f"{neighbour_labels[r][j]}  d={distances[r, j]:.3g}", fontsize=7)
     fig.suptitle(title or "test images (left) and the training images nearest in fc7 (Fig. 4, right)", fontsize=11)
     fig.tight_layout()
