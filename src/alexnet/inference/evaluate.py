@@ -21,6 +21,9 @@ checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble, one 
 a time: each adds its [N, K] probabilities to a running sum) and :func:`classify_images` (image
 files → top-k labels, what ``alexnet predict`` prints). Plots of the results live in
 :mod:`alexnet.reporting.figures`.
+
+Two rules kept here, once: :func:`evaluating` (eval mode for a block, the mode found given back) and
+:func:`shown_split` (the split figures and report.html show: test, else val).
 """
 
 from __future__ import annotations
