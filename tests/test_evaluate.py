@@ -12,7 +12,8 @@ from alexnet.data.imageset import ImageSet
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.errors import AlexNetError
-from alexnet.inference import evaluate
+from alexnet.inference import evaluate, samples
+from alexnet.inference.features import Extractor, FeatureConfig
 from alexnet.reporting import figures as visualize
 
 CLASSES = [f"c{i}" for i in range(6)]
@@ -105,6 +106,41 @@ def test_ensemble_of_checkpoints_is_the_mean_of_their_probabilities(tmp_path, im
     assert report.top5_error == pytest.approx(expected.top5_error)
     assert report.checkpoints == [str(p) for p in paths] and report.images == 20 and report.views == 10
     np.testing.assert_array_equal(report.confusion, expected.confusion)
+
+
+def test_inference_gives_the_model_back_in_the_mode_it_found_it(imageset):
+    """Issue 22, defect 2: an evaluation inside a training epoch must not train the rest of it without dropout."""
+    torch.manual_seed(0)
+    model = models.create("alexnet_small", num_classes=len(CLASSES), width=0.25)
+    preprocess = Preprocess(pipeline("small"), compute_stats(imageset.images))
+    images = torch.from_numpy(imageset.images[:4])
+    expected = reference_probabilities(model.eval(), preprocess, imageset.images[:4], 1)
+    model.train()
+    model.conv1.eval()  # a mixed model (layers frozen in eval mode) stays mixed
+    got = evaluate.batch_probabilities(model, preprocess, images)
+    torch.testing.assert_close(got, expected)  # dropout was off during the call
+    assert model.training and not model.conv1.training
+    assert all(m.training for name, m in model.named_modules() if not name.startswith("conv1"))
+    with evaluate.evaluating(model):
+        assert not any(m.training for m in model.modules())
+    assert model.training and not model.conv1.training
+    fc7 = Extractor.of_model(model, preprocess, FeatureConfig())  # the fc7 path (Fig. 4, explore, alexnet features)
+    torch.testing.assert_close(fc7(images), fc7(images))  # dropout off: the same codes twice
+    assert model.training and not model.conv1.training
+
+
+def test_figures_and_the_report_show_test_else_val(imageset):
+    empty = ImageSet(labels=np.zeros(0, np.int64), classes=CLASSES, images=np.zeros((0, 36, 36, 3), np.uint8))
+    assert evaluate.shown_split(imageset, imageset) == "test"
+    assert evaluate.shown_split(empty, imageset) == "val" and evaluate.shown_split(None, imageset) == "val"
+    assert evaluate.shown_split(empty, None) is None
+    splits = {"train": imageset, "test": empty, "val": imageset}
+    assert samples.pick_split(splits, None, "d")[0] == "val"  # the same rule, through the figures' split picker
+    assert samples.pick_split(splits, "train", "d")[0] == "train"
+    with pytest.raises(AlexNetError, match="d: no test split"):
+        samples.pick_split(splits, "test", "d")
+    with pytest.raises(AlexNetError, match="d: no test or val split"):
+        samples.pick_split({"train": imageset}, None, "d")
 
 
 def test_classes_that_differ_from_the_data_are_one_line_errors(tmp_path, imageset):

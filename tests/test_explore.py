@@ -99,11 +99,9 @@ def write_features(folder, name, codes, split, layer="features"):
 
 
 def test_feature_bank_as_alexnet_features_writes_it(tmp_path, digits_checkpoint):
-    from alexnet.reporting.figures import fc7_codes
-
     test = open_dataset("digits").splits["test"]
     session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=5))
-    codes = fc7_codes(session.model, session.preprocess, torch.from_numpy(test.images)).numpy().astype(np.float32)
+    codes = session.codes(torch.from_numpy(test.images)).numpy().astype(np.float32)
     path = write_features(tmp_path, "test-fc7", codes, "test")
     assert neighbours.bank_split(path) == "test"
     bank_session = Session(ExploreConfig(digits_checkpoint, data="digits", features=path))
@@ -126,14 +124,14 @@ def test_feature_bank_from_npy_and_csv(tmp_path):
     codes = np.random.default_rng(0).normal(size=(len(train), 8)).astype(np.float32)
     np.save(tmp_path / "bank.npy", codes)
     bank = neighbours.read_bank(tmp_path / "bank.npy", train, 8)
-    index, distance = neighbours.nearest(bank, codes[17], 3)
+    index, distance = bank.nearest(codes[17], 3)
     assert index[0] == 17 and distance[0] == pytest.approx(0.0, abs=1e-5)
     brute = np.argsort(np.linalg.norm(codes - codes[17], axis=1), kind="stable")[:3]
     assert list(index) == list(brute)
     # a CSV index beside it maps rows to positions in the split
     np.save(tmp_path / "part.npy", codes[[5, 9]])
     (tmp_path / "part.csv").write_text("index,label\n5,0\n9,1\n")
-    index, _ = neighbours.nearest(neighbours.read_bank(tmp_path / "part.npy", train, 8), codes[9], 1)
+    index, _ = neighbours.read_bank(tmp_path / "part.npy", train, 8).nearest(codes[9], 1)
     assert list(index) == [9]
     with pytest.raises(AlexNetError, match="dimensions"):
         neighbours.read_bank(tmp_path / "bank.npy", train, 16)

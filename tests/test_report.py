@@ -10,6 +10,7 @@ from PIL import Image
 
 from alexnet.cli import main
 from alexnet.reporting import figures as visualize
+from alexnet.reporting import html_report
 from alexnet.reporting.html_report import render, write_report
 from alexnet.training.config import resolve
 from alexnet.training.loop import RunOptions, train
@@ -34,7 +35,7 @@ def run_dir(tmp_path_factory):
 
     plot = visualize.plot_confusion
     with pytest.MonkeyPatch.context() as mp:  # the confusion matrix comes from the final evaluation's probabilities
-        mp.setattr(visualize, "draw_confusion", second_pass)
+        mp.setattr(html_report, "split_probabilities", second_pass)
         mp.setattr(visualize, "plot_confusion", plot_confusion)
         train(config, RunOptions(out=out, progress_bar=False))
     RUN_PLOTTED[out] = plotted

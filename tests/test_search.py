@@ -14,7 +14,8 @@ from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, downsample, pipeline
 from alexnet.errors import AlexNetError
 from alexnet.inference.features import FeatureConfig, extract
-from alexnet.inference.search import exact_search, faiss_search, search
+from alexnet.inference.neighbours import nearest
+from alexnet.inference.search import faiss_search, search
 
 
 def brute_force(bank, queries, k, metric):
@@ -39,7 +40,7 @@ def vectors():
 def test_exact_equals_brute_force(vectors, metric):
     bank, queries = vectors
     rows, distances = brute_force(bank, queries, 6, metric)
-    found = exact_search(bank, queries, 6, metric, chunk=700)  # several chunks: the running top-k
+    found = nearest(bank, queries, 6, metric, chunk=700)  # several chunks: the running top-k
     assert np.array_equal(found.rows, rows)
     np.testing.assert_allclose(found.distances, distances, atol=1e-4)
 
@@ -48,7 +49,7 @@ def test_exact_equals_brute_force(vectors, metric):
 def test_faiss_equals_exact(vectors, metric):
     pytest.importorskip("faiss")
     bank, queries = vectors
-    exact = exact_search(bank, queries, 8, metric)
+    exact = nearest(bank, queries, 8, metric)
     fast = faiss_search(bank, queries, 8, metric, chunk=1000)
     assert np.array_equal(fast.rows, exact.rows)
     np.testing.assert_allclose(fast.distances, exact.distances, atol=1e-4)

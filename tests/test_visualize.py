@@ -8,6 +8,9 @@ from PIL import Image
 from alexnet import checkpoint, models
 from alexnet.cli import main
 from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
+from alexnet.inference import samples
+from alexnet.inference.features import Extractor, FeatureConfig
+from alexnet.inference.neighbours import nearest_images
 from alexnet.reporting import figures as visualize
 
 DIGITS = [str(d) for d in range(10)]
@@ -67,14 +70,15 @@ def test_streamed_neighbours_are_the_brute_force_nearest():
     pre = digits_preprocess()
     splits = open_dataset("digits").splits
     train, test = splits["train"], splits["test"]
-    queries = visualize.image_batch(test, np.array([0, 5, 17]), 28)
-    found = visualize.nearest_neighbours(model, pre, queries, train, k=4, batch_size=97, limit=500)
-    codes = visualize.fc7_codes(model, pre, torch.from_numpy(train.images[:500])).double()
-    d = torch.cdist(visualize.fc7_codes(model, pre, queries).double(), codes)
+    queries = samples.image_batch(test, np.array([0, 5, 17]), 28)
+    fc7 = Extractor.of_model(model, pre, FeatureConfig())  # the one fc7 path: what alexnet features stores
+    found = nearest_images(fc7, queries, train, 4, batch_size=97, limit=500)
+    codes = fc7(torch.from_numpy(train.images[:500])).double()
+    d = torch.cdist(fc7(queries).double(), codes)
     expected = d.topk(4, largest=False)
-    np.testing.assert_array_equal(found.index, expected.indices.numpy())
-    np.testing.assert_allclose(found.distance, expected.values.numpy(), rtol=1e-9)
-    assert found.index.max() < 500
+    np.testing.assert_array_equal(found.rows, expected.indices.numpy())
+    np.testing.assert_allclose(found.distances, expected.values.numpy(), rtol=1e-9)
+    assert found.rows.max() < 500
 
 
 def test_predictions_figure_marks_the_true_label_red():

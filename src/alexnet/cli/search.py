@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
-from alexnet.inference.search import ENGINES, METRICS, search_images
+from alexnet.errors import AlexNetError
+from alexnet.inference.neighbours import METRICS
+from alexnet.inference.search import ENGINES, SearchResult, search_images
 from alexnet.runtime import resolve_device
 
 
@@ -31,12 +34,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = search_images(args.features, args.images, checkpoint_path=args.checkpoint, k=args.k, metric=args.metric,
-                            engine=args.engine, device=str(resolve_device(args.device)), grid=args.grid, overwrite=args.force)
+    if args.grid is not None and Path(args.grid).exists() and not args.force:
+        raise AlexNetError(f"{args.grid} already exists; choose another --grid or pass --force")
+    result = search_images(args.features, args.images, checkpoint_path=args.checkpoint, k=args.k, metric=args.metric,
+                           engine=args.engine, device=str(resolve_device(args.device)))
+    if args.grid is not None:
+        _draw_grid(result, Path(args.grid), overwrite=args.force)
     if args.json:
-        print(json.dumps(results, indent=2))
+        print(json.dumps(result.to_dicts(), indent=2))
         return 0
-    for r in results:
+    for r in result.to_dicts():
         print(r["image"])
         for n in r["neighbours"]:
             where = n["path"] or f"row {n['row']}"
@@ -44,3 +51,13 @@ def run(args: argparse.Namespace) -> int:
     if args.grid:
         print(f"wrote {args.grid}")
     return 0
+
+
+def _draw_grid(result: SearchResult, out: Path, *, overwrite: bool) -> None:
+    """Fig. 4 (right): one row per query file, then its neighbours in the bank, nearest first."""
+    from alexnet.reporting import figures
+
+    title = f"nearest by {result.bank.record['layer']} ({Path(result.bank.path).name})"
+    fig = figures.neighbours_figure(result.decoded, result.neighbour_images(), result.found.distances,
+                                    [Path(name).name[:18] for name in result.images], result.neighbour_labels(), title=title)
+    figures.write_figure(fig, out, overwrite=overwrite)

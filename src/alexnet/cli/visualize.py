@@ -70,25 +70,27 @@ def _out(args: argparse.Namespace) -> Path:
 
 
 def _loaded_split(args: argparse.Namespace):
-    from alexnet.reporting import figures as visualize
+    from alexnet.inference import samples
 
-    loaded = visualize.load_checkpoint(args.checkpoint, args.device)
-    splits = visualize.open_splits(loaded, args.data, str(args.checkpoint))
-    name, images = visualize.pick_split(splits, getattr(args, "split", None), args.data or loaded.data_spec)
+    loaded = samples.load_checkpoint(args.checkpoint, args.device)
+    splits = samples.open_splits(loaded, args.data, str(args.checkpoint))
+    name, images = samples.pick_split(splits, getattr(args, "split", None), args.data or loaded.data_spec)
     return loaded, splits, name, images
 
 
 def run_filters(args: argparse.Namespace) -> int:
-    from alexnet.reporting import figures as visualize
+    from alexnet.inference.samples import load_checkpoint
+    from alexnet.reporting import figures
 
     out = _out(args)
-    visualize.draw_filters(args.checkpoint, out)
+    figures.write_figure(figures.filters_figure(load_checkpoint(args.checkpoint).model), out)
     print(out)
     return 0
 
 
 def run_neighbors(args: argparse.Namespace) -> int:
-    from alexnet.reporting import figures as visualize
+    from alexnet.inference.samples import sample_neighbours
+    from alexnet.reporting import figures
 
     out = _out(args)
     if args.queries < 1 or args.neighbors < 1:
@@ -96,39 +98,45 @@ def run_neighbors(args: argparse.Namespace) -> int:
     loaded, splits, name, images = _loaded_split(args)
     if "train" not in splits:
         raise AlexNetError(f"{args.data or loaded.data_spec}: no train split to search")
-    visualize.draw_neighbours(loaded, images, splits["train"], out, count=args.queries, k=args.neighbors, seed=args.seed,
+    found = sample_neighbours(loaded, images, splits["train"], count=args.queries, k=args.neighbors, seed=args.seed,
                               limit=args.train_limit)
+    figures.write_figure(figures.neighbours_figure(found.queries, found.neighbours, found.distances, found.query_labels,
+                                                   found.neighbour_labels), out)
     print(f"{out}: {min(args.queries, len(images))} {name} images and their {args.neighbors} nearest training images")
     return 0
 
 
 def run_predictions(args: argparse.Namespace) -> int:
-    from alexnet.reporting import figures as visualize
+    from alexnet.inference.samples import sample_predictions
+    from alexnet.reporting import figures
 
     out = _out(args)
     if args.images < 1:
         raise ValueError("--images must be at least 1")
     loaded, _, name, images = _loaded_split(args)
-    visualize.draw_predictions(loaded, images, out, count=args.images, seed=args.seed)
+    sample = sample_predictions(loaded, images, count=args.images, seed=args.seed)
+    figures.write_figure(figures.predictions_figure(sample.images, sample.probabilities, sample.labels, loaded.classes), out)
     print(f"{out}: top-5 predictions for {min(args.images, len(images))} {name} images")
     return 0
 
 
 def run_confusion(args: argparse.Namespace) -> int:
-    from alexnet.reporting import figures as visualize
+    from alexnet.inference.samples import split_probabilities
+    from alexnet.reporting import figures
 
     out = _out(args)
     loaded, _, name, images = _loaded_split(args)
-    visualize.draw_confusion(loaded, images, out)
+    figures.plot_confusion(*split_probabilities(loaded, images), loaded.classes, out)
     print(f"{out}: confusion matrix on {len(images)} {name} images")
     return 0
 
 
 def run_curves(args: argparse.Namespace) -> int:
-    from alexnet.reporting import figures as visualize
+    from alexnet.reporting.figures import plot_curves
+    from alexnet.reporting.html_report import read_history
 
     out = _out(args)
-    visualize.plot_curves(visualize.read_history(args.run), out)
+    plot_curves(read_history(args.run), out)
     print(out)
     return 0
 

@@ -21,6 +21,9 @@ checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble, one 
 a time: each adds its [N, K] probabilities to a running sum) and :func:`classify_images` (image
 files → top-k labels, what ``alexnet predict`` prints). Plots of the results live in
 :mod:`alexnet.reporting.figures`.
+
+Two rules kept here, once: :func:`evaluating` (eval mode for a block, the mode found given back) and
+:func:`shown_split` (the split figures and report.html show: test, else val).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -155,6 +159,21 @@ def score(
 
 
 # -- running models ------------------------------------------------------------------------------
+@contextmanager
+def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``model`` in eval mode (dropout off, §4.2's test-time scaling) for the block, then back in the
+    mode it was found in: an evaluation inside a training epoch must not train the rest of the epoch
+    without dropout. Each module gets its own mode back (a fine-tune that froze some layers in
+    eval mode keeps them so). Every inference entry of this package runs its model under this."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield model
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
 def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cpu"):
     """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file."""
     ckpt = checkpoint.load(path)
@@ -172,13 +191,12 @@ def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cp
 def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor, views: int = 1,
                         precision: str = "fp32") -> torch.Tensor:
     """uint8 [B, H, W, C] (on the model's device) → fp32 probabilities [B, K], averaged over ``views``
-    (1: the centre crop, 10: §4.1's ten), the model in eval mode, autocast at ``precision``."""
+    (1: the centre crop, 10: §4.1's ten), the model in eval mode for the call, autocast at ``precision``."""
     if views not in VIEWS:
         raise ValueError(f"views must be 1 or 10, got {views}")
-    model.eval()
     x = preprocess.views(images, views)  # [B, V, C, crop, crop]
     b, v = x.shape[:2]
-    with autocast(images.device, precision):
+    with evaluating(model), autocast(images.device, precision):
         logits = model(x.flatten(0, 1)).reshape(b, v, -1)
     return view_probabilities(logits)
 
@@ -197,6 +215,18 @@ def iter_probabilities(model: torch.nn.Module, preprocess, images, *, views: int
             x, y = x[: limit - seen], y[: limit - seen]
         seen += len(x)
         yield batch_probabilities(model, preprocess, x, views, precision), y
+
+
+SHOWN_SPLITS = ("test", "val")  # the split figures and report.html show: test, else val
+
+
+def shown_split(test, val) -> str | None:
+    """The split a figure or report.html shows: test, else val (None when both are empty or absent).
+    The one place this rule is written: training keeps that split's probabilities for its report."""
+    for name, images in zip(SHOWN_SPLITS, (test, val)):
+        if images is not None and len(images):
+            return name
+    return None
 
 
 def check_classes(ckpt_classes: Sequence[str], data_classes: Sequence[str], source: str) -> None:

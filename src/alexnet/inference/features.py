@@ -63,7 +63,7 @@ from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
 from alexnet.data.sources import DIGITS
 from alexnet.errors import AlexNetError
-from alexnet.inference.evaluate import load_for_inference
+from alexnet.inference.evaluate import evaluating, load_for_inference
 from alexnet.jobs import JobRecord, RunLock, resume
 
 log = logging.getLogger(__name__)
@@ -228,17 +228,18 @@ def index_csv(images: ImageSet) -> str:
 
 
 # -- running ------------------------------------------------------------------------------------
-def load_model(checkpoint_path: str | os.PathLike, device: str):
-    """(checkpoint, model in eval mode, Preprocess): the one place this module loads a checkpoint."""
-    return load_for_inference(checkpoint_path, device)
-
-
 class Extractor:
-    """A checkpoint's model, its centre-crop preprocessing and a layer: uint8 [B, H, W, C] → float32 [B, D]."""
+    """A checkpoint's model, its centre-crop preprocessing and a layer: uint8 [B, H, W, C] → float32 [B, D].
 
-    def __init__(self, checkpoint_path: str | os.PathLike, config: FeatureConfig) -> None:
+    The one path from images to codes: ``alexnet features`` and ``alexnet search`` build it from a
+    checkpoint file, Fig. 4's neighbours and explore from a model already in memory
+    (:meth:`of_model`), so a query's fc7 and a bank's are computed alike.
+    """
+
+    def __init__(self, checkpoint_path: str | os.PathLike | None, config: FeatureConfig, *, loaded=None) -> None:
+        """``loaded``: (checkpoint or None, model, Preprocess) in memory, used instead of reading ``checkpoint_path``."""
         self.config = config
-        self.ckpt, model, self.preprocess = load_model(checkpoint_path, config.device)
+        self.ckpt, model, self.preprocess = loaded or load_for_inference(checkpoint_path, config.device)
         self.fast = runtime.FastPath(device=config.device, precision=config.precision, channels_last=config.channels_last)
         self.model = runtime.prepare_model(model, self.fast)
         self.reader = LayerReader(self.model, config.layer)
@@ -248,10 +249,15 @@ class Extractor:
         """The side the loader down-samples images to (the checkpoint's resize, §2)."""
         return self.preprocess.pipeline.resize
 
+    @classmethod
+    def of_model(cls, model: nn.Module, preprocess, config: FeatureConfig) -> Extractor:
+        """An extractor over a model in memory (moved to ``config``'s device and layout in place)."""
+        return cls(None, config, loaded=(None, model, preprocess))
+
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = runtime.to_input(self.preprocess.eval(images.to(self.config.device)), self.fast)
-        with runtime.autocast(torch.device(self.config.device), self.config.precision):
+        with evaluating(self.model), runtime.autocast(torch.device(self.config.device), self.config.precision):
             return self.reader(x).cpu()
 
     def casting(self):
@@ -438,21 +444,36 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
         raise AlexNetError(f"{path}: unreadable features ({e})") from None
     if rows.ndim != 2 or list(rows.shape) != list(record.get("shape", [])):
         raise AlexNetError(f"{path}: rows {list(rows.shape)} but {paths.record.name} says {record.get('shape')}")
-    labels, names = _read_index(paths.index, len(rows))
-    return FeatureSet(paths.array, rows, labels, names, record)
+    index = read_index(paths.index, len(rows))
+    if index.labels is None:
+        raise AlexNetError(f"{paths.index}: no label column (alexnet features writes {','.join(INDEX_COLUMNS)})")
+    return FeatureSet(paths.array, rows, index.labels, index.paths, record)
 
 
-def _read_index(path: Path, n: int) -> tuple[np.ndarray, list[str]]:
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or tuple(header) != INDEX_COLUMNS:
-            raise AlexNetError(f"{path}: not a features index (header {header}, expected {','.join(INDEX_COLUMNS)})")
+@dataclass
+class FeatureIndex:
+    """What a features index (``NAME.csv``) says of each row."""
+
+    positions: np.ndarray  # int64 [N]: the row's image in its split (the "row" column, or "index")
+    labels: np.ndarray | None  # int64 [N], None without a "label" column
+    paths: list[str]  # "" where the image is not a file or the index has no "path" column
+
+
+def read_index(path: str | os.PathLike, rows: int) -> FeatureIndex:
+    """The one reader of a feature set's index: ``alexnet features``' ``row,path,label,class``, or a
+    hand-made CSV whose ``index`` column gives each row's position in the split (explore reads those)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        columns = reader.fieldnames or []
+        position = next((c for c in ("row", "index") if c in columns), None)
+        if position is None:
+            raise AlexNetError(f"{path}: not a features index (header {columns}, expected {','.join(INDEX_COLUMNS)})")
         entries = list(reader)
-    if len(entries) != n:
-        raise AlexNetError(f"{path}: {len(entries)} index lines for {n} rows")
+    if len(entries) != rows:
+        raise AlexNetError(f"{path}: {len(entries)} index lines for {rows} rows")
     try:
-        labels = np.array([int(e[2]) for e in entries], dtype=np.int64)
-    except (IndexError, ValueError) as e:
+        positions = np.array([int(e[position]) for e in entries], dtype=np.int64)
+        labels = np.array([int(e["label"]) for e in entries], dtype=np.int64) if "label" in columns else None
+    except (TypeError, ValueError) as e:
         raise AlexNetError(f"{path}: bad index line ({e})") from None
-    return labels, [e[1] for e in entries]
+    return FeatureIndex(positions, labels, [e.get("path") or "" for e in entries])

@@ -1,4 +1,4 @@
-"""Nearest images by a layer's code (§6.1, Fig. 4 right): exact search with torch, or FAISS for large banks.
+"""``alexnet search``: the nearest images of a feature bank to image files (§6.1, Fig. 4 right).
 
 §6.1: "Figure 4 (right) shows five images from the test set and the six images from the training
 set that are most similar to each of them according to this measure" — the Euclidean distance
@@ -6,17 +6,19 @@ between the 4096-d fc7 activation vectors. The bank is a feature set written by
 :func:`alexnet.inference.features.extract`; the queries are image files run through the same checkpoint,
 preprocessing and layer (the bank's record says which).
 
-Metrics: ``euclidean`` (§6.1; the distance reported is ‖q − b‖) or ``cosine`` (rows L2-normalised,
-the distance reported is 1 − cos). Engines, both exact:
+Metrics: those of :mod:`alexnet.inference.neighbours`. Engines, both exact:
 
-* ``exact``: torch, the bank read in chunks of ``CHUNK`` rows from its memory map (bounded memory),
-  ‖q‖² − 2 q·b + ‖b‖² per chunk and a running top-k;
+* ``exact``: :func:`alexnet.inference.neighbours.nearest`, the package's one search (float64, the
+  bank read in chunks from its memory map, a running top-k);
 * ``faiss``: ``faiss.IndexFlatL2`` / ``IndexFlatIP`` on normalised rows (faiss-cpu, the optional
   extra ``alexnet[faiss]``), filled chunk by chunk; an exhaustive index, so it returns the same
   neighbours as ``exact`` (tests/test_search.py), faster on large banks (BLAS and heaps in C++);
 * ``auto``: FAISS when it is installed and the bank has at least ``FAISS_FROM_ROWS`` rows.
 
-Ties are broken by the engine (lower row first for ``exact``, as ``torch.topk`` does in practice).
+``--grid`` draws the result as :func:`alexnet.reporting.figures.neighbours_figure` (Fig. 4 right)
+from :class:`SearchResult`; this module only searches.
+
+Ties are broken by the engine (lower row first for ``exact``).
 """
 
 from __future__ import annotations
@@ -31,57 +33,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet.atomic import atomic_path
+from alexnet.data import open_dataset
 from alexnet.data.images import decode_image
 from alexnet.data.transforms import downsample
 from alexnet.errors import AlexNetError
 from alexnet.inference.features import Extractor, FeatureConfig, FeatureSet, file_sha256, open_features
+from alexnet.inference.neighbours import CHUNK, Neighbours, check_query, nearest
 
 log = logging.getLogger(__name__)
 
-METRICS = ("euclidean", "cosine")
 ENGINES = ("auto", "exact", "faiss")
-CHUNK = 65_536  # bank rows per step of the exact search (256 MiB of fp32 fc7)
 FAISS_FROM_ROWS = 100_000
-
-
-@dataclass
-class Neighbours:
-    """The k nearest bank rows of each query, nearest first."""
-
-    rows: np.ndarray  # int64 [Q, k]
-    distances: np.ndarray  # float32 [Q, k]: ‖q − b‖, or 1 − cos for the cosine metric
-
-
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    return torch.nn.functional.normalize(x, dim=1)
-
-
-def exact_search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str, chunk: int = CHUNK) -> Neighbours:
-    """Brute force over ``bank`` [N, D] (a memmap is read ``chunk`` rows at a time) for ``queries`` [Q, D]."""
-    _check(bank, queries, k, metric)
-    q = torch.from_numpy(np.asarray(queries, dtype=np.float32))
-    if metric == "cosine":
-        q = _normalise(q)
-    q_sq = (q * q).sum(1, keepdim=True)
-    best = torch.full((len(q), 0), float("inf")), torch.zeros((len(q), 0), dtype=torch.long)
-    for start in range(0, len(bank), chunk):
-        b = torch.from_numpy(np.array(bank[start:start + chunk], dtype=np.float32))  # a copy: memmaps are read-only
-        if metric == "cosine":
-            score = 1.0 - q @ _normalise(b).T
-        else:
-            score = (q_sq - 2.0 * (q @ b.T) + (b * b).sum(1)[None]).clamp_min_(0.0)
-        scores = torch.cat([best[0], score], dim=1)
-        rows = torch.cat([best[1], torch.arange(start, start + len(b)).expand(len(q), -1)], dim=1)
-        top = scores.topk(min(k, scores.shape[1]), dim=1, largest=False, sorted=True)
-        best = top.values, rows.gather(1, top.indices)
-    distances = best[0].sqrt() if metric == "euclidean" else best[0]
-    return Neighbours(best[1].numpy(), distances.numpy().astype(np.float32))
 
 
 def faiss_search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str, chunk: int = CHUNK) -> Neighbours:
     """The same search with FAISS's exhaustive (flat) index."""
-    _check(bank, queries, k, metric)
+    check_query(bank.shape[1], queries, k, metric)
     faiss = _import_faiss()
     dim = bank.shape[1]
     index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
@@ -93,7 +60,7 @@ def faiss_search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str, chu
         q = _unit_rows(q)
     scores, rows = index.search(q, k)
     distances = np.sqrt(np.maximum(scores, 0.0)) if metric == "euclidean" else 1.0 - scores
-    return Neighbours(rows.astype(np.int64), distances.astype(np.float32))
+    return Neighbours(rows.astype(np.int64), distances.astype(np.float64))
 
 
 def _unit_rows(x: np.ndarray) -> np.ndarray:
@@ -119,15 +86,6 @@ def faiss_available() -> bool:
     return True
 
 
-def _check(bank: np.ndarray, queries: np.ndarray, k: int, metric: str) -> None:
-    if metric not in METRICS:
-        raise AlexNetError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
-    if k < 1:
-        raise AlexNetError(f"--k {k} must be at least 1")
-    if queries.ndim != 2 or queries.shape[1] != bank.shape[1]:
-        raise AlexNetError(f"queries have shape {tuple(queries.shape)} but the bank's rows have {bank.shape[1]} columns")
-
-
 def search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str = "euclidean", engine: str = "auto") -> Neighbours:
     """The ``k`` (at most the bank's size) nearest rows of ``bank`` to each query."""
     if engine not in ENGINES:
@@ -136,7 +94,7 @@ def search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str = "euclide
     if engine == "auto":
         engine = "faiss" if len(bank) >= FAISS_FROM_ROWS and faiss_available() else "exact"
     log.info("search: %s engine, %d queries, %d bank rows, k=%d, %s", engine, len(queries), len(bank), k, metric)
-    return (faiss_search if engine == "faiss" else exact_search)(bank, queries, k, metric)
+    return (faiss_search if engine == "faiss" else nearest)(bank, queries, k, metric)
 
 
 # -- image files as queries ---------------------------------------------------------------------
@@ -156,65 +114,41 @@ def query_features(bank: FeatureSet, images: Sequence[str], checkpoint_path: str
     return extractor(batch).numpy(), decoded
 
 
-def bank_image(bank: FeatureSet, row: int, data_cache: dict[str, Any]) -> np.ndarray:
-    """The image of bank row ``row``: its file, or the data set the bank was made from."""
-    if bank.paths[row]:
-        return decode_image(bank.paths[row])
-    if "split" not in data_cache:
-        from alexnet.data import open_dataset
+@dataclass
+class SearchResult:
+    """What ``alexnet search`` found: the bank, the query files (decoded) and their neighbours in it."""
 
-        data_cache["split"] = open_dataset(bank.record["data"]).split(bank.record["split"])
-    return np.asarray(data_cache["split"].load(row))
+    bank: FeatureSet
+    images: list[str]  # the query files
+    decoded: list[np.ndarray]  # uint8 [H, W, C] each
+    found: Neighbours
 
+    def to_dicts(self) -> list[dict[str, Any]]:
+        """[{"image", "neighbours": [{"rank", "row", "distance", "label", "class", "path"}]}] (the ``--json`` output)."""
+        bank = self.bank
+        return [{"image": str(name), "neighbours": [
+            {"rank": r, "row": int(row), "distance": float(d), "label": int(bank.labels[row]),
+             "class": bank.classes[int(bank.labels[row])], "path": bank.paths[row]}
+            for r, (row, d) in enumerate(zip(self.found.rows[qi], self.found.distances[qi]), start=1)]}
+            for qi, name in enumerate(self.images)]
 
-def save_grid(path: str | os.PathLike, bank: FeatureSet, queries: Sequence[str], decoded: Sequence[np.ndarray],
-              found: Neighbours, *, overwrite: bool = False) -> None:
-    """Fig. 4 (right): one row per query, the query in the first column, then its neighbours, nearest first."""
-    import matplotlib
+    def neighbour_labels(self) -> list[list[str]]:
+        return [[self.bank.classes[int(self.bank.labels[row])] for row in rows] for rows in self.found.rows]
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    k = found.rows.shape[1]
-    fig, axes = plt.subplots(len(queries), k + 1, figsize=(1.6 * (k + 1), 1.8 * len(queries)), squeeze=False)
-    cache: dict[str, Any] = {}
-    for qi, (name, image) in enumerate(zip(queries, decoded)):
-        _show(axes[qi, 0], image, f"query\n{Path(name).name[:18]}")
-        for j, (row, d) in enumerate(zip(found.rows[qi], found.distances[qi]), start=1):
-            label = bank.classes[int(bank.labels[row])]
-            _show(axes[qi, j], bank_image(bank, int(row), cache), f"{label[:14]}\n{d:.3g}")
-    fig.suptitle(f"nearest by {bank.record['layer']} ({Path(bank.path).name})", fontsize=9)
-    fig.tight_layout()
-    try:
-        with atomic_path(path, overwrite=overwrite) as tmp:
-            fig.savefig(tmp, format="png", dpi=100)
-    finally:
-        plt.close(fig)
-
-
-def _show(ax, image: np.ndarray, title: str) -> None:
-    grey = image.ndim == 2 or image.shape[2] == 1
-    ax.imshow(image[..., 0] if grey and image.ndim == 3 else image, cmap="gray" if grey else None, vmin=0, vmax=255)
-    ax.set_title(title, fontsize=7)
-    ax.axis("off")
+    def neighbour_images(self) -> list[list[np.ndarray]]:
+        """The neighbours' images: their files, or the data set the bank was made from."""
+        split = None
+        if not all(self.bank.paths[row] for row in self.found.rows.reshape(-1)):
+            split = open_dataset(self.bank.record["data"]).split(self.bank.record["split"])
+        return [[decode_image(self.bank.paths[row]) if self.bank.paths[row] else np.asarray(split.load(int(row)))
+                 for row in rows] for rows in self.found.rows]
 
 
 def search_images(bank_path: str | os.PathLike, images: Sequence[str], *, checkpoint_path: str | None = None, k: int = 5,
-                  metric: str = "euclidean", engine: str = "auto", device: str = "cpu", grid: str | None = None,
-                  overwrite: bool = False) -> list[dict[str, Any]]:
-    """For each image file, its ``k`` nearest bank images: [{"image", "neighbours": [{"rank", "row", "distance",
-    "label", "class", "path"}]}]; the grid PNG too when ``grid`` is given."""
-    if grid is not None and Path(grid).exists() and not overwrite:
-        raise AlexNetError(f"{grid} already exists; choose another --grid or pass --force")
+                  metric: str = "euclidean", engine: str = "auto", device: str = "cpu") -> SearchResult:
+    """For each image file, its ``k`` nearest bank images."""
     if engine == "faiss":
         _import_faiss()
     bank = open_features(bank_path)
     queries, decoded = query_features(bank, images, checkpoint_path, device)
-    found = search(bank.rows, queries, k, metric, engine)
-    if grid is not None:
-        save_grid(grid, bank, images, decoded, found, overwrite=overwrite)
-    return [{"image": str(name), "neighbours": [
-        {"rank": r, "row": int(row), "distance": float(d), "label": int(bank.labels[row]),
-         "class": bank.classes[int(bank.labels[row])], "path": bank.paths[row]}
-        for r, (row, d) in enumerate(zip(found.rows[qi], found.distances[qi]), start=1)]}
-        for qi, name in enumerate(images)]
+    return SearchResult(bank, [str(p) for p in images], decoded, search(bank.rows, queries, k, metric, engine))

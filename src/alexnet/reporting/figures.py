@@ -1,4 +1,8 @@
-"""Figures: training curves, the paper's Fig. 3 and Fig. 4, the confusion matrix.
+"""Figures: training curves, the paper's Fig. 3 and Fig. 4, the confusion matrix. Plotting only.
+
+Each function takes arrays or results and draws (``*_figure``, a matplotlib figure) or draws and
+saves (``plot_*``, ``save_*``); what they show is computed in :mod:`alexnet.inference.samples`
+(sampled images, probabilities, fc7 neighbours) and wired by ``alexnet visualize`` and report.html.
 
 * :func:`plot_curves`: loss and error per epoch from ``metrics.jsonl`` records.
 * Fig. 3 (:func:`filters_figure`): "96 convolutional kernels of size 11×11×3 learned by the first
@@ -11,14 +15,12 @@
   bars; the true label is written under the image and its bar is red when it is among the five.
 * Fig. 4 right (:func:`neighbours_figure`): query images from the test split and the training
   images whose fc7 codes (``model.forward_features``, the 4096-d last hidden layer of §6.1) are
-  nearest in Euclidean distance. Codes are computed on the centre crop; the training set is
-  streamed in batches keeping a running top-k, so memory is O(queries × k), not O(train).
+  nearest in Euclidean distance (:func:`alexnet.inference.samples.sample_neighbours`).
 * :func:`plot_confusion` / :func:`save_confusion_plot`: the row-normalised confusion matrix of
   :func:`alexnet.inference.evaluate.score`'s result (what ``alexnet eval --plots`` writes).
 
-Every figure is written atomically (:func:`save_figure`); :func:`figure_png` gives the PNG bytes
-that ``report.html`` embeds. Images are shown as the model sees them before cropping: the stored
-image brought to the pipeline's side S (§2), grey or RGB.
+Every figure is written atomically (:func:`save_figure`, :func:`write_figure`); :func:`figure_png`
+gives the PNG bytes that ``report.html`` embeds.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from __future__ import annotations
 import io
 import math
 import os
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +37,7 @@ import torch
 from torch import nn
 
 from alexnet.atomic import atomic_write
-from alexnet.data import ImageSet, Preprocess, downsample, iter_batches, open_dataset
-from alexnet.errors import AlexNetError
-from alexnet.inference.evaluate import Scores, batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
-from alexnet.training.run_folder import RunFolder
+from alexnet.inference.evaluate import Scores, score
 
 FILTER_COLUMNS = 16  # kernels per row in Fig. 3 (the paper: 3 rows of 16 per tower)
 
@@ -52,9 +51,17 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, dpi: int = 110) -> None:
+def save_figure(fig, path: Path, dpi: int = 110, *, overwrite: bool = True) -> None:
     """Write a PNG atomically."""
-    atomic_write(path, _png(fig, dpi))
+    atomic_write(path, _png(fig, dpi), overwrite=overwrite)
+
+
+def write_figure(fig, path: Path, dpi: int = 110, *, overwrite: bool = True) -> None:
+    """Write a PNG atomically and close the figure."""
+    try:
+        save_figure(fig, path, dpi, overwrite=overwrite)
+    finally:
+        _pyplot().close(fig)
 
 
 def _png(fig, dpi: int = 110) -> bytes:
@@ -95,9 +102,7 @@ def curves_figure(history: list[dict[str, Any]]):
 
 def plot_curves(history: list[dict[str, Any]], path: Path) -> None:
     """Loss and top-1 error per epoch, train and val (metrics.jsonl records), as a PNG."""
-    fig = curves_figure(history)
-    save_figure(fig, path)
-    _pyplot().close(fig)
+    write_figure(curves_figure(history), path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -170,75 +175,6 @@ def filters_figure(model: nn.Module, title: str | None = None):
 
 
 # ---------------------------------------------------------------------------------------------
-# Images, probabilities and fc7 codes
-
-
-def sample_indices(n: int, count: int, seed: int = 0) -> np.ndarray:
-    """``count`` distinct indices of ``range(n)`` drawn with ``seed``, sorted (all of them if n ≤ count)."""
-    count = min(count, n)
-    return np.sort(np.random.default_rng(seed).choice(n, size=count, replace=False))
-
-
-def image_batch(images: ImageSet, index: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 [B, H, W, C] of the images at ``index``, in the form the loader yields them
-    (stored size for in-memory sets, down-sampled to ``size`` for lazy ones)."""
-    if images.in_memory:
-        return torch.from_numpy(np.stack([np.asarray(images.load(int(i))) for i in index]))
-    return torch.from_numpy(np.stack([downsample(images.load(int(i)), size) for i in index]))
-
-
-def display_images(preprocess: Preprocess, x: torch.Tensor) -> np.ndarray:
-    """uint8 [B, S, S, C] (C = 1 or 3): images as the model sees them before cropping."""
-    return preprocess.fit(x.cpu()).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
-
-
-def probabilities(model: nn.Module, preprocess: Preprocess, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Softmax over the centre crop of uint8 images [B, H, W, C] → [B, K] on the CPU (the one inference path)."""
-    return batch_probabilities(model, preprocess, x.to(device), views=1).cpu()
-
-
-@torch.no_grad()
-def fc7_codes(model: nn.Module, preprocess: Preprocess, x: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """The fc7 codes (§6.1) of the centre crops of uint8 images [B, H, W, C] → float [B, D] on the CPU."""
-    model.eval()
-    return model.forward_features(preprocess.eval(x.to(device))).float().cpu()
-
-
-@dataclass
-class Neighbours:
-    index: np.ndarray  # int64 [Q, k]: training-set indices, nearest first
-    distance: np.ndarray  # float [Q, k]: Euclidean distance between fc7 codes
-
-
-@torch.no_grad()
-def nearest_neighbours(model: nn.Module, preprocess: Preprocess, queries: torch.Tensor, train: ImageSet, k: int = 6, *,
-                       batch_size: int = 256, device: torch.device | str = "cpu", limit: int = 0,
-                       workers: int = 0) -> Neighbours:
-    """The ``k`` training images whose fc7 codes are nearest the queries' (Fig. 4 right).
-
-    The training set is streamed (the first ``limit`` images when ``limit`` > 0) keeping a running
-    top-k per query.
-    """
-    q = fc7_codes(model, preprocess, queries, device).double()
-    best_d = torch.full((len(q), 0), math.inf, dtype=torch.float64)
-    best_i = torch.zeros((len(q), 0), dtype=torch.long)
-    seen = 0
-    for x, _ in iter_batches(train, batch_size, size=preprocess.pipeline.resize, device=device, workers=workers):
-        if limit and seen >= limit:
-            break
-        if limit:
-            x = x[: limit - seen]
-        codes = fc7_codes(model, preprocess, x, device).double()
-        d = torch.cdist(q, codes)
-        idx = torch.arange(seen, seen + len(codes)).expand(len(q), -1)
-        best_d, order = torch.cat([best_d, d], 1).sort(dim=1, stable=True)
-        best_i = torch.cat([best_i, idx], 1).gather(1, order)
-        best_d, best_i = best_d[:, :k], best_i[:, :k]
-        seen += len(codes)
-    return Neighbours(best_i.numpy(), best_d.numpy())
-
-
-# ---------------------------------------------------------------------------------------------
 # Fig. 4
 
 
@@ -282,20 +218,21 @@ def predictions_figure(images: np.ndarray, probs: torch.Tensor, labels: np.ndarr
     return fig
 
 
-def neighbours_figure(queries: np.ndarray, neighbours: np.ndarray, distances: np.ndarray, query_labels: list[str],
-                      neighbour_labels: list[list[str]], title: str | None = None):
-    """Fig. 4 right: one row per query: the query, then its nearest training images by fc7 distance.
+def neighbours_figure(queries: Sequence[np.ndarray], neighbours: Sequence[Sequence[np.ndarray]], distances: np.ndarray,
+                      query_labels: list[str], neighbour_labels: list[list[str]], title: str | None = None):
+    """Fig. 4 right: one row per query: the query, then its nearest images by fc7 distance.
 
-    ``queries`` uint8 [Q, S, S, C]; ``neighbours`` uint8 [Q, k, S, S, C]; ``distances`` [Q, k].
+    ``queries`` Q uint8 images [H, W, C]; ``neighbours`` Q rows of k images (an array [Q, k, S, S, C]
+    or lists of images of any size, as ``alexnet search`` finds them); ``distances`` [Q, k].
     """
     plt = _pyplot()
-    q, k = neighbours.shape[:2]
+    q, k = len(neighbours), len(neighbours[0])
     fig, axes = plt.subplots(q, k + 1, figsize=(1.45 * (k + 1) + 0.4, 1.6 * q + 0.6), squeeze=False)
     for r in range(q):
         _show(axes[r, 0], queries[r])
         axes[r, 0].set_title(f"query: {query_labels[r]}", fontsize=8, color="#d62728")
         for j in range(k):
-            _show(axes[r, j + 1], neighbours[r, j])
+            _show(axes[r, j + 1], neighbours[r][j])
             axes[r, j + 1].set_title(f"{neighbour_labels[r][j]}  d={distances[r, j]:.3g}", fontsize=7)
     fig.suptitle(title or "test images (left) and the training images nearest in fc7 (Fig. 4, right)", fontsize=11)
     fig.tight_layout()
@@ -326,108 +263,10 @@ def save_confusion_plot(scores: Scores, path: str | os.PathLike) -> None:
     ax.set_ylabel("true class")
     ax.set_title(f"top-1 error {100 * scores.top1_error:.2f} %, {scores.images} images, {scores.views} view(s)")
     fig.tight_layout()
-    save_figure(fig, Path(path), dpi=120)
-    plt.close(fig)
+    write_figure(fig, Path(path), dpi=120)
 
 
 def plot_confusion(probs: torch.Tensor, labels: np.ndarray, classes: list[str], path: Path, *, views: int = 1) -> None:
     """The row-normalised confusion matrix (row = true class, column = predicted) of probabilities, as a PNG."""
     labels_t = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     save_confusion_plot(score(probs, labels_t, classes, views=views), path)
-
-
-# ---------------------------------------------------------------------------------------------
-# From a checkpoint and a data set (what `alexnet visualize` runs)
-
-
-@dataclass
-class Loaded:
-    """A checkpoint's model (eval mode, on ``device``) with its preprocessing and class names."""
-
-    model: nn.Module
-    preprocess: Preprocess
-    classes: list[str]
-    data_spec: str | None  # the data it was trained on, from its provenance (None if unrecorded)
-    device: torch.device
-
-
-def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded:
-    ckpt, model, preprocess = load_for_inference(path, device)
-    spec = ((ckpt.provenance or {}).get("config") or {}).get("data", {}).get("spec") or None
-    return Loaded(model.eval(), preprocess, list(ckpt.classes), spec, torch.device(device))
-
-
-def open_splits(loaded: Loaded, spec: str | None, source: str) -> dict[str, ImageSet]:
-    """The splits of ``spec`` (default: the checkpoint's training data), checked against its classes."""
-    spec = spec or loaded.data_spec
-    if not spec:
-        raise AlexNetError(f"{source}: the checkpoint does not record its data; pass --data PATH")
-    dataset = open_dataset(spec)
-    check_classes(loaded.classes, dataset.classes, f"{source} on {spec}")
-    return dataset.splits
-
-
-def pick_split(splits: dict[str, ImageSet], name: str | None, source: str) -> tuple[str, ImageSet]:
-    """``name``, or the test split, else val."""
-    for candidate in ([name] if name else ["test", "val"]):
-        if candidate in splits and len(splits[candidate]):
-            return candidate, splits[candidate]
-    raise AlexNetError(f"{source}: no {name or 'test or val'} split (has {', '.join(splits) or 'none'})")
-
-
-def draw_filters(checkpoint: str | os.PathLike, out: Path) -> None:
-    loaded = load_checkpoint(checkpoint)
-    fig = filters_figure(loaded.model)
-    save_figure(fig, out)
-    _pyplot().close(fig)
-
-
-def draw_predictions(loaded: Loaded, images: ImageSet, out: Path | None, *, count: int = 8, seed: int = 0):
-    """Fig. 4 left for ``count`` images of ``images`` drawn with ``seed``; returns the PNG bytes when ``out`` is None."""
-    index = sample_indices(len(images), count, seed)
-    x = image_batch(images, index, loaded.preprocess.pipeline.resize)
-    fig = predictions_figure(display_images(loaded.preprocess, x), probabilities(loaded.model, loaded.preprocess, x, loaded.device),
-                             images.labels[index], loaded.classes)
-    if out is None:
-        return figure_png(fig)
-    save_figure(fig, out)
-    _pyplot().close(fig)
-    return None
-
-
-def draw_neighbours(loaded: Loaded, queries: ImageSet, train: ImageSet, out: Path, *, count: int = 5, k: int = 6,
-                    seed: int = 0, limit: int = 0, batch_size: int = 256) -> Neighbours:
-    """Fig. 4 right for ``count`` query images drawn with ``seed`` from ``queries``."""
-    size = loaded.preprocess.pipeline.resize
-    index = sample_indices(len(queries), count, seed)
-    x = image_batch(queries, index, size)
-    found = nearest_neighbours(loaded.model, loaded.preprocess, x, train, k, batch_size=batch_size, device=loaded.device,
-                               limit=limit)
-    shown = display_images(loaded.preprocess, image_batch(train, found.index.reshape(-1), size))
-    fig = neighbours_figure(display_images(loaded.preprocess, x), shown.reshape(*found.index.shape, *shown.shape[1:]),
-                            found.distance, [loaded.classes[int(queries.labels[i])] for i in index],
-                            [[loaded.classes[int(train.labels[j])] for j in row] for row in found.index])
-    save_figure(fig, out)
-    _pyplot().close(fig)
-    return found
-
-
-def split_probabilities(loaded: Loaded, images: ImageSet, *, batch_size: int = 256, limit: int = 0) -> tuple[torch.Tensor, np.ndarray]:
-    """Centre-crop probabilities [N, K] over the first ``limit`` images (all when 0), with their labels."""
-    out = [p.cpu() for p, _ in iter_probabilities(loaded.model, loaded.preprocess, images, batch_size=batch_size,
-                                                  device=loaded.device, limit=limit)]
-    probs = torch.cat(out) if out else torch.zeros(0, len(loaded.classes))
-    return probs, np.asarray(images.labels[: len(probs)])
-
-
-def draw_confusion(loaded: Loaded, images: ImageSet, out: Path, *, limit: int = 0) -> None:
-    probs, labels = split_probabilities(loaded, images, limit=limit)
-    plot_confusion(probs, labels, loaded.classes, out)
-
-
-def read_history(run_dir: Path) -> list[dict[str, Any]]:
-    """The metrics.jsonl records of a run folder."""
-    folder = RunFolder(run_dir, write=False)
-    if not folder.metrics.is_file():
-        raise AlexNetError(f"{run_dir}: no metrics.jsonl (not a training run folder, or no epoch finished yet)")
-    return folder.read_metrics()

@@ -29,6 +29,8 @@ import torch
 
 from alexnet.atomic import atomic_write
 from alexnet.errors import AlexNetError
+from alexnet.inference.evaluate import shown_split
+from alexnet.inference.samples import Loaded, load_checkpoint, open_splits, pick_split, sample_predictions, split_probabilities
 from alexnet.reporting import figures as visualize
 from alexnet.training.run_folder import RunFolder
 
@@ -42,7 +44,7 @@ SAMPLES = 8  # sample predictions shown
 class Evidence:
     """The trained model and the images the report shows it on (beyond the run folder's files)."""
 
-    loaded: visualize.Loaded
+    loaded: Loaded
     images: Any | None  # the ImageSet of the confusion matrix and sample predictions
     split: str | None  # its name ("test" or "val")
     probabilities: torch.Tensor | None = None  # its centre-crop softmax, row by row, when already computed
@@ -51,9 +53,9 @@ class Evidence:
 def evidence_from_run(run_dir: Path, device: str = "cpu") -> Evidence:
     """The run's final weights (checkpoints/last.pt) and its test (else val) split."""
     last = RunFolder(run_dir, write=False).last
-    loaded = visualize.load_checkpoint(last, device)
+    loaded = load_checkpoint(last, device)
     try:
-        split, images = visualize.pick_split(visualize.open_splits(loaded, None, str(last)), None, str(run_dir))
+        split, images = pick_split(open_splits(loaded, None, str(last)), None, str(run_dir))
     except AlexNetError as e:  # data moved or absent: the report still shows what the folder holds
         log.warning("report without predictions or confusion matrix: %s", e)
         split, images = None, None
@@ -65,19 +67,19 @@ def evidence_from_training(model: torch.nn.Module, preprocess, classes: list[str
     """What the training loop has in memory at its end: the model, the splits and the one-view
     probabilities of its final evaluation (by split name), so the confusion matrix is the one those
     figures came from and costs no second pass over the split."""
-    loaded = visualize.Loaded(model, preprocess, list(classes), None, torch.device(device))
+    loaded = Loaded(model, preprocess, list(classes), None, torch.device(device))
     name = shown_split(test, val)
     if name is None:
         return Evidence(loaded, None, None)
     return Evidence(loaded, test if name == "test" else val, name, (probabilities or {}).get(name))
 
 
-def shown_split(test, val) -> str | None:
-    """The split a training run's report shows: test, else val (None when both are empty)."""
-    for name, images in (("test", test), ("val", val)):
-        if images is not None and len(images):
-            return name
-    return None
+def read_history(run_dir: Path) -> list[dict[str, Any]]:
+    """The metrics.jsonl records of a run folder (what the curves show)."""
+    folder = RunFolder(run_dir, write=False)
+    if not folder.metrics.is_file():
+        raise AlexNetError(f"{run_dir}: no metrics.jsonl (not a training run folder, or no epoch finished yet)")
+    return folder.read_metrics()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -110,7 +112,7 @@ def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str
     def curves() -> bytes:
         path = folder.figure("curves.png")
         if not path.is_file():
-            visualize.plot_curves(visualize.read_history(run_dir), path)
+            visualize.plot_curves(read_history(run_dir), path)
         return path.read_bytes()
 
     figure("curves", curves)
@@ -118,20 +120,26 @@ def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str
         loaded = evidence.loaded
         figure("filters", lambda: _drawn(visualize.filters_figure(loaded.model), folder.figure("filters.png")))
         if evidence.images is not None:
-            def confusion() -> bytes:
-                path, probs = folder.figure("confusion.png"), evidence.probabilities
-                if probs is not None and len(probs) == len(evidence.images):
-                    visualize.plot_confusion(probs[:max_images], evidence.images.labels[:max_images], loaded.classes, path)
-                else:
-                    visualize.draw_confusion(loaded, evidence.images, path, limit=max_images)
-                return folder.figure("confusion.png").read_bytes()
-
-            figure("confusion", confusion)
-            figure("predictions", lambda: _written(visualize.draw_predictions(loaded, evidence.images, None, count=samples,
-                                                                               seed=seed), folder.figure("predictions.png")))
+            figure("confusion", lambda: _confusion(evidence, folder.figure("confusion.png"), max_images))
+            figure("predictions", lambda: _drawn(_predictions(evidence, samples, seed), folder.figure("predictions.png")))
     page = render(report, config, figures, evidence.split if evidence else None, run_dir.name)
     atomic_write(folder.report_html, page)
     return folder.report_html
+
+
+def _confusion(evidence: Evidence, path: Path, max_images: int) -> bytes:
+    """The confusion matrix of the evidence's probabilities when it has them, else of a pass over the split."""
+    probs, labels = evidence.probabilities, evidence.images.labels[:max_images]
+    if probs is None or len(probs) != len(evidence.images):
+        probs, labels = split_probabilities(evidence.loaded, evidence.images, limit=max_images)
+    visualize.plot_confusion(probs[:max_images], labels, evidence.loaded.classes, path)
+    return path.read_bytes()
+
+
+def _predictions(evidence: Evidence, count: int, seed: int):
+    """Fig. 4 left for ``count`` images of the evidence's split drawn with ``seed``."""
+    sample = sample_predictions(evidence.loaded, evidence.images, count=count, seed=seed)
+    return visualize.predictions_figure(sample.images, sample.probabilities, sample.labels, evidence.loaded.classes)
 
 
 def _drawn(fig, path: Path) -> bytes:

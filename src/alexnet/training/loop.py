@@ -42,9 +42,9 @@ from alexnet.data import ImageSet, Preprocess, iter_batches, num_batches, open_d
 from alexnet.data.fitted import prefit, statistics
 from alexnet.data.imageset import split_off
 from alexnet.errors import AlexNetError
-from alexnet.inference.evaluate import iter_probabilities, topk_correct
+from alexnet.inference.evaluate import iter_probabilities, shown_split, topk_correct
 from alexnet.reporting.figures import plot_curves
-from alexnet.reporting.html_report import evidence_from_training, shown_split, write_report
+from alexnet.reporting.html_report import evidence_from_training, write_report
 from alexnet.runtime import resolve_device
 from alexnet.training import distributed as dist
 from alexnet.training import finetune

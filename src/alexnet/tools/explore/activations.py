@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.inference.evaluate import evaluating
 from alexnet.tools.explore.pictures import Grid, data_uri, map_grid, vector_grid
 
 MAX_SIDE = 64  # maps larger than this are shown average-pooled to it (VGG's 224×224 conv1); AlexNet's 55 are shown whole
@@ -63,8 +64,8 @@ def forward_with_hooks(model: nn.Module, x: torch.Tensor, modules: list[tuple[st
     """One eval-mode forward pass of ``x`` with ``make_hook(name)`` on each of ``modules``, removed after."""
     handles = [m.register_forward_hook(make_hook(n)) for n, m in modules]
     try:
-        model.eval()
-        model(x)
+        with evaluating(model):
+            model(x)
     finally:
         for handle in handles:
             handle.remove()

@@ -13,26 +13,23 @@ fc7 code (``model.forward_features``, the centre crop) per training image:
   ``index`` column: the position in the split of each row). Without a CSV, row i is image i and N
   must be the split's size.
 
-:func:`nearest` is exact search: Euclidean distances to every row, streamed in chunks so a
-memory-mapped bank of a million rows is never read into memory at once.
+:meth:`FeatureBank.nearest` is the package's one exact search (:mod:`alexnet.inference.neighbours`),
+streamed in chunks so a memory-mapped bank of a million rows is never read into memory at once; the
+codes are :class:`alexnet.inference.features.Extractor`'s, as ``alexnet features`` computes them.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch import nn
 
-from alexnet.data import ImageSet, Preprocess, iter_batches
+from alexnet.data import ImageSet, iter_batches
 from alexnet.errors import AlexNetError
-from alexnet.reporting.figures import fc7_codes
-
-CHUNK = 4096  # bank rows per distance computation (4096 × 4096 float32 = 64 MiB)
+from alexnet.inference.features import Extractor, read_index
+from alexnet.inference.neighbours import nearest
 
 
 @dataclass
@@ -42,18 +39,21 @@ class FeatureBank:
     source: str  # what the page says about where the bank came from
     split: str = "train"  # the split whose images the rows are
 
+    def nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """(split positions [k], Euclidean distances [k]) of the ``k`` rows nearest ``query`` [D], nearest first."""
+        found = nearest(self.codes, np.asarray(query)[None], k)
+        return self.index[found.rows[0]], found.distances[0]
 
-@torch.no_grad()
-def compute_bank(model: nn.Module, preprocess: Preprocess, images: ImageSet, *, limit: int, batch_size: int = 256,
-                 device: torch.device | str = "cpu") -> FeatureBank:
+
+def compute_bank(extractor: Extractor, images: ImageSet, *, limit: int, batch_size: int = 256) -> FeatureBank:
     """fc7 codes of the first ``limit`` images of ``images`` (all when it is 0 or more than there are)."""
     count = len(images) if limit <= 0 else min(limit, len(images))
     codes, seen = [], 0
-    for x, _ in iter_batches(images, batch_size, size=preprocess.pipeline.resize, device=device):
+    for x, _ in iter_batches(images, batch_size, size=extractor.size, device=extractor.config.device):
         if seen >= count:
             break
         x = x[: count - seen]
-        codes.append(fc7_codes(model, preprocess, x, device).numpy())
+        codes.append(extractor(x).numpy())
         seen += len(x)
     if not codes:
         raise AlexNetError("the training split has no images for a feature bank")
@@ -104,34 +104,11 @@ def read_bank(path: str | Path, images: ImageSet, dim: int, split: str = "train"
 
 def _read_index(csv_path: Path, rows: int, images: int, split: str) -> np.ndarray:
     if csv_path.is_file():
-        with open(csv_path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            column = next((c for c in ("row", "index") if c in (reader.fieldnames or ())), None)
-            if column is not None:
-                try:
-                    index = np.array([int(r[column]) for r in reader], dtype=np.int64)
-                except (TypeError, ValueError) as e:
-                    raise AlexNetError(f"{csv_path}: {column!r} column holds a non-integer ({e})") from None
-                if len(index) != rows:
-                    raise AlexNetError(f"{csv_path}: {len(index)} index rows for {rows} feature rows")
-                if len(index) and (index.min() < 0 or index.max() >= images):
-                    raise AlexNetError(f"{csv_path}: a row is outside the {split} split's 0–{images - 1}")
-                return index
+        index = read_index(csv_path, rows).positions
+        if len(index) and (index.min() < 0 or index.max() >= images):
+            raise AlexNetError(f"{csv_path}: a row is outside the {split} split's 0–{images - 1}")
+        return index
     if rows != images:
         raise AlexNetError(f"feature bank has {rows} rows but the {split} split has {images} images "
                            f"(and no CSV with a 'row' or 'index' column beside it says which)")
     return np.arange(rows, dtype=np.int64)
-
-
-def nearest(bank: FeatureBank, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(training-split positions [k], Euclidean distances [k]) of the ``k`` rows nearest ``query`` [D], nearest first."""
-    q = torch.as_tensor(np.asarray(query, dtype=np.float32))[None]
-    best_d = torch.empty(0, dtype=torch.float32)
-    best_i = torch.empty(0, dtype=torch.long)
-    for start in range(0, len(bank.codes), CHUNK):
-        chunk = torch.from_numpy(np.array(bank.codes[start: start + CHUNK], dtype=np.float32))  # a copy: the memory map is read-only
-        d = torch.cdist(q, chunk, compute_mode="donot_use_mm_for_euclid_dist")[0]
-        best_d, order = torch.cat([best_d, d]).sort(stable=True)
-        best_i = torch.cat([best_i, torch.arange(start, start + len(chunk))])[order]
-        best_d, best_i = best_d[:k], best_i[:k]
-    return bank.index[best_i.numpy()], best_d.numpy()

@@ -30,8 +30,10 @@ from alexnet.data.images import MAX_PIXELS, decode_bytes
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
+from alexnet.inference.features import Extractor, FeatureConfig
+from alexnet.inference.samples import display_images, image_batch
 from alexnet.models.base import classifier_head
-from alexnet.reporting.figures import conv1_kernels, curves_figure, display_images, fc7_codes, figure_png, filter_mosaics, image_batch
+from alexnet.reporting.figures import conv1_kernels, curves_figure, figure_png, filter_mosaics
 from alexnet.runtime import FastPath, prepare_model
 from alexnet.tools.explore import activations, neighbours, why
 from alexnet.tools.explore.pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
@@ -77,6 +79,7 @@ class Session:
         self.device = torch.device(config.device)
         self.ckpt, model, self.preprocess = load_for_inference(config.checkpoint, self.device)
         self.model = prepare_model(model.eval(), FastPath(device=str(self.device)))  # channels_last: oneDNN's layout
+        self.codes = Extractor.of_model(self.model, self.preprocess, FeatureConfig(device=str(self.device)))  # fc7, as alexnet features
         self.classes = list(self.ckpt.classes)
         self.size, self.crop = self.preprocess.pipeline.resize, self.preprocess.pipeline.crop
         self.towers = _towers(self.model)
@@ -121,12 +124,11 @@ class Session:
             split = neighbours.bank_split(self.config.features)
             if split not in self.splits:
                 raise AlexNetError(f"{self.config.features}: a bank of the {split!r} split needs the data set with it (pass --data)")
-            dim = int(fc7_codes(self.model, self.preprocess, self._input(self.stored(split, 0)), self.device).shape[1])
+            dim = int(self.codes(self._input(self.stored(split, 0))).shape[1])
             return neighbours.read_bank(self.config.features, self.splits[split], dim, split)
         if "train" not in self.splits:
             return None
-        return neighbours.compute_bank(self.model, self.preprocess, self.splits["train"], limit=self.config.bank_limit,
-                                       device=self.device)
+        return neighbours.compute_bank(self.codes, self.splits["train"], limit=self.config.bank_limit)
 
     # -- images ------------------------------------------------------------------------------
     def add_upload(self, data: bytes, name: str) -> str:
@@ -252,8 +254,7 @@ class Session:
     def neighbours(self, ref: ImageRef, k: int) -> dict[str, Any]:
         if self.bank is None:
             raise NotFound("no feature bank: start with --data (a training split) or --features BANK.npy")
-        code = fc7_codes(self.model, self.preprocess, self._input(self.image(ref)), self.device)[0].numpy()
-        index, distance = neighbours.nearest(self.bank, code, k)
+        index, distance = self.bank.nearest(self.codes(self._input(self.image(ref)))[0].numpy(), k)
         images = self.splits[self.bank.split]
         return {"bank": self.bank.source, "split": self.bank.split, "neighbours": [
             {"index": int(i), "distance": float(d), "label": self.classes[int(images.labels[i])]}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.data.transforms import Preprocess, centre_offset
-from alexnet.inference.evaluate import batch_probabilities
+from alexnet.inference.evaluate import batch_probabilities, evaluating
 from alexnet.tools.explore.activations import forward_with_hooks
 
 ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmoid)
@@ -67,8 +67,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: int, layer: str) -> np.n
     seen: dict[str, torch.Tensor] = {}
     handle = module.register_forward_hook(lambda m, i, output: seen.__setitem__("maps", output))
     try:
-        model.eval()
-        with torch.enable_grad():
+        with evaluating(model), torch.enable_grad():
             logits = model(x)
             (gradient,) = torch.autograd.grad(logits[0, target], seen["maps"])
     finally:
