@@ -134,7 +134,7 @@ def run(cfg, device: torch.device) -> list[dict]:
             "prepare_s": prepare_s, "data_batches": cfg.data_batches}
 
     def add(label: str, impl: str, what: str, precision: str, result: dict) -> None:
-        allocator = "tuned" if runtime._ALLOCATOR_TUNED else "default"
+        allocator = "tuned" if runtime.allocator_tuned() else "default"
         rows.append({"part": "data", "label": label, "impl": impl, "what": what, "precision": precision,
                      "batch_size": cfg.batch_size, "allocator": allocator, **info, **result})
 
@@ -151,12 +151,12 @@ def run(cfg, device: torch.device) -> list[dict]:
         flops(train_gflop(ref_model), timed_batches(reference_batches(train_dir, cfg, device), reference_step(ref_model, device), cfg, device)))
     del ref_model
 
-    runtime.tune_process(device, allocator=cfg.tune_allocator)
+    fast = runtime.RuntimeSettings(device=str(device), precision=fast_precision, channels_last=cfg.channels_last,
+                                   tune_allocator=cfg.tune_allocator)
+    runtime.apply_process_settings(fast)
     log.info("data: our data path")
     add("packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
         timed_batches(our_batches(store, cfg, device), nothing, cfg, device))
-    fast = runtime.FastPath(device=str(device), precision=fast_precision, channels_last=cfg.channels_last,
-                             tune_allocator=cfg.tune_allocator)
     for name in cfg.data_models:
         torch.manual_seed(0)
         model = models.create(name, num_classes=1000)

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet import checkpoint, models
+from alexnet import checkpoint, models, runtime
 from alexnet.data.stats import imagenet_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.inference.features import FeatureConfig, extract
@@ -78,12 +78,13 @@ def run(cfg, device: torch.device) -> list[dict]:
     root.mkdir(parents=True, exist_ok=True)
     count = cfg.photos
     train_dir = make_photo_folder(root / f"photos-{count}", count)
+    runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=cfg.tune_allocator))  # as `alexnet features`
     batch = cfg.infer_batch
     torch.manual_seed(0)
     reference = reference_model().eval()
     precisions = list(dict.fromkeys(("fp32", *cfg.precisions)))
     # ours: each precision with torch's threads, and the cheapest one again with one model thread beside
-    # the decoding workers on a CPU (`alexnet features --threads 1`, fastpath.intra_op_threads)
+    # the decoding workers on a CPU (`alexnet features --threads 1`, runtime.intra_op_threads)
     variants = [(p, 0) for p in precisions]
     if device.type == "cpu" and cfg.workers > 0 and torch.get_num_threads() > 1 and precisions[-1] != "fp32":
         variants.append((precisions[-1], 1))

@@ -34,6 +34,7 @@ def ort_session(path: str, threads: int):
 
 def run(cfg, device: torch.device) -> list[dict]:
     rows: list[dict] = []
+    runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=cfg.tune_allocator))
     batches = {"latency": 1, "throughput": cfg.infer_batch}
 
     def add(label: str, impl: str, model_name: str, engine: str, precision: str, fn_for: Callable[[int], Callable[[], object]] | None,
@@ -56,16 +57,15 @@ def run(cfg, device: torch.device) -> list[dict]:
         on_device = data.to(device)  # eager rows time the forward pass, not a host-to-device copy
         layouts = [("fp32", False)] + [(p, cfg.channels_last) for p in cfg.precisions if (p, cfg.channels_last) != ("fp32", False)]
         for precision, cl in layouts:
-            fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
+            fast = runtime.RuntimeSettings(device=str(device), precision=precision, channels_last=cl)
             m = runtime.prepare_model(model, fast)
             label = f"{name} eager {precision}{' channels_last' if cl else ''}"
             log.info("infer: %s", label)
             add(label, impl, name, "eager", precision, lambda b, m=m, fast=fast, x=on_device: (lambda: runtime.predict(m, x[:b], fast)), device)
             if cfg.compile:
-                fast_c = runtime.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
                 mc = torch.compile(m)
                 add(label.replace("eager", "compiled"), impl, name, "compiled", precision,
-                    lambda b, mc=mc, fast=fast_c, x=on_device: (lambda: runtime.predict(mc, x[:b], fast)), device)
+                    lambda b, mc=mc, fast=fast, x=on_device: (lambda: runtime.predict(mc, x[:b], fast)), device)
         if not cfg.compile:
             add(f"{name} compiled", impl, name, "compiled", "fp32", None, device, note="skipped: pass --compile")
         add_onnx(cfg, model, name, impl, data, add)

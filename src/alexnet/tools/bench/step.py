@@ -93,14 +93,12 @@ def synthetic_batch(model: nn.Module, batch_size: int, num_classes: int, seed: i
     return torch.randn(batch_size, channels, size, size, generator=g), torch.randint(0, num_classes, (batch_size,), generator=g)
 
 
-def train_step(model: nn.Module, fast: runtime.FastPath) -> steps.TrainStep:
-    """The step ``alexnet train`` runs (:func:`alexnet.training.step.build`), for a recipe at §5's SGD with lr 0.01."""
-    config = TrainConfig(precision=fast.precision, channels_last=fast.channels_last, compile=fast.compile, optim=OptimConfig(lr=0.01))
-    return steps.build(model, config, torch.device(fast.device), fused_optimizer=fast.fused_optimizer,
-                       tune_allocator=fast.tune_allocator)
+def train_step(model: nn.Module, fast: runtime.RuntimeSettings) -> steps.TrainStep:
+    """The step ``alexnet train`` runs (:func:`alexnet.training.step.make_train_step`), for a recipe at §5's SGD with lr 0.01."""
+    return steps.make_train_step(model, TrainConfig(optim=OptimConfig(lr=0.01)), fast)
 
 
-def ours_step(model: nn.Module, fast: runtime.FastPath, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+def ours_step(model: nn.Module, fast: runtime.RuntimeSettings, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     """:func:`train_step` on a batch that already sits on the device in the step's layout, as
     ``Preprocess`` delivers it (so the step is timed, not a host-to-device copy or a layout change)."""
     step = train_step(model, fast)
@@ -108,7 +106,7 @@ def ours_step(model: nn.Module, fast: runtime.FastPath, images: torch.Tensor, la
     return lambda: step(images, labels)
 
 
-def row(label: str, impl: str, model: str, fast: runtime.FastPath, batch: int, size: int, m: Measurement, allocator: str,
+def row(label: str, impl: str, model: str, fast: runtime.RuntimeSettings, batch: int, size: int, m: Measurement, allocator: str,
         gflop: float) -> dict:
     return flops(gflop, {
         "part": "step", "label": label, "impl": impl, "model": model, "precision": fast.precision,
@@ -121,8 +119,8 @@ def run(cfg, device: torch.device) -> list[dict]:
     """All rows of the step part for a resolved :class:`alexnet.tools.bench.BenchConfig`."""
     rows: list[dict] = []
     cpu = device.type == "cpu"
-    allocator = "tuned" if runtime._ALLOCATOR_TUNED else "default"
-    fp32_nchw = runtime.FastPath(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
+    allocator = "tuned" if runtime.allocator_tuned() else "default"
+    fp32_nchw = runtime.RuntimeSettings(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
 
     def run_group(group: list[tuple]) -> None:
         """Time a group of (label, impl, model, fast, size, gflop, step) round-robin and add their rows."""
@@ -131,7 +129,7 @@ def run(cfg, device: torch.device) -> list[dict]:
         for (label, impl, name, fast, size, gflop, _), m in zip(group, ms):
             rows.append(row(label, impl, name, fast, cfg.batch_size, size, m, allocator, gflop))
 
-    def reference(label: str, fast: runtime.FastPath) -> tuple:
+    def reference(label: str, fast: runtime.RuntimeSettings) -> tuple:
         torch.manual_seed(0)
         model = reference_model()
         x, y = (t.to(device) for t in synthetic_batch(model, cfg.batch_size, 1000))  # on the device, NCHW
@@ -161,8 +159,8 @@ def run(cfg, device: torch.device) -> list[dict]:
             reference_tuned = f"{REFERENCE} fp32 NCHW, tuned allocator"
 
     for precision in cfg.precisions:  # one interleaved group per precision: the reference and ours
-        fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cfg.channels_last,
-                                 tune_allocator=cfg.tune_allocator)
+        fast = runtime.RuntimeSettings(device=str(device), precision=precision, channels_last=cfg.channels_last,
+                                       tune_allocator=cfg.tune_allocator)
         group = []
         if precision == "fp32" and reference_tuned:
             group.append(reference(reference_tuned, fp32_nchw))

@@ -31,7 +31,7 @@ from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
 from alexnet.reporting.figures import conv1_kernels, curves_figure, display_images, fc7_codes, figure_png, filter_mosaics, image_batch
-from alexnet.runtime import FastPath, prepare_model
+from alexnet.runtime import RuntimeSettings, prepare_model
 from alexnet.tools.explore import activations, neighbours, why
 from alexnet.tools.explore.pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
 from alexnet.training.run_folder import RunFolder
@@ -75,7 +75,7 @@ class Session:
         self.config = config
         self.device = torch.device(config.device)
         self.ckpt, model, self.preprocess = load_for_inference(config.checkpoint, self.device)
-        self.model = prepare_model(model.eval(), FastPath(device=str(self.device)))  # channels_last: oneDNN's layout
+        self.model = prepare_model(model.eval(), RuntimeSettings(device=str(self.device)))  # channels_last: oneDNN's layout
         self.classes = list(self.ckpt.classes)
         self.size, self.crop = self.preprocess.pipeline.resize, self.preprocess.pipeline.crop
         self.towers = _towers(self.model)
