@@ -465,7 +465,7 @@ def from_model(
 ) -> Checkpoint:
     """A checkpoint of ``model`` (a registry model with ``.name`` and ``.input_size``); tensors are
     copied to the CPU so the file loads anywhere."""
-    options = dict(model_options or {})
+    options = {k: v for k, v in (model_options or {}).items() if k not in models.PLACEMENT_OPTIONS}  # loads on one device
     options["num_classes"] = len(classes)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return Checkpoint(
