@@ -189,19 +189,22 @@ def same_device(a: torch.device, b: torch.device) -> bool:
     return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
-def place(model: nn.Module, settings: RuntimeSettings) -> nn.Module:
-    """``model`` (in place) on the device and in the layout of ``settings``.
+def placement(model: nn.Module) -> tuple[torch.device, ...]:
+    """The devices a model placed itself on (its declared ``placement``: §3.2's two towers,
+    :class:`alexnet.models.towers.TwoTowerAlexNet`); () for a model the runtime places."""
+    return tuple(getattr(model, "placement", ()))
 
-    A model that places itself (a non-empty ``placement``, the devices it holds: §3.2's two towers,
-    :class:`alexnet.models.towers.TwoTowerAlexNet`) is only put in the layout; its inputs go to its
-    first device, which must be the device of ``settings``.
-    """
-    placement = getattr(model, "placement", ())
-    if not placement:
+
+def place(model: nn.Module, settings: RuntimeSettings) -> nn.Module:
+    """``model`` (in place) on the device and in the layout of ``settings``; a model that places
+    itself (:func:`placement`) is only put in the layout, and its inputs go to its first device,
+    which must be the device of ``settings``."""
+    devices = placement(model)
+    if not devices:
         return model.to(device=settings.torch_device, memory_format=settings.memory_format)
-    if not same_device(placement[0], settings.torch_device):
-        raise AlexNetError(f"device {settings.device}: the model places itself on {', '.join(map(str, placement))}; "
-                           f"set device={placement[0]} (its inputs go to its first device)")
+    if not same_device(devices[0], settings.torch_device):
+        raise AlexNetError(f"device {settings.device}: the model places itself on {', '.join(map(str, devices))}; "
+                           f"set device={devices[0]} (its inputs go to its first device)")
     return model.to(memory_format=settings.memory_format)
 
 

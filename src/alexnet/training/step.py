@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import AlexNetError
-from alexnet.runtime import RuntimeSettings, autocast, place
+from alexnet.runtime import RuntimeSettings, autocast, place, placement
 from alexnet.training.config import TrainConfig
 from alexnet.training.optim import make_optimizer
 
@@ -90,7 +90,7 @@ def make_train_step(model: nn.Module, config: TrainConfig, settings: RuntimeSett
     place(model, settings)
     forward: nn.Module = model
     if distributed:
-        if getattr(model, "placement", ()):
+        if placement(model):
             raise AlexNetError("model.options.devices places one process's model on several devices; "
                                "under torchrun leave it out (each process holds its own whole model)")
         device = settings.torch_device
