@@ -6,8 +6,8 @@
 For each seed it prints the mean training loss of every ``--every`` steps, then one line per seed:
 the largest loss in the first 20 steps (the blow-up of a too-large first update) and the mean of
 the last ``--every`` steps. It builds the model, data and optimiser as ``alexnet train`` does
-(``alexnet.training.loop.load_data``, ``param_groups``, the base learning rate, which every schedule starts
-from) and takes the same step on the CPU (channels_last, autocast, cross-entropy, SGD); what it
+(``alexnet.training.loop.load_data``, the base learning rate, which every schedule starts from) and
+takes its step (``alexnet.training.step.make_train_step``) on the CPU; what it
 leaves out is the validation, the checkpoints and the run folder. The
 figures in docs/TRAINING.md ("Does the paper's recipe learn?") were made with it.
 """
@@ -19,38 +19,26 @@ import math
 import time
 
 import torch
-import torch.nn.functional as F
 
 from alexnet import models
 from alexnet.data import iter_batches
-from alexnet.runtime import autocast, sgd_kernel, tune_cpu_allocator
+from alexnet.runtime import apply_process_settings
 from alexnet.training.config import resolve
-from alexnet.training.loop import load_data, param_groups
+from alexnet.training.loop import load_data
+from alexnet.training.step import make_train_step
 
 
 def run(config, seed: int, steps: int, every: int, data) -> list[float]:
     torch.manual_seed(seed)
-    model = models.create(config.model.name, num_classes=len(data.classes), **config.model.options)
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format).train()
-    device = torch.device("cpu")
-    optimizer = torch.optim.SGD(param_groups(model, config.optim), lr=config.optim.lr, momentum=config.optim.momentum,
-                                nesterov=config.optim.nesterov, **sgd_kernel(device))
-    for group in optimizer.param_groups:
-        group["lr"] = config.optim.lr * group["lr_mult"]
+    model = models.create(config.model.name, num_classes=len(data.classes), **config.model.options).train()
+    step = make_train_step(model, config, config.runtime_settings("cpu"))  # the step alexnet train runs
     aug = torch.Generator().manual_seed(seed)
     losses: list[float] = []
     epoch, start = 0, time.time()
     while len(losses) < steps:
         for x, y in iter_batches(data.train, config.batch_size, size=data.preprocess.pipeline.resize, shuffle=True,
                                  seed=seed, epoch=epoch, drop_last=True):
-            inputs = data.preprocess.train(x, aug).contiguous(memory_format=memory_format)
-            with autocast(device, config.amp):
-                loss = F.cross_entropy(model(inputs).float(), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            losses.append(loss.item())
+            losses.append(step(data.preprocess.train(x, aug), y)[1].item())
             if len(losses) % every == 0:
                 print(f"  seed {seed} step {len(losses):4d}  loss {sum(losses[-every:]) / every:7.3f}  ({time.time() - start:.0f} s)",
                       flush=True)
@@ -67,17 +55,17 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--every", type=int, default=5, help="print the mean loss of every this many steps")
     p.add_argument("--batch-size", type=int)
-    p.add_argument("--amp", choices=("off", "bf16"), default="bf16")
+    p.add_argument("--amp", choices=("fp32", "bf16"), default="bf16")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="as alexnet train --set")
     args = p.parse_args()
-    tune_cpu_allocator()
-    config = resolve(args.preset, {"data.spec": args.data, "batch_size": args.batch_size, "amp": args.amp,
+    config = resolve(args.preset, {"data.spec": args.data, "batch_size": args.batch_size, "precision": args.amp,
                                    "channels_last": True, "device": "cpu"}, args.set)
+    apply_process_settings(config.runtime_settings("cpu"))
     data = load_data(config)
     chance = math.log(len(data.classes))
     print(f"{config.preset}: {config.model.name} {config.model.options}, batch {config.batch_size}, lr {config.optim.lr}, "
-          f"amp {config.amp}; ln {len(data.classes)} = {chance:.3f}")
+          f"precision {config.precision}; ln {len(data.classes)} = {chance:.3f}")
     summary = []
     for seed in args.seeds:
         losses = run(config, seed, args.steps, args.every, data)

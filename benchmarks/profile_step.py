@@ -44,7 +44,7 @@ def main() -> None:
         ours = reference_step(plain_lrn(model), device)
         runs[f"{args.model} plain"] = lambda: ours(ox, oy)
     else:
-        fast = runtime.FastPath(device=str(device), precision=args.precision)
+        fast = runtime.RuntimeSettings(device=str(device), precision=args.precision)
         train = train_step(model, fast)  # the step alexnet train runs
         runs[f"{args.model} fast path {args.precision}"] = lambda: train(ox, oy)
 

@@ -13,6 +13,7 @@ from alexnet import models, runtime
 from alexnet.data import ImageSet, iter_batches, open_dataset
 from alexnet.data.prepare import PrepareConfig, prepare
 from alexnet.models.layers import local_response_norm
+from alexnet.tools.bench.step import train_step
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
@@ -43,12 +44,10 @@ def test_cuda_fast_step_losses_follow_the_cpu(precision):
     def losses(device: str, precision: str) -> list[float]:
         torch.manual_seed(0)
         model = models.create("alexnet", num_classes=10)
-        fast = runtime.FastPath(device=device, precision=precision)
-        model = runtime.prepare_model(model, fast)
-        step = runtime.TrainStep(model, runtime.sgd(model.parameters(), fast, lr=0.01), fast)
+        step = train_step(model, runtime.RuntimeSettings(device=device, precision=precision))  # as alexnet train runs it
         g = torch.Generator().manual_seed(1)
         x, y = torch.randn(8, 3, 227, 227, generator=g), torch.randint(0, 10, (8,), generator=g)
-        return [float(step(x.to(device), y.to(device))) for _ in range(3)]
+        return [float(step(x.to(device), y.to(device))[1]) for _ in range(3)]
 
     cpu, gpu = losses("cpu", "fp32"), losses("cuda", precision)
     assert all(np.isfinite(gpu))

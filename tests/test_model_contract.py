@@ -62,12 +62,13 @@ def test_nins_head_is_its_last_one_by_one_convolution(name):
     assert not any(isinstance(m, nn.Linear) for m in model.modules())  # a "last nn.Linear" rule finds nothing
 
 
-def test_the_two_tower_placement_names_its_own_head():
-    """A TwoTowerAlexNet (what ``alexnet(devices=…)`` builds) gives its logits from its ``head``, not from an fc8 it lacks."""
+def test_the_two_tower_placement_names_the_grouped_models_head():
+    """A TwoTowerAlexNet (what ``alexnet(devices=…)`` builds) gives its logits from the grouped model's fc8, whole on
+    its first device, so its state dict and head are the grouped model's."""
     grouped = models.create("alexnet_small", num_classes=6, lrn=False)
     model = models.TwoTowerAlexNet(grouped, ("cpu", "cpu")).eval()
     head = model.get_submodule(classifier_head(model))
-    assert classifier_head(model) == "head" and head.out_features == 6
+    assert classifier_head(model) == "fc8" and head.out_features == 6
     with torch.no_grad():
         x = torch.randn(1, model.in_channels, model.input_size, model.input_size)
         torch.testing.assert_close(model(x), grouped.eval()(x))

@@ -9,6 +9,7 @@ from alexnet import models, runtime
 from alexnet.errors import AlexNetError
 from alexnet.models.layers import PlainLocalResponseNorm
 from alexnet.tools.bench.step import plain_lrn, train_step
+from alexnet.training.config import resolve
 
 
 def small_net():
@@ -30,9 +31,10 @@ def train(model, fast, steps=2):
 
 def test_fast_fp32_step_equals_the_plain_step():
     """Plain: NCHW, the plain LRN formula, a for-loop SGD. Fast: channels_last, fused LRN, fused SGD."""
-    plain_model, plain_losses = train(plain_lrn(small_net()), runtime.FastPath(channels_last=False, fused_optimizer=False, tune_allocator=False))
+    plain = runtime.RuntimeSettings(channels_last=False, fused_optimizer=False, tune_allocator=False)
+    plain_model, plain_losses = train(plain_lrn(small_net()), plain)
     assert any(isinstance(m, PlainLocalResponseNorm) for m in plain_model.modules())
-    fast_model, fast_losses = train(small_net(), runtime.FastPath(channels_last=True, fused_optimizer=True))
+    fast_model, fast_losses = train(small_net(), runtime.RuntimeSettings(channels_last=True, fused_optimizer=True))
     assert fast_model.conv2.weight.is_contiguous(memory_format=torch.channels_last)
     assert fast_model.conv2.weight.shape == (128, 32, 5, 5)  # the two towers stay one grouped conv
     assert fast_losses == pytest.approx(plain_losses, rel=1e-4)
@@ -42,8 +44,8 @@ def test_fast_fp32_step_equals_the_plain_step():
 
 @pytest.mark.parametrize("precision", ["bf16"])
 def test_autocast_step_within_its_tolerance(precision):
-    _, exact = train(small_net(), runtime.FastPath(), steps=1)
-    _, low = train(small_net(), runtime.FastPath(precision=precision), steps=1)
+    _, exact = train(small_net(), runtime.RuntimeSettings(), steps=1)
+    _, low = train(small_net(), runtime.RuntimeSettings(precision=precision), steps=1)
     assert low == pytest.approx(exact, rel=3e-2)
 
 
@@ -52,10 +54,10 @@ def test_predict_in_channels_last_and_bf16_matches_fp32():
     x, _ = batch()
     with torch.no_grad():
         expected = model(x)
-    fast = runtime.FastPath(channels_last=True)
+    fast = runtime.RuntimeSettings(channels_last=True)
     torch.testing.assert_close(runtime.predict(copy.deepcopy(model).to(memory_format=torch.channels_last), x, fast), expected,
                                rtol=1e-4, atol=1e-4)
-    low = runtime.predict(model, x, runtime.FastPath(precision="bf16"))
+    low = runtime.predict(model, x, runtime.RuntimeSettings(precision="bf16"))
     assert low.dtype == torch.float32
     torch.testing.assert_close(low, expected, rtol=5e-2, atol=5e-2)
 
@@ -67,11 +69,33 @@ def test_devices_and_precisions_are_checked():
         with pytest.raises(AlexNetError, match="CUDA is not available"):
             runtime.resolve_device("cuda")
     with pytest.raises(ValueError, match="precision 'fp8'"):
-        runtime.FastPath(precision="fp8")
+        runtime.RuntimeSettings(precision="fp8")
     assert runtime.precision_supported(torch.device("cpu"), "fp32")
 
 
 def test_allocator_tuning_is_idempotent():
     first = runtime.tune_cpu_allocator()
     assert isinstance(first, bool) and runtime.tune_cpu_allocator() == first
+    assert runtime.allocator_tuned() == first  # the public question the bench asks
+
+
+def test_process_settings_change_only_where_they_are_applied(monkeypatch):
+    """Building a model's runtime or a training step leaves the process alone; apply_process_settings does it."""
+    calls = []
+    monkeypatch.setattr(runtime, "tune_cpu_allocator", lambda: calls.append("allocator") or True)
+    runtime.prepare_model(small_net(), runtime.RuntimeSettings())
+    train(small_net(), runtime.RuntimeSettings(), steps=1)
+    assert calls == []
+    runtime.apply_process_settings(runtime.RuntimeSettings(tune_allocator=False))
+    assert calls == []
+    runtime.apply_process_settings(runtime.RuntimeSettings())
+    assert calls == ["allocator"]
+
+
+def test_train_config_keys_name_the_runtime_settings():
+    """The keys presets and --set use (precision, channels_last, compile) become one RuntimeSettings."""
+    config = resolve("digits", {}, ['precision="bf16"', "channels_last=false", "compile=true"])
+    settings = config.runtime_settings(torch.device("cpu"))
+    assert settings == runtime.RuntimeSettings(device="cpu", precision="bf16", channels_last=False, compile=True)
+    assert settings.memory_format == torch.contiguous_format
 

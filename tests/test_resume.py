@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from alexnet import checkpoint, cli
-from alexnet.runtime import FastPath
+from alexnet.runtime import RuntimeSettings
 from alexnet.tools.bench.step import train_step
 from alexnet.training import step as steps
 from alexnet.training.config import resolve
@@ -121,7 +121,7 @@ def test_the_bench_times_the_step_that_train_runs(tmp_path, monkeypatch):
     config = resolve("digits", {"device": "cpu", "epochs": 1}, overrides)
     s = setup(config, RunOptions(out=tmp_path / "run", progress_bar=False), World(), torch.device("cpu"))
     bench_model = copy.deepcopy(s.model)
-    bench_step = train_step(bench_model, FastPath(device="cpu"))
+    bench_step = train_step(bench_model, RuntimeSettings(device="cpu"))
     assert type(bench_step) is type(s.step) is steps.TrainStep
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(16, 1, 24, 24, generator=g), torch.randint(0, 10, (16,), generator=g)

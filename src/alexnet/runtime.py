@@ -19,7 +19,9 @@ What makes the paper's network fast, measured on a 2-core CPU and written to run
 * ``torch.compile`` optionally (it may pay on GPUs; on the 2-core CPU it is slower, measured);
 * :func:`intra_op_threads`: fewer model threads beside decoding workers, where the user asks.
 
-Each choice keeps the outputs equal to the plain path within the precision's tolerance
+:class:`RuntimeSettings` names these choices for one model; the two process-wide ones (allocator,
+``cudnn.benchmark``) take effect only through :func:`apply_process_settings`, which the entry points
+call. Each choice keeps the outputs equal to the plain path within the precision's tolerance
 (tests/test_perf_fastpath.py).
 """
 
@@ -70,8 +72,16 @@ def autocast(device: torch.device, amp: str):
 
 
 @dataclass(frozen=True)
-class FastPath:
-    """How to run a model: where, at which precision, in which layout."""
+class RuntimeSettings:
+    """How a model runs: where, at which precision, in which layout, and the process settings with it.
+
+    The one description of it: training makes it from its config's keys
+    (:meth:`alexnet.training.config.TrainConfig.runtime_settings`), features from its own
+    (:meth:`alexnet.inference.features.FeatureConfig.runtime_settings`), the bench directly.
+    The last two fields are process-wide: :func:`apply_process_settings` applies them, called once by
+    an entry point (``alexnet train``'s setup, a CLI command, the bench), never by building a model
+    or a step.
+    """
 
     device: str = "cpu"  # a torch device string; see resolve_device for "auto"
     precision: str = "fp32"  # "fp32", or autocast to "bf16" / "fp16" (parameters stay fp32)
@@ -86,7 +96,12 @@ class FastPath:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
 
     @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+    @property
     def memory_format(self) -> torch.memory_format:
+        """The one place the layout flag becomes a memory format (model, step input, features)."""
         return torch.channels_last if self.channels_last else torch.contiguous_format
 
 
@@ -131,13 +146,20 @@ def tune_cpu_allocator(limit_bytes: int = 2**30) -> bool:
     return ok
 
 
-def tune_process(device: torch.device, *, allocator: bool = True, cudnn_benchmark: bool = True) -> None:
-    """The fast path's process-wide settings for training on ``device``: on a CPU the glibc allocator
-    (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so
-    cuDNN's timed choice of algorithm per convolution is made once)."""
-    if device.type == "cpu" and allocator:
+def allocator_tuned() -> bool:
+    """Whether :func:`tune_cpu_allocator` has tuned this process's allocator (the bench's rows say which they ran under)."""
+    return _ALLOCATOR_TUNED
+
+
+def apply_process_settings(settings: RuntimeSettings) -> None:
+    """The process-wide half of ``settings``, called once by each entry point (``alexnet train``'s
+    setup, the CLI commands that run a model, the bench): on a CPU the glibc allocator
+    (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so cuDNN's
+    timed choice of algorithm per convolution is made once). Neither can be undone in the process."""
+    device = settings.torch_device
+    if device.type == "cpu" and settings.tune_allocator:
         tune_cpu_allocator()
-    if device.type == "cuda" and cudnn_benchmark:
+    if device.type == "cuda" and settings.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
 
 
@@ -162,23 +184,43 @@ def intra_op_threads(threads: int) -> Iterator[int]:
         torch.set_num_threads(before)
 
 
-def prepare_model(model: nn.Module, fast: FastPath) -> nn.Module:
-    """Move ``model`` to the device and layout of ``fast`` (in place) and compile it if asked."""
-    device = torch.device(fast.device)
-    tune_process(device, allocator=fast.tune_allocator, cudnn_benchmark=fast.cudnn_benchmark)
-    model.to(device=device, memory_format=fast.memory_format)
-    if fast.compile:
-        return torch.compile(model)
-    return model
+def same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are one device (an index left out is the first)."""
+    return a.type == b.type and (a.index or 0) == (b.index or 0)
 
 
-def to_input(images: torch.Tensor, fast: FastPath) -> torch.Tensor:
-    """A float batch [N, C, H, W] in the layout of ``fast`` on its device."""
-    return images.to(device=fast.device, memory_format=fast.memory_format, non_blocking=True)
+def placement(model: nn.Module) -> tuple[torch.device, ...]:
+    """The devices a model placed itself on (its declared ``placement``: §3.2's two towers,
+    :class:`alexnet.models.towers.TwoTowerAlexNet`); () for a model the runtime places."""
+    return tuple(getattr(model, "placement", ()))
+
+
+def place(model: nn.Module, settings: RuntimeSettings) -> nn.Module:
+    """``model`` (in place) on the device and in the layout of ``settings``; a model that places
+    itself (:func:`placement`) is only put in the layout, and its inputs go to its first device,
+    which must be the device of ``settings``."""
+    devices = placement(model)
+    if not devices:
+        return model.to(device=settings.torch_device, memory_format=settings.memory_format)
+    if not same_device(devices[0], settings.torch_device):
+        raise AlexNetError(f"device {settings.device}: the model places itself on {', '.join(map(str, devices))}; "
+                           f"set device={devices[0]} (its inputs go to its first device)")
+    return model.to(memory_format=settings.memory_format)
+
+
+def prepare_model(model: nn.Module, settings: RuntimeSettings) -> nn.Module:
+    """:func:`place` ``model`` and compile it if ``settings`` asks (the process settings are not touched)."""
+    place(model, settings)
+    return torch.compile(model) if settings.compile else model
+
+
+def to_input(images: torch.Tensor, settings: RuntimeSettings) -> torch.Tensor:
+    """A float batch [N, C, H, W] in the layout of ``settings`` on its device."""
+    return images.to(device=settings.device, memory_format=settings.memory_format, non_blocking=True)
 
 
 @torch.no_grad()
-def predict(model: nn.Module, images: torch.Tensor, fast: FastPath) -> torch.Tensor:
-    """Inference logits (fp32) under the precision and layout of ``fast``; the model should be in eval mode."""
-    with autocast(torch.device(fast.device), fast.precision):
-        return model(to_input(images, fast)).float()
+def predict(model: nn.Module, images: torch.Tensor, settings: RuntimeSettings) -> torch.Tensor:
+    """Inference logits (fp32) under the precision and layout of ``settings``; the model should be in eval mode."""
+    with autocast(settings.torch_device, settings.precision):
+        return model(to_input(images, settings)).float()

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet import models
 from alexnet.atomic import DiskFull, atomic_path, disk_full
 from alexnet.checkpoint.diagnose import read_weights_only, what_file, what_payload
 from alexnet.checkpoint.safetensors import is_safetensors, read_payload, write_payload
@@ -90,7 +91,7 @@ def from_model(
 ) -> Checkpoint:
     """A checkpoint of ``model`` (a registry model with ``.name`` and ``.input_size``); tensors are
     copied to the CPU so the file loads anywhere."""
-    options = dict(model_options or {})
+    options = {k: v for k, v in (model_options or {}).items() if k not in models.PLACEMENT_OPTIONS}  # loads on one device
     options["num_classes"] = len(classes)
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     return Checkpoint(

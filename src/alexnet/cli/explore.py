@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     require_server()
     import uvicorn
 
-    from alexnet.runtime import resolve_device
+    from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
     from alexnet.tools.explore.app import LOOPBACK_HOSTS, create_app
     from alexnet.tools.explore.session import ExploreConfig, Session
 
@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
             raise AlexNetError(f"{flag} {value}: must be 0 or more")
     config = ExploreConfig(checkpoint=_checkpoint(args), data=args.data, run=args.run, features=args.features,
                            device=str(resolve_device(args.device)), bank_limit=args.bank_limit, eval_limit=args.eval_limit)
+    apply_process_settings(RuntimeSettings(config.device))  # the model runs as Session's prepare_model puts it
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
         print(f"alexnet explore: warning: listening on {args.host}: anyone who can reach this machine can use the page "

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
                            precision=args.precision, workers=args.workers,
                            threads=args.threads)
     FeaturePaths.of(args.out)  # a wrong name is an error before the data set is opened
+    runtime.apply_process_settings(config.runtime_settings())
     split = args.split or default_split(args.data)
     progress = Progress(f"features {split}")
     start = time.perf_counter()

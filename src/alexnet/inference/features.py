@@ -165,6 +165,9 @@ class FeatureConfig:
         if self.threads < 0:
             raise AlexNetError(f"--threads {self.threads} must be 0 (torch's default) or more")
 
+    def runtime_settings(self) -> runtime.RuntimeSettings:
+        return runtime.RuntimeSettings(device=self.device, precision=self.precision, channels_last=self.channels_last)
+
 
 @dataclass(frozen=True)
 class FeaturePaths:
@@ -240,7 +243,7 @@ class Extractor:
         """``loaded``: (checkpoint or None, model, Preprocess) in memory, used instead of reading ``checkpoint_path``."""
         self.config = config
         self.ckpt, model, self.preprocess = loaded or load_for_inference(checkpoint_path, config.device)
-        self.fast = runtime.FastPath(device=config.device, precision=config.precision, channels_last=config.channels_last)
+        self.fast = config.runtime_settings()
         self.model = runtime.prepare_model(model, self.fast)
         self.reader = LayerReader(self.model, config.layer)
 
@@ -257,14 +260,14 @@ class Extractor:
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = runtime.to_input(self.preprocess.eval(images.to(self.config.device)), self.fast)
-        with evaluating(self.model), runtime.autocast(torch.device(self.config.device), self.config.precision):
+        with evaluating(self.model), runtime.autocast(self.fast.torch_device, self.fast.precision):
             return self.reader(x).cpu()
 
     def casting(self):
         """An autocast context around many calls: the weights are cast to bf16/fp16 once in it, not at
         every batch (autocast caches its casts of parameters until its outermost context exits; 57 M
         weights of ``alexnet_owt`` cost ≈ 0.8 ms per image at batch 64 on two CPU cores)."""
-        return runtime.autocast(torch.device(self.config.device), self.config.precision)
+        return runtime.autocast(self.fast.torch_device, self.fast.precision)
 
     def dim(self, channels: int) -> int:
         """Columns of one row: run one blank image through."""

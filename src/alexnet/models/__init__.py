@@ -26,9 +26,9 @@ from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, with_towers_and
 from alexnet.models.layers import LocalResponseNorm, initialise, paper_init
 from alexnet.models.registry import check_options, create, entry, names, register
 from alexnet.models.summary import Summary, summarize
-from alexnet.models.towers import TwoTowerAlexNet
+from alexnet.models.towers import PLACEMENT_OPTIONS, TwoTowerAlexNet
 
 __all__ = [
-    "AlexNet", "AlexNetConfig", "Conv", "LocalResponseNorm", "Summary", "TwoTowerAlexNet",
+    "AlexNet", "AlexNetConfig", "Conv", "LocalResponseNorm", "PLACEMENT_OPTIONS", "Summary", "TwoTowerAlexNet",
     "check_options", "create", "entry", "initialise", "names", "paper_init", "register", "summarize", "with_towers_and_pooling",
 ]

@@ -26,7 +26,7 @@ from torch import nn
 
 from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, with_towers_and_pooling
 from alexnet.models.registry import register
-from alexnet.models.towers import TwoTowerAlexNet
+from alexnet.models.towers import place_towers
 
 
 def _paper_design(
@@ -69,13 +69,7 @@ def alexnet(
         activation=activation, lrn=lrn, lrn_convention=lrn_convention, pooling=pooling,
         dropout=dropout, towers=towers, init=init, batch_norm=batch_norm, dropout_scaling=dropout_scaling,
     )
-    if devices is None:
-        return model
-    if towers != 2:
-        raise ValueError("devices=(d0, d1) places two towers; it needs towers=2")
-    if batch_norm:
-        raise ValueError("devices=(d0, d1) does not split BatchNorm layers; use batch_norm=False")
-    return TwoTowerAlexNet(model, devices)
+    return place_towers(model, devices)
 
 
 @register("the paper's network with BatchNorm after every conv in place of LRN (227 input, paper widths)")
@@ -185,7 +179,7 @@ def alexnet_cudaconvnet(
         init=init,
     )
     model = AlexNet(config, name="alexnet_cudaconvnet")
-    return model if devices is None else TwoTowerAlexNet(model, devices)
+    return place_towers(model, devices)
 
 
 @register("torchvision's AlexNet ('one weird trick', 2014): 64-192-384-256-256, no LRN, no groups, 224 input")
@@ -246,8 +240,10 @@ def alexnet_small(
     init: str = "kaiming",
     batch_norm: bool = False,
     dropout_scaling: str = "inverted",
+    devices: Sequence[str | torch.device] | None = None,
 ) -> nn.Module:
-    """``width`` scales every layer's kernels and FC units (kept even, so the towers split evenly).
+    """``width`` scales every layer's kernels and FC units (kept even, so the towers split evenly);
+    ``devices=(d0, d1)`` places the two towers as for ``alexnet``.
 
     ``batch_norm=True, lrn=False`` is the small net's ``alexnet_bn`` (the norm study's BN arm).
 
@@ -262,7 +258,8 @@ def alexnet_small(
         num_classes=num_classes, in_channels=in_channels, input_size=input_size,
         convs=convs, hidden=(scale(512), scale(512)),
     )
-    return _paper_design(config, "alexnet_small", activation=activation, lrn=lrn, lrn_convention=lrn_convention,
-                         pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
-                         dropout_scaling=dropout_scaling)
+    model = _paper_design(config, "alexnet_small", activation=activation, lrn=lrn, lrn_convention=lrn_convention,
+                          pooling=pooling, dropout=dropout, towers=towers, init=init, batch_norm=batch_norm,
+                          dropout_scaling=dropout_scaling)
+    return place_towers(model, devices)
 

@@ -14,10 +14,13 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from alexnet.errors import AlexNetError
-from alexnet.runtime import PRECISIONS
+from alexnet.runtime import PRECISIONS, RuntimeSettings
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass
@@ -88,15 +91,22 @@ class TrainConfig:
     label_smoothing: float = 0.0
     eval_views: int = 1  # views at the final evaluation: 1 or 10 (§4.1)
     seed: int = 0
+    # how the model runs: the keys of alexnet.runtime.RuntimeSettings that presets and --set name (TrainConfig.runtime_settings)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast to bf16/fp16 (parameters stay fp32); alexnet.training.step
     channels_last: bool = True  # NHWC: oneDNN's and cuDNN's native layout (docs/PERFORMANCE.md); false for NCHW
-    compile: bool = False
+    compile: bool = False  # torch.compile the model (slower on a 2-core CPU, measured)
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at epoch ends)
     grad_clip: float = 0.0  # 0: off
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def runtime_settings(self, device: torch.device | str) -> RuntimeSettings:
+        """The runtime settings these keys name, on ``device``: the resolved one (``auto`` made a
+        device, a rank's own GPU under torchrun), which is why it is an argument and not the key."""
+        return RuntimeSettings(device=str(device), precision=self.precision, channels_last=self.channels_last,
+                               compile=self.compile)
 
 
 RESUMABLE = ("epochs", "device", "data.workers")  # settings a resume may change (recorded in resume.jsonl)

@@ -45,7 +45,7 @@ from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import iter_probabilities, shown_split, topk_correct
 from alexnet.reporting.figures import plot_curves
 from alexnet.reporting.html_report import evidence_from_training, write_report
-from alexnet.runtime import resolve_device
+from alexnet.runtime import apply_process_settings, resolve_device
 from alexnet.training import distributed as dist
 from alexnet.training import finetune
 from alexnet.training import step as steps
@@ -292,7 +292,9 @@ def setup(config: TrainConfig, run: RunOptions, world: dist.World, device: torch
     model = build_model(config, data)
     init_rows = finetune.prepare(model, config, init, data.classes, folder.init) if config.finetune.init else []
     lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
-    step = steps.build(model, config, device, distributed=world.enabled, lr_mults=lr_mults)
+    settings = config.runtime_settings(device)
+    apply_process_settings(settings)  # the process-wide ones (allocator, cudnn.benchmark): here, once per run
+    step = steps.make_train_step(model, config, settings, distributed=world.enabled, lr_mults=lr_mults)
     per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=world.world_size)
     if per_epoch < 1:
         raise AlexNetError(f"--batch-size {config.batch_size} × {world.world_size} process(es) is larger than the "

@@ -8,9 +8,12 @@ layout (channels_last by default: oneDNN's and cuDNN's native one); the loss is 
 heads). A non-finite loss is noted on the device without a host sync; ``check=True`` reads the note
 and raises :class:`NonFiniteLoss` *before* the backward pass, so the weights stay as they were.
 
-:func:`build` makes the whole thing from a :class:`~alexnet.training.config.TrainConfig`: the model on the
-device in its layout, the process tuned (:func:`alexnet.runtime.tune_process`), DDP and
-``torch.compile`` wrappers when asked, §5's SGD (:func:`alexnet.training.optim.make_optimizer`).
+:func:`make_train_step` makes the whole thing from a :class:`~alexnet.training.config.TrainConfig` (the
+optimiser, clipping, smoothing) and a :class:`~alexnet.runtime.RuntimeSettings` (where and how it
+runs): the model placed (:func:`alexnet.runtime.place`: moved, or left where it placed itself), DDP
+and ``torch.compile`` wrappers when asked, §5's SGD (:func:`alexnet.training.optim.make_optimizer`).
+It touches no process-wide setting: that is :func:`alexnet.runtime.apply_process_settings`'s, called
+by the entry point.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 from torch import nn
 
 from alexnet.errors import AlexNetError
-from alexnet.runtime import autocast, tune_process
+from alexnet.runtime import RuntimeSettings, autocast, place, placement
 from alexnet.training.config import TrainConfig
 from alexnet.training.optim import make_optimizer
 
@@ -38,15 +41,14 @@ class NonFiniteLoss(AlexNetError):
 class TrainStep:
     """Call with a batch (inputs [N, C, H, W] float, labels [N]); returns (logits, loss), detached."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, device: torch.device, precision: str = "fp32",
-                 channels_last: bool = True, grad_clip: float = 0.0, label_smoothing: float = 0.0,
-                 forward: Callable[[torch.Tensor], Any] | None = None) -> None:
-        self.model, self.optimizer, self.device, self.precision = model, optimizer, device, precision
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, settings: RuntimeSettings, *, grad_clip: float = 0.0,
+                 label_smoothing: float = 0.0, forward: Callable[[torch.Tensor], Any] | None = None) -> None:
+        self.model, self.optimizer, self.settings = model, optimizer, settings
+        self.device, self.precision, self.memory_format = settings.torch_device, settings.precision, settings.memory_format
         self.forward = forward or model  # the DDP / compiled wrapper when there is one
-        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.grad_clip, self.label_smoothing = grad_clip, label_smoothing
-        self.scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
-        self.nonfinite = torch.zeros((), dtype=torch.bool, device=device)  # a non-finite loss since the last check
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # a non-finite loss since the last check
 
     def __call__(self, inputs: torch.Tensor, labels: torch.Tensor, *, check: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         x = inputs.to(self.device, memory_format=self.memory_format, non_blocking=True)
@@ -79,19 +81,22 @@ class TrainStep:
             self.scaler.load_state_dict(state["scaler"])
 
 
-def build(model: nn.Module, config: TrainConfig, device: torch.device, *, distributed: bool = False,
-          fused_optimizer: bool = True, tune_allocator: bool = True, lr_mults: dict[str, float] | None = None) -> TrainStep:
-    """``model`` on ``device`` (in place) with its optimiser, wrapped as ``config`` says, as one step
-    (``fused_optimizer`` and ``tune_allocator`` are off only for the bench's plain reference rows;
-    ``lr_mults``: per-tensor learning-rate multipliers, for fine-tuning)."""
-    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    model.to(device, memory_format=memory_format)
-    tune_process(device, allocator=tune_allocator)  # CPU: reuse freed activations, no page faults; CUDA: cudnn.benchmark
+def make_train_step(model: nn.Module, config: TrainConfig, settings: RuntimeSettings, *, distributed: bool = False,
+                    lr_mults: dict[str, float] | None = None) -> TrainStep:
+    """``model`` placed as ``settings`` says (in place) with its optimiser, wrapped for DDP and
+    ``torch.compile`` when asked, as one step; of ``config`` only the optimiser, ``grad_clip`` and
+    ``label_smoothing`` are read (its runtime keys arrive as ``settings``: ``config.runtime_settings(device)``).
+    ``lr_mults``: per-tensor learning-rate multipliers, for fine-tuning."""
+    place(model, settings)
     forward: nn.Module = model
     if distributed:
+        if placement(model):
+            raise AlexNetError("model.options.devices places one process's model on several devices; "
+                               "under torchrun leave it out (each process holds its own whole model)")
+        device = settings.torch_device
         forward = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if config.compile:
+    if settings.compile:
         forward = torch.compile(forward)
-    optimizer = make_optimizer(model, config.optim, device, fused=fused_optimizer, lr_mults=lr_mults)
-    return TrainStep(model, optimizer, device=device, precision=config.precision, channels_last=config.channels_last,
-                     grad_clip=config.grad_clip, label_smoothing=config.label_smoothing, forward=forward)
+    optimizer = make_optimizer(model, config.optim, settings.torch_device, fused=settings.fused_optimizer, lr_mults=lr_mults)
+    return TrainStep(model, optimizer, settings, grad_clip=config.grad_clip, label_smoothing=config.label_smoothing,
+                     forward=forward)

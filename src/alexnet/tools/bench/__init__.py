@@ -106,7 +106,7 @@ def run(config: BenchConfig) -> dict:
             log.warning("%s autocast is not supported natively on %s: it will run emulated and slow", p, device)
     start = time.perf_counter()
     report = {"machine": machine(device), "config": asdict(cfg), "results": []}
-    runtime.tune_process(device, allocator=False)  # cudnn.benchmark for every row, the reference's too
+    runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=False))  # cudnn.benchmark for every row, the reference's too
     peak = None
     if {"step", "data"} & set(cfg.parts):  # the ceiling the training rows are measured against
         dtype = torch.bfloat16 if runtime.precision_supported(device, "bf16") else torch.float32

@@ -162,7 +162,7 @@ def our_data_path(cfg, device: torch.device, photos: Photos) -> Row:
                 photos, m)
 
 
-def our_end_to_end(cfg, device: torch.device, photos: Photos, name: str, fast: runtime.FastPath) -> Row:
+def our_end_to_end(cfg, device: torch.device, photos: Photos, name: str, fast: runtime.RuntimeSettings) -> Row:
     """Model ``name`` trained from the store by the step ``alexnet train`` runs, with its recipe's augmentation."""
     torch.manual_seed(0)
     model = models.create(name, num_classes=1000)
@@ -180,10 +180,10 @@ def run(cfg, device: torch.device) -> list[Row]:
     runs it (on a CPU with the tuned allocator, which cannot be switched back off: hence this order)."""
     photos = make_photos(cfg)
     rows = [reference_data_path(cfg, device, photos), reference_end_to_end(cfg, device, photos)]
-    runtime.tune_process(device, allocator=cfg.tune_allocator)
+    fast = runtime.RuntimeSettings(device=str(device), precision=cfg.precisions[-1],  # the best the device supports by default
+                                   channels_last=cfg.channels_last, tune_allocator=cfg.tune_allocator)
+    runtime.apply_process_settings(fast)
     rows.append(our_data_path(cfg, device, photos))
-    fast = runtime.FastPath(device=str(device), precision=cfg.precisions[-1],  # the best the device supports by default
-                            channels_last=cfg.channels_last, tune_allocator=cfg.tune_allocator)
     rows += [our_end_to_end(cfg, device, photos, name, fast) for name in cfg.data_models]
     rows.sort(key=lambda r: r.what != "data")  # shown: the data paths, then end to end
     return with_ratios(rows)

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet import checkpoint, models
+from alexnet import checkpoint, models, runtime
 from alexnet.data.stats import imagenet_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.inference.features import FeatureConfig, extract
@@ -109,6 +109,7 @@ def run(cfg, device: torch.device) -> list[Row]:
     """The reference and ours (each variant), interleaved; ours with its largest difference to the reference's fc7."""
     root = data_root(cfg)
     train_dir = make_photo_folder(root / f"photos-{cfg.photos}", cfg.photos)
+    runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=cfg.tune_allocator))  # as `alexnet features`
     torch.manual_seed(0)
     reference = reference_model().eval()
     ours = variants(cfg, device)

@@ -62,7 +62,7 @@ def eager_rows(cfg, device: torch.device, model: nn.Module, name: str, impl: str
     layouts = [("fp32", False)] + [(p, cfg.channels_last) for p in cfg.precisions if (p, cfg.channels_last) != ("fp32", False)]
     rows = []
     for precision, cl in layouts:
-        fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cl, tune_allocator=cfg.tune_allocator)
+        fast = runtime.RuntimeSettings(device=str(device), precision=precision, channels_last=cl)
         prepared = runtime.prepare_model(model, fast)
         label = f"{name} eager {precision}{' channels_last' if cl else ''}"
         log.info("infer: %s", label)
@@ -98,6 +98,7 @@ def onnx_rows(cfg, model: nn.Module, name: str, impl: str, data: torch.Tensor) -
 def run(cfg, device: torch.device) -> list[Row]:
     """The reference (torchvision's AlexNet) and each of ``cfg.infer_models``, eager, compiled and in ONNX Runtime."""
     rows: list[Row] = []
+    runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=cfg.tune_allocator))
     for name, impl in [(REFERENCE, "reference")] + [(n, "ours") for n in cfg.infer_models]:
         torch.manual_seed(0)
         model = (reference_model() if impl == "reference" else models.create(name)).eval()
@@ -107,6 +108,6 @@ def run(cfg, device: torch.device) -> list[Row]:
     return with_ratios(rows)  # to the reference's eager fp32 NCHW row of the same kind
 
 
-def _predict(model: nn.Module, data: torch.Tensor, fast: runtime.FastPath) -> Callable[[int], Callable[[], object]]:
+def _predict(model: nn.Module, data: torch.Tensor, fast: runtime.RuntimeSettings) -> Callable[[int], Callable[[], object]]:
     """For each batch size, one forward pass of ``model`` on the first rows of ``data``."""
     return lambda batch: partial(runtime.predict, model, data[:batch], fast)

@@ -88,14 +88,12 @@ def synthetic_batch(model: nn.Module, batch_size: int, num_classes: int, seed: i
     return torch.randn(batch_size, channels, size, size, generator=g), torch.randint(0, num_classes, (batch_size,), generator=g)
 
 
-def train_step(model: nn.Module, fast: runtime.FastPath) -> steps.TrainStep:
-    """The step ``alexnet train`` runs (:func:`alexnet.training.step.build`), for a recipe at §5's SGD with lr 0.01."""
-    config = TrainConfig(precision=fast.precision, channels_last=fast.channels_last, compile=fast.compile, optim=OptimConfig(lr=0.01))
-    return steps.build(model, config, torch.device(fast.device), fused_optimizer=fast.fused_optimizer,
-                       tune_allocator=fast.tune_allocator)
+def train_step(model: nn.Module, fast: runtime.RuntimeSettings) -> steps.TrainStep:
+    """The step ``alexnet train`` runs (:func:`alexnet.training.step.make_train_step`), for a recipe at §5's SGD with lr 0.01."""
+    return steps.make_train_step(model, TrainConfig(optim=OptimConfig(lr=0.01)), fast)
 
 
-def ours_step(model: nn.Module, fast: runtime.FastPath, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
+def ours_step(model: nn.Module, fast: runtime.RuntimeSettings, images: torch.Tensor, labels: torch.Tensor) -> Callable[[], None]:
     """:func:`train_step` on a batch that already sits on the device in the step's layout, as
     ``Preprocess`` delivers it (so the step is timed, not a host-to-device copy or a layout change)."""
     step = train_step(model, fast)
@@ -103,7 +101,7 @@ def ours_step(model: nn.Module, fast: runtime.FastPath, images: torch.Tensor, la
     return lambda: step(images, labels)
 
 
-def reference_path(cfg, device: torch.device, label: str, fast: runtime.FastPath, allocator: str) -> tuple[Row, Callable]:
+def reference_path(cfg, device: torch.device, label: str, fast: runtime.RuntimeSettings, allocator: str) -> tuple[Row, Callable]:
     """torchvision's AlexNet on a batch on the device in NCHW: pytorch/examples' step when ``fast`` is
     :func:`fp32_nchw`, else our step at ``fast``'s precision and layout."""
     torch.manual_seed(0)
@@ -128,7 +126,7 @@ def baseline_path(cfg, device: torch.device, allocator: str) -> tuple[Row, Calla
                  model.input_size, train_gflop(model), allocator), lambda: step(x, y))
 
 
-def our_path(cfg, name: str, fast: runtime.FastPath, allocator: str) -> tuple[Row, Callable]:
+def our_path(cfg, name: str, fast: runtime.RuntimeSettings, allocator: str) -> tuple[Row, Callable]:
     """Model ``name`` on the fast path ``fast``, at its own input size."""
     torch.manual_seed(0)
     model = models.create(name)
@@ -137,12 +135,12 @@ def our_path(cfg, name: str, fast: runtime.FastPath, allocator: str) -> tuple[Ro
     return _row(cfg, label, "ours", name, fast, model.input_size, train_gflop(model), allocator), ours_step(model, fast, x, y)
 
 
-def fp32_nchw(device: torch.device) -> runtime.FastPath:
+def fp32_nchw(device: torch.device) -> runtime.RuntimeSettings:
     """The reference's settings: fp32, NCHW, torch's for-loop SGD, the process's allocator."""
-    return runtime.FastPath(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
+    return runtime.RuntimeSettings(device=str(device), channels_last=False, fused_optimizer=False, tune_allocator=False)
 
 
-def _row(cfg, label: str, impl: str, model: str, fast: runtime.FastPath, size: int, gflop: float, allocator: str) -> Row:
+def _row(cfg, label: str, impl: str, model: str, fast: runtime.RuntimeSettings, size: int, gflop: float, allocator: str) -> Row:
     return Row("step", label, impl, "step", cfg.batch_size, images_per_call=cfg.batch_size, train_gflop=gflop, settings={
         "model": model, "precision": fast.precision, "channels_last": fast.channels_last, "compile": fast.compile,
         "input_size": size, "allocator": allocator})
@@ -166,8 +164,8 @@ def run(cfg, device: torch.device) -> list[Row]:
 def precision_group(cfg, device: torch.device, precision: str, allocator: str, *, retime_reference: bool
                     ) -> list[tuple[Row, Callable]]:
     """The reference (again with the tuned allocator in fp32; at ``precision`` otherwise, for context) and our models."""
-    fast = runtime.FastPath(device=str(device), precision=precision, channels_last=cfg.channels_last,
-                            tune_allocator=cfg.tune_allocator)
+    fast = runtime.RuntimeSettings(device=str(device), precision=precision, channels_last=cfg.channels_last,
+                                   tune_allocator=cfg.tune_allocator)
     group = []
     if precision == "fp32" and retime_reference:
         group.append(reference_path(cfg, device, f"{REFERENCE} fp32 NCHW, tuned allocator", fp32_nchw(device), allocator))
@@ -196,7 +194,7 @@ def _measure(cfg, device: torch.device, group: list[tuple[Row, Callable]]) -> li
 
 def allocator_label() -> str:
     """The CPU allocator the process runs with now, as rows record it: "tuned" or "default"."""
-    return "tuned" if runtime._ALLOCATOR_TUNED else "default"
+    return "tuned" if runtime.allocator_tuned() else "default"
 
 
 def _switch_allocator(cfg, device: torch.device, allocator: str) -> str:

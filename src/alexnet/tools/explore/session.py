@@ -34,7 +34,7 @@ from alexnet.inference.features import Extractor, FeatureConfig
 from alexnet.inference.samples import display_images, image_batch
 from alexnet.models.base import classifier_head
 from alexnet.reporting.figures import conv1_kernels, curves_figure, figure_png, filter_mosaics
-from alexnet.runtime import FastPath, prepare_model
+from alexnet.runtime import RuntimeSettings, prepare_model
 from alexnet.tools.explore import activations, neighbours, why
 from alexnet.tools.explore.pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
 from alexnet.training.run_folder import RunFolder
@@ -78,7 +78,7 @@ class Session:
         self.config = config
         self.device = torch.device(config.device)
         self.ckpt, model, self.preprocess = load_for_inference(config.checkpoint, self.device)
-        self.model = prepare_model(model.eval(), FastPath(device=str(self.device)))  # channels_last: oneDNN's layout
+        self.model = prepare_model(model.eval(), RuntimeSettings(device=str(self.device)))  # channels_last: oneDNN's layout
         self.codes = Extractor.of_model(self.model, self.preprocess, FeatureConfig(device=str(self.device)))  # fc7, as alexnet features
         self.classes = list(self.ckpt.classes)
         self.size, self.crop = self.preprocess.pipeline.resize, self.preprocess.pipeline.crop
