@@ -199,6 +199,14 @@ def iter_probabilities(model: torch.nn.Module, preprocess, images, *, views: int
         yield batch_probabilities(model, preprocess, x, views, precision), y
 
 
+def shown_split(test, val) -> str | None:
+    """The split a training run's report shows: test, else val (None when both are empty)."""
+    for name, images in (("test", test), ("val", val)):
+        if images is not None and len(images):
+            return name
+    return None
+
+
 def check_classes(ckpt_classes: Sequence[str], data_classes: Sequence[str], source: str) -> None:
     """A checkpoint and the data must name the same classes in the same order."""
     if len(ckpt_classes) != len(data_classes):

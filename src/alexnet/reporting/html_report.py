@@ -1,9 +1,10 @@
 """``report.html``: one self-contained page per training run, to look at rather than read.
 
-Every run folder gets one (the training loop writes it at the end; ``alexnet visualize report
-RUN_DIR`` rewrites it). Sections: the final numbers (report.json), the training curves, conv1's
-kernels (Fig. 3), the confusion matrix and sample top-5 predictions (Fig. 4, left) on the test
-split (val when there is none), and the configuration (config.json).
+Every run folder gets one (:class:`TrainingReport`, the callback ``alexnet train`` passes to the
+training loop, writes it at the end; ``alexnet visualize report RUN_DIR`` rewrites it). Sections:
+the final numbers (report.json), the training curves, conv1's kernels (Fig. 3), the confusion matrix
+and sample top-5 predictions (Fig. 4, left) on the test split (val when there is none), and the
+configuration (config.json).
 
 Self-contained: the figures are embedded as base64 PNG ``data:`` URIs and the style is inline; no
 script, font, stylesheet or image is fetched from anywhere, so the file opens from disk in any
@@ -29,7 +30,9 @@ import torch
 
 from alexnet.atomic import atomic_write
 from alexnet.errors import AlexNetError
+from alexnet.inference.evaluate import shown_split
 from alexnet.reporting import figures as visualize
+from alexnet.training.loop import Callback, Run, TrainResult
 from alexnet.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -72,18 +75,31 @@ def evidence_from_training(model: torch.nn.Module, preprocess, classes: list[str
     return Evidence(loaded, test if name == "test" else val, name, (probabilities or {}).get(name))
 
 
-def shown_split(test, val) -> str | None:
-    """The split a training run's report shows: test, else val (None when both are empty)."""
-    for name, images in (("test", test), ("val", val)):
-        if images is not None and len(images):
-            return name
-    return None
+class TrainingReport(Callback):
+    """curves.png and report.html at the end of a finished training run, from what it has in memory
+    (the model, and the one-view probabilities of the final evaluation for the confusion matrix).
+    A figure must never cost the run its report, nor the report the run: failures are logged."""
+
+    def on_end(self, run: Run, result: TrainResult) -> None:
+        if result.stopped:
+            return
+        folder = run.folder
+        try:
+            visualize.plot_curves(result.history, folder.figure("curves.png"))
+        except Exception as e:
+            log.warning("could not draw curves.png: %s", e)
+        data = run.data
+        try:
+            write_report_html(folder.root, evidence_from_training(run.model, data.preprocess, data.classes, data.test, data.val,
+                                                                  run.device, result.probabilities))
+        except Exception as e:
+            log.warning("could not write report.html: %s", e)
 
 
 # ---------------------------------------------------------------------------------------------
 
 
-def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str = "cpu",
+def write_report_html(run_dir: Path, evidence: Evidence | None = None, *, device: str = "cpu",
                  max_images: int = MAX_IMAGES, samples: int = SAMPLES, seed: int = 0) -> Path:
     """Write ``run_dir/report.html`` (atomically) and the figures it embeds; returns its path.
 
