@@ -14,6 +14,8 @@ import torch
 if WORKER:
     torch.set_num_threads(1)
 
+from alexnet.training.loop import Callback  # after the thread settings above
+
 
 @pytest.fixture(autouse=True)
 def _seed_and_threads():
@@ -42,6 +44,23 @@ def run_cli(cli_env):
                               capture_output=True, text=True, timeout=timeout, check=check)
 
     return run
+
+
+class StopAfter(Callback):
+    """Stop the run as if killed right after a checkpoint at step ``steps`` (the resume tests)."""
+
+    def __init__(self, steps):
+        self.stop_at = steps
+
+
+class Records(Callback):
+    """Keep every finished epoch's metrics record."""
+
+    def __init__(self):
+        self.records = []
+
+    def on_epoch(self, record):
+        self.records.append(record)
 
 
 def save_small_checkpoint(path, classes):

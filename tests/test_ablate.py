@@ -3,13 +3,14 @@
 import json
 
 import pytest
+from conftest import StopAfter
 from PIL import Image
 
 from alexnet.cli import main
 from alexnet.errors import AlexNetError
 from alexnet.tools import ablate
 from alexnet.tools.ablate import AblationOptions, plan, run_all, time_to_target
-from alexnet.training.loop import RunOptions, StopAfter, train
+from alexnet.training.loop import RunOptions, train
 
 TINY = ["model.options.width=0.25", "max_steps=3"]
 

@@ -47,7 +47,7 @@ def test_the_batch_norm_preset_is_digits_with_one_change():
 
 def test_cheapest_family_preset_trains(tmp_path):
     config = resolve("lenet", {"epochs": 1, "device": "cpu"}, ["max_steps=3", "data.workers=0"])
-    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False))
+    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False)).report
     assert report["model"] == "lenet" and report["steps"] == 3 and report["parameters"] == 61_706
     assert report["final"]["test_1view"]["images"] == 359
     model = checkpoint.restore_model(checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt"))
@@ -68,7 +68,7 @@ def test_training_loss_adds_the_auxiliary_losses():
 
 def test_googlenet_with_auxiliary_heads_trains(tmp_path):
     config = resolve("googlenet", {"epochs": 1, "device": "cpu"}, ["max_steps=2", "data.workers=0", "model.options.aux_logits=true"])
-    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False))
+    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False)).report
     assert report["steps"] == 2 and report["model_options"]["aux_logits"] is True
     ck = checkpoint.load(tmp_path / "run" / "checkpoints" / "last.pt")
     assert any(key.startswith("aux1.") for key in ck.state_dict)  # the heads were trained and saved

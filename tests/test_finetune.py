@@ -10,6 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import StopAfter
 from PIL import Image
 
 from alexnet import checkpoint, cli
@@ -17,7 +18,7 @@ from alexnet.data import open_dataset
 from alexnet.errors import AlexNetError
 from alexnet.tools.bench.photos import make_photo_folder
 from alexnet.training.config import resolve
-from alexnet.training.loop import RunOptions, StopAfter, train
+from alexnet.training.loop import RunOptions, train
 
 
 def digits_folder(root, classes, train_every=1):
@@ -36,7 +37,7 @@ def digits_folder(root, classes, train_every=1):
 def run(tmp_path, name, data, epochs, extra=(), init=None, freeze=None):
     flags = {"epochs": epochs, "device": "cpu", "seed": 0, "data.spec": str(data), "finetune.init": init, "finetune.freeze": freeze}
     config = resolve("digits", flags, ["model.options.width=0.5", "data.workers=0", *extra])
-    return train(config, RunOptions(out=tmp_path / name, progress_bar=False))
+    return train(config, RunOptions(out=tmp_path / name, progress_bar=False)).report
 
 
 def test_features_learnt_on_0_to_4_transfer_to_5_to_9(tmp_path):

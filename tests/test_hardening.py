@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import StopAfter
 from PIL import Image
 
 from alexnet import atomic, checkpoint, cli, models
@@ -22,9 +23,12 @@ from alexnet.cli.train import print_epoch
 from alexnet.data import iter_batches, open_dataset
 from alexnet.data.cifar import SafeUnpickler
 from alexnet.errors import AlexNetError
+from alexnet.jobs import RunLock
+from alexnet.reporting.html_report import TrainingReport
+from alexnet.training import step as train_steps
 from alexnet.training.config import resolve
-from alexnet.training.loop import Callback, RunOptions, StopAfter, TrainingInterrupted, train
-from alexnet.training.run_folder import RunFolder, RunLock
+from alexnet.training.loop import RunOptions, TrainingInterrupted, train
+from alexnet.training.run_folder import RunFolder
 
 TINY = ["model.options.width=0.25", "data.workers=0"]
 
@@ -272,18 +276,21 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
     train(tiny(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
 
 
-class CtrlC(Callback):
-    def after_step(self, state):
-        if state.step == 4:
-            raise KeyboardInterrupt
-        return False
-
-
-def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path):
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
     out = tmp_path / "run"
+    original, calls = train_steps.TrainStep.__call__, []
+
+    def step(self, *args, **kwargs):  # Ctrl-C arrives during the fifth step, after four are done
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_steps.TrainStep, "__call__", step)
     with pytest.raises(TrainingInterrupted) as info:
-        train(tiny(checkpoint_every=3), RunOptions(out=out, progress_bar=False, callbacks=[CtrlC()]))
+        train(tiny(checkpoint_every=3), RunOptions(out=out, progress_bar=False))
     message = str(info.value)
+    assert message.startswith("interrupted at epoch 1, step 4;")
     assert f"the last checkpoint is {out / 'checkpoints' / 'last.pt'} (step 3)" in message
     assert message.endswith(f"resume with: alexnet train --resume {out}")
 
@@ -355,7 +362,7 @@ def test_a_store_with_a_broken_manifest_or_statistics_names_the_field(tmp_path):
 
 def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
     out = tmp_path / "run"
-    train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False))
+    train(tiny(max_steps=2), RunOptions(out=out, progress_bar=False, callbacks=[TrainingReport()]))
     assert cli.main(["visualize", "report", str(out)]) == 2  # train wrote report.html
     assert "report.html already exists; pass --force" in capsys.readouterr().err
     assert cli.main(["visualize", "report", str(out), "--force"]) == 0

@@ -13,6 +13,7 @@ inverted dropout that stays at ln 10.
 import math
 
 import torch
+from conftest import Records
 
 from alexnet import models
 from alexnet.models.layers import PaperDropout
@@ -33,8 +34,9 @@ def test_paper_preset_learns_at_small_scale(tmp_path):
     model = models.create(config.model.name)
     assert model.config.init == "paper" and isinstance(model.drop7, PaperDropout)
 
-    records = []
-    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False), on_epoch=records.append)
+    seen = Records()
+    report = train(config, RunOptions(out=tmp_path / "run", progress_bar=False, callbacks=[seen])).report
+    records = seen.records
 
     chance = math.log(10)
     assert records[0]["train_loss"] > 0.9 * chance  # it starts at chance: the test is not passed by the first step

@@ -11,7 +11,7 @@ from PIL import Image
 from alexnet.cli import main
 from alexnet.reporting import figures as visualize
 from alexnet.reporting import html_report
-from alexnet.reporting.html_report import render, write_report
+from alexnet.reporting.html_report import TrainingReport, render, write_report_html
 from alexnet.training.config import resolve
 from alexnet.training.loop import RunOptions, train
 
@@ -37,7 +37,7 @@ def run_dir(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:  # the confusion matrix comes from the final evaluation's probabilities
         mp.setattr(html_report, "split_probabilities", second_pass)
         mp.setattr(visualize, "plot_confusion", plot_confusion)
-        train(config, RunOptions(out=out, progress_bar=False))
+        train(config, RunOptions(out=out, progress_bar=False, callbacks=[TrainingReport()]))
     RUN_PLOTTED[out] = plotted
     return out
 
@@ -85,7 +85,7 @@ def test_rewriting_a_report_from_the_run_folder(run_dir, capsys):
 
 def test_a_figure_that_cannot_be_drawn_never_costs_the_page(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"preset": "x", "epochs": 1}))
-    out = write_report(tmp_path)  # no metrics, no checkpoint, no report.json
+    out = write_report_html(tmp_path)  # no metrics, no checkpoint, no report.json
     page = out.read_text()
     assert "not drawn" in page and "not available for this run" in page and "has not finished" in page
     assert embedded_pngs(page) == []

@@ -12,6 +12,7 @@ import struct
 import numpy as np
 import pytest
 import torch
+from conftest import StopAfter
 
 from alexnet import checkpoint, cli
 from alexnet.runtime import RuntimeSettings
@@ -19,7 +20,8 @@ from alexnet.tools.bench.step import train_step
 from alexnet.training import step as steps
 from alexnet.training.config import resolve
 from alexnet.training.distributed import World
-from alexnet.training.loop import RunOptions, StopAfter, setup, train
+from alexnet.training.loop import RunOptions, setup, train
+from alexnet.training.resume import saved_config
 from alexnet.training.run_folder import RunFolder
 
 # A quarter-width alexnet_small on the embedded digits, 3 epochs (the preset says 10): seconds an epoch.
@@ -44,7 +46,8 @@ def weights(out, name="last.pt"):
 def test_resume_with_only_the_run_folder_continues_the_runs_own_recipe(tmp_path, capsys):
     whole, cut = tmp_path / "whole", tmp_path / "cut"
     started(whole)
-    assert started(cut, steps_before_stop=25)["stopped_at_step"] == 25  # inside epoch 2 (19 steps an epoch)
+    stopped = started(cut, steps_before_stop=25)
+    assert stopped.stopped and stopped.steps == 25  # inside epoch 2 (19 steps an epoch)
     config_before = (cut / "config.json").read_bytes()
     assert cli.main(["train", "--resume", str(cut), "--quiet"]) == 0
     assert (cut / "config.json").read_bytes() == config_before  # the record of how the run started is kept
@@ -75,7 +78,7 @@ def test_resume_refuses_a_changed_recipe_and_records_a_safe_change(tmp_path, cap
     log = [json.loads(line) for line in (out / "resume.jsonl").read_text().splitlines()]
     assert [e["changes"] for e in log] == [{"epochs": {"from": 3, "to": 4}}] and log[0]["step"] == 5
     assert [r["epoch"] for r in metrics(out)] == [1, 2, 3, 4]
-    assert RunFolder(out).effective_config()["epochs"] == 4
+    assert saved_config(RunFolder(out))["epochs"] == 4
     assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0  # again: continues with 4, records nothing new
     assert len((out / "resume.jsonl").read_text().splitlines()) == 1
 
@@ -119,15 +122,15 @@ def test_the_bench_times_the_step_that_train_runs(tmp_path, monkeypatch):
     two steps through either give the same losses and weights, and the loop calls nothing else."""
     overrides = [*TINY, "optim.lr=0.01", "optim.momentum=0.9", "optim.weight_decay=5e-4", "model.options.dropout=0.0"]
     config = resolve("digits", {"device": "cpu", "epochs": 1}, overrides)
-    s = setup(config, RunOptions(out=tmp_path / "run", progress_bar=False), World(), torch.device("cpu"))
-    bench_model = copy.deepcopy(s.model)
+    run, _ = setup(config, RunOptions(out=tmp_path / "run", progress_bar=False), World(), torch.device("cpu"))
+    bench_model = copy.deepcopy(run.model)
     bench_step = train_step(bench_model, RuntimeSettings(device="cpu"))
-    assert type(bench_step) is type(s.step) is steps.TrainStep
+    assert type(bench_step) is type(run.train_step) is steps.TrainStep
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(16, 1, 24, 24, generator=g), torch.randint(0, 10, (16,), generator=g)
-    losses = [(s.step(x, y)[1].item(), bench_step(x, y)[1].item()) for _ in range(2)]
+    losses = [(run.train_step(x, y)[1].item(), bench_step(x, y)[1].item()) for _ in range(2)]
     assert all(a == pytest.approx(b, rel=1e-6) for a, b in losses)
-    for (name, p), q in zip(s.model.named_parameters(), bench_model.parameters()):
+    for (name, p), q in zip(run.model.named_parameters(), bench_model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=name)
 
     calls = []

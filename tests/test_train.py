@@ -8,11 +8,13 @@ import time
 
 import pytest
 import torch
+from conftest import Records, StopAfter
 
 from alexnet import checkpoint
 from alexnet.errors import AlexNetError
+from alexnet.reporting.html_report import TrainingReport
 from alexnet.training.config import preset_names, resolve
-from alexnet.training.loop import RunOptions, StopAfter, TrainingDiverged, train
+from alexnet.training.loop import RunOptions, TrainingDiverged, train
 from alexnet.training.optim import Schedule
 
 # A quarter-width alexnet_small on the embedded digits: seconds per epoch on the CPU.
@@ -70,8 +72,9 @@ def test_schedules():
 
 def test_training_writes_the_run_folder(tmp_path):
     out = tmp_path / "run"
-    records = []
-    train(tiny(epochs=2), RunOptions(out=out, progress_bar=False), on_epoch=records.append)
+    seen = Records()
+    train(tiny(epochs=2), RunOptions(out=out, progress_bar=False, callbacks=[seen, TrainingReport()]))
+    records = seen.records
     for name in ["config.json", "metrics.jsonl", "report.json", "curves.png", "checkpoints/last.pt", "checkpoints/best.pt"]:
         assert (out / name).exists(), name
     assert any((out / "tb").iterdir())
@@ -106,7 +109,7 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     config = tiny(epochs=2, extra=["checkpoint_every=5"])
     train(config, RunOptions(out=tmp_path / "whole", progress_bar=False))
     stopped = train(config, RunOptions(out=tmp_path / "cut", progress_bar=False, callbacks=[StopAfter(27)]))
-    assert stopped["stopped_at_step"] == 27  # inside the second epoch, two steps after a checkpoint
+    assert stopped.stopped and stopped.steps == 27  # inside the second epoch, two steps after a checkpoint
     train(config, RunOptions(out=tmp_path / "cut", resume=True, progress_bar=False))
     a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
     assert a.keys() == b.keys()

@@ -28,9 +28,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from alexnet.atomic import atomic_path
     from alexnet.cli.predict import format_prediction
-    from alexnet.cli.train import print_epoch
+    from alexnet.cli.train import EpochLines
     from alexnet.data import open_dataset
     from alexnet.inference.evaluate import EvalConfig, classify_images, evaluate_checkpoints
+    from alexnet.reporting.html_report import TrainingReport
     from alexnet.training.config import resolve
     from alexnet.training.loop import RunOptions, train
     from alexnet.training.run_folder import RunFolder
@@ -39,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     config = resolve("digits", {"epochs": args.epochs, "device": args.device}, [])
     print(f"alexnet demo: training {config.model.name} ({config.description}) → {out}")
     started = time.time()
-    report = train(config, RunOptions(out=out, progress_bar=False), on_epoch=print_epoch)
+    report = train(config, RunOptions(out=out, progress_bar=False, callbacks=[EpochLines(), TrainingReport()])).report
     final = RunFolder(out).last  # the final weights, as in report.json
 
     test = open_dataset("digits").splits["test"]

@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
-from alexnet.errors import AlexNetError
-from alexnet.training.config import PRECISIONS, RESUMABLE, preset_names, resolve, resolve_from
-from alexnet.training.run_folder import RunFolder
+from alexnet.training.config import PRECISIONS, preset_names, resolve
+from alexnet.training.loop import Callback, TrainResult
+from alexnet.training.resume import RESUMABLE
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -62,90 +62,68 @@ def flags(args: argparse.Namespace) -> dict:
     }
 
 
-def resume_folder(args: argparse.Namespace) -> Path:
-    """``--resume RUN_DIR``, or ``--resume --out RUN_DIR``; both given must agree."""
-    named = None if args.resume is True else Path(args.resume)
-    if named and args.out and named.resolve() != args.out.resolve():
-        raise AlexNetError(f"--resume {named} and --out {args.out} name different run folders; give one")
-    out = named or args.out
-    if out is None:
-        raise AlexNetError("--resume needs the run folder: alexnet train --resume RUN_DIR")
-    if not out.is_dir():
-        raise AlexNetError(f"--resume {out}: no such run folder")
-    return out
-
-
-def resumed(out: Path, args: argparse.Namespace):
-    """The run's own configuration with the flags given now applied (the training loop refuses the
-    ones a resume may not change, naming each)."""
-    folder = RunFolder(out)
-    if not folder.config.is_file():
-        raise AlexNetError(f"--resume {out}: not a run folder (no config.json)")
-    saved = folder.effective_config()
-    if args.preset and Path(args.preset).stem != saved.get("preset"):
-        raise AlexNetError(f"--resume {out}: the run was started with preset {saved.get('preset')!r}, not {args.preset!r}; "
-                           "a resumed run keeps its recipe (leave out --preset)")
-    return resolve_from(saved, flags(args), args.set)
-
-
 def default_out(preset: str) -> Path:
     return Path("runs") / f"{Path(preset).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def run(args: argparse.Namespace) -> int:
+    from alexnet.reporting.html_report import TrainingReport
+    from alexnet.training import resume
     from alexnet.training.loop import RunOptions, train
 
-    restarted = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0  # torchrun --max-restarts started us again
-    if restarted and not args.resume and args.out is not None:
-        args.resume, args.force = RunFolder(args.out).last.is_file() or None, True  # continue from the last checkpoint
-    if args.resume:
-        out = resume_folder(args)
-        config = resumed(out, args)
+    resuming, force = resume.elastic_restart(args.out, bool(args.resume), args.force)
+    if resuming:
+        out = resume.folder_to_resume(None if args.resume in (None, True) else Path(args.resume), args.out)
+        config = resume.resumed_config(out, args.preset, flags(args), args.set)
     else:
         config = resolve(args.preset or "digits", flags(args), args.set)
         out = args.out or default_out(config.preset)
-    console = Console(quiet=args.quiet, verbose=args.verbose or args.debug, resumed=bool(args.resume))
-    results = train(config, RunOptions(out=out, resume=bool(args.resume), force=args.force, progress_bar=not args.quiet,
-                                       callbacks=[console]))
+    console = Console(quiet=args.quiet, verbose=args.verbose or args.debug, resumed=resuming)
+    result = train(config, RunOptions(out=out, resume=resuming, force=force, progress_bar=not args.quiet,
+                                      callbacks=[console, TrainingReport()]))
     if os.environ.get("RANK", "0") == "0":  # under torchrun the table once, from rank 0
-        print_results(results)  # quiet means no progress, not no answer
+        print_results(result)  # quiet means no progress, not no answer
     return 0
 
 
-class Console:
+class EpochLines(Callback):
+    """A line per epoch (``alexnet demo`` prints these too)."""
+
+    def on_epoch(self, record: dict) -> None:
+        print_epoch(record)
+
+
+class Console(Callback):
     """What ``alexnet train`` prints while it runs: the configuration once the data and model are known
     to be good (compact; all of it with -v), then a line per epoch (none with --quiet)."""
 
     def __init__(self, *, quiet: bool, verbose: bool, resumed: bool) -> None:
         self.quiet, self.verbose, self.resumed = quiet, verbose, resumed
 
-    def on_start(self, session) -> None:
+    def on_start(self, run, progress) -> None:
         if self.quiet:
             return
         from alexnet.training.finetune import table as finetune_table
 
-        c = session.config
-        print(f"alexnet train: preset {c.preset} → {session.folder.root}{' (resumed)' if self.resumed else ''}")
+        c = run.config
+        print(f"alexnet train: preset {c.preset} → {run.folder.root}{' (resumed)' if self.resumed else ''}")
         if self.verbose:
             print(json.dumps(c.to_dict(), indent=2, ensure_ascii=False))
             return
         options = ", ".join(f"{k}={v}" for k, v in c.model.options.items())
-        print(f"  model  {c.model.name}{f' ({options})' if options else ''}, {len(session.data.classes)} classes")
-        print(f"  data   {c.data.spec}: {len(session.data.train)} training images, pipeline {c.data.pipeline}")
-        if session.init_rows:
+        print(f"  model  {c.model.name}{f' ({options})' if options else ''}, {len(run.data.classes)} classes")
+        print(f"  data   {c.data.spec}: {len(run.data.train)} training images, pipeline {c.data.pipeline}")
+        if run.init_rows:
             print(f"  init   {c.finetune.init} (freeze {c.finetune.freeze}, loaded layers' lr ×{c.finetune.loaded_lr_mult:g}):")
-            print(finetune_table(session.init_rows))
+            print(finetune_table(run.init_rows))
         print(f"  recipe {c.epochs} epochs{f' (≤ {c.max_steps} steps)' if c.max_steps else ''} × batch {c.batch_size}, "
               f"SGD lr {c.optim.lr:g} momentum {c.optim.momentum:g} wd {c.optim.weight_decay:g}, {c.schedule.kind} schedule, "
-              f"{c.precision} on {session.device} (all settings: -v, or config.json)")
+              f"{c.precision} on {run.device} (all settings: -v, or config.json)")
         sys.stdout.flush()
 
-    def on_epoch(self, r: dict) -> None:
+    def on_epoch(self, record: dict) -> None:
         if not self.quiet:
-            print_epoch(r)
-
-    def after_step(self, state) -> bool:
-        return False
+            print_epoch(record)
 
 
 def print_epoch(r: dict) -> None:
@@ -156,11 +134,12 @@ def print_epoch(r: dict) -> None:
           f"  lr {r['lr']:.3g}  {r['images_per_second']:.0f} img/s  {r['epoch_seconds']:.1f}s", flush=True)
 
 
-def print_results(results: dict) -> None:
+def print_results(result: TrainResult) -> None:
     """The final table of report.json's numbers (or where a stopped run can be resumed)."""
-    if "final" not in results:
-        print(f"stopped at step {results.get('stopped_at_step')}; resume with: alexnet train --resume {results.get('run_dir')}")
+    if result.report is None:
+        print(f"stopped at step {result.steps}; resume with: alexnet train --resume {result.run_dir}")
         return
+    results = result.report
     print()
     print(f"{'split':<12} {'top-1 err':>9} {'top-5 err':>9} {'top-1 acc':>9} {'images':>7}")
     for name, r in results["final"].items():

@@ -142,11 +142,11 @@ def run_curves(args: argparse.Namespace) -> int:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    from alexnet.reporting.html_report import write_report
+    from alexnet.reporting.html_report import write_report_html
     from alexnet.training.run_folder import RunFolder
 
     page = RunFolder(args.run, write=False).report_html
     if page.exists() and not args.force:
         raise AlexNetError(f"{page} already exists; pass --force to rewrite it")
-    print(write_report(args.run, device=args.device))
+    print(write_report_html(args.run, device=args.device))
     return 0

@@ -1,9 +1,10 @@
 """``report.html``: one self-contained page per training run, to look at rather than read.
 
-Every run folder gets one (the training loop writes it at the end; ``alexnet visualize report
-RUN_DIR`` rewrites it). Sections: the final numbers (report.json), the training curves, conv1's
-kernels (Fig. 3), the confusion matrix and sample top-5 predictions (Fig. 4, left) on the test
-split (val when there is none), and the configuration (config.json).
+Every run folder gets one (:class:`TrainingReport`, the callback ``alexnet train`` passes to the
+training loop, writes it at the end; ``alexnet visualize report RUN_DIR`` rewrites it). Sections:
+the final numbers (report.json), the training curves, conv1's kernels (Fig. 3), the confusion matrix
+and sample top-5 predictions (Fig. 4, left) on the test split (val when there is none), and the
+configuration (config.json).
 
 Self-contained: the figures are embedded as base64 PNG ``data:`` URIs and the style is inline; no
 script, font, stylesheet or image is fetched from anywhere, so the file opens from disk in any
@@ -32,6 +33,7 @@ from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import shown_split
 from alexnet.inference.samples import Loaded, load_checkpoint, open_splits, pick_split, sample_predictions, split_probabilities
 from alexnet.reporting import figures as visualize
+from alexnet.training.loop import Callback, Run, TrainResult
 from alexnet.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -82,11 +84,32 @@ def read_history(run_dir: Path) -> list[dict[str, Any]]:
     return folder.read_metrics()
 
 
+class TrainingReport(Callback):
+    """curves.png and report.html at the end of a finished training run, from what it has in memory
+    (the model, and the one-view probabilities of the final evaluation for the confusion matrix).
+    A figure must never cost the run its report, nor the report the run: failures are logged."""
+
+    def on_end(self, run: Run, result: TrainResult) -> None:
+        if result.stopped:
+            return
+        folder = run.folder
+        try:
+            visualize.plot_curves(result.history, folder.figure("curves.png"))
+        except Exception as e:
+            log.warning("could not draw curves.png: %s", e)
+        data = run.data
+        try:
+            write_report_html(folder.root, evidence_from_training(run.model, data.preprocess, data.classes, data.test, data.val,
+                                                                  run.device, result.probabilities))
+        except Exception as e:
+            log.warning("could not write report.html: %s", e)
+
+
 # ---------------------------------------------------------------------------------------------
 
 
-def write_report(run_dir: Path, evidence: Evidence | None = None, *, device: str = "cpu",
-                 max_images: int = MAX_IMAGES, samples: int = SAMPLES, seed: int = 0) -> Path:
+def write_report_html(run_dir: Path, evidence: Evidence | None = None, *, device: str = "cpu",
+                      max_images: int = MAX_IMAGES, samples: int = SAMPLES, seed: int = 0) -> Path:
     """Write ``run_dir/report.html`` (atomically) and the figures it embeds; returns its path.
 
     Each figure is drawn on its own: one that fails is replaced by a line saying why, so the page

@@ -109,8 +109,7 @@ class TrainConfig:
                                compile=self.compile)
 
 
-RESUMABLE = ("epochs", "device", "data.workers")  # settings a resume may change (recorded in resume.jsonl)
-LEGACY = {"amp": "precision"}  # renamed settings, read from configurations saved before the rename
+LEGACY = {"amp": "precision"}  # renamed settings: read from configurations saved before the rename, and from --set
 LEGACY_VALUES = {("precision", "off"): "fp32"}
 
 CHOICES = {
@@ -286,20 +285,3 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
-
-
-def resume_changes(saved: TrainConfig, wanted: TrainConfig, source: str) -> dict[str, tuple[Any, Any]]:
-    """The settings ``wanted`` changes in a run started as ``saved`` (key → (was, now)).
-
-    Only :data:`RESUMABLE` settings may change on resume; any other difference is refused, naming
-    each key with both values, before anything is trained or written.
-    """
-    a, b = flatten(saved.to_dict()), flatten(wanted.to_dict())
-    changed = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-    refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
-    if refused:
-        listed = "; ".join(f"{k}: {was!r} in the run, {now!r} given" for k, (was, now) in refused.items())
-        raise AlexNetError(f"--resume {source}: a resumed run keeps its own configuration, but the command changes {listed} "
-                           f"(only {', '.join('--' + k.split('.')[-1].replace('_', '-') for k in RESUMABLE)} may change; "
-                           "start a new run with another --out to change the rest)")
-    return changed

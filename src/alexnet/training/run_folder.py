@@ -13,9 +13,8 @@
       report.html        the page to look at; curves.png, filters.png, confusion.png, predictions.png
       .lock              held while a process trains the run (alexnet.jobs.RunLock): one writer at a time
 
-The configuration a run continues with is :meth:`RunFolder.effective_config`: config.json with the
-changes of resume.jsonl applied in order (nanoGPT's rule: a resumed run reads its own saved
-configuration, not the command line's defaults). Every file is written atomically; metrics.jsonl is
+What a resume reads and writes here (the configuration a run continues with, resume.jsonl's lines)
+is :mod:`alexnet.training.resume`. Every file is written atomically; metrics.jsonl and resume.jsonl are
 appended one whole line at a time, and a torn last line (a kill mid-write) is skipped on reading.
 """
 
@@ -25,19 +24,16 @@ import errno
 import json
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 from alexnet.atomic import DiskFull, atomic_write, write_json
 from alexnet.errors import AlexNetError
-from alexnet.jobs import RunLock as RunLock  # the lock of every job (alexnet.jobs); the loop takes it from here
 
 log = logging.getLogger(__name__)
 
 CONFIG, RESUME_LOG, METRICS = "config.json", "resume.jsonl", "metrics.jsonl"
-REPORT_JSON, REPORT_HTML, CURVES = "report.json", "report.html", "curves.png"
-FIGURES = ("curves.png", "filters.png", "confusion.png", "predictions.png")
+REPORT_JSON, REPORT_HTML = "report.json", "report.html"
 
 
 class RunFolder:
@@ -92,22 +88,8 @@ class RunFolder:
     def read_resume_log(self) -> list[dict[str, Any]]:
         return _read_lines(self.resume_log)
 
-    def effective_config(self) -> dict[str, Any]:
-        """config.json with every change that a resume recorded applied, in order."""
-        config = self.read_config()
-        for entry in self.read_resume_log():
-            for key, change in entry.get("changes", {}).items():
-                node = config
-                *parents, leaf = key.split(".")
-                for part in parents:
-                    node = node.setdefault(part, {})
-                node[leaf] = change["to"]
-        return config
-
-    def log_resume(self, changes: dict[str, tuple[Any, Any]], at_step: int) -> None:
-        """Append what this resume changed (key → (was, now)) to resume.jsonl; config.json stays as written."""
-        record = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "step": at_step,
-                  "changes": {k: {"from": a, "to": b} for k, (a, b) in changes.items()}}
+    def append_resume_log(self, record: dict[str, Any]) -> None:
+        """One line of resume.jsonl (alexnet.training.resume.log_changes writes it); config.json stays as written."""
         self._append(self.resume_log, record)
 
     # -- metrics ------------------------------------------------------------------------------
@@ -125,11 +107,11 @@ class RunFolder:
         return kept
 
     # -- the final numbers --------------------------------------------------------------------
-    def write_report(self, report: dict[str, Any]) -> None:
+    def write_report_json(self, report: dict[str, Any]) -> None:
         if self.write:
             write_json(self.report_json, report)
 
-    def read_report(self) -> dict[str, Any]:
+    def read_report_json(self) -> dict[str, Any]:
         return _read_json(self.report_json, f"{self.root}: no {REPORT_JSON} (the run has not finished)")
 
     def _append(self, path: Path, record: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from alexnet import jobs, models
 from alexnet.data.transforms import pipeline
 from alexnet.errors import AlexNetError
 from alexnet.jobs import STATE, JobRecord, RunLock
+from alexnet.reporting.html_report import TrainingReport
 from alexnet.tools.ablate.table import final_errors, mean_std, tabulate, time_to_target, write_table
 from alexnet.training.config import TrainConfig, build, resolve
 from alexnet.training.loop import RunOptions, train
@@ -228,7 +229,8 @@ def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None 
             if on_run:
                 on_run(run, status)
             if status != "done":
-                train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False))
+                train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False,
+                                                 callbacks=[TrainingReport()]))
             trained.add(run.folder)
         table = tabulate(runs, options, studies(options.study), STUDIES)
         write_table(table, options.out)

@@ -89,7 +89,7 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
     top1, top5, wall, which, curves, tails, epochs, seconds = {}, {}, {}, set(), {}, [], {}, []
     for r in runs:
         folder = RunFolder(r.folder, write=False)
-        report, history = folder.read_report(), folder.read_metrics()
+        report, history = folder.read_report_json(), folder.read_metrics()
         key, top1[r.seed], top5[r.seed] = final_errors(report, r.config.eval_views)
         which.add(key)
         wall[str(r.folder)] = report.get("wall_seconds", 0.0)

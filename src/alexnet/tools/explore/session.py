@@ -37,6 +37,7 @@ from alexnet.reporting.figures import conv1_kernels, curves_figure, figure_png, 
 from alexnet.runtime import RuntimeSettings, prepare_model
 from alexnet.tools.explore import activations, neighbours, why
 from alexnet.tools.explore.pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
+from alexnet.training.resume import saved_config
 from alexnet.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -265,9 +266,9 @@ class Session:
         if self.run is None:
             return {"run": None}
         history = self.run.read_metrics()
-        report = self.run.read_report() if self.run.report_json.is_file() else None
+        report = self.run.read_report_json() if self.run.report_json.is_file() else None
         curves = png_uri(figure_png(curves_figure(history))) if history else None
-        return {"run": str(self.run.root), "epochs": len(history), "curves": curves, "config": self.run.effective_config(),
+        return {"run": str(self.run.root), "epochs": len(history), "curves": curves, "config": saved_config(self.run),
                 "report": report, "last": history[-1] if history else None}
 
     def confusion(self) -> dict[str, Any]:
