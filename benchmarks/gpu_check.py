@@ -21,7 +21,8 @@ with a time limit, cheapest part first:
    from the JPEG store (checkpoints, the deferred loss check and nvJPEG in the real command), then
    ``eval --views 10``;
 5. ``5_towers_tests.json``: the two-tower placement with both towers on ``cuda:0`` against the
-   grouped model, and ``pytest -k cuda``;
+   grouped model, and tests/test_devices.py's ``cuda`` tests, an error unless every one of them ran
+   and passed (on a machine whose GPU torch cannot see they would all skip);
 
 then ``summary.json`` (the headline figures against the issue's targets) and ``gpu_check.log``
 (every command's output): 7 files. Each part's JSON is rewritten as each of its commands finishes,
@@ -74,17 +75,17 @@ class Sizes:
     jpeg_train_steps: int  # ... and from the JPEG store
     train_batch: int
     budget_s: float  # no command starts after this; each one's limit is cut to what is left
-    pytest_files: tuple[str, ...]  # () → the whole tests/ folder
+    device_tests: str  # pytest -k of tests/test_devices.py: the device's own tests (the dry run: its cheap ones)
 
 
 GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), precision="bf16",
             compile_batch=256, profile_batch=256,
             photos=20_000, val_photos=1_000, data_batches=20, decode_photos=1_024, workers=15,
-            train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, pytest_files=())
+            train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, device_tests="cuda")
 DRY = Sizes(device="cpu", quick=True, step_batches=(4,), precisions=("fp32",), precision="fp32", compile_batch=0, profile_batch=2,
             photos=12, val_photos=4, data_batches=1, decode_photos=8, workers=1,
             train_steps=2, jpeg_train_steps=0, train_batch=4, budget_s=420,
-            pytest_files=("tests/test_cuda.py",))
+            device_tests="cpu and (batches or lrn)")
 
 
 class Check:
@@ -281,8 +282,39 @@ def part_towers_tests(c: Check, part: dict) -> None:
     if part["steps"]["two_towers"]["status"] == "ok":
         part["two_towers"] = _json_line(part["steps"]["two_towers"]["tail"])
         c.write(part)
-    c.run(part, "pytest_cuda", [sys.executable, "-m", "pytest", "-q", "-k", "cuda", "-p", "no:cacheprovider",
-                                *(c.sizes.pytest_files or ("tests",))], 150)
+    device_tests(c, part)
+
+
+DEVICE_TESTS = "tests/test_devices.py"  # every test with a device branch, parametrised over cpu and cuda
+
+
+def device_tests(c: Check, part: dict) -> dict:
+    """The device's tests of :data:`DEVICE_TESTS`, recorded with pytest's counts; an error unless at least
+    one ran and none was skipped: a run of nothing but skips is a failure here, not a pass."""
+    report = c.work / "device_tests.xml"
+    report.unlink(missing_ok=True)
+    step = c.run(part, "pytest_devices", [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", c.sizes.device_tests,
+                                          "--junitxml", str(report), DEVICE_TESTS], 150)
+    if step["status"] == "skipped":  # out of time: nothing ran
+        return step
+    step["tests"] = counts = junit_counts(report)
+    if step["status"] == "ok" and (not counts.get("passed") or counts.get("skipped")):
+        step |= {"status": "error", "reason": f"-k {c.sizes.device_tests!r}: {counts.get('passed', 0)} passed, "
+                                              f"{counts.get('skipped', 0)} skipped; every device test must run"}
+    return c._record(part, "pytest_devices", step)
+
+
+def junit_counts(report: Path) -> dict:
+    """Tests, failures, errors, skipped and passed of a pytest ``--junitxml`` report ({} when there is none)."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(report).getroot()
+    except (OSError, ET.ParseError):
+        return {}
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    counts = {k: int(suite.get(k, 0)) for k in ("tests", "failures", "errors", "skipped")}
+    return counts | {"passed": counts["tests"] - counts["failures"] - counts["errors"] - counts["skipped"]}
 
 
 TOWERS = """

@@ -6,7 +6,10 @@ importing torch. conftest.py starts it in the background when the suite is colle
 the other tests; this test waits for it and checks what it wrote.
 """
 
+import importlib.util
 import json
+import sys
+from pathlib import Path
 
 from conftest import DRY_RUN, start_dry_run
 
@@ -45,8 +48,33 @@ def test_gpu_check_cpu_dry_run_writes_every_part():
     assert parts["4_train"]["runs"]["jpeg"] == {"status": "skipped in the dry run"}  # the device run trains from it
     assert parts["4_train"]["steps"]["eval_10_views"]["json"]["views"] == 10
     assert parts["5_towers_tests"]["two_towers"]["equal_within_1e-4"] is True
+    tests = parts["5_towers_tests"]["steps"]["pytest_devices"]["tests"]  # the device's tests ran, none skipped
+    assert tests["passed"] >= 3 and tests["skipped"] == tests["failures"] == tests["errors"] == 0, tests
     summary = json.loads((out / "summary.json").read_text())
     assert summary["parts"] == {p: "ok" for p in PARTS}
     assert summary["end_to_end"]["hours_for_90_imagenet_epochs"] > 0
     log = (out / "gpu_check.log").read_text()
     assert "bench step" in log and "train --preset paper" in log and "done:" in log
+
+
+def load_gpu_check():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = sys.modules["gpu_check"] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_device_tests_that_only_skip_are_an_error(tmp_path):
+    """Issue 22: ``pytest -k cuda`` on a machine whose GPU torch cannot see collects only skips, and exits 0;
+    the check's test part must call that an error. Here CUDA is hidden from the run, so its tests skip."""
+    gpu_check = load_gpu_check()
+    sizes = gpu_check.Sizes(**{**gpu_check.asdict(gpu_check.GPU), "device_tests": "cuda and batches"})
+    check = gpu_check.Check(tmp_path, tmp_path, sizes)
+    check.env["CUDA_VISIBLE_DEVICES"] = ""
+    part = {"part": "5_towers_tests", "status": "running", "steps": {}, "_start": 0.0}
+    step = gpu_check.device_tests(check, part)
+    assert step["rc"] == 0  # pytest itself calls a run of skips a success
+    assert step["tests"] == {"tests": 1, "failures": 0, "errors": 0, "skipped": 1, "passed": 0}
+    assert step["status"] == "error" and "every device test must run" in step["reason"]
+    assert json.loads((tmp_path / "5_towers_tests.json").read_text())["status"] == "error"

@@ -205,20 +205,6 @@ def test_forward_features_is_the_fc7_code():
     torch.testing.assert_close(model.fc8(feats), model(x))
 
 
-@pytest.mark.parametrize("name", models.names())
-def test_forward_backward_every_model(name):
-    model = models.create(name, num_classes=4)
-    model.train()
-    # VGG (130–144 M parameters, 8–20 GMACs per image at 224): one image keeps this fast on a CPU
-    batch = 1 if sum(p.numel() for p in model.parameters()) > 100_000_000 else 2
-    x = torch.randn(batch, model.in_channels, model.input_size, model.input_size)
-    out = model(x)
-    assert out.shape == (batch, 4)
-    out.logsumexp(1).sum().backward()
-    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
-    assert torch.isfinite(out).all()
-
-
 @pytest.mark.parametrize("size", [28, 32, 64])
 def test_small_net_takes_28_to_64_px(size):
     model = models.create("alexnet_small", input_size=size, in_channels=1)
