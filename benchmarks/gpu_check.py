@@ -21,7 +21,7 @@ with a time limit, cheapest part first:
    from the JPEG store (checkpoints, the deferred loss check and nvJPEG in the real command), then
    ``eval --views 10``;
 5. ``5_towers_tests.json``: the two-tower placement with both towers on ``cuda:0`` against the
-   grouped model, and tests/test_devices.py's ``cuda`` tests, an error unless every one of them ran
+   grouped model, and tests/core/test_devices.py's ``cuda`` tests, an error unless every one of them ran
    and passed (on a machine whose GPU torch cannot see they would all skip);
 
 then ``summary.json`` (the headline figures against the issue's targets) and ``gpu_check.log``
@@ -75,7 +75,7 @@ class Sizes:
     jpeg_train_steps: int  # ... and from the JPEG store
     train_batch: int
     budget_s: float  # no command starts after this; each one's limit is cut to what is left
-    device_tests: str  # pytest -k of tests/test_devices.py: the device's own tests (the dry run: its cheap ones)
+    device_tests: str  # pytest -k of tests/core/test_devices.py: the device's own tests (the dry run: its cheap ones)
 
 
 GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), precision="bf16",
@@ -262,7 +262,7 @@ def part_train(c: Check, part: dict) -> None:
     s = c.sizes
     for name, store, steps in (("raw", c.work / f"store-{s.photos}", s.train_steps),
                                ("jpeg", c.work / "store-jpeg", s.jpeg_train_steps)):
-        if steps == 0:  # the dry run: tests/test_data_jpeg.py trains from a JPEG store already
+        if steps == 0:  # the dry run: tests/data/test_data_jpeg.py trains from a JPEG store already
             part.setdefault("runs", {})[name] = {"status": "skipped in the dry run"}
             continue
         run = c.work / f"run-{name}"
@@ -285,7 +285,7 @@ def part_towers_tests(c: Check, part: dict) -> None:
     device_tests(c, part)
 
 
-DEVICE_TESTS = "tests/test_devices.py"  # every test with a device branch, parametrised over cpu and cuda
+DEVICE_TESTS = "tests/core/test_devices.py"  # every test with a device branch, parametrised over cpu and cuda
 
 
 def device_tests(c: Check, part: dict) -> dict:

@@ -1,6 +1,5 @@
 import os
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -14,7 +13,7 @@ import torch
 if WORKER:
     torch.set_num_threads(1)
 
-from alexnet.training.loop import Callback  # after the thread settings above
+from helpers import DRY_RUN, SRC, start_dry_run  # after the thread settings above (helpers imports torch)
 
 
 @pytest.fixture(autouse=True)
@@ -23,7 +22,6 @@ def _seed_and_threads():
     yield
 
 
-SRC = str(Path(__file__).resolve().parents[1] / "src")
 
 
 @pytest.fixture
@@ -46,46 +44,11 @@ def run_cli(cli_env):
     return run
 
 
-class StopAfter(Callback):
-    """Stop the run as if killed right after a checkpoint at step ``steps`` (the resume tests)."""
-
-    def __init__(self, steps):
-        self.stop_at = steps
-
-
-class Records(Callback):
-    """Keep every finished epoch's metrics record."""
-
-    def __init__(self):
-        self.records = []
-
-    def on_epoch(self, record):
-        self.records.append(record)
-
-
-def save_small_checkpoint(path, classes):
-    """A quarter-width alexnet_small for ``classes`` with the small pipeline and statistics of random images, saved."""
-    import numpy as np
-
-    from alexnet import checkpoint, models
-    from alexnet.data.stats import compute_stats
-    from alexnet.data.transforms import Preprocess, pipeline
-
-    torch.manual_seed(0)
-    model = models.create("alexnet_small", num_classes=len(classes), width=0.25)
-    images = np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)
-    ckpt = checkpoint.from_model(model, list(classes), model_options={"width": 0.25},
-                                 preprocess=Preprocess(pipeline("small"), compute_stats(images)).to_state())
-    checkpoint.save(path, ckpt)
-    return path
-
-
-# The device check's CPU dry run (tests/test_gpu_check.py) drives a dozen real commands in
+# The device check's CPU dry run (tests/tools/test_gpu_check.py) drives a dozen real commands in
 # subprocesses, most of their time importing torch: in a serial run it starts in the background as
 # soon as the suite is collected, so that it overlaps the other tests instead of adding its minute and
 # a half to them. Under xdist the other worker provides the overlap, and the test starts it itself
 # (each worker collects every test, and only one of them will run it).
-DRY_RUN: dict = {}
 
 
 SLOWEST_FIRST = ("test_paper_recipe.py", "test_gpu_check.py")  # 90 s and 50 s alone on one core each
@@ -103,20 +66,6 @@ def pytest_collection_finish(session):
         start_dry_run()
 
 
-def start_dry_run() -> dict:
-    import subprocess
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    log = open(root / "console.txt", "w")
-    script = Path(SRC).parent / "benchmarks" / "gpu_check.py"
-    DRY_RUN.update(root=root, log=log, proc=subprocess.Popen(
-        [sys.executable, str(script), "--out", str(root / "out"), "--work", str(root / "work"), "--cpu-dry-run"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(SRC).parent))
-    return DRY_RUN
-
-
 def pytest_sessionfinish(session):
     import shutil
 
@@ -127,11 +76,3 @@ def pytest_sessionfinish(session):
         shutil.rmtree(DRY_RUN["root"], ignore_errors=True)
 
 
-def train_step(model, device: str = "cpu", precision: str = "fp32"):
-    """The step ``alexnet train`` runs, for ``model`` on ``device`` at §5's SGD with lr 0.01: every test
-    that takes a training step calls the step's builder here, so a change of its signature is one line."""
-    from alexnet.training.config import OptimConfig, TrainConfig
-    from alexnet.training.step import make_train_step
-
-    config = TrainConfig(precision=precision, optim=OptimConfig(lr=0.01))
-    return make_train_step(model, config, config.runtime_settings(device))

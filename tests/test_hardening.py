@@ -15,7 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import StopAfter
+from helpers import StopAfter
 from PIL import Image
 
 from alexnet import atomic, checkpoint, cli, models

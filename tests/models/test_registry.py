@@ -1,4 +1,4 @@
-"""The registry is the test matrix (as timm's tests/test_models.py): every name in ``models.names()`` is
+"""The registry is the test matrix (as timm's tests/models/test_models.py): every name in ``models.names()`` is
 summarised, saved and rebuilt from its checkpoint and trained one step, so a model is tested by being
 registered. The exports (ONNX run in onnxruntime, TorchScript, safetensors) walk one name per model
 module and form (:data:`EXPORTED`, the smallest): exporting every name costs minutes of CPU (DenseNet-121's
@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 import torch
-from conftest import train_step
+from helpers import train_step
 
 from alexnet import checkpoint, cli, models
 

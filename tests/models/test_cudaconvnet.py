@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from test_data_sources import _cifar_folder
+from helpers import cifar_folder
 
 from alexnet import models
 from alexnet.data.sources import open_dataset
@@ -198,7 +198,7 @@ def test_ceil_mode_average_pooling_divides_by_the_pixels_inside():
 
 def test_cifar_nets_train_on_cifar10_files_in_the_real_format(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
-    _cifar_folder(root, np.random.default_rng(5))
+    cifar_folder(root, np.random.default_rng(5))
     data = open_dataset(root)
     images = torch.from_numpy(data.splits["train"].images[:8]).permute(0, 3, 1, 2).float() / 255
     labels = torch.as_tensor(data.splits["train"].labels[:8])

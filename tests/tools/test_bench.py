@@ -13,7 +13,7 @@ from alexnet.tools import bench
 from alexnet.tools.bench.rows import Row, with_ratios
 from alexnet.tools.bench.timing import Measurement
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
+RESULTS = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
 
 STEP_KEYS = {"part", "label", "impl", "model", "precision", "channels_last", "batch_size", "images_per_s", "ms",
              "times_s", "median_s", "peak_memory_mb", "ratio"}

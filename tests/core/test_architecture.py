@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 PACKAGE = SRC / "alexnet"
 
 # docs/ARCHITECTURE.md, "The layers and what each may import": a folder may import only lower ranks.

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import StopAfter
+from helpers import StopAfter
 from PIL import Image
 
 from alexnet import checkpoint, cli

@@ -13,7 +13,7 @@ inverted dropout that stays at ln 10.
 import math
 
 import torch
-from conftest import Records
+from helpers import Records
 
 from alexnet import models
 from alexnet.models.layers import PaperDropout

@@ -12,7 +12,7 @@ import struct
 import numpy as np
 import pytest
 import torch
-from conftest import StopAfter
+from helpers import StopAfter
 
 from alexnet import checkpoint, cli
 from alexnet.runtime import RuntimeSettings

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import train_step
+from helpers import train_step
 
 from alexnet import models
 from alexnet.data import ImageSet, iter_batches, open_dataset

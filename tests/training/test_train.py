@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from conftest import Records, StopAfter
+from helpers import Records, StopAfter
 
 from alexnet import checkpoint
 from alexnet.errors import AlexNetError

@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import StopAfter
+from helpers import StopAfter
 from PIL import Image
 
 from alexnet.cli import main

@@ -6,6 +6,7 @@ import struct
 
 import numpy as np
 import pytest
+from helpers import cifar_batch, cifar_folder, py2_pickle
 from PIL import Image
 
 from alexnet.data import open_dataset
@@ -136,54 +137,8 @@ def test_flat_val_with_devkit_ground_truth(tmp_path):
 
 # -- CIFAR-10 -----------------------------------------------------------------------------------
 
-def py2_pickle(obj) -> bytes:
-    """What Python 2's cPickle.dump(obj, f, 2) writes (the real CIFAR-10 files): str as BINSTRING,
-    numpy arrays through numpy.core.multiarray._reconstruct, no memo."""
-    def enc(x):
-        if isinstance(x, bytes):
-            return (b"U" + bytes([len(x)]) if len(x) < 256 else b"T" + struct.pack("<i", len(x))) + x
-        if isinstance(x, bool):
-            return b"\x88" if x else b"\x89"
-        if isinstance(x, int):
-            return b"K" + bytes([x]) if 0 <= x < 256 else b"J" + struct.pack("<i", x)
-        if x is None:
-            return b"N"
-        if isinstance(x, tuple):
-            return b"(" + b"".join(map(enc, x)) + b"t"
-        if isinstance(x, list):
-            return b"](" + b"".join(map(enc, x)) + b"e"
-        if isinstance(x, dict):
-            return b"}(" + b"".join(enc(k) + enc(v) for k, v in x.items()) + b"u"
-        if isinstance(x, np.ndarray):
-            assert x.dtype == np.uint8
-            dtype = b"cnumpy\ndtype\n" + enc((b"u1", 0, 1)) + b"R" + enc((3, b"|", None, None, None, -1, -1, 0)) + b"b"
-            return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + enc((0,)) + enc(b"b")
-                    + b"\x87R(" + enc(1) + enc(x.shape) + dtype + enc(False) + enc(x.tobytes()) + b"tb")
-        raise TypeError(type(x))
-    return b"\x80\x02" + enc(obj) + b"."
-
-
-def _cifar_batch(rng, n, name):
-    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
-    labels = [int(v) for v in rng.integers(0, 10, n)]
-    return {b"batch_label": name, b"labels": labels, b"data": data,
-            b"filenames": [b"img_%d.png" % i for i in range(n)]}
-
-
-def _cifar_folder(root, rng):
-    root.mkdir(parents=True)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batches[name] = _cifar_batch(rng, 4, name.encode())
-        (root / name).write_bytes(py2_pickle(batches[name]))
-    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
-    (root / "batches.meta").write_bytes(py2_pickle({b"num_cases_per_batch": 10000, b"label_names": names,
-                                                    b"num_vis": 3072}))
-    return batches
-
-
 def test_cifar10_python_batches(tmp_path):
-    batches = _cifar_folder(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
+    batches = cifar_folder(tmp_path / "cifar-10-batches-py", np.random.default_rng(0))
     raw = (tmp_path / "cifar-10-batches-py" / "data_batch_2").read_bytes()
     reference = pickle.loads(raw, encoding="bytes")  # the writer produces a pickle numpy itself reads the same
     np.testing.assert_array_equal(reference[b"data"], batches["data_batch_2"][b"data"])
@@ -199,7 +154,7 @@ def test_cifar10_python_batches(tmp_path):
 
 
 def test_cifar10_python3_protocol2_pickle(tmp_path):
-    batch = _cifar_batch(np.random.default_rng(1), 3, b"test batch")
+    batch = cifar_batch(np.random.default_rng(1), 3, b"test batch")
     (tmp_path / "b").write_bytes(pickle.dumps(batch, protocol=2))  # bytes via _codecs.encode, numpy._core
     loaded = load_pickle(tmp_path / "b")
     np.testing.assert_array_equal(loaded["data"], batch[b"data"])
@@ -231,7 +186,7 @@ def test_malicious_pickle_is_refused_without_running(tmp_path):
 
 def test_cifar10_bad_files(tmp_path):
     root = tmp_path / "cifar-10-batches-py"
-    batches = _cifar_folder(root, np.random.default_rng(2))
+    batches = cifar_folder(root, np.random.default_rng(2))
     good = (root / "data_batch_3").read_bytes()
     (root / "data_batch_3").write_bytes(good[: len(good) // 2])
     _one_line_error(root, "data_batch_3: truncated or not a CIFAR pickle")

@@ -29,7 +29,7 @@ from alexnet.training.run_folder import RunFolder
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
          "--disable-sync", "--no-first-run"]
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 
 FIREFOX = Path("/usr/bin/firefox-esr")
 pytest.importorskip("starlette", reason="the [explore] extra is not installed")

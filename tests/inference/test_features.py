@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import save_small_checkpoint
+from helpers import save_small_checkpoint
 from PIL import Image
 
 from alexnet import checkpoint, cli

@@ -11,7 +11,7 @@ import json
 import sys
 from pathlib import Path
 
-from conftest import DRY_RUN, start_dry_run
+from helpers import DRY_RUN, start_dry_run
 
 PARTS = ("1_env", "2_step", "3_end_to_end", "4_train", "5_towers_tests")
 
@@ -58,7 +58,7 @@ def test_gpu_check_cpu_dry_run_writes_every_part():
 
 
 def load_gpu_check():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_check.py"
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
     module = sys.modules["gpu_check"] = importlib.util.module_from_spec(spec)  # its dataclasses look themselves up there
     spec.loader.exec_module(module)

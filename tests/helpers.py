@@ -1,0 +1,121 @@
+"""Helpers shared by the tests in every folder (``pythonpath = ["tests"]`` in pyproject.toml makes this
+``import helpers``); the fixtures stay in conftest.py."""
+
+import os
+import struct
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexnet.training.loop import Callback
+
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+
+class StopAfter(Callback):
+    """Stop the run as if killed right after a checkpoint at step ``steps`` (the resume tests)."""
+
+    def __init__(self, steps):
+        self.stop_at = steps
+
+
+class Records(Callback):
+    """Keep every finished epoch's metrics record."""
+
+    def __init__(self):
+        self.records = []
+
+    def on_epoch(self, record):
+        self.records.append(record)
+
+
+def save_small_checkpoint(path, classes):
+    """A quarter-width alexnet_small for ``classes`` with the small pipeline and statistics of random images, saved."""
+    import numpy as np
+
+    from alexnet import checkpoint, models
+    from alexnet.data.stats import compute_stats
+    from alexnet.data.transforms import Preprocess, pipeline
+
+    torch.manual_seed(0)
+    model = models.create("alexnet_small", num_classes=len(classes), width=0.25)
+    images = np.random.default_rng(0).integers(0, 256, (8, 36, 36, 3), dtype=np.uint8)
+    ckpt = checkpoint.from_model(model, list(classes), model_options={"width": 0.25},
+                                 preprocess=Preprocess(pipeline("small"), compute_stats(images)).to_state())
+    checkpoint.save(path, ckpt)
+    return path
+
+
+DRY_RUN: dict = {}  # the gpu_check dry run started by conftest.py (root, log, proc)
+
+
+def start_dry_run() -> dict:
+    import subprocess
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    log = open(root / "console.txt", "w")
+    script = Path(SRC).parent / "benchmarks" / "gpu_check.py"
+    DRY_RUN.update(root=root, log=log, proc=subprocess.Popen(
+        [sys.executable, str(script), "--out", str(root / "out"), "--work", str(root / "work"), "--cpu-dry-run"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(SRC).parent))
+    return DRY_RUN
+
+
+def train_step(model, device: str = "cpu", precision: str = "fp32"):
+    """The step ``alexnet train`` runs, for ``model`` on ``device`` at §5's SGD with lr 0.01: every test
+    that takes a training step calls the step's builder here, so a change of its signature is one line."""
+    from alexnet.training.config import OptimConfig, TrainConfig
+    from alexnet.training.step import make_train_step
+
+    config = TrainConfig(precision=precision, optim=OptimConfig(lr=0.01))
+    return make_train_step(model, config, config.runtime_settings(device))
+
+
+def py2_pickle(obj) -> bytes:
+    """What Python 2's cPickle.dump(obj, f, 2) writes (the real CIFAR-10 files): str as BINSTRING,
+    numpy arrays through numpy.core.multiarray._reconstruct, no memo."""
+    def enc(x):
+        if isinstance(x, bytes):
+            return (b"U" + bytes([len(x)]) if len(x) < 256 else b"T" + struct.pack("<i", len(x))) + x
+        if isinstance(x, bool):
+            return b"\x88" if x else b"\x89"
+        if isinstance(x, int):
+            return b"K" + bytes([x]) if 0 <= x < 256 else b"J" + struct.pack("<i", x)
+        if x is None:
+            return b"N"
+        if isinstance(x, tuple):
+            return b"(" + b"".join(map(enc, x)) + b"t"
+        if isinstance(x, list):
+            return b"](" + b"".join(map(enc, x)) + b"e"
+        if isinstance(x, dict):
+            return b"}(" + b"".join(enc(k) + enc(v) for k, v in x.items()) + b"u"
+        if isinstance(x, np.ndarray):
+            assert x.dtype == np.uint8
+            dtype = b"cnumpy\ndtype\n" + enc((b"u1", 0, 1)) + b"R" + enc((3, b"|", None, None, None, -1, -1, 0)) + b"b"
+            return (b"cnumpy.core.multiarray\n_reconstruct\n" + b"cnumpy\nndarray\n" + enc((0,)) + enc(b"b")
+                    + b"\x87R(" + enc(1) + enc(x.shape) + dtype + enc(False) + enc(x.tobytes()) + b"tb")
+        raise TypeError(type(x))
+    return b"\x80\x02" + enc(obj) + b"."
+
+
+def cifar_batch(rng, n, name):
+    data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
+    labels = [int(v) for v in rng.integers(0, 10, n)]
+    return {b"batch_label": name, b"labels": labels, b"data": data,
+            b"filenames": [b"img_%d.png" % i for i in range(n)]}
+
+
+def cifar_folder(root, rng):
+    root.mkdir(parents=True)
+    batches = {}
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        batches[name] = cifar_batch(rng, 4, name.encode())
+        (root / name).write_bytes(py2_pickle(batches[name]))
+    names = [b"airplane", b"automobile", b"bird", b"cat", b"deer", b"dog", b"frog", b"horse", b"ship", b"truck"]
+    (root / "batches.meta").write_bytes(py2_pickle({b"num_cases_per_batch": 10000, b"label_names": names,
+                                                    b"num_vis": 3072}))
+    return batches
