@@ -38,7 +38,7 @@ def run(config, seed: int, steps: int, every: int, data) -> list[float]:
     while len(losses) < steps:
         for x, y in iter_batches(data.train, config.batch_size, size=data.preprocess.pipeline.resize, shuffle=True,
                                  seed=seed, epoch=epoch, drop_last=True):
-            losses.append(step(data.preprocess.train(x, aug), y)[1].item())
+            losses.append(step(data.preprocess.augment(x, aug), y)[1].item())
             if len(losses) % every == 0:
                 print(f"  seed {seed} step {len(losses):4d}  loss {sum(losses[-every:]) / every:7.3f}  ({time.time() - start:.0f} s)",
                       flush=True)

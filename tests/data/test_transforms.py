@@ -43,8 +43,8 @@ def test_centre_crop_and_ten_views_match_torchvision_tencrop():
     std = torch.tensor(pre.stats.channel_std).float().view(3, 1, 1)
     for i, r in enumerate(ref):
         torch.testing.assert_close(views[0, i], (r - mean) / std)
-    torch.testing.assert_close(pre.views(x, 1)[:, 0], pre.eval(x))
-    torch.testing.assert_close(views[:, 4], pre.eval(x))
+    torch.testing.assert_close(pre.views(x, 1)[:, 0], pre.centre_crop(x))
+    torch.testing.assert_close(views[:, 4], pre.centre_crop(x))
 
 
 @pytest.mark.parametrize("name", ["torchvision", "caffenet"])
@@ -56,7 +56,7 @@ def test_centre_crop_of_a_stored_batch_is_cut_before_it_becomes_float(name):
     x = torch.from_numpy(images)
     o = (256 - pre.pipeline.crop) // 2
     slow = pre.normalize(pre.fit(x)[:, :, o : o + pre.pipeline.crop, o : o + pre.pipeline.crop].contiguous())
-    fast = pre.eval(x)
+    fast = pre.centre_crop(x)
     assert torch.equal(fast, slow) and fast.is_contiguous(memory_format=torch.channels_last)
 
 
@@ -69,7 +69,7 @@ def test_mean_image_is_subtracted_pixel_by_pixel_under_random_crops():
     mean_img = torch.from_numpy(np.round(pre.stats.mean_image).astype(np.uint8))[None].repeat(4, 1, 1, 1)
     pre.stats.mean_image = np.round(pre.stats.mean_image)
     pre._cache.clear()
-    out = pre.train(mean_img, torch.Generator().manual_seed(0))
+    out = pre.augment(mean_img, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 32, 32)
     assert out.abs().max() == 0
 
@@ -80,7 +80,7 @@ def test_random_crops_vary_and_reflect():
     p = Pipeline("t", resize=12, crop=8, normalize="unit", flip=True, lighting=0.0)
     pre = Preprocess(p, None)
     g = torch.Generator().manual_seed(1)
-    outs = [pre.train(torch.from_numpy(imgs), g) for _ in range(20)]
+    outs = [pre.augment(torch.from_numpy(imgs), g) for _ in range(20)]
     distinct = {tuple(o[0, 0, 0, :3].tolist()) for o in outs}
     assert len(distinct) > 3  # different positions / reflections
     full = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
@@ -117,7 +117,7 @@ def test_pca_lighting_adds_one_colour_shift_per_image():
     base = Pipeline("t", resize=16, crop=16, normalize="mean_image", flip=False, lighting=0.0)
     lit = Pipeline("t", resize=16, crop=16, normalize="mean_image", flip=False, lighting=0.1)
     x = torch.from_numpy(imgs)
-    diff = Preprocess(lit, stats).train(x, torch.Generator().manual_seed(0)) - Preprocess(base, stats).train(x)
+    diff = Preprocess(lit, stats).augment(x, torch.Generator().manual_seed(0)) - Preprocess(base, stats).augment(x)
     shift = diff[:, :, 0, 0]
     torch.testing.assert_close(diff, shift[:, :, None, None].expand_as(diff))  # same shift at every pixel
     assert shift.abs().max() > 0
@@ -130,26 +130,26 @@ def test_pca_lighting_adds_one_colour_shift_per_image():
 def test_grey_data_to_rgb_model_and_back():
     grey = np.full((2, 8, 8, 1), 100, np.uint8)
     pre = Preprocess(Pipeline("t", resize=8, crop=8, normalize="unit", flip=False, lighting=0.0), None)
-    out = pre.eval(torch.from_numpy(grey))
+    out = pre.centre_crop(torch.from_numpy(grey))
     assert out.shape == (2, 3, 8, 8)
     torch.testing.assert_close(out, torch.full_like(out, 100 / 255))
     rgb = np.zeros((1, 8, 8, 3), np.uint8)
     rgb[..., 0] = 255
     pre1 = Preprocess(Pipeline("t", resize=8, crop=8, channels=1, normalize="unit", flip=False, lighting=0.0), None)
-    assert pre1.eval(torch.from_numpy(rgb)).flatten()[0].item() == pytest.approx(0.299, abs=1e-4)
+    assert pre1.centre_crop(torch.from_numpy(rgb)).flatten()[0].item() == pytest.approx(0.299, abs=1e-4)
 
 
 def test_small_images_are_fitted_on_the_device():
     pre = Preprocess(pipeline("small"), compute_stats(np.random.default_rng(0).integers(0, 256, (4, 8, 8, 1), dtype=np.uint8)))
     x = torch.randint(0, 256, (4, 8, 8, 1), dtype=torch.uint8)
-    assert pre.train(x).shape == (4, 3, 32, 32)
+    assert pre.augment(x).shape == (4, 3, 32, 32)
     assert pre.views(x, 10).shape == (4, 10, 3, 32, 32)
 
 
 def test_random_resized_crop_output():
     img = downsample(photo(), 256)
     pre = Preprocess(pipeline("torchvision"), compute_stats(img[None]))
-    out = pre.train(torch.from_numpy(np.stack([img] * 3)), torch.Generator().manual_seed(0))
+    out = pre.augment(torch.from_numpy(np.stack([img] * 3)), torch.Generator().manual_seed(0))
     assert out.shape == (3, 3, 224, 224) and torch.isfinite(out).all()
     assert out.is_contiguous(memory_format=torch.channels_last)
     assert not torch.allclose(out[0], out[1])
@@ -164,7 +164,7 @@ def test_random_resized_crop_is_torchvisions_resized_crop_of_the_drawn_boxes():
     stats = compute_stats(img[None])
     pre = Preprocess(pipeline("torchvision", lighting=0.0), stats)
     batch = torch.from_numpy(np.stack([img, img[::-1].copy(), img[:, ::-1].copy(), img]))
-    out = pre.train(batch, torch.Generator().manual_seed(3))
+    out = pre.augment(batch, torch.Generator().manual_seed(3))
     g = torch.Generator().manual_seed(3)  # the same draws: boxes, then reflections
     boxes = _resized_crop_boxes(4, 256, 256, pre.pipeline.min_area, g)
     flips = (torch.rand(4, generator=g) < 0.5).tolist()
@@ -182,7 +182,7 @@ def test_preprocess_state_round_trip():
     back = Preprocess.from_state(pre.to_state())
     assert back.pipeline == pre.pipeline
     x = torch.from_numpy(imgs)
-    torch.testing.assert_close(back.eval(x), pre.eval(x))
+    torch.testing.assert_close(back.centre_crop(x), pre.centre_crop(x))
 
 
 def test_epoch_order_is_reproducible_and_sharded():

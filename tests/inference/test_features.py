@@ -48,7 +48,7 @@ def reference_rows(ckpt_path, paths):
     with torch.no_grad():
         for p in paths:
             x = torch.from_numpy(downsample(decode_image(p), pre.pipeline.resize).copy())[None]
-            rows.append(model.forward_features(pre.eval(x))[0].numpy())
+            rows.append(model.forward_features(pre.centre_crop(x))[0].numpy())
     return np.stack(rows)
 
 

@@ -46,7 +46,7 @@ def pretrain(train, pre: Preprocess) -> torch.nn.Module:
         order = torch.randperm(len(x), generator=g)
         for i in range(0, len(x), 64):
             idx = order[i:i + 64]
-            loss = F.cross_entropy(model(pre.train(x[idx], g)), y[idx])
+            loss = F.cross_entropy(model(pre.augment(x[idx], g)), y[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

@@ -54,7 +54,7 @@ def test_grad_cam_and_occlusion_peak_where_the_model_looks():
     model = LooksAtOneCorner().eval()
     preprocess = Preprocess(Pipeline("t", resize=32, crop=32, channels=3, normalize="unit", flip=False, lighting=0.0), None)
     image = torch.full((1, 32, 32, 3), 255, dtype=torch.uint8)  # white: a grey square lowers the conv's response
-    x = preprocess.eval(image)
+    x = preprocess.centre_crop(image)
     assert why.cam_layer(model, x) == "relu"
     cam = why.grad_cam(model, x, 0, "relu")
     assert cam.shape == (32, 32) and cam.max() == pytest.approx(1.0)

@@ -65,7 +65,7 @@ def test_imported_checkpoint_predicts_as_torchvision(tmp_path, photos, torchvisi
     _, model, preprocess = evaluate.load_for_inference(out)
     from alexnet.data.transforms import downsample
 
-    ours = torch.stack([preprocess.eval(torch.from_numpy(np.array(downsample(np.array(Image.open(p).convert("RGB")), 256)))[None])[0]
+    ours = torch.stack([preprocess.centre_crop(torch.from_numpy(np.array(downsample(np.array(Image.open(p).convert("RGB")), 256)))[None])[0]
                         for p in photos])
     torch.testing.assert_close(ours, x, rtol=0, atol=1e-5)
     with torch.no_grad():

@@ -259,7 +259,7 @@ class Extractor:
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        x = runtime.to_input(self.preprocess.eval(images.to(self.config.device)), self.fast)
+        x = runtime.to_input(self.preprocess.centre_crop(images.to(self.config.device)), self.fast)
         with evaluating(self.model), runtime.autocast(self.fast.torch_device, self.fast.precision):
             return self.reader(x).cpu()
 

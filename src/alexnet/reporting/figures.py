@@ -19,7 +19,7 @@ saves (``plot_*``, ``save_*``); what they show is computed in :mod:`alexnet.infe
 * :func:`plot_confusion` / :func:`save_confusion_plot`: the row-normalised confusion matrix of
   :func:`alexnet.inference.evaluate.score`'s result (what ``alexnet eval --plots`` writes).
 
-Every figure is written atomically (:func:`save_figure`, :func:`write_figure`); :func:`figure_png`
+Every figure is written atomically (:func:`write_figure`); :func:`figure_png`
 gives the PNG bytes that ``report.html`` embeds.
 """
 
@@ -42,7 +42,8 @@ from alexnet.inference.evaluate import Scores, score
 FILTER_COLUMNS = 16  # kernels per row in Fig. 3 (the paper: 3 rows of 16 per tower)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib's pyplot on the Agg backend (files only), imported when the first figure is drawn."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -51,17 +52,12 @@ def _pyplot():
     return plt
 
 
-def save_figure(fig, path: Path, dpi: int = 110, *, overwrite: bool = True) -> None:
-    """Write a PNG atomically."""
-    atomic_write(path, _png(fig, dpi), overwrite=overwrite)
-
-
 def write_figure(fig, path: Path, dpi: int = 110, *, overwrite: bool = True) -> None:
     """Write a PNG atomically and close the figure."""
     try:
-        save_figure(fig, path, dpi, overwrite=overwrite)
+        atomic_write(path, _png(fig, dpi), overwrite=overwrite)
     finally:
-        _pyplot().close(fig)
+        pyplot().close(fig)
 
 
 def _png(fig, dpi: int = 110) -> bytes:
@@ -73,7 +69,7 @@ def _png(fig, dpi: int = 110) -> bytes:
 def figure_png(fig) -> bytes:
     """The figure as PNG bytes (for embedding), closed afterwards."""
     png = _png(fig)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return png
 
 
@@ -83,7 +79,7 @@ def figure_png(fig) -> bytes:
 
 def curves_figure(history: list[dict[str, Any]]):
     """Loss and top-1 error per epoch, train and val (metrics.jsonl records)."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
     for key, label in (("train_loss", "train"), ("val_loss", "val")):
@@ -158,7 +154,7 @@ def filter_mosaics(weight: torch.Tensor, towers: int = 1, columns: int = FILTER_
 
 def filters_figure(model: nn.Module, title: str | None = None):
     """Fig. 3: conv1's kernels, one block per tower."""
-    plt = _pyplot()
+    plt = pyplot()
     weight, towers = conv1_kernels(model)
     mosaics = filter_mosaics(weight, towers)
     height, width = mosaics[0].shape[:2]
@@ -193,7 +189,7 @@ def predictions_figure(images: np.ndarray, probs: torch.Tensor, labels: np.ndarr
 
     ``images`` uint8 [B, S, S, C]; ``probs`` [B, K]; two axes per image (picture, bars).
     """
-    plt = _pyplot()
+    plt = pyplot()
     b = len(images)
     cols = max(1, min(columns, b))
     rows = math.ceil(b / cols)
@@ -225,7 +221,7 @@ def neighbours_figure(queries: Sequence[np.ndarray], neighbours: Sequence[Sequen
     ``queries`` Q uint8 images [H, W, C]; ``neighbours`` Q rows of k images (an array [Q, k, S, S, C]
     or lists of images of any size, as ``alexnet search`` finds them); ``distances`` [Q, k].
     """
-    plt = _pyplot()
+    plt = pyplot()
     q, k = len(neighbours), len(neighbours[0])
     fig, axes = plt.subplots(q, k + 1, figsize=(1.45 * (k + 1) + 0.4, 1.6 * q + 0.6), squeeze=False)
     for r in range(q):
@@ -241,7 +237,7 @@ def neighbours_figure(queries: Sequence[np.ndarray], neighbours: Sequence[Sequen
 
 def save_confusion_plot(scores: Scores, path: str | os.PathLike) -> None:
     """A PNG of the row-normalised confusion matrix (true class down, predicted across), written atomically."""
-    plt = _pyplot()
+    plt = pyplot()
     cm = scores.confusion.astype(np.float64)
     rows = cm.sum(axis=1, keepdims=True)
     norm = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)

@@ -165,7 +165,7 @@ def merge(base: dict[str, Any], path: list[str], value: Any) -> None:
     node[path[-1]] = value
 
 
-def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     """Make dataclass ``cls`` from a dict, recursively, refusing unknown keys and wrong types."""
     data = {LEGACY.get(k, k): LEGACY_VALUES.get((LEGACY.get(k, k), v), v) if isinstance(v, str) else v
             for k, v in data.items()} if not where else data
@@ -181,7 +181,7 @@ def build(cls: type, data: dict[str, Any], where: str = "") -> Any:
         if is_dataclass(default):
             if not isinstance(value, dict):
                 raise AlexNetError(f"setting {key} must be a section (table), got {value!r}")
-            value = build(type(default), value, f"{key}.")
+            value = from_dict(type(default), value, f"{key}.")
         elif isinstance(default, bool):
             if not isinstance(value, bool):
                 raise AlexNetError(f"setting {key} must be true or false, got {value!r}")
@@ -208,7 +208,7 @@ def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[st
             merge(data, key.split("."), value)
     for item in overrides:
         merge(data, *parse_override(item))
-    config = build(TrainConfig, data)
+    config = from_dict(TrainConfig, data)
     check_ranges(config)
     return config
 

@@ -153,7 +153,7 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
 
 
 
-def build_model(config: TrainConfig, data: Data) -> nn.Module:
+def create_model(config: TrainConfig, data: Data) -> nn.Module:
     model = models.create(config.model.name, num_classes=len(data.classes), **config.model.options)
     pipe = data.preprocess.pipeline
     if model.in_channels != pipe.channels:
@@ -206,7 +206,7 @@ def setup(config: TrainConfig, options: RunOptions, world: dist.World, device: t
     torch.manual_seed(config.seed)
     kept = (init or last) if config.finetune.init and config.finetune.keep_preprocess else None  # a resume: the run's own
     data = load_data(config, Preprocess.from_state(kept.preprocess) if kept is not None else None)
-    model = build_model(config, data)
+    model = create_model(config, data)
     init_rows = finetune.prepare(model, config, init, data.classes, folder.init) if config.finetune.init else []
     lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)
     settings = config.runtime_settings(device)
@@ -300,7 +300,7 @@ def train_one_epoch(run: Run, progress: Progress) -> bool:
 def checked_step(run: Run, p: Progress, x: torch.Tensor, y: torch.Tensor, lr: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One TrainStep on an augmented batch; the loss is read back every ``check_every`` steps."""
     try:
-        return run.train_step(run.data.preprocess.train(x, p.aug), y, check=(p.steps + 1) % run.check_every == 0)
+        return run.train_step(run.data.preprocess.augment(x, p.aug), y, check=(p.steps + 1) % run.check_every == 0)
     except train_steps.NonFiniteLoss as e:  # its value, where every step is checked; else which steps it may be
         value = e.value if run.check_every == 1 else "non-finite"
         raise diverged(run, f"loss became {value} at epoch {p.epoch + 1}, {loss_steps(run, p.steps + 1)} (lr {lr:g})") from None

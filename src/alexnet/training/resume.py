@@ -31,7 +31,7 @@ from alexnet.checkpoint import Checkpoint
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import topk_correct
 from alexnet.training import distributed as dist
-from alexnet.training.config import TrainConfig, build, flatten, resolve_from
+from alexnet.training.config import TrainConfig, flatten, from_dict, resolve_from
 from alexnet.training.optim import Schedule
 from alexnet.training.run_folder import RunFolder
 from alexnet.training.step import TrainStep
@@ -99,7 +99,7 @@ def resume_changes(folder: RunFolder, wanted: TrainConfig) -> dict[str, tuple[An
     Only :data:`RESUMABLE` settings may change; any other difference is refused, naming each key with
     both values, before anything is trained or written.
     """
-    a, b = flatten(build(TrainConfig, saved_config(folder)).to_dict()), flatten(wanted.to_dict())
+    a, b = flatten(from_dict(TrainConfig, saved_config(folder)).to_dict()), flatten(wanted.to_dict())
     changed = {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
     refused = {k: v for k, v in changed.items() if k not in RESUMABLE}
     if refused:

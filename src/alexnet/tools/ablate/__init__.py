@@ -44,7 +44,7 @@ from alexnet.errors import AlexNetError
 from alexnet.jobs import STATE, JobRecord, RunLock
 from alexnet.reporting.html_report import TrainingReport
 from alexnet.tools.ablate.table import final_errors, mean_std, tabulate, time_to_target, write_table
-from alexnet.training.config import TrainConfig, build, resolve
+from alexnet.training.config import TrainConfig, from_dict, resolve
 from alexnet.training.loop import RunOptions, train
 from alexnet.training.run_folder import RunFolder
 
@@ -181,8 +181,8 @@ def state(run: Run, force: bool = False) -> str:
     run (``force``: it is trained again, "new", and train's --force removes only the run's own files)."""
     folder = RunFolder(run.folder, write=False)
     if folder.config.is_file():
-        # through build(): a config.json written before a setting existed reads as that setting's default
-        stored = json.loads(json.dumps(build(TrainConfig, folder.read_config()).to_dict()))
+        # through from_dict(): a config.json written before a setting existed reads as that setting's default
+        stored = json.loads(json.dumps(from_dict(TrainConfig, folder.read_config()).to_dict()))
         wanted = json.loads(json.dumps(run.config.to_dict()))
         if stored != wanted:
             if force:

@@ -19,7 +19,7 @@ from typing import Any
 
 from alexnet.atomic import atomic_write, write_json
 from alexnet.errors import AlexNetError
-from alexnet.reporting.figures import _pyplot, save_figure
+from alexnet.reporting.figures import pyplot, write_figure
 from alexnet.training.run_folder import RunFolder
 
 TAIL = 0.25  # the share of the epochs whose change tells whether a run had converged
@@ -186,7 +186,7 @@ def markdown(table: dict[str, Any]) -> str:
 
 def table_figure(table: dict[str, Any]):
     """One panel per study: bars of the mean top-1 error with ±std error bars, per variant."""
-    plt = _pyplot()
+    plt = pyplot()
     names = list(table["studies"])
     cols = min(3, len(names))
     rows = -(-len(names) // cols)
@@ -211,7 +211,7 @@ def study_figure(table: dict[str, Any], study: str):
     """A study's figure: left, each seed's final top-1 error per variant (a line joins one seed's
     runs: the pairing) with the mean and its 95 % interval; right, the mean per-epoch eval error of
     each variant (convergence)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = table["studies"][study]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     seeds = sorted({s for row in rows for s in row["top1_by_seed"]})
@@ -249,7 +249,5 @@ def write_table(table: dict[str, Any], out: Path) -> None:
     """ablation.md, ablation.json, ablation.png and ablation-STUDY.png in ``out``, each written atomically."""
     atomic_write(out / "ablation.md", markdown(table))
     write_json(out / "ablation.json", table)
-    plt = _pyplot()
     for name, fig in [("ablation.png", table_figure(table)), *((f"ablation-{s}.png", study_figure(table, s)) for s in table["studies"])]:
-        save_figure(fig, out / name)
-        plt.close(fig)
+        write_figure(fig, out / name)

@@ -9,7 +9,7 @@ batch moved to the device and fed to the reference training step.
 Ours decodes each photograph once (``alexnet prepare``: shorter side to 256, centre 256×256, a
 memory-mapped uint8 store with the training set's statistics), then per batch:
 :func:`alexnet.data.loader.iter_batches` (uint8 to the device, pinned on CUDA),
-:meth:`alexnet.data.transforms.Preprocess.train` on the device (the paper's random 227 crops,
+:meth:`alexnet.data.transforms.Preprocess.augment` on the device (the paper's random 227 crops,
 reflections and PCA lighting, §4.1), and the fast-path training step (:mod:`alexnet.runtime`).
 
 End to end, ours trains each of ``BenchConfig.data_models``: by default the paper's ``alexnet``
@@ -74,7 +74,7 @@ def model_pipeline(name: str, model: torch.nn.Module) -> Pipeline:
 
 def our_batches(store: Path, cfg, device: torch.device, recipe: Pipeline | None = None
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """The packed store through iter_batches and Preprocess.train (``recipe``, default the paper's) on the device."""
+    """The packed store through iter_batches and Preprocess.augment (``recipe``, default the paper's) on the device."""
     from alexnet.data import open_dataset
     from alexnet.data.loader import iter_batches
 
@@ -86,7 +86,7 @@ def our_batches(store: Path, cfg, device: torch.device, recipe: Pipeline | None 
     while True:
         for x, y in iter_batches(train, cfg.batch_size, size=size, device=device, shuffle=True, epoch=epoch,
                                  workers=cfg.workers, drop_last=True):
-            yield pre.train(x), y
+            yield pre.augment(x), y
         epoch += 1
 
 
@@ -158,7 +158,7 @@ def reference_end_to_end(cfg, device: torch.device, photos: Photos) -> Row:
 def our_data_path(cfg, device: torch.device, photos: Photos) -> Row:
     log.info("data: our data path")
     m = timed_batches(our_batches(photos.store, cfg, device), _nothing, cfg, device)
-    return _row(cfg, "packed store + iter_batches + Preprocess.train on device (data only)", "ours", "data", "fp32",
+    return _row(cfg, "packed store + iter_batches + Preprocess.augment on device (data only)", "ours", "data", "fp32",
                 photos, m)
 
 

@@ -85,7 +85,7 @@ class Session:
         self.size, self.crop = self.preprocess.pipeline.resize, self.preprocess.pipeline.crop
         self.towers = _towers(self.model)
         self.head = classifier_head(self.model)
-        blank = self.preprocess.eval(self._input(np.zeros((self.size, self.size, 3), np.uint8)))
+        blank = self.preprocess.centre_crop(self._input(np.zeros((self.size, self.size, 3), np.uint8)))
         self.cam_layer = why.cam_layer(self.model, blank)  # one forward pass; two more warm oneDNN up for the first request
         with torch.no_grad():
             for _ in range(2):
@@ -215,7 +215,7 @@ class Session:
         return five + [v[:, ::-1] for v in (tr, tl, br, bl, centre)]
 
     def layers(self, ref: ImageRef) -> dict[str, Any]:
-        x = self.preprocess.eval(self._input(self.image(ref)))
+        x = self.preprocess.centre_crop(self._input(self.image(ref)))
         layers = activations.layer_outputs(self.model, x)
         return {"towers": self.towers, "input": activations.shape_text(x[0]),
                 "layers": activations.describe(layers, self.towers, self.head)}
@@ -240,7 +240,7 @@ class Session:
             raise NotFound(f"class {target} is not among the checkpoint's 0–{len(self.classes) - 1}")
         default_patch, default_stride = why.default_square(self.crop)
         crop = self._crop_of(self._seen(image))
-        cam = why.grad_cam(self.model, self.preprocess.eval(x), target, self.cam_layer)
+        cam = why.grad_cam(self.model, self.preprocess.centre_crop(x), target, self.cam_layer)
         patch = patch or default_patch
         occ = why.occlusion(self.model, self.preprocess, x, target, patch=patch,
                             stride=stride or (patch if coarse else default_stride))
