@@ -8,10 +8,46 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
+from alexnet.training.config import resolve
 from alexnet.training.loop import Callback
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
+
+# A quarter-width alexnet_small on the embedded digits, no worker processes: seconds an epoch on the CPU.
+TINY = ["model.options.width=0.25", "data.workers=0"]
+
+
+def tiny_config(**flags):
+    """The digits preset at TINY's size for one epoch on the CPU; ``flags`` as the command line's (``max_steps=2``)."""
+    return resolve("digits", {"epochs": 1, "device": "cpu", **flags}, TINY)
+
+
+def image_folder(root, bad=False):
+    """An image folder in ImageNet layout: train/ and val/, classes cat and dog, three 40×30 JPEGs each;
+    ``bad``: and val/cat/broken.jpg, which is not an image."""
+    for split in ("train", "val"):
+        for c, colour in (("cat", 40), ("dog", 200)):
+            (root / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.new("RGB", (40, 30), (colour, i * 20, 90)).save(root / split / c / f"{i}.jpg")
+    if bad:
+        (root / "val" / "cat" / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    return root
+
+
+def save_plain_checkpoint(folder, name="m.pt", poison=None):
+    """A quarter-width alexnet_small of 10 classes, with no pipeline or statistics, saved as ``folder/name``;
+    ``poison``: the name of a tensor saved as all NaN."""
+    from alexnet import checkpoint, models
+
+    model = models.create("alexnet_small", num_classes=10, width=0.25)
+    ck = checkpoint.from_model(model, [str(i) for i in range(10)], model_options={"width": 0.25})
+    if poison:
+        ck.state_dict[poison] = torch.full_like(ck.state_dict[poison], float("nan"))
+    checkpoint.save(folder / name, ck)
+    return folder / name
 
 
 class StopAfter(Callback):

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from helpers import save_plain_checkpoint
 
 from alexnet import checkpoint, models
 from alexnet.errors import AlexNetError
@@ -140,6 +141,34 @@ def test_truncated_and_foreign_files_are_one_line_errors(tmp_path):
         assert name in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(AlexNetError, match="no such checkpoint"):
         checkpoint.load(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(("content", "says"), [
+    (b"\xff\xd8\xff\xe0" + b"\0" * 20, "a JPEG image, not a checkpoint; to classify it: alexnet predict"),
+    (b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "a PNG image"),
+    (b"notes about my run\n", "a text file, not a checkpoint"),
+    (b'name: "AlexNet"\nlayer {\n  name: "conv1"\n}\n', "a Caffe prototxt"),
+    (bytes(range(7, 200)), "neither a torch file nor safetensors"),
+])
+def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
+    path = tmp_path / "file.pt"
+    path.write_bytes(content)
+    with pytest.raises(AlexNetError, match="") as info:
+        checkpoint.load(path)
+    assert says in str(info.value) and "pickle opcode" not in str(info.value)
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"\x08\x07\x12\x07pytorch" + b"\0" * 30)
+    with pytest.raises(AlexNetError, match="an ONNX model"):
+        checkpoint.load(onnx)
+    torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "state.pth")
+    with pytest.raises(AlexNetError, match="a bare state dict .* alexnet import torchvision"):
+        checkpoint.load(tmp_path / "state.pth")
+
+
+def test_non_finite_weights_are_refused_at_load(tmp_path):
+    path = save_plain_checkpoint(tmp_path, poison="fc6.weight")
+    with pytest.raises(AlexNetError, match=r"tensor 'fc6.weight' holds NaN or infinite values"):
+        checkpoint.restore_model(checkpoint.load(path), source=str(path))
 
 
 def test_newer_format_version_is_refused(tmp_path):

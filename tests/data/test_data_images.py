@@ -1,9 +1,12 @@
-"""decode_image: every colour mode to upright RGB, and every kind of bad file named with its reason."""
+"""decode_image: every colour mode to upright RGB, and every kind of bad file named with its reason (the same one
+line when the loader's worker processes decode it)."""
 
 import numpy as np
 import pytest
+from helpers import image_folder
 from PIL import Image
 
+from alexnet.data import iter_batches, open_dataset
 from alexnet.data.images import BadImage, decode_image
 from alexnet.errors import AlexNetError
 
@@ -121,3 +124,12 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(BadImage, match="cannot read"):
         decode_image(tmp_path / "nope.jpg")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_bad_image_with_worker_processes_is_the_same_one_line_error(tmp_path, workers):
+    val = open_dataset(image_folder(tmp_path / "F", bad=True)).splits["val"]
+    with pytest.raises(AlexNetError, match=r"broken.jpg: ") as info:
+        for _ in iter_batches(val, 4, size=32, workers=workers):
+            pass
+    assert type(info.value) is not RuntimeError and "\n" not in str(info.value)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import image_folder
 from PIL import Image
 
 import alexnet.data.prepare as prepare_module
@@ -225,6 +226,26 @@ def test_store_with_a_wrong_size_file_is_refused(tmp_path):
         f.truncate(100)
     with pytest.raises(AlexNetError, match=r"val.images.u8: 100 bytes, expected 179×24×24×1 = 103,104 bytes"):
         open_dataset(out)
+
+
+def test_a_store_with_a_broken_manifest_or_statistics_names_the_field(tmp_path):
+    src, out = image_folder(tmp_path / "F"), tmp_path / "store"
+    prepare(PrepareConfig(source=src, out=out, size=32, workers=0))
+    manifest = json.loads((out / "manifest.json").read_text())
+    (out / "manifest.json").write_text(json.dumps({k: v for k, v in manifest.items() if k != "size"}))
+    with pytest.raises(AlexNetError, match="manifest.json: field 'size' is missing"):
+        open_dataset(out)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    stats = dict(np.load(out / manifest["stats"]))
+    np.savez(out / manifest["stats"], **{**stats, "channel_std": np.zeros(3)})
+    with pytest.raises(AlexNetError, match="channel_std .* has a value ≤ 0"):
+        open_dataset(out)
+    (out / manifest["stats"]).write_bytes(b"garbage, not an npz")
+    with pytest.raises(AlexNetError, match="not readable training-set statistics"):
+        open_dataset(out)
+    with pytest.raises(AlexNetError, match="--size 20000: the stored side must be between 8 and 4096"):
+        prepare(PrepareConfig(source=src, out=tmp_path / "big", size=20000, workers=0))
+    assert not (tmp_path / "big").exists()
 
 
 def test_prepare_help_documents_every_option(run_cli):

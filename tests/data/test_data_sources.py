@@ -1,16 +1,18 @@
 """Each source on small files written in its exact real format; each bad input a one-line error."""
 
 import gzip
+import io
+import os
 import pickle
 import struct
 
 import numpy as np
 import pytest
-from helpers import cifar_batch, cifar_folder, py2_pickle
+from helpers import cifar_batch, cifar_folder, image_folder, py2_pickle
 from PIL import Image
 
 from alexnet.data import open_dataset
-from alexnet.data.cifar import load_pickle
+from alexnet.data.cifar import SafeUnpickler, load_pickle
 from alexnet.data.digits import split_indices
 from alexnet.errors import AlexNetError
 
@@ -135,6 +137,20 @@ def test_flat_val_with_devkit_ground_truth(tmp_path):
     _one_line_error(root, "meta.mat: missing")
 
 
+def test_a_symlink_loop_is_named_not_followed(tmp_path):
+    root = image_folder(tmp_path / "F")
+    os.symlink("..", root / "train" / "cat" / "loop")
+    with pytest.raises(AlexNetError, match=r"cat/loop: a symbolic link loop"):
+        open_dataset(root)
+
+
+def test_a_line_break_in_a_file_name_is_refused(tmp_path):
+    root = image_folder(tmp_path / "F")
+    Image.new("RGB", (40, 30)).save(root / "train" / "dog" / "two\nlines.jpg")
+    with pytest.raises(AlexNetError, match="a name with a line break"):
+        open_dataset(root)
+
+
 # -- CIFAR-10 -----------------------------------------------------------------------------------
 
 def test_cifar10_python_batches(tmp_path):
@@ -200,10 +216,30 @@ def test_cifar10_bad_files(tmp_path):
     _one_line_error(root, "not a complete cifar-10-batches-py folder (missing data_batch_3)")
 
 
+def test_cifar_batches_with_numpy_integer_labels_load_and_code_is_still_refused():
+    batch = {b"labels": [np.int64(3), np.int32(7)], b"data": np.zeros((2, 3072), np.uint8)}
+    for protocol in (2, 4):
+        out = SafeUnpickler(io.BytesIO(pickle.dumps(batch, protocol=protocol)), encoding="bytes").load()
+        assert out[b"labels"] == [3, 7] and all(type(v) is int for v in out[b"labels"])
+    evil = pickle.dumps({b"labels": [os.system]}, protocol=2)
+    with pytest.raises(pickle.UnpicklingError, match="refuses to load"):
+        SafeUnpickler(io.BytesIO(evil), encoding="bytes").load()
+
+
+def test_a_cifar_pickle_nested_100k_deep_is_one_line(tmp_path):
+    n = 100_000
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x02}" + b"U\x06labels" + b"]" * n + b"a" * (n - 1) + b"s.")
+    with pytest.raises(AlexNetError, match="nested too deep"):
+        load_pickle(path)
+
+
 # -- MNIST / Fashion-MNIST IDX ------------------------------------------------------------------
 
-def _idx(array):
-    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+def _idx(array, declared=None):
+    """An IDX file of ``array``, its header declaring the shape ``declared`` where given, else the array's."""
+    shape = declared or array.shape
+    return struct.pack(">BBBB", 0, 0, 0x08, len(shape)) + struct.pack(f">{len(shape)}I", *shape) + array.tobytes()
 
 
 def _idx_folder(root, gz, rng):
@@ -250,6 +286,21 @@ def test_idx_bad_files(tmp_path):
     (root / "train-images-idx3-ubyte").write_bytes(_idx(arrays["train"][0]))
     (root / "train-labels-idx1-ubyte").unlink()
     _one_line_error(root, "no train-labels-idx1-ubyte[.gz] file for the train split")
+
+
+def test_idx_gzip_bomb_and_labels_outside_the_classes(tmp_path):
+    root = tmp_path / "mnist"
+    root.mkdir()
+    labels = np.arange(3, dtype=np.uint8)
+    (root / "train-labels-idx1-ubyte").write_bytes(_idx(labels))
+    bomb = _idx(np.zeros((3000, 28, 28), np.uint8), declared=(3, 28, 28))  # 2.4 MB inflated, 3 images declared
+    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(bomb))
+    with pytest.raises(AlexNetError, match=r"wrong size: more data than the header's 3×28×28 needs 2,352"):
+        open_dataset(root)
+    (root / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(_idx(np.zeros((3, 28, 28), np.uint8))))
+    (root / "train-labels-idx1-ubyte").write_bytes(_idx(np.array([1, 200, 4], np.uint8)))
+    with pytest.raises(AlexNetError, match="label 200 at index 1 is outside 0–9"):
+        open_dataset(root)
 
 
 # -- digits -------------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_config
 
 from alexnet import checkpoint, cli, models
+from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
@@ -15,6 +17,7 @@ from alexnet.errors import AlexNetError
 from alexnet.inference import evaluate, samples
 from alexnet.inference.features import Extractor, FeatureConfig
 from alexnet.reporting import figures as visualize
+from alexnet.training.loop import RunOptions, train
 
 CLASSES = [f"c{i}" for i in range(6)]
 
@@ -182,3 +185,15 @@ def test_eval_command_on_the_digits_data(tmp_path, capsys):
     assert d["images"] == len(images) and d["views"] == 1 and len(d["checkpoints"]) == 2
     assert math.isclose(d["top1_error"] + d["top1_accuracy"], 1.0) and 0 <= d["top5_error"] <= d["top1_error"]
     assert (tmp_path / "plots" / "confusion_matrix.png").exists()
+
+
+def test_ten_views_of_a_model_trained_without_reflections_warn(tmp_path, caplog):
+    from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
+
+    out = tmp_path / "run"
+    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False))
+    test = open_dataset("digits").splits["test"]
+    evaluate_checkpoints([out / "checkpoints" / "last.pt"], test, EvalConfig(views=1))
+    assert "trained without reflections" not in caplog.text
+    evaluate_checkpoints([out / "checkpoints" / "last.pt"], test, EvalConfig(views=10))
+    assert caplog.text.count("trained without reflections") == 1

@@ -5,6 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from helpers import save_plain_checkpoint
 
 from alexnet import checkpoint, cli, models
 from alexnet.data.stats import compute_stats
@@ -76,3 +77,13 @@ def test_export_refuses_to_overwrite(small_ckpt, tmp_path, capsys):
     out.write_text("keep me")
     assert cli.main(["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me"
+
+
+def test_export_without_onnx_names_the_extra(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    path = save_plain_checkpoint(tmp_path)
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnx" else real(name, *a))
+    assert cli.main(["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 2
+    assert "pip install 'alexnet[onnx]'" in capsys.readouterr().err and not (tmp_path / "m.onnx").exists()

@@ -1,4 +1,6 @@
-"""Resuming continues the run's own configuration; best.pt follows the best epoch; one training step.
+"""Resuming: the run's own configuration, the same weights after a stop or a kill -9, best.pt following
+the best epoch, one training step; what a resume refuses (an import's weights, a second writer) and
+what an interruption keeps (Ctrl-C, a full disk, a bad val image) for the resume to continue from.
 
 Each scenario is run as a user runs it: the run is started with flags, interrupted, and resumed with
 nothing but ``alexnet train --resume RUN_DIR`` (the earlier resume test repeated the flags, and so
@@ -7,26 +9,32 @@ never saw a resume re-resolve the preset's defaults).
 
 import copy
 import json
+import os
+import signal
 import struct
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
-from helpers import StopAfter
+from helpers import TINY, StopAfter, image_folder, tiny_config
 
-from alexnet import checkpoint, cli
+from alexnet import atomic, checkpoint, cli
+from alexnet.errors import AlexNetError
+from alexnet.jobs import RunLock
 from alexnet.runtime import RuntimeSettings
 from alexnet.tools.bench.step import train_step
 from alexnet.training import step as steps
 from alexnet.training.config import resolve
 from alexnet.training.distributed import World
-from alexnet.training.loop import RunOptions, setup, train
+from alexnet.training.loop import RunOptions, TrainingInterrupted, setup, train
 from alexnet.training.resume import saved_config
 from alexnet.training.run_folder import RunFolder
 
-# A quarter-width alexnet_small on the embedded digits, 3 epochs (the preset says 10): seconds an epoch.
+# A quarter-width alexnet_small on the embedded digits (helpers.TINY), 3 epochs (the preset says 10): seconds an epoch.
 FLAGS = {"epochs": 3, "device": "cpu", "checkpoint_every": 10}
-TINY = ["model.options.width=0.25", "data.workers=0"]
 
 
 def started(out, steps_before_stop=0):
@@ -59,6 +67,45 @@ def test_resume_with_only_the_run_folder_continues_the_runs_own_recipe(tmp_path,
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     final = json.loads((cut / "report.json").read_text())["final"]["test_1view"]
     assert final == json.loads((whole / "report.json").read_text())["final"]["test_1view"]
+
+
+def test_resumed_run_ends_with_the_same_weights(tmp_path):
+    config = resolve("digits", {"epochs": 2, "device": "cpu"}, [*TINY, "checkpoint_every=5"])
+    train(config, RunOptions(out=tmp_path / "whole", progress_bar=False))
+    stopped = train(config, RunOptions(out=tmp_path / "cut", progress_bar=False, callbacks=[StopAfter(27)]))
+    assert stopped.stopped and stopped.steps == 27  # inside the second epoch, two steps after a checkpoint
+    train(config, RunOptions(out=tmp_path / "cut", resume=True, progress_bar=False))
+    a, b = weights(tmp_path / "whole").state_dict, weights(tmp_path / "cut").state_dict
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    cut = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
+    whole = [json.loads(l) for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in cut] == [1, 2]
+    assert cut[1]["train_loss"] == pytest.approx(whole[1]["train_loss"], rel=1e-9)
+
+
+def test_kill_9_loses_at_most_the_steps_since_the_checkpoint(tmp_path, cli_env):
+    args = ["--preset", "digits", "--epochs", "2", "--device", "cpu", "--checkpoint-every", "3", "--quiet",
+            *[a for s in TINY for a in ("--set", s)]]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "train", *args, "--out", str(out)], env=cli_env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = out / "checkpoints" / "last.pt"
+    deadline = time.time() + 240
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.load(last).train_state["step"] >= 3  # the checkpoint on disk is whole
+    done = subprocess.run([sys.executable, "-m", "alexnet", "train", "--resume", str(out), "--quiet"],  # nothing repeated
+                          env=cli_env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    train(resolve("digits", {"epochs": 2, "device": "cpu", "checkpoint_every": 3}, TINY),
+          RunOptions(out=tmp_path / "whole", progress_bar=False))
+    a, b = weights(tmp_path / "whole").state_dict, weights(out).state_dict
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_a_changed_recipe_and_records_a_safe_change(tmp_path, capsys):
@@ -139,3 +186,76 @@ def test_the_bench_times_the_step_that_train_runs(tmp_path, monkeypatch):
     train(resolve("digits", {"device": "cpu", "epochs": 1}, [*TINY, "max_steps=3"]),
           RunOptions(out=tmp_path / "counted", progress_bar=False))
     assert len(calls) == 3
+
+
+def test_resuming_an_import_says_what_the_file_is(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False))
+    ck = checkpoint.load(out / "checkpoints" / "last.pt")
+    ck.train_state = None
+    checkpoint.save(out / "checkpoints" / "last.pt", ck)
+    with pytest.raises(AlexNetError, match="weights without a training state .* --init"):
+        train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False))
+    lock = RunLock(RunFolder(out)).acquire()  # another process training it
+    with pytest.raises(AlexNetError, match=rf"is being written by pid {os.getpid()} on host"):
+        train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
+    lock.release()
+    (out / ".lock").write_text("pid 999999 on host gone")  # left by a killed process: no flock held
+    train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original, calls = steps.TrainStep.__call__, []
+
+    def step(self, *args, **kwargs):  # Ctrl-C arrives during the fifth step, after four are done
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(steps.TrainStep, "__call__", step)
+    with pytest.raises(TrainingInterrupted) as info:
+        train(tiny_config(checkpoint_every=3), RunOptions(out=out, progress_bar=False))
+    message = str(info.value)
+    assert message.startswith("interrupted at epoch 1, step 4;")
+    assert f"the last checkpoint is {out / 'checkpoints' / 'last.pt'} (step 3)" in message
+    assert message.endswith(f"resume with: alexnet train --resume {out}")
+
+
+def test_a_full_disk_stops_the_run_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    real_save, calls = torch.save, []
+
+    def save(obj, f, *args, **kwargs):  # the second checkpoint write meets a full disk, as torch reports it
+        calls.append(f)
+        if len(calls) == 2:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+                               "file write failed")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    monkeypatch.setattr(checkpoint.format, "disk_full", lambda path, need=0: True)
+    with pytest.raises(atomic.DiskFull, match=r"cannot write .*last.pt: no space left on the device; the last checkpoint .* is kept"):
+        train(tiny_config(checkpoint_every=3), RunOptions(out=out, progress_bar=False))
+    assert checkpoint.load(out / "checkpoints" / "last.pt").train_state["step"] == 3
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.endswith(".tmp")]
+    monkeypatch.setattr(torch, "save", real_save)
+    train(tiny_config(checkpoint_every=3), RunOptions(out=out, resume=True, progress_bar=False))  # resumable
+
+
+def test_a_bad_val_image_found_after_an_epoch_keeps_the_epochs_training(tmp_path):
+    data, out = image_folder(tmp_path / "F", bad=True), tmp_path / "run"
+    config = resolve("digits", {"epochs": 2, "device": "cpu", "data.spec": str(data), "batch_size": 4}, TINY)
+    with pytest.raises(AlexNetError, match="broken.jpg"):
+        train(config, RunOptions(out=out, progress_bar=False))
+    kept = checkpoint.load(out / "checkpoints" / "last.pt").train_state
+    assert (kept["epoch"], kept["batch"]) == (0, 1)  # the first epoch's one batch, checkpointed before validating
+    (data / "val" / "cat" / "broken.jpg").unlink()
+    train(config, RunOptions(out=out, resume=True, progress_bar=False))
+    assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]

@@ -1,14 +1,12 @@
-"""The training loop: presets, the run folder, resume-exactness, divergence, refusing to overwrite."""
+"""The training loop: presets, the run folder, divergence, refusing to overwrite (resuming: test_resume.py)."""
 
 import json
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
-from helpers import Records, StopAfter
+from helpers import TINY, Records
 
 from alexnet import checkpoint
 from alexnet.errors import AlexNetError
@@ -17,16 +15,9 @@ from alexnet.training.config import preset_names, resolve
 from alexnet.training.loop import RunOptions, TrainingDiverged, train
 from alexnet.training.optim import Schedule
 
-# A quarter-width alexnet_small on the embedded digits: seconds per epoch on the CPU.
-TINY = ["model.options.width=0.25", "data.workers=0"]
-
 
 def tiny(epochs=2, extra=()):
     return resolve("digits", {"epochs": epochs, "device": "cpu"}, [*TINY, *extra])
-
-
-def weights(run_dir):
-    return checkpoint.load(run_dir / "checkpoints" / "last.pt").state_dict
 
 
 def test_every_preset_resolves():
@@ -103,45 +94,6 @@ def test_existing_run_is_refused_unless_resume_or_force(tmp_path):
     train(tiny(epochs=1), RunOptions(out=out, force=True, progress_bar=False))
     with pytest.raises(AlexNetError, match="nothing to resume"):
         train(tiny(epochs=1), RunOptions(out=tmp_path / "empty", resume=True, progress_bar=False))
-
-
-def test_resumed_run_ends_with_the_same_weights(tmp_path):
-    config = tiny(epochs=2, extra=["checkpoint_every=5"])
-    train(config, RunOptions(out=tmp_path / "whole", progress_bar=False))
-    stopped = train(config, RunOptions(out=tmp_path / "cut", progress_bar=False, callbacks=[StopAfter(27)]))
-    assert stopped.stopped and stopped.steps == 27  # inside the second epoch, two steps after a checkpoint
-    train(config, RunOptions(out=tmp_path / "cut", resume=True, progress_bar=False))
-    a, b = weights(tmp_path / "whole"), weights(tmp_path / "cut")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    cut = [json.loads(l) for l in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()]
-    whole = [json.loads(l) for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in cut] == [1, 2]
-    assert cut[1]["train_loss"] == pytest.approx(whole[1]["train_loss"], rel=1e-9)
-
-
-def test_kill_9_loses_at_most_the_steps_since_the_checkpoint(tmp_path, cli_env):
-    args = ["--preset", "digits", "--epochs", "2", "--device", "cpu", "--checkpoint-every", "3", "--quiet",
-            *[a for s in TINY for a in ("--set", s)]]
-    out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "alexnet", "train", *args, "--out", str(out)], env=cli_env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    last = out / "checkpoints" / "last.pt"
-    deadline = time.time() + 240
-    while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stderr.read().decode()
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert checkpoint.load(last).train_state["step"] >= 3  # the checkpoint on disk is whole
-    done = subprocess.run([sys.executable, "-m", "alexnet", "train", "--resume", str(out), "--quiet"],  # nothing repeated
-                          env=cli_env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    train(resolve("digits", {"epochs": 2, "device": "cpu", "checkpoint_every": 3}, TINY),
-          RunOptions(out=tmp_path / "whole", progress_bar=False))
-    a, b = weights(tmp_path / "whole"), weights(out)
-    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_divergence_stops_with_a_clear_message_and_keeps_the_checkpoint(tmp_path):

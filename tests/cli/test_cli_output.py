@@ -1,0 +1,41 @@
+"""What the commands print and write: the epoch lines, --quiet, a closed pipe, and the files they refuse to overwrite."""
+
+import subprocess
+import sys
+
+from helpers import TINY, tiny_config
+
+from alexnet import cli
+from alexnet.cli.train import print_epoch
+from alexnet.reporting.html_report import TrainingReport
+from alexnet.training.loop import RunOptions, train
+
+
+def test_epoch_lines_say_error(capsys):
+    print_epoch({"epoch": 1, "train_loss": 2.4, "train_top1_error": 0.8684, "train_top5_error": 0.1229, "val_loss": 2.0,
+                 "val_top1_error": 0.5, "val_top5_error": 0.1, "lr": 0.01, "images_per_second": 100.0, "epoch_seconds": 1.0})
+    line = capsys.readouterr().out
+    assert "train loss 2.4000 top-1 err 86.84%" in line and "val loss 2.0000 top-1 err 50.00% top-5 err 10.00%" in line
+
+
+def test_quiet_still_prints_the_answer_and_a_closed_pipe_is_silent(tmp_path, run_cli, cli_env):
+    r = run_cli("train", "--device", "cpu", "--epochs", "1", "--quiet", "--out", tmp_path / "q", *[a for s in TINY for a in ("--set", s)])
+    assert r.returncode == 0 and "top-1 err" in r.stdout and "test_1view" in r.stdout and "epoch   1" not in r.stdout
+    # the reader is gone before alexnet writes (its imports take a second): every write meets a closed pipe
+    piped = subprocess.run(f"{sys.executable} -m alexnet models | true", shell=True, capture_output=True, text=True, env=cli_env)
+    assert piped.stderr == ""
+
+
+def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False, callbacks=[TrainingReport()]))
+    assert cli.main(["visualize", "report", str(out)]) == 2  # train wrote report.html
+    assert "report.html already exists; pass --force" in capsys.readouterr().err
+    assert cli.main(["visualize", "report", str(out), "--force"]) == 0
+    ckpt = str(out / "checkpoints" / "last.pt")
+    plots = tmp_path / "plots"
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 0
+    stamp = (plots / "confusion_matrix.png").stat().st_mtime_ns
+    assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 2
+    assert "confusion_matrix.png already exists; pass --force" in capsys.readouterr().err
+    assert (plots / "confusion_matrix.png").stat().st_mtime_ns == stamp

@@ -1,0 +1,47 @@
+"""alexnet.atomic: the user's umask, a full disk named with the file and no temporary left, best.pt as a link to last.pt."""
+
+import os
+import stat
+
+import pytest
+from helpers import save_plain_checkpoint
+
+from alexnet import atomic
+
+
+def test_written_files_get_the_users_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic.atomic_write(tmp_path / "a.json", "{}")
+        path = save_plain_checkpoint(tmp_path)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644 == stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_full_disk_in_any_atomic_write_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    def full(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    (tmp_path / "config.json").write_text("{}")
+    monkeypatch.setattr(atomic.Path, "write_bytes", full)
+    with pytest.raises(atomic.DiskFull, match=r"cannot write .*config.json: no space left on the device"):
+        atomic.write_json(tmp_path / "config.json", {"a": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"] and (tmp_path / "config.json").read_text() == "{}"
+
+
+@pytest.mark.parametrize("links", [True, False])
+def test_best_is_a_link_to_last_that_keeps_its_content_when_last_is_replaced(tmp_path, monkeypatch, links):
+    import errno
+
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic.atomic_write(last, b"epoch 1")
+    if not links:  # a filesystem without hard links: a copy
+        monkeypatch.setattr(atomic.os, "link", lambda *a: (_ for _ in ()).throw(OSError(errno.EPERM, "no links")))
+    atomic.atomic_link(last, best)
+    assert best.read_bytes() == b"epoch 1" and (last.stat().st_ino == best.stat().st_ino) == links
+    atomic.atomic_write(last, b"epoch 2")  # the next epoch's last.pt: a new file renamed over the name
+    assert best.read_bytes() == b"epoch 1" and last.read_bytes() == b"epoch 2"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]

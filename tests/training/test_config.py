@@ -1,0 +1,38 @@
+"""Settings checked when a run is resolved or started: numeric ranges, boolean model options, a batch larger than the data."""
+
+import pytest
+from helpers import tiny_config
+
+from alexnet import models
+from alexnet.errors import AlexNetError
+from alexnet.training.config import resolve
+from alexnet.training.loop import RunOptions, train
+
+
+@pytest.mark.parametrize(("flags", "overrides", "message"), [
+    ({"optim.lr": -1.0}, [], r"optim.lr=-1.0 \(--lr\) must be a positive number"),
+    ({"optim.lr": float("nan")}, [], r"optim.lr=nan \(--lr\) must be a positive number"),
+    ({"data.workers": -1}, [], r"data.workers=-1 \(--workers\) must be ≥ 0"),
+    ({"checkpoint_every": -3}, [], r"checkpoint_every=-3 \(--checkpoint-every\) must be ≥ 0"),
+    ({}, ["data.val_fraction=1.5"], r"data.val_fraction=1.5 must be in \[0, 1\)"),
+    ({}, ["optim.momentum=1.0"], r"optim.momentum=1.0 must be in \[0, 1\)"),
+])
+def test_numeric_settings_are_range_checked(flags, overrides, message):
+    with pytest.raises(AlexNetError, match=message):
+        resolve("digits", flags, overrides)
+
+
+@pytest.mark.parametrize("value", ["False", "maybe", "no", "yes"])
+def test_boolean_model_options_refuse_strings(value, tmp_path):
+    config = resolve("digits", {"device": "cpu"}, [f"model.options.lrn={value}"])
+    assert config.model.options["lrn"] == value  # what the command line gave: a string, not a boolean
+    with pytest.raises(ValueError, match=rf"alexnet_small option lrn={value!r} must be true or false"):
+        train(config, RunOptions(out=tmp_path / "run", progress_bar=False))
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+    models.check_options("alexnet_small", {"lrn": False, "width": 1})  # real booleans and ints for floats pass
+
+
+def test_a_batch_larger_than_the_data_names_the_flag(tmp_path):
+    with pytest.raises(AlexNetError, match=r"--batch-size 5000 .* larger than the 1259 training images .* smaller --batch-size"):
+        train(tiny_config(batch_size=5000), RunOptions(out=tmp_path / "run", progress_bar=False))
+    assert not (tmp_path / "run").exists()

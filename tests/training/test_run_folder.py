@@ -1,0 +1,51 @@
+"""The run folder: an --out of the user's own files, a torn metrics line, stale temporary files, one TensorBoard writer."""
+
+import pytest
+from helpers import StopAfter, tiny_config
+
+from alexnet.errors import AlexNetError
+from alexnet.training.loop import RunOptions, train
+from alexnet.training.run_folder import RunFolder
+
+
+def test_an_out_folder_with_other_files_is_refused(tmp_path):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text("my own notes\n")
+    with pytest.raises(AlexNetError, match="holds other files and no run"):
+        train(tiny_config(), RunOptions(out=out, progress_bar=False))
+    assert (out / "metrics.jsonl").read_text() == "my own notes\n"
+
+
+def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(tmp_path):
+    folder = RunFolder(tmp_path)
+    folder.append_metrics({"epoch": 1})
+    with open(folder.metrics, "a") as f:
+        f.write('{"epoch": 2, "train_lo')  # killed mid-write
+    assert folder.read_metrics() == [{"epoch": 1}]
+    folder.metrics.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
+    with pytest.raises(AlexNetError, match=r"metrics.jsonl, line 2: not JSON"):
+        folder.read_metrics()
+
+
+def test_stale_temporary_files_are_cleaned_on_resume(tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(), RunOptions(out=out, progress_bar=False, callbacks=[StopAfter(2)]))
+    stale = out / "checkpoints" / ".last.pt.abc123.tmp"  # a kill -9 during a checkpoint write
+    stale.write_bytes(b"half a checkpoint")
+    train(tiny_config(), RunOptions(out=out, resume=True, progress_bar=False))
+    assert not stale.exists()
+
+
+def test_one_tensorboard_writer_per_run_with_per_step_scalars(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    train(tiny_config(epochs=2), RunOptions(out=out, progress_bar=False))
+    events = list((out / "tb").iterdir())
+    assert len(events) == 1  # not one file per epoch
+    acc = EventAccumulator(str(events[0]))
+    acc.Reload()
+    tags = acc.Tags()["scalars"]
+    assert {"step/loss", "step/lr", "epoch/train_loss", "epoch/val_top1_error"} <= set(tags)
+    assert [e.step for e in acc.Scalars("step/loss")][:3] == [10, 20, 30] and len(acc.Scalars("epoch/train_loss")) == 2
