@@ -64,11 +64,11 @@ def test_mean_image_is_subtracted_pixel_by_pixel_under_random_crops():
     rng = np.random.default_rng(0)
     imgs = rng.integers(0, 256, (6, 40, 40, 3), dtype=np.uint8)
     p = Pipeline("t", resize=40, crop=32, flip=False, lighting=0.0)
-    pre = Preprocess(p, compute_stats(imgs))
+    stats = compute_stats(imgs)
+    stats.mean_image = np.round(stats.mean_image)  # whole numbers, so that the mean image is itself a uint8 image
+    pre = Preprocess(p, stats)
     # training crops of the mean image itself give exactly zero
-    mean_img = torch.from_numpy(np.round(pre.stats.mean_image).astype(np.uint8))[None].repeat(4, 1, 1, 1)
-    pre.stats.mean_image = np.round(pre.stats.mean_image)
-    pre._cache.clear()
+    mean_img = torch.from_numpy(stats.mean_image.astype(np.uint8))[None].repeat(4, 1, 1, 1)
     out = pre.augment(mean_img, torch.Generator().manual_seed(0))
     assert out.shape == (4, 3, 32, 32)
     assert out.abs().max() == 0

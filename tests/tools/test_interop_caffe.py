@@ -241,5 +241,6 @@ def test_a_deploy_prototxt_given_as_weights_is_named(tmp_path):
         message = str(info.value)
         assert name in message and "text prototxt" in message and "give the .caffemodel file" in message
         assert "wire type" not in message
-    binary = caffemodel_with_order(small_caffe_net().state_dict(), "alexnet")
-    assert not caffe._is_prototxt(binary[:512])
+    binary = tmp_path / "bvlc_alexnet.caffemodel"
+    binary.write_bytes(caffemodel_with_order(small_caffe_net().state_dict(), "alexnet"))
+    assert caffe.read_caffemodel(binary)  # a binary caffemodel is not taken for a prototxt: its layers are read
