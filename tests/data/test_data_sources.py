@@ -272,6 +272,24 @@ def test_fashion_mnist_in_torchvision_raw_folder(tmp_path):
     assert d.classes[0] == "T-shirt/top" and d.classes[9] == "Ankle boot"
 
 
+@pytest.mark.parametrize("layout", [(), ("raw",), ("FashionMNIST", "raw")])
+def test_fashion_mnist_by_name_from_the_folder_the_environment_names(tmp_path, monkeypatch, layout):
+    arrays = _idx_folder(tmp_path.joinpath("fm", *layout), True, np.random.default_rng(6))
+    monkeypatch.setenv("ALEXNET_FASHION_MNIST", str(tmp_path / "fm"))
+    d = open_dataset("fashion-mnist")
+    assert d.name == "fashion-mnist" and d.classes[0] == "T-shirt/top" and set(d.splits) == {"train", "test"}
+    np.testing.assert_array_equal(d.splits["train"].images[..., 0], arrays["train"][0])
+
+
+def test_fashion_mnist_absent_says_how_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("ALEXNET_FASHION_MNIST", raising=False)
+    monkeypatch.setattr("alexnet.data.idx.FASHION_MNIST_FOLDERS", (str(tmp_path / "none"), str(tmp_path / "cache")))
+    _one_line_error("fashion-mnist", "not found in", str(tmp_path / "none"), "apt-get install dataset-fashion-mnist",
+                    "ALEXNET_FASHION_MNIST")
+    monkeypatch.setenv("ALEXNET_FASHION_MNIST", str(tmp_path))
+    _one_line_error("fashion-mnist", f"{tmp_path} ($ALEXNET_FASHION_MNIST): no Fashion-MNIST IDX files")
+
+
 def test_idx_bad_files(tmp_path):
     root = tmp_path / "mnist"
     arrays = _idx_folder(root, False, np.random.default_rng(5))

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from alexnet.data.sources import SPEC_HELP
 from alexnet.tools.ablate import STUDIES, TARGET_ERROR
 from alexnet.training.config import preset_names
 
@@ -24,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--preset", default="digits", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file")
-    p.add_argument("--data", help="'digits', or a path (default: the preset's)")
+    p.add_argument("--data", help=SPEC_HELP + " (default: the preset's)")
     p.add_argument("--study", required=True, choices=[*STUDIES, "all"],
                    help="which ablation: " + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
     p.add_argument("--seeds", type=int, default=5, help="runs per variant: the preset's seed, +1, ... (an interval needs 2)")

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "results); --views 10 averages the paper's ten crops (§4.1).")
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="C", help="checkpoint file(s); several are an ensemble")
     p.add_argument("--data", required=True, metavar="PATH",
-                   help='data set: "digits", an ImageNet-layout folder, cifar-10-batches-py, an IDX folder or a packed store')
+                   help="data set: " + SPEC_HELP)
     p.add_argument("--split", choices=("val", "test"), default=None, help="split to evaluate (default: val, else test)")
     p.add_argument("--views", type=int, choices=(1, 10), default=1, help="1: centre crop; 10: four corners + centre and their reflections")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")

@@ -8,6 +8,7 @@ import socket
 import sys
 from pathlib import Path
 
+from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 
 
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "training images in fc7 (Fig. 4) and, with --run, the run's curves, confusion matrix and "
                                    "configuration. Needs the [explore] extra: pip install 'alexnet[explore]'.")
     p.add_argument("--checkpoint", type=Path, metavar="C", help="checkpoint file (default with --run: RUN/checkpoints/best.pt)")
-    p.add_argument("--data", help="'digits' or a data folder (default: the data the checkpoint was trained on, if it opens)")
+    p.add_argument("--data", help=SPEC_HELP + " (default: the data the checkpoint was trained on, if it opens)")
     p.add_argument("--run", type=Path, metavar="R", help="a run folder, for the Run view (curves, configuration)")
     p.add_argument("--features", type=Path, metavar="BANK.npy",
                    help="a bank from `alexnet features --out BANK.npy` (fc7 of a split; default: computed on start over train)")

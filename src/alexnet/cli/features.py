@@ -7,6 +7,7 @@ import sys
 import time
 
 from alexnet import runtime
+from alexnet.data.sources import SPEC_HELP
 from alexnet.inference.features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
 from alexnet.runtime import resolve_device
 
@@ -19,7 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "when run again with the same arguments; finished files are kept unless --force.")
     p.add_argument("--checkpoint", required=True, metavar="C", help="checkpoint file")
     p.add_argument("--data", required=True, metavar="PATH",
-                   help='data set: "digits", an ImageNet-layout folder, cifar-10-batches-py, an IDX folder or a packed store')
+                   help="data set: " + SPEC_HELP)
     p.add_argument("--split", default=None, help="split to read (default: train, else val, else test)")
     p.add_argument("--layer", default=DEFAULT_LAYER,
                    help="features (the model's forward_features: fc7 for AlexNets, the default), fc6, fc7, conv5, pool5, … "

@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from alexnet.data.sources import SPEC_HELP
+from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
 from alexnet.training.config import PRECISIONS, preset_names, resolve
 from alexnet.training.loop import Callback, TrainResult
 from alexnet.training.resume import RESUMABLE
@@ -23,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "Under `torchrun --nproc_per_node N` it runs DistributedDataParallel.",
     )
     p.add_argument("--preset", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file (default: digits)")
-    p.add_argument("--data", help="'digits', or a path: an image folder, cifar-10-batches-py, IDX files, or a packed store")
+    p.add_argument("--data", help=SPEC_HELP)
     p.add_argument("--out", type=Path, help="run folder (default: runs/PRESET-TIME)")
     p.add_argument("--epochs", type=int, help="epochs to train (preset's default otherwise)")
     p.add_argument("--batch-size", type=int, help="images per step per process")
@@ -144,5 +146,7 @@ def print_results(result: TrainResult) -> None:
     print(f"{'split':<12} {'top-1 err':>9} {'top-5 err':>9} {'top-1 acc':>9} {'images':>7}")
     for name, r in results["final"].items():
         print(f"{name:<12} {100 * r['top1_error']:>8.2f}% {100 * r['top5_error']:>8.2f}% {100 * r['top1_accuracy']:>8.2f}% {r['images']:>7}")
+    if (numbers := train_ch6_numbers(result.history, results["final"])) is not None:
+        print(f"as d2l's train_ch6 prints it: {train_ch6_line(numbers)}")
     print(f"{results['epochs']} epochs, {results['steps']} steps, {results['wall_seconds']:.0f} s; run folder: {results['run_dir']}")
     sys.stdout.flush()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 
 
@@ -18,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f = figures.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
         f.add_argument("checkpoint", type=Path, help="a checkpoint (e.g. RUN/checkpoints/best.pt)")
         if data:
-            f.add_argument("--data", help="'digits' or a data folder (default: the data the checkpoint was trained on)")
+            f.add_argument("--data", help=SPEC_HELP + " (default: the data the checkpoint was trained on)")
             f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
         f.add_argument("--out", type=Path, required=True, help="PNG file to write")
         f.add_argument("--force", action="store_true", help="overwrite --out if it exists")

@@ -12,6 +12,11 @@ dimensions), one big-endian uint32 per dimension, then the data. Images come out
 
 Class names: Fashion-MNIST's ten names when the folder's path contains "fashion" (any case),
 otherwise the digits "0" … "9" (or "0" … str(max label) for other IDX sets such as KMNIST).
+
+``--data fashion-mnist`` names the real Fashion-MNIST without a path (:func:`find_fashion_mnist`):
+``$ALEXNET_FASHION_MNIST`` when set, else Debian's package ``dataset-fashion-mnist``
+(``/usr/share/datasets/fashion-mnist``), else ``~/.cache/alexnet/fashion-mnist``; each may hold
+the four files itself, in ``raw/``, or in torchvision's ``FashionMNIST/raw``. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ PREFIXES = {"train": "train", "test": "t10k"}
 UINT8 = 0x08
 MAX_BYTES = 2**32  # far above MNIST's 47 MB and EMNIST's 700 MB; a header beyond it is not such a file
 NUM_CLASSES = 10  # MNIST, Fashion-MNIST, KMNIST: labels 0–9
+FASHION_MNIST_ENV = "ALEXNET_FASHION_MNIST"
+FASHION_MNIST_FOLDERS = ("/usr/share/datasets/fashion-mnist", "~/.cache/alexnet/fashion-mnist")
 
 
 def _pattern(prefix: str, kind: str, dims: int) -> re.Pattern:
@@ -46,6 +53,24 @@ def find_idx_folder(root: Path) -> Path | None:
     return None
 
 
+def find_fashion_mnist() -> Path:
+    """The folder holding the real Fashion-MNIST (see the module doc), or a one-line error that says
+    where it looked and how to get the files."""
+    chosen = os.environ.get(FASHION_MNIST_ENV)
+    candidates = [chosen] if chosen else list(FASHION_MNIST_FOLDERS)
+    for candidate in candidates:
+        root = Path(candidate).expanduser()
+        for folder in (root, root / "FashionMNIST"):
+            if (found := find_idx_folder(folder)) is not None:
+                return found
+    if chosen:
+        raise AlexNetError(f"{chosen} (${FASHION_MNIST_ENV}): no Fashion-MNIST IDX files "
+                           f"(train-images-idx3-ubyte[.gz] …) there, in raw/ or in FashionMNIST/raw/")
+    raise AlexNetError(f"fashion-mnist: not found in {' or '.join(FASHION_MNIST_FOLDERS)}; install it with "
+                       f"`apt-get install dataset-fashion-mnist`, or set ${FASHION_MNIST_ENV} to the folder "
+                       f"holding its four IDX files")
+
+
 def _find(folder: Path, split: str, kind: str, dims: int, required: bool = True) -> Path | None:
     pattern = _pattern(PREFIXES[split], kind, dims)
     matches = sorted(p for p in folder.iterdir() if pattern.match(p.name))
@@ -54,8 +79,9 @@ def _find(folder: Path, split: str, kind: str, dims: int, required: bool = True)
     return matches[0] if matches else None
 
 
-def open_idx(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str]]:
-    """The train and test splits found in ``root`` (a split needs both its images and labels file)."""
+def open_idx(root: str | os.PathLike, fashion: bool = False) -> tuple[dict[str, ImageSet], list[str]]:
+    """The train and test splits found in ``root`` (a split needs both its images and labels file);
+    Fashion-MNIST's class names when ``fashion`` or when the path says "fashion"."""
     root = Path(root)
     splits = {}
     for split in PREFIXES:
@@ -75,7 +101,7 @@ def open_idx(root: str | os.PathLike) -> tuple[dict[str, ImageSet], list[str]]:
                                  info={"source": "idx", "files": [str(images_path), str(labels_path)]})
     if not splits:
         raise AlexNetError(f"{root}: no train-images-idx3-ubyte or t10k-images-idx3-ubyte file")
-    fashion = "fashion" in str(root.resolve()).lower()
+    fashion = fashion or "fashion" in str(root.resolve()).lower()
     classes = FASHION_CLASSES if fashion else [str(i) for i in range(NUM_CLASSES)]
     for s in splits.values():
         s.classes = classes

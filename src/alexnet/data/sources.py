@@ -1,6 +1,7 @@
 """``--data SPEC`` → :class:`Dataset`: which source a spec names, and opening it.
 
-A spec is ``digits`` (scikit-learn's bundled digits, the embedded default) or a path to
+A spec is ``digits`` (scikit-learn's bundled digits, the embedded default), ``fashion-mnist`` (the
+real Fashion-MNIST where it is installed: :func:`alexnet.data.idx.find_fashion_mnist`) or a path to
 
 1. a packed store written by ``alexnet prepare`` (has ``manifest.json``),
 2. a CIFAR-10 python folder (``data_batch_1`` … / ``test_batch``, or a folder holding
@@ -20,20 +21,24 @@ from pathlib import Path
 from alexnet.data.cifar import find_cifar10_folder, open_cifar10
 from alexnet.data.digits import open_digits
 from alexnet.data.folder import is_image_folder, open_image_folder
-from alexnet.data.idx import find_idx_folder, open_idx
+from alexnet.data.idx import find_fashion_mnist, find_idx_folder, open_idx
 from alexnet.data.imageset import ImageSet
 from alexnet.data.stats import Stats
 from alexnet.data.store import is_store, open_store
 from alexnet.errors import AlexNetError
 
 DIGITS = "digits"
+FASHION_MNIST = "fashion-mnist"
+NAMED = (DIGITS, FASHION_MNIST)  # specs that are names, not paths
+SPEC_HELP = ("'digits', 'fashion-mnist', or a path: an image folder, cifar-10-batches-py, MNIST/Fashion-MNIST "
+             "IDX files, or a packed store from alexnet prepare")
 
 
 @dataclass
 class Dataset:
     """The splits of one source (keys among "train", "val", "test") and what they share."""
 
-    name: str  # "digits", "cifar10", "idx", "folder" or "store"
+    name: str  # "digits", "fashion-mnist", "cifar10", "idx", "folder" or "store"
     splits: dict[str, ImageSet]
     classes: list[str]
     stats: Stats | None = None  # a packed store's train statistics; None elsewhere (compute them)
@@ -51,12 +56,15 @@ def open_dataset(spec: str | os.PathLike) -> Dataset:
     if str(spec) == DIGITS:
         splits, classes = open_digits()
         return Dataset(DIGITS, splits, classes)
+    if str(spec) == FASHION_MNIST:
+        folder = find_fashion_mnist()
+        splits, classes = open_idx(folder, fashion=True)
+        return Dataset(FASHION_MNIST, splits, classes, None, str(folder))
     root = Path(spec).expanduser()
     if not root.exists():
-        raise AlexNetError(f"{spec}: no such folder (--data takes {DIGITS!r} or a folder: image folder, "
-                           f"cifar-10-batches-py, MNIST/Fashion-MNIST IDX files, or a store from alexnet prepare)")
+        raise AlexNetError(f"{spec}: no such folder (--data takes {SPEC_HELP})")
     if not root.is_dir():
-        raise AlexNetError(f"{spec}: a file; --data takes {DIGITS!r} or a folder")
+        raise AlexNetError(f"{spec}: a file; --data takes {DIGITS!r}, {FASHION_MNIST!r} or a folder")
     if root.name.endswith(".partial") and (root / "state.json").is_file():
         raise AlexNetError(f"{root}: an unfinished alexnet prepare run; rerun the same alexnet prepare command to finish it")
     if is_store(root):

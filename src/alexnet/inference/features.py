@@ -61,7 +61,7 @@ from alexnet.atomic import atomic_write, write_json
 from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
-from alexnet.data.sources import DIGITS
+from alexnet.data.sources import NAMED
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import evaluating, load_for_inference
 from alexnet.jobs import JobRecord, RunLock, resume
@@ -281,7 +281,7 @@ def _job(checkpoint_path: str | os.PathLike, sha: str, data: str, split: str, im
     only when all of it is the same."""
     return {
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": sha, "split": split,
-        "data": str(data) if str(data) == DIGITS else str(Path(data).expanduser().resolve()),
+        "data": str(data) if str(data) in NAMED else str(Path(data).expanduser().resolve()),
         "layer": config.layer, "reads": reads, "dtype": config.dtype, "precision": config.precision, "rows": len(images), "dim": dim,
     }
 

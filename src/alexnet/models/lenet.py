@@ -32,6 +32,11 @@ init          LeCun uniform ±2.4/fan_in (App. C)     Xavier-uniform (d2l's ``in
 Both have 61,706 parameters at 10 classes (156 + 2,416 + 48,120 + 10,164 + 850). ReLU and max
 pooling, what AlexNet brought (§3.1, §3.4), are the options ``activation="relu"``,
 ``pooling="max"``.
+
+``lenet_bn_d2l`` is d2l's LeNet with batch normalization (d2l-ai/d2l-zh and d2l-ai/d2l-en,
+chapter_convolutional-modern/batch-norm.md, the concise form): conv1 unpadded (28 → 24, so fc3 takes
+16·4·4 = 256 values), a BatchNorm before each of the four sigmoids (``bn1`` … ``bn4``), 44,878
+parameters at 10 classes.
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class LeNetConfig:
     activation: str = "scaled_tanh"
     pooling: str = "avg"
     init: str = "lecun"
+    batch_norm: bool = False  # BatchNorm2d/1d between each conv/fc3/fc4 and its activation (d2l's BN-LeNet)
 
     def __post_init__(self) -> None:
         for key, value, valid in (("activation", self.activation, tuple(LENET_ACTIVATIONS)),
@@ -87,6 +93,10 @@ class LeNetConfig:
         return side
 
 
+def _identity(_features: int) -> nn.Module:
+    return nn.Identity()
+
+
 class LeNet(ConfiguredNet):
     """LeNet-5 configured by a :class:`LeNetConfig`; [N, C, H, W] → [N, num_classes] logits."""
 
@@ -97,16 +107,17 @@ class LeNet(ConfiguredNet):
         self.config, self.name = config, name
         c = config
         act, pool = LENET_ACTIVATIONS[c.activation], LENET_POOLING[c.pooling]
+        norm2d, norm1d = (nn.BatchNorm2d, nn.BatchNorm1d) if c.batch_norm else (_identity, _identity)
         self.conv1 = nn.Conv2d(c.in_channels, c.channels[0], 5, padding=c.conv1_padding)
-        self.act1 = act()
+        self.bn1, self.act1 = norm2d(c.channels[0]), act()
         self.pool1 = pool(2, 2)
         self.conv2 = nn.Conv2d(c.channels[0], c.channels[1], 5)
-        self.act2 = act()
+        self.bn2, self.act2 = norm2d(c.channels[1]), act()
         self.pool2 = pool(2, 2)
         self.fc3 = nn.Linear(c.channels[1] * c.feature_side() ** 2, c.hidden[0])
-        self.act3 = act()
+        self.bn3, self.act3 = norm1d(c.hidden[0]), act()
         self.fc4 = nn.Linear(c.hidden[0], c.hidden[1])
-        self.act4 = act()
+        self.bn4, self.act4 = norm1d(c.hidden[1]), act()
         self.fc5 = nn.Linear(c.hidden[1], c.num_classes)
         self.reset_parameters()
 
@@ -123,8 +134,8 @@ class LeNet(ConfiguredNet):
                 layer.reset_parameters()
 
     def forward_conv(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool1(self.act1(self.conv1(x)))
-        return self.pool2(self.act2(self.conv2(x)))
+        x = self.pool1(self.act1(self.bn1(self.conv1(x))))
+        return self.pool2(self.act2(self.bn2(self.conv2(x))))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """F6's 84-d code (after its activation)."""
@@ -132,7 +143,7 @@ class LeNet(ConfiguredNet):
         if x.shape[1] != self.fc3.in_features:
             raise ValueError(f"{self.name}: the conv stages give {x.shape[1]} features but fc3 expects "
                              f"{self.fc3.in_features}; this model takes {self.input_size}×{self.input_size} input")
-        return self.act4(self.fc4(self.act3(self.fc3(x))))
+        return self.act4(self.bn4(self.fc4(self.act3(self.bn3(self.fc3(x))))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc5(self.forward_features(x))
@@ -163,3 +174,17 @@ def lenet_d2l(
     config = LeNetConfig(num_classes=num_classes, in_channels=in_channels, input_size=28, conv1_padding=2,
                          activation=activation, pooling=pooling, init=init)
     return LeNet(config, name="lenet_d2l")
+
+
+@register("d2l.ai's LeNet with batch norm for Fashion-MNIST: 1×28×28 unpadded, BatchNorm before each sigmoid, Xavier init")
+def lenet_bn_d2l(
+    *,
+    num_classes: int = 10,
+    in_channels: int = 1,
+    activation: str = "sigmoid",
+    pooling: str = "avg",
+    init: str = "xavier",
+) -> nn.Module:
+    config = LeNetConfig(num_classes=num_classes, in_channels=in_channels, input_size=28, conv1_padding=0,
+                         activation=activation, pooling=pooling, init=init, batch_norm=True)
+    return LeNet(config, name="lenet_bn_d2l")

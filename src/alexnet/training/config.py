@@ -31,11 +31,12 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    spec: str = "digits"  # `--data`: "digits", or a path (image folder, CIFAR-10, IDX, packed store)
+    spec: str = "digits"  # `--data`: "digits", "fashion-mnist", or a path (image folder, CIFAR-10, IDX, packed store)
     pipeline: str = "paper"  # alexnet.data.transforms.PIPELINES
     pipeline_options: dict[str, Any] = field(default_factory=dict)  # field overrides of that Pipeline
     val_fraction: float = 0.1  # held out of train when the data has no val split (stratified, seeded)
     workers: int = 2  # decode processes for unpacked image folders
+    drop_last: bool = True  # drop an epoch's partial last batch (d2l's DataLoader keeps it: its presets say false)
 
 
 @dataclass

@@ -139,7 +139,7 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
     if kept is not None:
         pipe = replace(pipe, normalize=kept.pipeline.normalize)
-        if kept.stats is not None and pipe.normalize == "image" and kept.stats.mean_image.shape[0] != pipe.resize:
+        if kept.stats is not None and pipe.normalize == "mean_image" and kept.stats.mean_image.shape[0] != pipe.resize:
             raise AlexNetError(f"--init's mean image is {kept.stats.mean_image.shape[0]} px but the recipe resizes to "
                                f"{pipe.resize}; set data.pipeline_options.resize={kept.stats.mean_image.shape[0]}")
     train, val, test = (prefit(s, pipe.resize, pipe.channels) for s in (train, val, test))
@@ -212,7 +212,7 @@ def setup(config: TrainConfig, options: RunOptions, world: dist.World, device: t
     settings = config.runtime_settings(device)
     apply_process_settings(settings)  # the process-wide ones (allocator, cudnn.benchmark): here, once per run
     train_step = train_steps.make_train_step(model, config, settings, distributed=world.enabled, lr_mults=lr_mults)
-    per_epoch = num_batches(len(data.train), config.batch_size, drop_last=True, world_size=world.world_size)
+    per_epoch = num_batches(len(data.train), config.batch_size, drop_last=config.data.drop_last, world_size=world.world_size)
     if per_epoch < 1:
         raise AlexNetError(f"--batch-size {config.batch_size} × {world.world_size} process(es) is larger than the "
                            f"{len(data.train)} training images of {config.data.spec}; pass a smaller --batch-size")
@@ -278,7 +278,7 @@ def train_one_epoch(run: Run, progress: Progress) -> bool:
     started = time.time() - p.epoch_seconds
     batches = iter_batches(run.data.train, cfg.batch_size, size=run.data.preprocess.pipeline.resize, device=run.device,
                            shuffle=True, seed=cfg.seed, epoch=p.epoch, start=p.batch, workers=cfg.data.workers,
-                           rank=run.world.rank, world_size=run.world.world_size, drop_last=True)
+                           rank=run.world.rank, world_size=run.world.world_size, drop_last=cfg.data.drop_last)
     with StepLog(run, p) as step_log:
         for x, y in batches:
             lr = set_lr(run.train_step.optimizer, run.schedule, p.steps)

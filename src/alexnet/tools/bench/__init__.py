@@ -1,11 +1,12 @@
 """``alexnet bench``: our AlexNets against the reference, in one run on one machine.
 
-Five parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
+Six parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
 batch 1, throughput at batch 64; eager, compiled, ONNX Runtime), ``data`` (training from real
 JPEG photographs end to end, and the data path alone), ``decode`` (images/s per CPU core from an
 ImageFolder, the raw store and the JPEG store, and their sizes on disk) and ``features``
 (``alexnet features``: fc7 of JPEG photographs against ImageFolder + DataLoader + torchvision's
-model). Every figure is the median over ``reps`` repetitions after ``warmup`` untimed ones, and
+model), and ``d2l`` (a learner's epoch of d2l's chapter on Fashion-MNIST: d2l's code as written
+against ``alexnet train --preset d2l``'s path). Every figure is the median over ``reps`` repetitions after ``warmup`` untimed ones, and
 every row (:class:`~alexnet.tools.bench.rows.Row`) carries its ratio to the reference row of its part. The
 report (a dict, written as JSON by the CLI) holds the machine, the resolved config and the rows;
 docs/PERFORMANCE.md records the figures.
@@ -23,12 +24,12 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from alexnet import models, runtime
-from alexnet.tools.bench import data, decode, features, infer, step
+from alexnet.tools.bench import d2l, data, decode, features, infer, step
 from alexnet.tools.bench.timing import machine, matmul_tflops
 
 log = logging.getLogger(__name__)
 
-PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features")
+PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features", "d2l")
 # The AlexNet family of the registry (other families — lenet, vgg, … — can be named with --model).
 ALEXNET_VARIANTS: tuple[str, ...] = ("alexnet", "bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small")
 
@@ -108,11 +109,12 @@ def run(config: BenchConfig) -> dict:
     report = {"machine": machine(device), "config": asdict(cfg), "results": []}
     runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=False))  # cudnn.benchmark for every row, the reference's too
     peak = None
-    if {"step", "data"} & set(cfg.parts):  # the ceiling the training rows are measured against
+    if {"step", "data", "d2l"} & set(cfg.parts):  # the ceiling the training rows are measured against
         dtype = torch.bfloat16 if runtime.precision_supported(device, "bf16") else torch.float32
         peak = matmul_tflops(device, dtype, n=512 if cfg.quick else 8192 if device.type == "cuda" else 4096)
         report["machine"]["matmul_peak"] = {"dtype": str(dtype).removeprefix("torch."), "tflops": peak}
-    parts = {"step": step.run, "infer": infer.run, "data": data.run, "decode": decode.run, "features": features.run}
+    parts = {"step": step.run, "infer": infer.run, "data": data.run, "decode": decode.run, "features": features.run,
+             "d2l": d2l.run}
     for name in PARTS:
         if name in cfg.parts:
             log.info("bench: part %s", name)
@@ -140,6 +142,8 @@ def format_report(report: dict) -> str:
             lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<70} {r['batch_size']:>5}  {r.get('note', '')}")
             continue
         label = r["label"] + (f" ({r['kind']})" if "kind" in r else "")
+        if "minutes_per_epoch" in r:
+            label += f", {r['minutes_per_epoch']:.1f} min/epoch"
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else ""
         peak = f"{r['peak_memory_mb']:.0f}" if r.get("peak_memory_mb") is not None else ""
         rate = f"{r['tflops']:.3g} ({100 * r['of_matmul_peak']:.0f} %)" if "of_matmul_peak" in r else ""
