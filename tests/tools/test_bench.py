@@ -136,3 +136,30 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
         bench.BenchConfig(parts=("train",))
     with pytest.raises(ValueError, match="batch_size"):
         bench.BenchConfig(batch_size=0)
+
+
+def test_d2l_quick_times_d2ls_code_and_ours_on_the_real_fashion_mnist(tmp_path):
+    from alexnet.data import open_dataset
+    from alexnet.errors import AlexNetError
+
+    try:
+        open_dataset("fashion-mnist")
+    except AlexNetError as e:
+        pytest.skip(f"the real Fashion-MNIST is not installed ({e})")
+    out = tmp_path / "bench.json"
+    assert main(["bench", "d2l", "--quick", "--device", "cpu", "--data-dir", str(tmp_path), "--json", str(out)]) == 0
+    rows = load(out)["results"]
+    assert [(r["impl"], r["model"]) for r in rows] == [("reference", "alexnet_d2l"), ("ours", "alexnet_d2l")]
+    assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] == pytest.approx(rows[1]["images_per_s"] / rows[0]["images_per_s"])
+    for r in rows:  # 60,000 images at the row's rate (ours: plus prefit's share)
+        assert r["minutes_per_epoch"] * 60 >= 60_000 / r["images_per_s"]
+    raw = tmp_path / "torchvision-fashion-mnist" / "FashionMNIST" / "raw"
+    assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
+                                                     "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
+
+
+def test_d2l_without_the_data_is_a_row_that_says_why(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALEXNET_FASHION_MNIST", str(tmp_path))
+    rows = bench.run(bench.BenchConfig(parts=("d2l",), quick=True, device="cpu"))["results"]
+    assert len(rows) == 1 and "images_per_s" not in rows[0]
+    assert rows[0]["note"].startswith(f"not run: {tmp_path} ($ALEXNET_FASHION_MNIST): no Fashion-MNIST IDX files")

@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from alexnet import models, runtime
+from alexnet.atomic import atomic_write
 from alexnet.data import open_dataset
 from alexnet.data.fitted import prefit
 from alexnet.data.imageset import ImageSet
@@ -65,7 +66,7 @@ def torchvision_root(root: Path) -> Path:
         target = raw / path.name.removesuffix(".gz")
         if path.name.endswith("-ubyte.gz") and not target.exists():
             with gzip.open(path, "rb") as f:
-                target.write_bytes(f.read())
+                atomic_write(target, f.read())  # an interrupted copy leaves no half file that would pass as whole
     return raw.parent.parent
 
 
