@@ -34,6 +34,14 @@ def test_identical_variants_share_a_folder_and_placeholders_are_filled(tmp_path)
     assert {r.study for r in everything} == set(ablate.STUDIES)
 
 
+def test_a_list_of_studies_shares_the_baseline_and_a_typo_is_named(tmp_path):
+    runs = plan(options(tmp_path, "lrn, pooling,lrn", seeds=2))
+    assert [r.study for r in runs if r.variant.name != "baseline"] == ["lrn"] * 2 + ["pooling"] * 2
+    assert len({r.folder for r in runs}) == 6  # baseline ×2 seeds once, no-lrn ×2, non-overlapping ×2
+    with pytest.raises(AlexNetError, match="unknown study 'polling' in --study 'lrn,polling'"):
+        plan(options(tmp_path, "lrn,polling"))
+
+
 def test_time_to_target_counts_epochs_and_seconds():
     history = [{"epoch": 1, "train_top1_error": 0.6, "epoch_seconds": 2.0},
                {"epoch": 2, "train_top1_error": 0.3, "epoch_seconds": 3.0},

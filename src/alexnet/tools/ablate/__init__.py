@@ -130,11 +130,14 @@ class Run:
 
 
 def studies(name: str) -> list[str]:
+    """``all``, one study or a comma-separated list (``lrn,pooling``), in the order given, each once."""
     if name == "all":
         return list(STUDIES)
-    if name not in STUDIES:
-        raise AlexNetError(f"unknown study {name!r}; valid: {', '.join(STUDIES)}, all")
-    return [name]
+    names = list(dict.fromkeys(n.strip() for n in name.split(",")))
+    for n in names:
+        if n not in STUDIES:
+            raise AlexNetError(f"unknown study {n!r} in --study {name!r}; valid: {', '.join(STUDIES)}, all")
+    return names
 
 
 def plan(options: AblationOptions) -> list[Run]:
