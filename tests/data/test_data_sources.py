@@ -256,6 +256,15 @@ def _idx_folder(root, gz, rng):
     return arrays
 
 
+def test_write_idx_writes_the_format_byte_for_byte(tmp_path):
+    from alexnet.data.idx import write_idx
+
+    images = np.random.default_rng(1).integers(0, 256, (3, 28, 28), dtype=np.uint8)
+    write_idx(tmp_path / "a-idx3-ubyte", images)
+    write_idx(tmp_path / "a-idx3-ubyte.gz", images)
+    assert (tmp_path / "a-idx3-ubyte").read_bytes() == _idx(images) == gzip.decompress((tmp_path / "a-idx3-ubyte.gz").read_bytes())
+
+
 @pytest.mark.parametrize("gz", [False, True])
 def test_mnist_idx_files(tmp_path, gz):
     arrays = _idx_folder(tmp_path / "mnist", gz, np.random.default_rng(3))

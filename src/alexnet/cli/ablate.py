@@ -27,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--preset", default="digits", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file")
     p.add_argument("--data", help=SPEC_HELP + " (default: the preset's)")
     p.add_argument("--study", required=True, metavar="STUDY[,STUDY...]",
-                   help="which ablations, comma-separated, or all (the baseline's runs are shared): " + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
+                   help="which ablations, comma-separated, or all (the baseline's runs are shared): "
+                   + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
     p.add_argument("--seeds", type=int, default=5, help="runs per variant: the preset's seed, +1, ... (an interval needs 2)")
     p.add_argument("--epochs", type=int, help="epochs per run (preset's default otherwise)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")

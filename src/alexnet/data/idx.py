@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexnet.atomic import atomic_write
 from alexnet.data.imageset import ImageSet
 from alexnet.errors import AlexNetError
 
@@ -106,6 +107,13 @@ def open_idx(root: str | os.PathLike, fashion: bool = False) -> tuple[dict[str, 
     for s in splits.values():
         s.classes = classes
     return splits, classes
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """``array`` (uint8) as an IDX file, gzipped when ``path`` ends in ``.gz``, written atomically."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    data = bytes([0, 0, UINT8, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes() + array.tobytes()
+    atomic_write(path, gzip.compress(data) if path.name.endswith(".gz") else data)
 
 
 def read_idx(path: Path, dims: int) -> np.ndarray:

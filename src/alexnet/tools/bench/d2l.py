@@ -70,26 +70,33 @@ def torchvision_root(root: Path) -> Path:
     return raw.parent.parent
 
 
-def reference_batches(root: Path, batch_size: int, resize: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """d2l's ``load_data_fashion_mnist(batch_size, resize)`` training iterator, epoch after epoch."""
+def reference_loader(root: Path, batch_size: int, resize: int, workers: int, train: bool = True):
+    """d2l's ``load_data_fashion_mnist(batch_size, resize)``: one of its two DataLoaders."""
     from torchvision import datasets, transforms
 
     trans = transforms.Compose([transforms.Resize(resize), transforms.ToTensor()])
-    train = datasets.FashionMNIST(root=str(root), train=True, transform=trans, download=False)
-    loader = torch.utils.data.DataLoader(train, batch_size, shuffle=True, num_workers=workers,
-                                         persistent_workers=workers > 0)
+    data = datasets.FashionMNIST(root=str(root), train=train, transform=trans, download=False)
+    return torch.utils.data.DataLoader(data, batch_size, shuffle=train, num_workers=workers,
+                                       persistent_workers=workers > 0)
+
+
+def reference_batches(root: Path, batch_size: int, resize: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """d2l's training iterator, epoch after epoch."""
+    loader = reference_loader(root, batch_size, resize, workers)
     while True:
         yield from loader
 
 
-def reference_step(net: nn.Module, lr: float) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """``train_ch6``'s loop body (its Xavier init applied to ``net`` first)."""
+def reference_step(net: nn.Module, lr: float, metric: list[float] | None = None
+                   ) -> Callable[[torch.Tensor, torch.Tensor], None]:
+    """``train_ch6``'s loop body (its Xavier init applied to ``net`` first); it adds the batch's summed
+    loss, correct predictions and size to ``metric`` (its Accumulator of three)."""
     for m in net.modules():
         if type(m) in (nn.Linear, nn.Conv2d):
             nn.init.xavier_uniform_(m.weight)
     optimizer = torch.optim.SGD(net.parameters(), lr=lr)
     loss = nn.CrossEntropyLoss()
-    metric = [0.0, 0.0, 0]
+    metric = [0.0, 0.0, 0] if metric is None else metric
     net.train()
 
     def step(X: torch.Tensor, y: torch.Tensor) -> None:
@@ -104,6 +111,34 @@ def reference_step(net: nn.Module, lr: float) -> Callable[[torch.Tensor, torch.T
             metric[2] += X.shape[0]
 
     return step
+
+
+def train_ch6(net: nn.Module, config: TrainConfig, root: Path, device: torch.device,
+              max_steps: int = 0) -> dict[str, float]:
+    """d2l's ``train_ch6`` as written, for ``config.epochs`` epochs (or ``max_steps`` steps in all):
+    its three numbers, the last epoch's running means in train mode and ``evaluate_accuracy_gpu``'s
+    test accuracy in eval mode after it."""
+    resize = config.data.pipeline_options["resize"]
+    train_iter = reference_loader(root, config.batch_size, resize, D2L_WORKERS)
+    metric = [0.0, 0.0, 0]
+    step, steps = reference_step(net.to(device), config.optim.lr, metric), 0
+    for _ in range(config.epochs):
+        metric[:] = [0.0, 0.0, 0]
+        net.train()
+        for X, y in train_iter:
+            step(X.to(device), y.to(device))
+            steps += 1
+            if steps == max_steps:
+                break
+        if steps == max_steps:
+            break
+    net.eval()
+    right = seen = 0
+    with torch.no_grad():
+        for X, y in reference_loader(root, config.batch_size, resize, D2L_WORKERS, train=False):
+            right += int((net(X.to(device)).argmax(dim=1).cpu() == y).sum())
+            seen += len(y)
+    return {"loss": metric[0] / metric[2], "train_acc": metric[1] / metric[2], "test_acc": right / seen}
 
 
 def our_batches(images: ImageSet, pre: Preprocess, batch_size: int, device: torch.device
