@@ -15,7 +15,7 @@ difference of test accuracy with its 95 % t interval.
 
 The data is the real Fashion-MNIST (``--data fashion-mnist``'s search, ``$ALEXNET_FASHION_MNIST``
 first). The GPU machine has no network and no Debian package: carry the four ``.gz`` files (30 MB)
-in the working tree and point ``$ALEXNET_FASHION_MNIST`` at them. The dry run writes a toy copy
+in the ignored ``.data/fashion-mnist`` and point ``$ALEXNET_FASHION_MNIST`` at it (benchmarks/README.md). The dry run writes a toy copy
 (the first 256 training and 64 test images) and runs every recipe for 2 steps of 16 on it.
 
 Writes ``d2l_chapter.json`` (every run, rewritten after each) and ``d2l_chapter.md`` (the table) in
