@@ -52,8 +52,11 @@ log = logging.getLogger(__name__)
 
 EPOCH_IMAGES = 60_000  # Fashion-MNIST's training set: d2l trains on all of it
 D2L_WORKERS = 4  # d2l/torch.py get_dataloader_workers()
-# the chapter's nets this part times by default: the preset each trains with
-PRESETS = {"alexnet_d2l": "d2l", "vgg11_d2l": "d2l_vgg", "resnet18_d2l": "d2l_resnet"}
+# the chapter's nets, each with the preset it trains with; --model picks any, DEFAULT is timed otherwise
+PRESETS = {"lenet_d2l": "d2l_lenet", "alexnet_d2l": "d2l", "vgg11_d2l": "d2l_vgg", "nin_d2l": "d2l_nin",
+           "googlenet_d2l": "d2l_googlenet", "lenet_bn_d2l": "d2l_bn_lenet", "resnet18_d2l": "d2l_resnet",
+           "densenet_d2l": "d2l_densenet"}
+DEFAULT = ("alexnet_d2l", "vgg11_d2l", "resnet18_d2l")
 
 
 def torchvision_root(root: Path) -> Path:
@@ -191,7 +194,7 @@ def our_row(cfg, device: torch.device, name: str, train: ImageSet, precision: st
 
 def run(cfg, device: torch.device) -> list[Row]:
     """d2l's code first (fp32, the process's allocator), then ours as ``alexnet train`` runs it."""
-    names = tuple(n for n in cfg.models if n in PRESETS) or (("alexnet_d2l",) if cfg.quick else tuple(PRESETS))
+    names = tuple(n for n in cfg.models if n in PRESETS) or (("alexnet_d2l",) if cfg.quick else DEFAULT)
     if cfg.models and not set(cfg.models) & set(PRESETS) and not cfg.quick:
         return [Row("d2l", f"d2l's chapter on {FASHION_MNIST}", "reference", "d2l", cfg.batch_size,
                     note=f"not run: it times {', '.join(PRESETS)} (--model {', '.join(cfg.models)})")]
