@@ -96,3 +96,17 @@ def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
 def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True) -> None:
     """``data`` as indented JSON (non-ASCII kept as is, e.g. "×"), atomically; non-JSON values as ``str``."""
     atomic_write(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", overwrite=overwrite)
+
+
+def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:
+    """A file a command is about to write, checked before any work: ``suffix``'s kind, in a folder that
+    exists, not a folder itself, and not an existing file unless ``force``. ``flag`` names the option."""
+    if path.suffix.lower() != suffix:
+        raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
+    if path.is_dir():
+        raise AlexNetError(f"{flag} {path} is a folder; give a {suffix} file name")
+    if not path.parent.is_dir():
+        raise AlexNetError(f"{flag} {path}: no folder {path.parent}")
+    if path.exists() and not force:
+        raise AlexNetError(f"{path} already exists; choose another {flag} or pass --force")
+    return path

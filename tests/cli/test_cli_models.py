@@ -15,7 +15,8 @@ def test_summary_json(capsys):
     data = json.loads(capsys.readouterr().out)
     assert set(data) == {"model", "input_size", "layers", "total_params", "total_macs", "training_macs"}
     assert data["input_size"] == 227 and data["total_params"] == 60_965_224
-    assert data["layers"][0] == {"name": "conv1", "output_shape": [96, 55, 55], "params": 34_944, "macs": 105_415_200}
+    assert data["layers"][0] == {"name": "conv1", "output_shape": [96, 55, 55], "params": 34_944, "macs": 105_415_200,
+                              "groups": 1}
     assert sum(l["macs"] for l in data["layers"]) == data["total_macs"]
 
 

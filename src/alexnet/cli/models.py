@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from pathlib import Path
 
 import torch
 
 from alexnet import models
+from alexnet.atomic import atomic_write, check_output_file
 from alexnet.models.summary import format_shape
+from alexnet.reporting.architecture import architecture_svg
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +26,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", help=f"model name: {', '.join(models.names())}")
     p.add_argument("--input-size", type=int, default=None, metavar="N", help="square input side (default: the model's own)")
     p.add_argument("--num-classes", type=int, default=None, metavar="N", help="classes of the last layer (default: the model's own)")
-    p.add_argument("--json", action="store_true", help="print JSON: model, input_size, layers[name, output_shape, params, macs], totals")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON: model, input_size, layers[name, output_shape, params, macs, groups], totals")
+    p.add_argument("--svg", type=Path, metavar="FILE", help="also draw the network as Figure 2 does (a box per layer, the two "
+                                                            "towers side by side, where they exchange maps) into FILE")
+    p.add_argument("--force", action="store_true", help="overwrite --svg's FILE if it exists")
     p.set_defaults(func=run_summary)
 
 
@@ -61,7 +68,11 @@ def run_models(args: argparse.Namespace) -> int:
 def run_summary(args: argparse.Namespace) -> int:
     if args.input_size is not None and args.input_size < 1:
         raise ValueError(f"--input-size {args.input_size} must be positive")
+    if args.svg is not None:
+        check_output_file(args.svg, args.force, ".svg", "--svg")
     s = describe(args.name, args.num_classes, args.input_size)
+    if args.svg is not None:
+        atomic_write(args.svg, architecture_svg(s))
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))
         return 0

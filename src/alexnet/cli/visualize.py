@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from alexnet.atomic import check_output_file
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 
@@ -60,14 +61,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _out(args: argparse.Namespace) -> Path:
-    out: Path = args.out
-    if out.suffix.lower() != ".png":
-        raise AlexNetError(f"--out {out}: give a .png file name")
-    if out.exists() and not args.force:
-        raise AlexNetError(f"{out} already exists; choose another --out or pass --force")
-    if not out.parent.is_dir():
-        raise AlexNetError(f"--out {out}: no folder {out.parent}")
-    return out
+    return check_output_file(args.out, args.force, ".png", "--out")
 
 
 def _loaded_split(args: argparse.Namespace):

@@ -22,6 +22,7 @@ class LayerRow:
     output_shape: tuple[int, ...]  # without the batch axis, (C, H, W) or (features,)
     params: int
     macs: int
+    groups: int = 1  # a grouped convolution's or LRN's groups: 2 where each tower sees only its own maps (§3.2)
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,9 @@ def summarize(model: nn.Module, input_size: int | None = None, *, name: str | No
         def record(module: nn.Module, _inputs, output) -> None:
             if isinstance(output, torch.Tensor):
                 params = sum(p.numel() for p in module.parameters(recurse=False))
-                rows.append(LayerRow(module_name, tuple(output.shape[1:]), params, _macs(module, output)))
+                groups = getattr(module, "groups", 1)
+                rows.append(LayerRow(module_name, tuple(output.shape[1:]), params, _macs(module, output),
+                                     groups if isinstance(groups, int) else 1))
         return record
 
     for module_name, module in model.named_modules():
