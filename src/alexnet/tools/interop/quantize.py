@@ -11,12 +11,12 @@ graph optimisations, the step the quantizer asks for):
   quantizer's advice for x86-64), weights per output channel, ``CalibrationMethod.MinMax``. The
   activations' ranges come from N images of the calibration data (:func:`calibration_set`: a random
   sample of the split, seed 0, so a split stored class by class calibrates on every class) run
-  through the checkpoint's OWN preprocessing, the centre crop evaluation uses
+  through the checkpoint's own preprocessing, the centre crop evaluation uses
   (:class:`CalibrationImages`). The calibrator holds every image's intermediate tensors until it
-  computes the ranges (about 6 MB an image for AlexNet at 227²: 1.5 GB for 256): its
+  computes the ranges (AlexNet's layer outputs at 227² are 7.7 MB an image: about 2 GB for 256): its
   ``CalibMaxIntermediateOutputs`` option, which would bound that, drops the data instead of folding
-  it into the ranges in onnxruntime 1.32 ("No data is collected"; microsoft/onnxruntime#18893, whose
-  fix #20226 was closed unmerged), so it is not used.
+  it into the ranges in onnxruntime 1.32 ("No data is collected"; microsoft/onnxruntime#18893: the fix
+  proposed in #20226 is not in it), so it is not used.
 * **dynamic**: ``onnxruntime.quantization.quantize_dynamic`` with
   ``op_types_to_quantize=["MatMul", "Gemm"]``: the fully connected layers' weights int8 (QInt8),
   their activations quantized batch by batch at run time, the convolutions left fp32; no
