@@ -39,7 +39,8 @@ def what_file(path: Path) -> str | None:
         return f"a WebP image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
     suffix = path.suffix.lower()
     if suffix == ".onnx" or head[:1] == b"\x08" and b"pytorch" in head[:64]:
-        return "an ONNX model (what alexnet export writes), not a checkpoint; run it with onnxruntime, or use the .pt it came from"
+        return ("an ONNX model (what alexnet export writes), not a checkpoint; alexnet eval and predict run it when its name "
+                "ends in .onnx, other commands need the .pt it came from")
     if suffix == ".caffemodel":
         return f"a Caffe model, not a checkpoint; convert it with: alexnet import caffe {path} --arch alexnet --out model.pt"
     try:

@@ -1,12 +1,13 @@
-"""``alexnet import`` (torchvision, Caffe weights → checkpoints) and ``alexnet export`` (ONNX,
-TorchScript, safetensors)."""
+"""``alexnet import`` (torchvision, Caffe weights → checkpoints) and ``alexnet export`` (ONNX fp32
+or int8, TorchScript, safetensors)."""
 
 from __future__ import annotations
 
 import argparse
 
 from alexnet import checkpoint
-from alexnet.tools.interop import caffe, export
+from alexnet.data.sources import SPEC_HELP
+from alexnet.tools.interop import caffe, export, quantize
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -37,14 +38,34 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     cf.add_argument("--out", required=True, metavar="C", help="checkpoint to write")
     cf.add_argument("--force", action="store_true", help="overwrite --out if it exists")
     cf.set_defaults(func=run_caffe)
+    add_export_parser(sub)
 
-    ex = sub.add_parser("export", help="export a checkpoint's model to ONNX, TorchScript or safetensors",
+
+def add_export_parser(sub: argparse._SubParsersAction) -> None:
+    ex = sub.add_parser("export", help="export a checkpoint's model to ONNX (fp32 or int8), TorchScript or safetensors",
                         description="ONNX (dynamic batch axis; input 'images' = preprocessed float [N,C,S,S], output "
-                                    "'logits'), TorchScript (traced), or safetensors (weights + checkpoint metadata).")
+                                    "'logits'; the checkpoint's architecture, classes, input size, preprocessing with "
+                                    "its statistics and sha256 in the model's metadata_props, so alexnet eval and "
+                                    "predict take the .onnx file), TorchScript (traced), or safetensors (weights + "
+                                    "checkpoint metadata). --quantize int8 runs ONNX Runtime's quantizer on the ONNX "
+                                    "export: static (QDQ, activation ranges calibrated on --images N images of "
+                                    "--calibrate DATA through the checkpoint's own preprocessing) or --mode dynamic "
+                                    "(MatMul/Gemm weights only, no calibration).")
     ex.add_argument("--checkpoint", required=True, metavar="C", help="checkpoint file")
     ex.add_argument("--format", required=True, choices=export.FORMATS, help="output format")
     ex.add_argument("--out", required=True, metavar="F", help="file to write")
     ex.add_argument("--force", action="store_true", help="overwrite --out if it exists")
+    ex.add_argument("--quantize", choices=("int8",), default=None,
+                    help="int8 ONNX by onnxruntime.quantization (needs --format onnx)")
+    ex.add_argument("--mode", choices=quantize.MODES, default=None,
+                    help="static (default): quantize_static, QDQ, U8S8, per-channel weights, MinMax calibration; "
+                         "dynamic: quantize_dynamic of the MatMul/Gemm weights, activations quantized at run time")
+    ex.add_argument("--calibrate", metavar="DATA", default=None,
+                    help="static: the data whose images set the activation ranges: " + SPEC_HELP)
+    ex.add_argument("--split", default=None, metavar="S",
+                    help=f"static: the split of --calibrate to sample (default {quantize.DEFAULT_SPLIT})")
+    ex.add_argument("--images", type=int, default=None, metavar="N",
+                    help=f"static: calibration images, a random sample of the split (default {quantize.DEFAULT_IMAGES})")
     ex.set_defaults(func=run_export)
 
 
@@ -76,8 +97,8 @@ def run_caffe(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    q = quantize.from_flags(args.format, args.quantize, args.mode, args.calibrate, args.split, args.images)
     _refuse_existing(args)
-    ckpt = checkpoint.load(args.checkpoint)
-    export.export(ckpt, args.format, args.out, overwrite=args.force)
-    print(f"wrote {args.out} ({args.format})")
+    meta = export.export(args.checkpoint, args.format, args.out, overwrite=args.force, quantization=q)
+    print(f"wrote {args.out} ({args.format if meta is None else meta.describe()})")
     return 0

@@ -19,8 +19,9 @@ under torchrun); training's validation, ``eval``, ``predict``, ``visualize`` and
 through them. On top: :func:`checkpoint_probabilities` (one model over an ImageSet, through the
 checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble, one model in memory at
 a time: each adds its [N, K] probabilities to a running sum) and :func:`classify_images` (image
-files → top-k labels, what ``alexnet predict`` prints). Plots of the results live in
-:mod:`alexnet.reporting.figures`.
+files → top-k labels, what ``alexnet predict`` prints). Those take a checkpoint or an exported
+``.onnx`` alike (:func:`load_classifier`): an int8 model is measured by the same code as its fp32
+one. Plots of the results live in :mod:`alexnet.reporting.figures`.
 
 Two rules kept here, once: :func:`evaluating` (eval mode for a block, the mode found given back) and
 :func:`shown_split` (the split figures and report.html show: test, else val).
@@ -178,13 +179,28 @@ def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cp
     """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file."""
     ckpt = checkpoint.load(path)
     model = checkpoint.restore_model(ckpt, source=str(path)).to(device)
-    if not ckpt.preprocess:
+    return ckpt, model, _preprocess(ckpt.preprocess, path)
+
+
+def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu"):
+    """(what the file says of itself, the model callable, its Preprocess) for what ``eval`` and
+    ``predict`` take: a checkpoint (:func:`load_for_inference`), or an exported ``.onnx`` (fp32 or
+    int8) run by ONNX Runtime's CPU provider behind :class:`alexnet.checkpoint.onnx_model.OnnxModel`,
+    whose metadata gives the classes and the checkpoint's own preprocessing. Either way the first
+    has ``.classes`` and the rest of the evaluation is the same code."""
+    if not checkpoint.is_onnx(path):
+        return load_for_inference(path, device)
+    meta, model = checkpoint.load_onnx(path)
+    return meta, model, _preprocess(meta.preprocess, path)
+
+
+def _preprocess(state: dict[str, Any], path: str | os.PathLike) -> Preprocess:
+    if not state:
         raise AlexNetError(f"{path}: checkpoint has no preprocessing; it cannot be evaluated without it")
     try:
-        preprocess = Preprocess.from_state(ckpt.preprocess)
+        return Preprocess.from_state(state)
     except (KeyError, TypeError, ValueError) as e:
         raise AlexNetError(f"{path}: unusable preprocessing in checkpoint: {e}") from None
-    return ckpt, model, preprocess
 
 
 @torch.no_grad()
@@ -255,7 +271,7 @@ def warn_mirrored_views(preprocess, views: int, source: str) -> None:
 
 def checkpoint_probabilities(path: str | os.PathLike, images, config: EvalConfig) -> torch.Tensor:
     """Probabilities [N, K] (on the CPU) of one checkpoint over an ImageSet, in the set's order."""
-    ckpt, model, preprocess = load_for_inference(path, config.device)
+    ckpt, model, preprocess = load_classifier(path, config.device)
     warn_mirrored_views(preprocess, config.views, str(path))
     check_classes(ckpt.classes, images.classes, str(path))
     out = [p.cpu() for p, _ in iter_probabilities(model, preprocess, images, views=config.views, batch_size=config.batch_size,
@@ -306,7 +322,7 @@ def classify_images(
     :class:`Prediction` with ``error`` (its one-line reason) and the others are still classified."""
     if topk < 1:
         raise ValueError(f"--topk {topk} must be at least 1")
-    ckpt, model, preprocess = load_for_inference(checkpoint_path, device)
+    ckpt, model, preprocess = load_classifier(checkpoint_path, device)
     warn_mirrored_views(preprocess, views, str(checkpoint_path))
     size = preprocess.pipeline.resize
     results: list[Prediction] = []
