@@ -44,11 +44,13 @@ class RunLock:
 
     A second writer is refused at once, naming the owner. A lock whose process died is released by
     the kernel with it (``flock`` locks die with their process), so a stale lock file never blocks a
-    resume. ``folder`` is any path (a :class:`~alexnet.training.run_folder.RunFolder` is one).
+    resume. ``folder`` is any path (a :class:`~alexnet.training.run_folder.RunFolder` is one); ``output``,
+    what the refusal names, is the folder unless the lock guards one output beside others (``f.npy``).
     """
 
-    def __init__(self, folder: str | os.PathLike, name: str = LOCK) -> None:
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK, output: str | os.PathLike | None = None) -> None:
         self.path = Path(folder) / name
+        self.output = Path(output) if output is not None else Path(folder)
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -60,7 +62,7 @@ class RunLock:
             except BlockingIOError:
                 owner = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
                 os.close(fd)
-                raise AlexNetError(f"{self.path.parent} is being written by {owner}; wait for that run to end (or stop "
+                raise AlexNetError(f"{self.output} is being written by {owner}; wait for that run to end (or stop "
                                    f"it) before running it again here (lock: {self.path})") from None
             if _same_file(fd, self.path):
                 break

@@ -36,6 +36,9 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, cli_env):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert f"pid {holder.pid}" in (tmp_path / ".job.lock").read_text()  # a stale lock file is left behind
+    with RunLock(tmp_path, ".f.npy.lock", tmp_path / "f.npy"):  # a lock of one output names it, not its folder
+        with pytest.raises(AlexNetError, match=rf"^{tmp_path}/f.npy is being written by pid {os.getpid()} on host"):
+            RunLock(tmp_path, ".f.npy.lock", tmp_path / "f.npy").acquire()
     with RunLock(tmp_path, ".job.lock"):
         assert f"pid {os.getpid()}" in (tmp_path / ".job.lock").read_text()
 

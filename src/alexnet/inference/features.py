@@ -202,7 +202,7 @@ class FeaturePaths:
     @property
     def lock(self) -> RunLock:
         """One writer per feature set: ``.NAME.npy.lock`` beside it (alexnet.jobs.RunLock)."""
-        return RunLock(self.array.parent, f".{self.array.name}.lock")
+        return RunLock(self.array.parent, f".{self.array.name}.lock", self.array)
 
     def finished(self) -> list[Path]:
         return [p for p in (self.array, self.index, self.record) if p.exists()]
