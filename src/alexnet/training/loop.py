@@ -160,7 +160,9 @@ def create_model(config: TrainConfig, data: Data) -> nn.Module:
         raise AlexNetError(f"model {config.model.name} takes {model.in_channels} channels but pipeline {pipe.name} gives {pipe.channels}")
     if pipe.crop != model.input_size:
         raise AlexNetError(f"model {config.model.name} takes {model.input_size}×{model.input_size} input but the pipeline crops "
-                           f"{pipe.crop}; set data.pipeline_options.crop or the model's input size")
+                           f"{pipe.crop}; set data.pipeline_options.crop={model.input_size}"
+                           + (" (--init's checkpoint fixes the input size)" if config.finetune.init else
+                              f" or model.options.input_size={pipe.crop}"))
     return model
 
 
