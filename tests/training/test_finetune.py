@@ -124,4 +124,6 @@ def test_model_options_with_init_apply_or_are_refused_by_name(tmp_path, capsys):
         with pytest.raises(AlexNetError, match=rf"--set model.options.{item}: --init .*last.pt's {tensor} is \(.*with --init "
                                                r"the checkpoint's architecture is kept"):
             run(tmp_path, "refused", "digits", 1, extra=[f"model.options.{item}"], init=init)
+    with pytest.raises(AlexNetError, match=r"pipeline crops 20; set data.pipeline_options.crop=24 \(--init's checkpoint fixes"):
+        run(tmp_path, "refused", "digits", 1, extra=["data.pipeline_options.crop=20"], init=init)
     assert not (tmp_path / "refused").exists()
