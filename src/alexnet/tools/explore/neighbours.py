@@ -28,7 +28,7 @@ import numpy as np
 
 from alexnet.data import ImageSet, iter_batches
 from alexnet.errors import AlexNetError
-from alexnet.inference.features import Extractor, read_index
+from alexnet.inference.features import Extractor, check_rows, read_index
 from alexnet.inference.neighbours import nearest
 
 
@@ -98,6 +98,7 @@ def read_bank(path: str | Path, images: ImageSet, dim: int, split: str = "train"
         raise AlexNetError(f"{path}: expected float32 [N, D] features, got {codes.dtype} {list(codes.shape)}")
     if codes.shape[1] != dim:
         raise AlexNetError(f"{path}: features have {codes.shape[1]} dimensions but the checkpoint's fc7 has {dim}")
+    check_rows(path, codes)
     index = _read_index(path.with_suffix(".csv"), len(codes), len(images), split)
     return FeatureBank(codes, index, f"{path.name}: {len(codes)} {split} images, {codes.shape[1]}-d", split)
 
