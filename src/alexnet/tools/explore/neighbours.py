@@ -40,8 +40,9 @@ class FeatureBank:
     split: str = "train"  # the split whose images the rows are
 
     def nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(split positions [k], Euclidean distances [k]) of the ``k`` rows nearest ``query`` [D], nearest first."""
-        found = nearest(self.codes, np.asarray(query)[None], k)
+        """(split positions, Euclidean distances) of the ``k`` rows nearest ``query`` [D], nearest first; all
+        the rows when the bank has fewer (the page shows what it gets)."""
+        found = nearest(self.codes, np.asarray(query)[None], min(k, len(self.codes)))
         return self.index[found.rows[0]], found.distances[0]
 
 
