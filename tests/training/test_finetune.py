@@ -111,6 +111,10 @@ def test_fine_tuning_resumes_without_its_init_file_and_refuses_misuse(tmp_path, 
     run(tmp_path, "small", "digits", 1, extra=["max_steps=1"])
     with pytest.raises(AlexNetError, match="--freeze 'conv9': not a layer of alexnet_small; give none, features or one of conv1"):
         run(tmp_path, "bad", "digits", 1, init=str(tmp_path / "small" / "checkpoints" / "last.pt"), freeze="conv9")
+    with pytest.raises(AlexNetError, match=r"--freeze fc8: freezes every parameter of alexnet_small \(fc8 is its last layer\), "
+                                           "which leaves nothing to train"):  # issue 25, item 7: torch's "empty parameter list"
+        run(tmp_path, "bad", "digits", 1, init=str(tmp_path / "small" / "checkpoints" / "last.pt"), freeze="fc8")
+    assert not (tmp_path / "bad").exists()
 
 
 def test_model_options_with_init_apply_or_are_refused_by_name(tmp_path, capsys):

@@ -164,6 +164,9 @@ def freeze(model: ConfiguredNet, what: str, rows: list[InitRow]) -> set[str]:
         top = [n for n in layers if "." not in n]
         raise AlexNetError(f"--freeze {what!r}: not a layer of {model.name}; give none, features or one of {', '.join(top)}")
     frozen = {f"{layer}.{p}" for layer in chosen for p, _ in model.get_submodule(layer).named_parameters(recurse=False)}
+    if all(name in frozen for name, _ in model.named_parameters()):
+        raise AlexNetError(f"--freeze {what}: freezes every parameter of {model.name} ({what} is its last layer), which "
+                           "leaves nothing to train; freeze a layer below it, or features")
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(False)
