@@ -136,6 +136,8 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
     train, val, test = dataset.splits["train"], dataset.splits.get("val"), dataset.splits.get("test")
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
+    if test is None:
+        _say_no_test_split(config, val is not None and "val" not in dataset.splits, val is not None)
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
     if kept is not None:
         pipe = replace(pipe, normalize=kept.pipeline.normalize)
@@ -151,6 +153,16 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
     return Data(train, val, test, list(dataset.classes), Preprocess(pipe, stats))
 
 
+
+
+def _say_no_test_split(config: TrainConfig, held_out: bool, has_val: bool) -> None:
+    """At the start, not as an empty table at the end: what the final results will be on."""
+    if has_val:
+        what = f"{config.data.val_fraction:.0%} of train held out as val" if held_out else "its val split"
+        log.warning("%s: no test split; the final results are on %s", config.data.spec, what)
+    else:
+        log.warning("%s: no test split and no val split (data.val_fraction=0): the final results table will be empty; "
+                    "--set data.val_fraction=0.1 holds out a tenth of train to evaluate on", config.data.spec)
 
 
 def create_model(config: TrainConfig, data: Data) -> nn.Module:
