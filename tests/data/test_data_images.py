@@ -2,6 +2,7 @@
 line when the loader's worker processes decode it)."""
 
 import os
+
 import numpy as np
 import pytest
 from helpers import image_folder
