@@ -105,7 +105,7 @@ def _check_option(init: Checkpoint, options: dict, name: str, value, source: str
         if ours is None or tuple(ours.shape) != tuple(tensor.shape):
             now = "no such tensor" if ours is None else f"{tuple(ours.shape)}"
             raise AlexNetError(f"--set model.options.{name}={value!r}: --init {source}'s {key} is {tuple(tensor.shape)}, "
-                               f"and {init.model} with {name}={options.get(name)!r} → {value!r} would have {now}; "
+                               f"and {init.model} with {name}={value!r} would have {now}; "
                                "with --init the checkpoint's architecture is kept (leave it out, or train without --init)")
 
 
