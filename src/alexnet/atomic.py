@@ -37,8 +37,11 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     path = Path(path)
     if not overwrite and path.exists():
         raise AlexNetError(f"{path} already exists; choose another path or pass --force")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise _naming(e, path) from None
     os.close(fd)
     tmp = Path(name)
     try:
@@ -48,11 +51,20 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise DiskFull(path) from None
-        raise
+        if e.filename is not None and str(e.filename) not in (str(tmp), str(path)):
+            raise  # about another file the writer read
+        raise _naming(e, path) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _naming(e: OSError, path: Path) -> OSError:
+    """The error of a write to ``path`` as the user sees it: naming ``path``, never the hidden temporary
+    file (``/sys/.model.pt.9171me__.tmp: Permission denied``); a full disk is :class:`DiskFull`. The same
+    OSError subclass (PermissionError, …), so callers that catch one still do."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(path)
+    return OSError(e.errno, e.strerror, str(path)) if e.errno else OSError(f"{path}: {e}")
 
 
 class DiskFull(AlexNetError):

@@ -13,8 +13,8 @@ days, may be killed, and continue when the same command is given again. What the
   settings, a resume; other settings or an unreadable record are refused naming the difference
   unless ``force``, and ``force`` removes only the files this job writes (:func:`discard`); a record
   of another kind of job is refused even with ``force``. :func:`claim` refuses, without ``force``, a
-  folder of other files and no record; :func:`foreign` names them. ``--force`` never deletes a file
-  its job did not write.
+  folder of other files and no record, and even with ``force`` one holding a file of a name the job
+  writes; :func:`foreign` names them. ``--force`` never deletes or replaces a file its job did not write.
 """
 
 from __future__ import annotations
@@ -44,11 +44,13 @@ class RunLock:
 
     A second writer is refused at once, naming the owner. A lock whose process died is released by
     the kernel with it (``flock`` locks die with their process), so a stale lock file never blocks a
-    resume. ``folder`` is any path (a :class:`~alexnet.training.run_folder.RunFolder` is one).
+    resume. ``folder`` is any path (a :class:`~alexnet.training.run_folder.RunFolder` is one); ``output``,
+    what the refusal names, is the folder unless the lock guards one output beside others (``f.npy``).
     """
 
-    def __init__(self, folder: str | os.PathLike, name: str = LOCK) -> None:
+    def __init__(self, folder: str | os.PathLike, name: str = LOCK, output: str | os.PathLike | None = None) -> None:
         self.path = Path(folder) / name
+        self.output = Path(output) if output is not None else Path(folder)
         self.fd: int | None = None
 
     def acquire(self) -> RunLock:
@@ -60,7 +62,7 @@ class RunLock:
             except BlockingIOError:
                 owner = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
                 os.close(fd)
-                raise AlexNetError(f"{self.path.parent} is being written by {owner}; wait for that run to end (or stop "
+                raise AlexNetError(f"{self.output} is being written by {owner}; wait for that run to end (or stop "
                                    f"it) before running it again here (lock: {self.path})") from None
             if _same_file(fd, self.path):
                 break
@@ -174,15 +176,22 @@ def foreign(folder: str | os.PathLike, own: Iterable[str]) -> list[Path]:
                   if p.name not in own and p.name != LOCK and not (p.name.startswith(".") and p.name.endswith(".tmp")))
 
 
-def claim(folder: str | os.PathLike, kind: str, *, force: bool, own: Iterable[str] = ()) -> list[Path]:
-    """Refuse, unless ``force``, a folder that holds files of its own and no record of a ``kind`` job
-    (a folder of another kind); returns those files, which the job then writes beside, never over."""
-    folder = Path(folder)
+def claim(folder: str | os.PathLike, kind: str, *, force: bool, own: Iterable[str] = (), record: str = STATE) -> list[Path]:
+    """Refuse a folder that holds files but no ``record`` of a ``kind`` job: unless ``force``, any file; even with
+    ``force``, a file of a name the job writes (``own``), which it would write over. Returns the other files,
+    which the job then writes beside, never over (an empty folder of its own name is no file)."""
+    folder, own = Path(folder), set(own)
     if folder.exists() and not folder.is_dir():
         raise AlexNetError(f"{folder} exists and is not a folder")
-    if (folder / STATE).exists():
-        return []  # a record: resume() judges it
-    others = foreign(folder, [*own, STATE])
+    if (folder / record).exists():
+        return []  # a record: resume() (or the job's own rule) judges it
+    entries = [p for p in foreign(folder, ()) if not (p.is_dir() and not p.is_symlink() and not any(p.iterdir()))]
+    clash = next((p for p in entries if p.name in own), None)
+    if clash is not None:
+        raise AlexNetError(f"{clash}: not written by alexnet {kind} ({folder} has no {record}), and {kind} writes a file of "
+                           f"that name; move it out or choose a new or empty folder (--force never replaces a file "
+                           f"{kind} did not write)")
+    others = [p for p in entries if p.name not in own]
     if others and not force:
         raise AlexNetError(f"{folder} holds other files ({others[0].name}{', …' if len(others) > 1 else ''}) and no "
                            f"alexnet {kind} job; choose a new or empty folder, or pass --force to write beside them "

@@ -32,6 +32,33 @@ def test_a_full_disk_in_any_atomic_write_names_the_file_and_leaves_no_temporary(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["config.json"] and (tmp_path / "config.json").read_text() == "{}"
 
 
+def test_a_failed_write_names_the_users_path_not_the_temporary_file(tmp_path, monkeypatch):
+    """Issue 25, item 9: export --out /sys/model.pt said `/sys/.model.pt.9171me__.tmp: Permission denied`."""
+    import errno
+    import tempfile
+
+    def denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(tmp_path / ".model.pt.9171me__.tmp"))
+
+    with monkeypatch.context() as m:
+        m.setattr(tempfile, "mkstemp", denied)
+        with pytest.raises(PermissionError) as info:
+            atomic.atomic_write(tmp_path / "model.pt", b"x")
+    assert info.value.filename == str(tmp_path / "model.pt") and info.value.strerror == "Permission denied"
+
+    def cannot_rename(source, target):
+        raise OSError(errno.EXDEV, "Invalid cross-device link", str(source), str(target))
+
+    monkeypatch.setattr(atomic.os, "replace", cannot_rename)
+    with pytest.raises(OSError) as info:
+        atomic.atomic_write(tmp_path / "model.pt", b"x")
+    assert info.value.filename == str(tmp_path / "model.pt") and sorted(p.name for p in tmp_path.iterdir()) == []
+    if os.path.isdir("/proc"):  # a real refusal: no file can be made in /proc
+        with pytest.raises(OSError) as info:
+            atomic.atomic_write("/proc/alexnet-model.pt", b"x")
+        assert info.value.filename == "/proc/alexnet-model.pt"
+
+
 @pytest.mark.parametrize("links", [True, False])
 def test_best_is_a_link_to_last_that_keeps_its_content_when_last_is_replaced(tmp_path, monkeypatch, links):
     import errno

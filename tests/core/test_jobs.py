@@ -36,6 +36,9 @@ def test_the_lock_of_a_killed_process_is_taken_over(tmp_path, cli_env):
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     assert f"pid {holder.pid}" in (tmp_path / ".job.lock").read_text()  # a stale lock file is left behind
+    with RunLock(tmp_path, ".f.npy.lock", tmp_path / "f.npy"):  # a lock of one output names it, not its folder
+        with pytest.raises(AlexNetError, match=rf"^{tmp_path}/f.npy is being written by pid {os.getpid()} on host"):
+            RunLock(tmp_path, ".f.npy.lock", tmp_path / "f.npy").acquire()
     with RunLock(tmp_path, ".job.lock"):
         assert f"pid {os.getpid()}" in (tmp_path / ".job.lock").read_text()
 
@@ -75,9 +78,9 @@ def test_force_removes_only_the_jobs_own_files(tmp_path):
 
 def test_a_folder_of_other_files_is_refused_without_force_and_kept_with_it(tmp_path):
     assert claim(tmp_path / "new", "ablate", force=False) == []
-    (tmp_path / "ablation.md").write_text("a table")
     (tmp_path / LOCK).write_text("")
-    assert claim(tmp_path, "ablate", force=False, own=["ablation.md"]) == []  # only its own files: its kind
+    (tmp_path / "baseline").mkdir()  # an empty folder of its own name holds nothing to lose
+    assert claim(tmp_path, "ablate", force=False, own=["ablation.md", "baseline"]) == []
     (tmp_path / "thesis.tex").write_text("mine")
     with pytest.raises(AlexNetError, match=rf"{tmp_path} holds other files \(thesis.tex\) and no alexnet ablate job; "
                                            "choose a new or empty folder, or pass --force"):
@@ -86,3 +89,16 @@ def test_a_folder_of_other_files_is_refused_without_force_and_kept_with_it(tmp_p
     assert (tmp_path / "thesis.tex").read_text() == "mine"
     with pytest.raises(AlexNetError, match="thesis.tex exists and is not a folder"):
         claim(tmp_path / "thesis.tex", "ablate", force=True)
+
+
+def test_a_file_of_the_jobs_own_name_without_its_record_is_never_written_over(tmp_path):
+    """The user's ablation.md in a folder with no ablate record is theirs: refused, even with --force."""
+    (tmp_path / "ablation.md").write_text("MINE")
+    for force in (False, True):
+        with pytest.raises(AlexNetError, match=rf"{tmp_path}/ablation.md: not written by alexnet ablate \({tmp_path} has no "
+                                               r"state.json\), and ablate writes a file of that name; move it out .*--force "
+                                               r"never replaces"):
+            claim(tmp_path, "ablate", force=force, own=["ablation.md"])
+    JobRecord("ablate", {}).save(tmp_path / STATE)
+    assert claim(tmp_path, "ablate", force=False, own=["ablation.md"]) == []  # with its record: its own table
+    assert (tmp_path / "ablation.md").read_text() == "MINE"

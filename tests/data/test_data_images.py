@@ -1,6 +1,8 @@
 """decode_image: every colour mode to upright RGB, and every kind of bad file named with its reason (the same one
 line when the loader's worker processes decode it)."""
 
+import os
+
 import numpy as np
 import pytest
 from helpers import image_folder
@@ -119,6 +121,15 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
     assert decode_image(tmp_path / "big.png", max_pixels=1200).shape == (30, 40, 3)
     with pytest.raises(BadImage, match="decompression bomb: 40×30 = 1,200 pixels is over the limit of 1,199"):
         decode_image(tmp_path / "big.png", max_pixels=1199)
+
+
+def test_a_device_a_fifo_or_a_folder_is_named_for_what_it_is_and_never_read(tmp_path):
+    """Issue 25, item 9: /dev/zero and a FIFO were "empty file (0 bytes)"; a FIFO with no writer would block a read."""
+    os.mkfifo(tmp_path / "pipe.jpg")
+    for path, what in (("/dev/zero", "a character device"), (tmp_path / "pipe.jpg", r"a named pipe \(FIFO\)"),
+                       (tmp_path, "a folder")):
+        with pytest.raises(BadImage, match=rf"^{path}: not an image file: {what}$"):
+            decode_image(path)
 
 
 def test_missing_file(tmp_path):

@@ -315,6 +315,18 @@ def test_idx_bad_files(tmp_path):
     _one_line_error(root, "no train-labels-idx1-ubyte[.gz] file for the train split")
 
 
+def test_a_raw_and_a_gz_file_of_one_split_must_agree(tmp_path):
+    """Issue 25, item 8: a raw labels file beside a .gz of other labels was taken silently (every test label 0).
+    torchvision's raw/ keeps both copies of the same data: that is one file."""
+    root = tmp_path / "fashion"
+    arrays = _idx_folder(root, False, np.random.default_rng(6))
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(arrays["t10k"][1])))
+    np.testing.assert_array_equal(open_dataset(root).splits["test"].labels, arrays["t10k"][1])
+    (root / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(_idx(np.zeros(3, np.uint8))))
+    _one_line_error(root, "t10k-labels-idx1-ubyte and t10k-labels-idx1-ubyte.gz: two test labels files with different "
+                          "contents; remove the one that is not the data set")
+
+
 def test_idx_gzip_bomb_and_labels_outside_the_classes(tmp_path):
     root = tmp_path / "mnist"
     root.mkdir()

@@ -9,7 +9,7 @@ from torchvision import transforms as T
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import epoch_order, iter_batches
 from alexnet.data.stats import compute_stats
-from alexnet.data.transforms import Pipeline, Preprocess, downsample, pipeline
+from alexnet.data.transforms import FULL_RESCALE, Pipeline, Preprocess, downsample, pipeline
 
 
 def photo(h=375, w=500):
@@ -26,6 +26,27 @@ def test_downsample_equals_torchvision_resize_and_centre_crop():
     np.testing.assert_array_equal(ours, ref)
     tall = downsample(img.transpose(1, 0, 2).copy(), 256)
     np.testing.assert_array_equal(tall, np.asarray(T.CenterCrop(256)(T.Resize(256)(Image.fromarray(img.transpose(1, 0, 2).copy())))))
+
+
+@pytest.mark.parametrize("shape", [(1, 20000), (20000, 1), (3, 4000), (700, 5)])
+def test_downsample_of_a_thin_or_wide_image_resamples_only_about_its_output(shape, monkeypatch):
+    """Issue 25, item 2: a 1×20000 strip was rescaled whole (5,120,000×256 pixels, 3.9 GB) before the crop.
+    Every image Pillow makes is now at most FULL_RESCALE × the output, and the pixels stay within 1 of torchvision's."""
+    made = []
+    resize = Image.Image.resize
+
+    def recording(self, size, *args, **kwargs):
+        made.append(size[0] * size[1])
+        return resize(self, size, *args, **kwargs)
+
+    img = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    monkeypatch.setattr(Image.Image, "resize", recording)
+    ours = downsample(img, 32)
+    assert ours.shape == (32, 32, 3) and made and max(made) <= FULL_RESCALE * 32 * 32
+    monkeypatch.setattr(Image.Image, "resize", resize)
+    if max(shape) <= 4000:  # torchvision's own whole rescale is affordable here
+        ref = np.asarray(T.CenterCrop(32)(T.Resize(32)(Image.fromarray(img))))
+        assert np.abs(ours.astype(int) - ref.astype(int)).max() <= 1
 
 
 def stats_for(images):

@@ -191,3 +191,44 @@ def test_a_bad_file_in_a_folder_is_one_line_even_from_a_worker(tmp_path, ckpt_pa
         assert cli.main(args + ["--workers", workers, "--force"]) == 2
         err = capsys.readouterr().err.strip().splitlines()[-1]
         assert err.startswith("alexnet: error: ") and "zz.jpg: not an image" in err and "Traceback" not in err
+
+
+def _copy_set(source: FeaturePaths, name: str) -> FeaturePaths:
+    target = FeaturePaths.of(source.array.with_name(f"{name}.npy"))
+    for a, b in ((source.array, target.array), (source.index, target.index), (source.record, target.record)):
+        b.write_bytes(a.read_bytes())
+    target.record.write_text(target.record.read_text().replace(source.index.name, target.index.name))
+    return target
+
+
+def test_a_feature_set_that_contradicts_its_record_is_refused_naming_what(tmp_path, ckpt_path, folder):
+    """Issue 25, item 5: an int64 bank under a float32 record was searched and probed (90 % error), a NaN
+    reached scikit-learn, duplicated or missing row ids passed, a label of 99 was an IndexError, a
+    non-UTF-8 index a bare UnicodeDecodeError and a 0-row bank "--k 0"."""
+    good = FeaturePaths.of(tmp_path / "good.npy")
+    extract(ckpt_path, str(folder), "train", good.array, FeatureConfig(batch_size=8))
+    rows, lines = np.load(good.array), good.index.read_text().splitlines()
+    cases = {
+        "int64": (lambda p: np.save(p.array, rows.astype(np.int64)), r"int64 rows \[22, \d+\] but int64.json says float32"),
+        "nan": (lambda p: np.save(p.array, np.where(np.arange(len(rows))[:, None] == 4, np.nan, rows).astype(np.float32)),
+                r"nan.npy: row 4 holds NaN or infinite values"),
+        "twice": (lambda p: p.index.write_text("\n".join([*lines[:3], "1" + lines[3][1:], *lines[4:]]) + "\n"),
+                  r"twice.csv: row 1 is given 2 times"),
+        "skipped": (lambda p: p.index.write_text("\n".join([*lines[:3], "30" + lines[3][1:], *lines[4:]]) + "\n"),
+                    r"skipped.csv: line 4 gives row 30, expected 2"),
+        "label": (lambda p: p.index.write_text("\n".join([*lines[:3], "2,,99,x", *lines[4:]]) + "\n"),
+                  r"label.csv: row 2 has label 99, outside the 3 classes \(0–2\)"),
+        "latin1": (lambda p: p.index.write_bytes(p.index.read_bytes().replace(b"row,", b"r\xf6w,", 1)),
+                   r"latin1.csv: not UTF-8 text \(byte 0xf6 at offset 1\)"),
+    }
+    for name, (spoil, message) in cases.items():
+        spoil(_copy_set(good, name))
+        with pytest.raises(AlexNetError, match=message):
+            open_features(tmp_path / f"{name}.npy")
+    empty = _copy_set(good, "empty")
+    np.save(empty.array, rows[:0])
+    empty.index.write_text(lines[0] + "\n")
+    empty.record.write_text(json.dumps({**json.loads(empty.record.read_text()), "shape": [0, rows.shape[1]]}))
+    with pytest.raises(AlexNetError, match=r"empty.npy: no rows"):
+        open_features(empty.array)
+    assert len(open_features(good.array)) == 22

@@ -14,7 +14,7 @@ from alexnet.data import open_dataset
 from alexnet.data.stats import compute_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.errors import AlexNetError
-from alexnet.inference.features import FeatureConfig, extract
+from alexnet.inference.features import FeatureConfig, extract, open_features
 from alexnet.inference.probe import ProbeConfig, run_probes
 
 OPTIONS = {"in_channels": 1, "input_size": 24, "width": 0.5}
@@ -101,3 +101,6 @@ def test_probe_refuses_mismatched_feature_sets(features, tmp_path):
         run_probes(features["pretrained"][0], features["random"][1], ProbeConfig())
     with pytest.raises(AlexNetError, match="--k"):
         ProbeConfig(k=0)
+    train = open_features(features["pretrained"][0])  # issue 25, item 6: "5000-NN" quietly used every row
+    with pytest.raises(AlexNetError, match=rf"--k 5000 is more than the {len(train):,} rows of .*; give --k {len(train)} or less"):
+        run_probes(features["pretrained"][0], features["pretrained"][1], ProbeConfig(k=5000))

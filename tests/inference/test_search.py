@@ -55,9 +55,12 @@ def test_faiss_equals_exact(vectors, metric):
     np.testing.assert_allclose(fast.distances, exact.distances, atol=1e-4)
 
 
-def test_k_is_capped_and_bad_values(vectors):
+def test_a_k_over_the_banks_rows_and_bad_values_are_refused(vectors):
+    """Issue 25, item 6: k = 10 among 4 rows gave 4 neighbours without a word."""
     bank, queries = vectors
-    assert search(bank[:4], queries, 10, engine="exact").rows.shape == (15, 4)
+    assert search(bank[:4], queries, 4, engine="exact").rows.shape == (15, 4)
+    with pytest.raises(AlexNetError, match="--k 10 is more than the 4 rows of the bank; give --k 4 or less"):
+        search(bank[:4], queries, 10, engine="exact")
     with pytest.raises(AlexNetError, match="--metric"):
         search(bank, queries, 3, metric="manhattan")
     with pytest.raises(AlexNetError, match="columns"):

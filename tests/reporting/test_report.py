@@ -91,6 +91,15 @@ def test_a_figure_that_cannot_be_drawn_never_costs_the_page(tmp_path):
     assert embedded_pngs(page) == []
 
 
+def test_a_folder_that_is_not_a_run_gets_no_page(tmp_path, capsys):
+    """Issue 25, item 1: visualize report wrote report.html (and curves.png) into any folder."""
+    (tmp_path / "notes.txt").write_text("mine")
+    for force in ([], ["--force"]):
+        assert main(["visualize", "report", str(tmp_path), *force]) == 2
+        assert f"{tmp_path}: not a training run folder (no config.json" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
 def test_render_escapes_what_it_shows():
     page = render({"final": {}}, {"description": "<b>bold</b> & co"}, {}, None, "<run>")
     assert "<b>bold</b>" not in page and "&lt;b&gt;bold&lt;/b&gt; &amp; co" in page and "&lt;run&gt;" in page

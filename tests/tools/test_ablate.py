@@ -8,6 +8,7 @@ from PIL import Image
 
 from alexnet.cli import main
 from alexnet.errors import AlexNetError
+from alexnet.jobs import STATE
 from alexnet.tools import ablate
 from alexnet.tools.ablate import AblationOptions, plan, run_all, time_to_target
 from alexnet.training.loop import RunOptions, train
@@ -90,7 +91,8 @@ def test_relu_tanh_table_pairs_the_epochs_to_the_target_by_seed(tmp_path):
 def test_two_variants_train_resume_skip_and_tabulate(tmp_path):
     opts = options(tmp_path)
     runs = plan(opts)
-    # an interrupted run of the second variant: it must be resumed, not restarted
+    # an interrupted run of the second variant: it must be resumed, not restarted (OUT's record is written first)
+    ablate.open_job(opts, runs).save(tmp_path / STATE)
     interrupted = [r for r in runs if r.variant.name == "no-dropout"][0]
     train(interrupted.config, RunOptions(out=interrupted.folder, progress_bar=False, callbacks=[StopAfter(1)]))
     assert (interrupted.folder / "checkpoints" / "last.pt").is_file()
@@ -144,3 +146,15 @@ def test_an_out_of_other_files_is_refused_before_training(tmp_path):
     with pytest.raises(AlexNetError, match=r"holds other files \(thesis.tex\) and no alexnet ablate job; .* pass --force"):
         run_all(options(tmp_path))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["thesis.tex"]  # nothing trained, the lock released
+
+
+def test_a_users_file_of_an_ablate_name_is_never_written_over(tmp_path, capsys):
+    """Issue 25, item 1: mine/ablation.md (the user's) and no ablate record: refused with and without --force."""
+    (tmp_path / "ablation.md").write_text("MINE")
+    (tmp_path / "ablation-lrn.png").write_text("my figure")
+    for force in ([], ["--force"]):
+        code = main(["ablate", "--study", "lrn", "--seeds", "1", "--epochs", "1", "--device", "cpu", *force,
+                     "--out", str(tmp_path)])
+        assert code == 2 and "not written by alexnet ablate" in capsys.readouterr().err
+    assert (tmp_path / "ablation.md").read_text() == "MINE" and (tmp_path / "ablation-lrn.png").read_text() == "my figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation-lrn.png", "ablation.md"]

@@ -419,6 +419,26 @@ def test_loopback_app_refuses_other_host_headers(digits_checkpoint):
     assert TestClient(app, base_url="http://rebound.example:8000").get("/api/info").status_code == 400
 
 
+def test_an_upload_from_another_sites_page_is_refused(digits_checkpoint):
+    """Issue 25, item 10: a page of another site could post a multipart upload to 127.0.0.1 (the browser
+    sends the Host it posts to, so the Host check passes); its Origin, else its Referer, names the site."""
+    from alexnet.tools.explore.app import LOOPBACK_HOSTS
+
+    session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10))
+    c = TestClient(create_app(session, LOOPBACK_HOSTS), base_url="http://127.0.0.1:8000")
+    upload = {"files": {"file": ("one.png", digit_png(), "image/png")}}
+    for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"}, {"Origin": "http://127.0.0.1:9000"},
+                    {"Referer": "https://evil.example/page.html"}, {"Origin": "https://evil.example", "Referer": "http://127.0.0.1:8000/"}):
+        response = c.post("/api/upload", headers=headers, **upload)
+        assert response.status_code == 403, headers
+        error = response.json()["error"]
+        assert "is not this server (http://127.0.0.1:8000); it takes uploads only from its own page" in error and "\n" not in error
+    assert not session.uploads  # nothing was decoded
+    for headers in ({"Origin": "http://127.0.0.1:8000"}, {"Referer": "http://127.0.0.1:8000/"}, {}):  # its page; curl
+        assert c.post("/api/upload", headers=headers, **upload).status_code == 200, headers
+    assert c.get("/api/status", headers={"Origin": "https://evil.example"}).status_code == 200  # reads change nothing
+
+
 def test_a_bank_written_by_alexnet_features(tmp_path, digits_checkpoint, capsys):
     """End to end with the real writer: the bank's neighbours are those the explorer computes itself."""
     from alexnet import cli

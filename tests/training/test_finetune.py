@@ -111,3 +111,23 @@ def test_fine_tuning_resumes_without_its_init_file_and_refuses_misuse(tmp_path, 
     run(tmp_path, "small", "digits", 1, extra=["max_steps=1"])
     with pytest.raises(AlexNetError, match="--freeze 'conv9': not a layer of alexnet_small; give none, features or one of conv1"):
         run(tmp_path, "bad", "digits", 1, init=str(tmp_path / "small" / "checkpoints" / "last.pt"), freeze="conv9")
+    with pytest.raises(AlexNetError, match=r"--freeze fc8: freezes every parameter of alexnet_small \(fc8 is its last layer\), "
+                                           "which leaves nothing to train"):  # issue 25, item 7: torch's "empty parameter list"
+        run(tmp_path, "bad", "digits", 1, init=str(tmp_path / "small" / "checkpoints" / "last.pt"), freeze="fc8")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_model_options_with_init_apply_or_are_refused_by_name(tmp_path, capsys):
+    """Issue 25, item 4: --set model.options.dropout=0.0 with --init was dropped without a word."""
+    run(tmp_path, "small", "digits", 1, extra=["max_steps=1"])
+    init = str(tmp_path / "small" / "checkpoints" / "last.pt")
+    run(tmp_path, "tuned", "digits", 1, extra=["max_steps=1", "model.options.dropout=0.0"], init=init)
+    options = json.loads((tmp_path / "tuned" / "config.json").read_text())["model"]["options"]
+    assert options["dropout"] == 0.0 and options["width"] == 0.5  # the option given, on the checkpoint's own
+    for item, tensor in (("width=0.25", "conv1.weight"), ("input_size=32", "fc6.weight")):
+        with pytest.raises(AlexNetError, match=rf"--set model.options.{item}: --init .*last.pt's {tensor} is \(.*with --init "
+                                               r"the checkpoint's architecture is kept"):
+            run(tmp_path, "refused", "digits", 1, extra=[f"model.options.{item}"], init=init)
+    with pytest.raises(AlexNetError, match=r"pipeline crops 20; set data.pipeline_options.crop=24 \(--init's checkpoint fixes"):
+        run(tmp_path, "refused", "digits", 1, extra=["data.pipeline_options.crop=20"], init=init)
+    assert not (tmp_path / "refused").exists()

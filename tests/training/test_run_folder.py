@@ -11,10 +11,15 @@ from alexnet.training.run_folder import RunFolder
 def test_an_out_folder_with_other_files_is_refused(tmp_path):
     out = tmp_path / "mine"
     out.mkdir()
-    (out / "metrics.jsonl").write_text("my own notes\n")
-    with pytest.raises(AlexNetError, match="holds other files and no run"):
+    (out / "notes.txt").write_text("my own notes\n")
+    with pytest.raises(AlexNetError, match=r"mine holds other files \(notes.txt\) and no alexnet train job; choose a new"):
         train(tiny_config(), RunOptions(out=out, progress_bar=False))
-    assert (out / "metrics.jsonl").read_text() == "my own notes\n"
+    (out / "metrics.jsonl").write_text("my own metrics\n")  # a name the run writes: --force would have deleted it
+    for force in (False, True):
+        with pytest.raises(AlexNetError, match=r"mine/metrics.jsonl: not written by alexnet train \(.*mine has no config.json\)"):
+            train(tiny_config(), RunOptions(out=out, force=force, progress_bar=False))
+    assert (out / "metrics.jsonl").read_text() == "my own metrics\n" and sorted(p.name for p in out.iterdir()) == [
+        "metrics.jsonl", "notes.txt"]
 
 
 def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(tmp_path):

@@ -1,18 +1,22 @@
 """The training loop: presets, the run folder, divergence, refusing to overwrite (resuming: test_resume.py)."""
 
 import json
+import logging
 import subprocess
 import sys
+from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from helpers import TINY, Records
 
 from alexnet import checkpoint
+from alexnet.data.idx import write_idx
 from alexnet.errors import AlexNetError
 from alexnet.reporting.html_report import TrainingReport
 from alexnet.training.config import preset_names, resolve
-from alexnet.training.loop import RunOptions, TrainingDiverged, train
+from alexnet.training.loop import RunOptions, TrainingDiverged, load_data, train
 from alexnet.training.optim import Schedule
 
 
@@ -164,3 +168,20 @@ def test_fitted_in_memory_sets_are_c_ordered_for_fast_batches():
     fitted = prefit(train_set, 32, 3)
     assert fitted.images.shape == (len(train_set), 32, 32, 3) and fitted.images.flags["C_CONTIGUOUS"]
     assert np.array_equal(fitted.labels, train_set.labels)
+
+
+def test_data_without_a_test_split_says_so_at_the_start(tmp_path, caplog):
+    """Issue 25, item 8: IDX files without t10k trained and ended with an empty results table, unannounced."""
+    root = tmp_path / "mnist"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    write_idx(root / "train-images-idx3-ubyte", rng.integers(0, 256, (64, 28, 28), dtype=np.uint8))
+    write_idx(root / "train-labels-idx1-ubyte", (np.arange(64) % 10).astype(np.uint8))
+    config = resolve("d2l_lenet", {"epochs": 1, "device": "cpu", "data.spec": str(root)}, ["batch_size=16"])
+    with caplog.at_level(logging.WARNING, logger="alexnet.training.loop"):
+        load_data(config)  # what train, demo and ablate open their data with, before the first step
+    assert f"{root}: no test split and no val split (data.val_fraction=0): the final results table will be empty" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="alexnet.training.loop"):
+        load_data(replace(config, data=replace(config.data, val_fraction=0.25)))
+    assert f"{root}: no test split; the final results are on 25% of train held out as val" in caplog.text

@@ -80,6 +80,19 @@ def _find(folder: Path, split: str, kind: str, dims: int, required: bool = True)
     return matches[0] if matches else None
 
 
+def _read_one(folder: Path, split: str, kind: str, dims: int) -> tuple[Path, np.ndarray]:
+    """The ``kind`` file of ``split``, read. A raw file and its ``.gz`` (torchvision keeps both) are one
+    file when they hold the same data; when they differ, which is the data set cannot be guessed."""
+    first = _find(folder, split, kind, dims)
+    data = read_idx(first, dims)
+    pattern = _pattern(PREFIXES[split], kind, dims)
+    for other in sorted(p for p in folder.iterdir() if pattern.match(p.name) and p != first):
+        if not np.array_equal(read_idx(other, dims), data):
+            raise AlexNetError(f"{first} and {other.name}: two {split} {kind} files with different contents; remove the one "
+                               "that is not the data set")
+    return first, data
+
+
 def open_idx(root: str | os.PathLike, fashion: bool = False) -> tuple[dict[str, ImageSet], list[str]]:
     """The train and test splits found in ``root`` (a split needs both its images and labels file);
     Fashion-MNIST's class names when ``fashion`` or when the path says "fashion"."""
@@ -89,9 +102,9 @@ def open_idx(root: str | os.PathLike, fashion: bool = False) -> tuple[dict[str, 
         images_path = _find(root, split, "images", 3, required=False)
         if images_path is None:
             continue
-        labels_path = _find(root, split, "labels", 1)
-        images = read_idx(images_path, dims=3)
-        labels = read_idx(labels_path, dims=1).astype(np.int64)
+        images_path, images = _read_one(root, split, "images", 3)
+        labels_path, labels = _read_one(root, split, "labels", 1)
+        labels = labels.astype(np.int64)
         if len(images) != len(labels):
             raise AlexNetError(f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path.name}")
         outside = np.flatnonzero((labels < 0) | (labels >= NUM_CLASSES))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import stat
 import warnings
 from typing import BinaryIO
 
@@ -63,16 +64,25 @@ def decode_image(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> np.nd
     ``max_pixels`` pixels.
     """
     try:
-        size = os.path.getsize(path)
+        info = os.stat(path)
     except OSError as e:
         raise BadImage(path, f"cannot read ({e.strerror or e})") from None
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):
+        raise BadImage(path, f"not an image file: {_kind(info.st_mode)}")
+    if info.st_size == 0:
         raise BadImage(path, "empty file (0 bytes)")
     try:
         with open(path, "rb") as f:
             return _decode(f, path, max_pixels)
     except OSError as e:
         raise BadImage(path, f"cannot read ({e.strerror or e})") from None
+
+
+def _kind(mode: int) -> str:
+    """What a path that is not a regular file is (/dev/zero, a FIFO, a folder): never read, it may never end."""
+    kinds = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+             (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return next((name for test, name in kinds if test(mode)), "not a regular file")
 
 
 def decode_bytes(data: bytes, name: str, max_pixels: int = MAX_PIXELS) -> np.ndarray:

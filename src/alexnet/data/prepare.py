@@ -110,7 +110,7 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     _check_out(out, config.force)
     dataset = open_dataset(config.source)
     plans = _plan(dataset, config.size)
-    with RunLock(out.parent, f".{out.name}.lock"):
+    with RunLock(out.parent, f".{out.name}.lock", out):
         _check_out(out, config.force)  # again, now that no other prepare can be writing it
         return _prepare(out, dataset, plans, config)
 

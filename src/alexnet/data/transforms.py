@@ -78,25 +78,32 @@ def centre_offset(size: int, crop: int) -> int:
     return int(round((size - crop) / 2.0))
 
 
+# the most pixels, as a multiple of the size×size output, that downsample rescales whole before cropping
+FULL_RESCALE = 4  # any aspect ratio up to 4:1 (photographs are 4:3 or 3:2): exactly torchvision's pixels
+
+
 def downsample(image: np.ndarray, size: int) -> np.ndarray:
     """§2: rescale so the shorter side is ``size``, then crop the central size×size (uint8 HWC).
 
-    PIL bilinear with antialiasing and torchvision's rounding, so it equals
-    ``Resize(size)`` + ``CenterCrop(size)`` on a PIL image.
+    PIL bilinear with antialiasing and torchvision's rounding, so it equals ``Resize(size)`` +
+    ``CenterCrop(size)`` on a PIL image. The work is bounded by the output: an image whose rescaled
+    whole would be over ``FULL_RESCALE`` × size² pixels (a 1×20000 strip would be 5,120,000×256) has
+    only its crop computed, Pillow resampling the source box that maps onto it (``resize(box=…)``,
+    which reads the pixels around the box that the filter needs); its pixels then differ from
+    torchvision's by at most 1 of 255 where the filter's rounding falls the other way.
     """
     h, w = image.shape[:2]
     if (h, w) != (size, size):
-        if h <= w:
-            new_h, new_w = size, int(size * w / h)
-        else:
-            new_h, new_w = int(size * h / w), size
+        new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
+        top, left = centre_offset(new_h, size), centre_offset(new_w, size)
         grey = image.ndim == 3 and image.shape[2] == 1
         pil = Image.fromarray(image[..., 0] if grey else image)
-        image = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))
-        if grey:
-            image = image[..., None]
-        top, left = centre_offset(new_h, size), centre_offset(new_w, size)
-        image = image[top : top + size, left : left + size]
+        if new_h * new_w <= FULL_RESCALE * size * size:
+            image = np.asarray(pil.resize((new_w, new_h), Image.BILINEAR))[top : top + size, left : left + size]
+        else:
+            sx, sy = w / new_w, h / new_h  # source pixels per rescaled pixel, as for the whole image
+            box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+            image = np.asarray(pil.resize((size, size), Image.BILINEAR, box=box))
     return np.ascontiguousarray(image if image.ndim == 3 else image[..., None])
 
 

@@ -202,7 +202,7 @@ class FeaturePaths:
     @property
     def lock(self) -> RunLock:
         """One writer per feature set: ``.NAME.npy.lock`` beside it (alexnet.jobs.RunLock)."""
-        return RunLock(self.array.parent, f".{self.array.name}.lock")
+        return RunLock(self.array.parent, f".{self.array.name}.lock", self.array)
 
     def finished(self) -> list[Path]:
         return [p for p in (self.array, self.index, self.record) if p.exists()]
@@ -432,7 +432,8 @@ class FeatureSet:
 
 
 def open_features(path: str | os.PathLike) -> FeatureSet:
-    """Read what :func:`extract` wrote, checking that the three files agree."""
+    """Read what :func:`extract` wrote, checking the three files against each other and the record against
+    the rows: dtype, shape, finite values, one index line per row in order, labels among the classes."""
     paths = FeaturePaths.of(path)
     if not paths.array.is_file():
         hint = " (an unfinished run: rerun its alexnet features command)" if paths.partial.is_file() else ""
@@ -441,37 +442,75 @@ def open_features(path: str | os.PathLike) -> FeatureSet:
         if not p.is_file():
             raise AlexNetError(f"{path}: {p.name} is missing beside it (alexnet features writes NAME.npy, NAME.csv, NAME.json)")
     try:
-        record = json.loads(paths.record.read_text())
+        record = json.loads(paths.record.read_text(encoding="utf-8"))
         rows = np.load(paths.array, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError) as e:  # UnicodeDecodeError is a ValueError
         raise AlexNetError(f"{path}: unreadable features ({e})") from None
-    if rows.ndim != 2 or list(rows.shape) != list(record.get("shape", [])):
-        raise AlexNetError(f"{path}: rows {list(rows.shape)} but {paths.record.name} says {record.get('shape')}")
+    classes = _check_record(paths.record, record)
+    if rows.ndim != 2 or list(rows.shape) != list(record["shape"]) or rows.dtype != np.dtype(record["dtype"]):
+        raise AlexNetError(f"{path}: {rows.dtype} rows {list(rows.shape)} but {paths.record.name} says "
+                           f"{record['dtype']} {record['shape']}")
+    check_rows(path, rows)
     index = read_index(paths.index, len(rows))
-    if index.labels is None:
-        raise AlexNetError(f"{paths.index}: no label column (alexnet features writes {','.join(INDEX_COLUMNS)})")
+    if index.labels is None or "row" not in index.columns:
+        raise AlexNetError(f"{paths.index}: not the index alexnet features writes (columns {','.join(INDEX_COLUMNS)})")
+    if not np.array_equal(index.positions, np.arange(len(rows))):
+        at = int(np.flatnonzero(index.positions != np.arange(len(rows)))[0])
+        raise AlexNetError(f"{paths.index}: line {at + 2} gives row {index.positions[at]}, expected {at} (one line per row, in order)")
+    outside = np.flatnonzero((index.labels < 0) | (index.labels >= len(classes)))
+    if len(outside):
+        raise AlexNetError(f"{paths.index}: row {outside[0]} has label {index.labels[outside[0]]}, outside the "
+                           f"{len(classes)} classes (0–{len(classes) - 1}) of {paths.record.name}")
     return FeatureSet(paths.array, rows, index.labels, index.paths, record)
+
+
+def _check_record(path: Path, record: Any) -> list[str]:
+    """The record's classes, after checking that it holds what open_features compares (dtype, shape, classes)."""
+    ok = isinstance(record, dict) and record.get("dtype") in DTYPES and isinstance(record.get("classes"), list) and \
+        isinstance(record.get("shape"), list) and len(record["shape"]) == 2
+    if not ok:
+        raise AlexNetError(f"{path}: not a features record (needs dtype {' or '.join(DTYPES)}, a shape [rows, columns] and "
+                           "the classes)")
+    return record["classes"]
+
+
+def check_rows(path: str | os.PathLike, rows: np.ndarray, chunk: int = 8192) -> None:
+    """Refuse a bank with no rows or a value that is not finite (NaN, ±inf), naming the first such row; read in chunks."""
+    if len(rows) == 0:
+        raise AlexNetError(f"{path}: no rows (a feature set of an empty split)")
+    for start in range(0, len(rows), chunk):
+        bad = np.flatnonzero(~np.isfinite(np.asarray(rows[start:start + chunk], dtype=np.float32)).all(axis=1))
+        if len(bad):
+            raise AlexNetError(f"{path}: row {start + bad[0]} holds NaN or infinite values; extract the features again")
 
 
 @dataclass
 class FeatureIndex:
     """What a features index (``NAME.csv``) says of each row."""
 
-    positions: np.ndarray  # int64 [N]: the row's image in its split (the "row" column, or "index")
+    positions: np.ndarray  # int64 [N]: the row's image in its split (the "row" column, or "index"), each once
     labels: np.ndarray | None  # int64 [N], None without a "label" column
     paths: list[str]  # "" where the image is not a file or the index has no "path" column
+    columns: list[str]  # the header
 
 
 def read_index(path: str | os.PathLike, rows: int) -> FeatureIndex:
     """The one reader of a feature set's index: ``alexnet features``' ``row,path,label,class``, or a
-    hand-made CSV whose ``index`` column gives each row's position in the split (explore reads those)."""
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        position = next((c for c in ("row", "index") if c in columns), None)
-        if position is None:
-            raise AlexNetError(f"{path}: not a features index (header {columns}, expected {','.join(INDEX_COLUMNS)})")
-        entries = list(reader)
+    hand-made CSV whose ``index`` column gives each row's position in the split (explore reads those).
+    UTF-8, one line per row, each position once."""
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            columns = list(reader.fieldnames or [])
+            entries = list(reader)
+    except UnicodeDecodeError as e:
+        raise AlexNetError(f"{path}: not UTF-8 text (byte {e.object[e.start]:#04x} at offset {e.start}); an index is "
+                           "the UTF-8 CSV alexnet features writes") from None
+    except csv.Error as e:
+        raise AlexNetError(f"{path}: not a CSV index ({e})") from None
+    position = next((c for c in ("row", "index") if c in columns), None)
+    if position is None:
+        raise AlexNetError(f"{path}: not a features index (header {columns}, expected {','.join(INDEX_COLUMNS)})")
     if len(entries) != rows:
         raise AlexNetError(f"{path}: {len(entries)} index lines for {rows} rows")
     try:
@@ -479,4 +518,7 @@ def read_index(path: str | os.PathLike, rows: int) -> FeatureIndex:
         labels = np.array([int(e["label"]) for e in entries], dtype=np.int64) if "label" in columns else None
     except (TypeError, ValueError) as e:
         raise AlexNetError(f"{path}: bad index line ({e})") from None
-    return FeatureIndex(positions, labels, [e.get("path") or "" for e in entries])
+    unique, counts = np.unique(positions, return_counts=True)
+    if len(unique) != len(positions):
+        raise AlexNetError(f"{path}: {position} {unique[counts > 1][0]} is given {counts.max()} times; each image once")
+    return FeatureIndex(positions, labels, [e.get("path") or "" for e in entries], columns)

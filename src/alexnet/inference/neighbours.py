@@ -39,12 +39,19 @@ class Neighbours:
     distances: np.ndarray  # float64 [Q, k]: ‖q − b‖, or 1 − cos for the cosine metric
 
 
-def check_query(dim: int, queries: np.ndarray | torch.Tensor, k: int, metric: str) -> None:
-    """One-line errors for a metric, k or query shape that cannot be searched among rows of ``dim`` columns."""
-    if metric not in METRICS:
-        raise AlexNetError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
+def check_k(k: int, rows: int, what: str) -> None:
+    """Refuse a ``k`` below 1 or above the ``rows`` of ``what`` (a bank of 1,259 rows has no 5,000 nearest)."""
     if k < 1:
         raise AlexNetError(f"--k {k} must be at least 1")
+    if k > rows:
+        raise AlexNetError(f"--k {k} is more than the {rows:,} rows of {what}; give --k {rows} or less")
+
+
+def check_query(dim: int, queries: np.ndarray | torch.Tensor, k: int, metric: str, rows: int, what: str = "the bank") -> None:
+    """One-line errors for a metric, k or query shape that cannot be searched among ``rows`` rows of ``dim`` columns."""
+    if metric not in METRICS:
+        raise AlexNetError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
+    check_k(k, rows, what)
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise AlexNetError(f"queries have shape {tuple(queries.shape)} but the bank's rows have {dim} columns")
 
@@ -81,7 +88,7 @@ def nearest_in_chunks(chunks: Iterable[np.ndarray | torch.Tensor], queries: np.n
 
 def nearest(rows: np.ndarray, queries: np.ndarray, k: int, metric: str = "euclidean", chunk: int = CHUNK) -> Neighbours:
     """Exact search of ``rows`` [N, D] (a memmap is read ``chunk`` rows at a time) for ``queries`` [Q, D]."""
-    check_query(rows.shape[1], queries, k, metric)
+    check_query(rows.shape[1], queries, k, metric, len(rows))
     return nearest_in_chunks((rows[s:s + chunk] for s in range(0, len(rows), chunk)), queries, k, metric)
 
 

@@ -27,6 +27,7 @@ import torch
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import Scores, check_classes, score
 from alexnet.inference.features import FeatureSet, open_features
+from alexnet.inference.neighbours import check_k
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +77,8 @@ def linear_probe(train: FeatureSet, test: FeatureSet, config: ProbeConfig) -> Sc
 def knn_probe(train: FeatureSet, test: FeatureSet, config: ProbeConfig) -> Scores:
     from sklearn.neighbors import KNeighborsClassifier
 
-    k = min(config.k, len(train))
-    classifier = KNeighborsClassifier(n_neighbors=k, metric=config.metric, algorithm="brute")
+    check_k(config.k, len(train), train.path)
+    classifier = KNeighborsClassifier(n_neighbors=config.k, metric=config.metric, algorithm="brute")
     classifier.fit(_matrix(train), train.labels)
     scores = classifier.predict_proba(_matrix(test))
     probabilities = _full_probabilities(scores, classifier.classes_, len(train.classes))
@@ -101,5 +102,6 @@ def run_probes(train_path: str, test_path: str, config: ProbeConfig) -> dict[str
     """{"linear": Scores, "knn": Scores} of the probes trained on ``train_path`` and tested on ``test_path``."""
     train, test = open_features(train_path), open_features(test_path)
     check_pair(train, test)
+    check_k(config.k, len(train), train.path)  # before the linear probe's minutes, not after
     log.info("probe: %d training rows, %d test rows, %d columns", len(train), len(test), train.rows.shape[1])
     return {"linear": linear_probe(train, test, config), "knn": knn_probe(train, test, config)}

@@ -48,7 +48,7 @@ FAISS_FROM_ROWS = 100_000
 
 def faiss_search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str, chunk: int = CHUNK) -> Neighbours:
     """The same search with FAISS's exhaustive (flat) index."""
-    check_query(bank.shape[1], queries, k, metric)
+    check_query(bank.shape[1], queries, k, metric, len(bank))
     faiss = _import_faiss()
     dim = bank.shape[1]
     index = faiss.IndexFlatL2(dim) if metric == "euclidean" else faiss.IndexFlatIP(dim)
@@ -87,10 +87,9 @@ def faiss_available() -> bool:
 
 
 def search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str = "euclidean", engine: str = "auto") -> Neighbours:
-    """The ``k`` (at most the bank's size) nearest rows of ``bank`` to each query."""
+    """The ``k`` nearest rows of ``bank`` to each query (a ``k`` over the bank's rows is refused)."""
     if engine not in ENGINES:
         raise AlexNetError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
-    k = min(k, len(bank))
     if engine == "auto":
         engine = "faiss" if len(bank) >= FAISS_FROM_ROWS and faiss_available() else "exact"
     log.info("search: %s engine, %d queries, %d bank rows, k=%d, %s", engine, len(queries), len(bank), k, metric)

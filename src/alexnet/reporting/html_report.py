@@ -119,6 +119,9 @@ def write_report_html(run_dir: Path, evidence: Evidence | None = None, *, device
     if not run_dir.is_dir():
         raise AlexNetError(f"{run_dir}: no such run folder")
     folder = RunFolder(run_dir, write=False)
+    if not folder.holds_run():  # the page and its figures go only into a folder of their own kind
+        raise AlexNetError(f"{run_dir}: not a training run folder (no config.json or checkpoints/last.pt); report.html "
+                           "and its figures are written into the folder alexnet train wrote")
     report = _read_json(folder.report_json)
     config = _read_json(folder.config)
     if evidence is None and folder.last.is_file():

@@ -197,8 +197,17 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
 
 
 def resolve(preset: str, flags: dict[str, Any], overrides: list[str]) -> TrainConfig:
-    """Preset ← flags (dotted keys, None = not given) ← ``--set`` overrides, as a TrainConfig."""
-    return resolve_from(read_preset(preset), flags, overrides)
+    """Preset ← flags (dotted keys, None = not given) ← ``--set`` overrides, as a TrainConfig.
+
+    With ``--init`` the model is the checkpoint's, not the preset's: the preset's model options are left
+    out, so ``model.options`` holds only what ``--set`` gave, which ``finetune.init_checkpoint`` applies
+    on top of the checkpoint's own (or refuses, naming the option, where it changes a loaded tensor)."""
+    data = read_preset(preset)
+    config = resolve_from(data, flags, overrides)
+    if config.finetune.init and data.get("model", {}).get("options"):
+        data["model"] = {k: v for k, v in data["model"].items() if k != "options"}
+        config = resolve_from(data, flags, overrides)
+    return config
 
 
 def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[str]) -> TrainConfig:

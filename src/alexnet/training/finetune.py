@@ -4,7 +4,9 @@ What timm's ``pretrained=True, num_classes=N``, PyTorch's transfer-learning tuto
 "Transfer Learning Using AlexNet" do, for any checkpoint of ours (a run's, or what ``alexnet import
 torchvision|caffe`` wrote):
 
-* the model is the checkpoint's architecture with its options, and the data's class count;
+* the model is the checkpoint's architecture with its options, and the data's class count; a
+  ``--set model.options.X`` applies where it leaves every loaded tensor's shape as it is (dropout,
+  LRN, activation) and is refused, naming it, where it does not (width, input size);
 * every tensor whose name and shape match is loaded; the others keep their fresh initialisation;
   the classifier head is loaded only when the data names the checkpoint's classes in its order
   (``finetune.reset_head`` re-initialises it even then);
@@ -28,9 +30,10 @@ import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
 from torch import nn
 
-from alexnet import checkpoint
+from alexnet import checkpoint, models
 from alexnet.checkpoint import Checkpoint
 from alexnet.errors import AlexNetError
 from alexnet.models.base import ConfiguredNet, classifier_head
@@ -76,7 +79,34 @@ def init_checkpoint(config: TrainConfig, *, resume: bool) -> tuple[TrainConfig, 
         raise AlexNetError(f"--init {ft.init}: the checkpoint has no preprocessing to keep; "
                            "set finetune.keep_preprocess=false to fit it to the data")
     options = {k: v for k, v in init.model_options.items() if k != "num_classes"}
-    return replace(config, model=ModelConfig(init.model, options)), init
+    given = {k: v for k, v in config.model.options.items() if options.get(k, _UNSET) != v}
+    for name, value in given.items():
+        _check_option(init, options, name, value, ft.init)
+    return replace(config, model=ModelConfig(init.model, {**options, **given})), init
+
+
+_UNSET = object()
+
+
+def _check_option(init: Checkpoint, options: dict, name: str, value, source: str) -> None:
+    """Refuse a ``--set model.options.NAME`` that would change the shape of a tensor ``init`` holds or leave
+    one out (the head apart: it is fitted to the data); dropout, LRN and the like apply. Built on the meta
+    device: no memory, no initialisation."""
+    try:
+        with torch.device("meta"):
+            model = models.create(init.model, num_classes=init.num_classes, **{**options, name: value})
+    except (ValueError, TypeError) as e:
+        raise AlexNetError(f"--set model.options.{name}={value!r}: {e}") from None
+    head, own = classifier_head(model), model.state_dict()
+    for key, tensor in init.state_dict.items():
+        if key.startswith(head + "."):
+            continue
+        ours = own.get(key)
+        if ours is None or tuple(ours.shape) != tuple(tensor.shape):
+            now = "no such tensor" if ours is None else f"{tuple(ours.shape)}"
+            raise AlexNetError(f"--set model.options.{name}={value!r}: --init {source}'s {key} is {tuple(tensor.shape)}, "
+                               f"and {init.model} with {name}={value!r} would have {now}; "
+                               "with --init the checkpoint's architecture is kept (leave it out, or train without --init)")
 
 
 def prepare(model: ConfiguredNet, config: TrainConfig, init: Checkpoint | None, classes: list[str], init_json: Path) -> list[InitRow]:
@@ -134,6 +164,9 @@ def freeze(model: ConfiguredNet, what: str, rows: list[InitRow]) -> set[str]:
         top = [n for n in layers if "." not in n]
         raise AlexNetError(f"--freeze {what!r}: not a layer of {model.name}; give none, features or one of {', '.join(top)}")
     frozen = {f"{layer}.{p}" for layer in chosen for p, _ in model.get_submodule(layer).named_parameters(recurse=False)}
+    if all(name in frozen for name, _ in model.named_parameters()):
+        raise AlexNetError(f"--freeze {what}: freezes every parameter of {model.name} ({what} is its last layer), which "
+                           "leaves nothing to train; freeze a layer below it, or features")
     for name, param in model.named_parameters():
         if name in frozen:
             param.requires_grad_(False)

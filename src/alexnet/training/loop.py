@@ -136,6 +136,8 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
     train, val, test = dataset.splits["train"], dataset.splits.get("val"), dataset.splits.get("test")
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
+    if test is None:
+        _say_no_test_split(config, val is not None and "val" not in dataset.splits, val is not None)
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
     if kept is not None:
         pipe = replace(pipe, normalize=kept.pipeline.normalize)
@@ -153,6 +155,16 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
 
 
 
+def _say_no_test_split(config: TrainConfig, held_out: bool, has_val: bool) -> None:
+    """At the start, not as an empty table at the end: what the final results will be on."""
+    if has_val:
+        what = f"{config.data.val_fraction:.0%} of train held out as val" if held_out else "its val split"
+        log.warning("%s: no test split; the final results are on %s", config.data.spec, what)
+    else:
+        log.warning("%s: no test split and no val split (data.val_fraction=0): the final results table will be empty; "
+                    "--set data.val_fraction=0.1 holds out a tenth of train to evaluate on", config.data.spec)
+
+
 def create_model(config: TrainConfig, data: Data) -> nn.Module:
     model = models.create(config.model.name, num_classes=len(data.classes), **config.model.options)
     pipe = data.preprocess.pipeline
@@ -160,7 +172,9 @@ def create_model(config: TrainConfig, data: Data) -> nn.Module:
         raise AlexNetError(f"model {config.model.name} takes {model.in_channels} channels but pipeline {pipe.name} gives {pipe.channels}")
     if pipe.crop != model.input_size:
         raise AlexNetError(f"model {config.model.name} takes {model.input_size}×{model.input_size} input but the pipeline crops "
-                           f"{pipe.crop}; set data.pipeline_options.crop or the model's input size")
+                           f"{pipe.crop}; set data.pipeline_options.crop={model.input_size}"
+                           + (" (--init's checkpoint fixes the input size)" if config.finetune.init else
+                              f" or model.options.input_size={pipe.crop}"))
     return model
 
 

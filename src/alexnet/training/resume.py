@@ -27,13 +27,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet import jobs
 from alexnet.checkpoint import Checkpoint
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import topk_correct
 from alexnet.training import distributed as dist
 from alexnet.training.config import TrainConfig, flatten, from_dict, resolve_from
 from alexnet.training.optim import Schedule
-from alexnet.training.run_folder import RunFolder
+from alexnet.training.run_folder import CONFIG, OWN_NAMES, RunFolder
 from alexnet.training.step import TrainStep
 
 log = logging.getLogger(__name__)
@@ -123,14 +124,11 @@ def check_folder(folder: RunFolder, *, resume: bool, force: bool) -> None:
         if not folder.last.exists():
             raise AlexNetError(f"{folder.root}: nothing to resume (no checkpoints/last.pt)")
         return
-    if folder.root.exists() and not folder.root.is_dir():
-        raise AlexNetError(f"{folder.root} exists and is not a folder")
-    if folder.root.exists() and folder.holds_run() and not force:
-        raise AlexNetError(f"{folder.root} already holds a run; pass --resume to continue it or --force to start afresh")
-    others = [p for p in folder.root.iterdir() if p.name != ".lock" and not p.name.endswith(".tmp")] if folder.root.is_dir() else []
-    if others and not folder.holds_run() and not force:
-        raise AlexNetError(f"{folder.root} holds other files and no run; choose a new or empty --out (or --force to train "
-                           "into it: only the run's own files are written there)")
+    if folder.root.is_dir() and folder.holds_run():
+        if not force:
+            raise AlexNetError(f"{folder.root} already holds a run; pass --resume to continue it or --force to start afresh")
+        return
+    jobs.claim(folder.root, "train", force=force, own=OWN_NAMES, record=CONFIG)  # other files: jobs' one rule
 
 
 # ---------------------------------------------------------------------------------------------

@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 CONFIG, RESUME_LOG, METRICS = "config.json", "resume.jsonl", "metrics.jsonl"
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+FIGURES = ("curves.png", "filters.png", "confusion.png", "predictions.png")  # what report.html shows, beside it
+# every name a run writes in its folder: an --out without a run that holds one of them is refused even with --force
+OWN_NAMES = (CONFIG, RESUME_LOG, "init.json", METRICS, "tb", "checkpoints", REPORT_JSON, REPORT_HTML, *FIGURES)
 
 
 class RunFolder:

@@ -12,7 +12,11 @@ What a request may name, and nothing else:
 Every answer of ``/api/*`` is JSON (or a PNG); a bad request gets ``{"error": "..."}`` with 400
 (bad value, bad upload), 404 (no such image, split or class), 411/413 (upload without a length or
 over the limit), never a 500 for anything a user can send. On loopback only the Host headers
-127.0.0.1, localhost and ::1 are answered (400 otherwise: DNS rebinding). One model call runs at a time (the
+127.0.0.1, localhost and ::1 are answered (400 otherwise: DNS rebinding). A request that changes
+state (an upload: any method but GET, HEAD and OPTIONS) whose ``Origin`` (else ``Referer``) is not
+this server's own is refused with 403 (:class:`SameOrigin`): a page of another site can post a form
+to 127.0.0.1, and the browser sends the Host it posts to; a client without either header (curl, a
+script) is no browser page and is answered. One model call runs at a time (the
 :class:`Gate`: an asyncio lock in front of a worker thread, so the event loop keeps answering
 ``/api/status``, which the page polls to show what is running and how many requests wait).
 """
@@ -24,16 +28,18 @@ import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import UploadFile
+from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alexnet.errors import AlexNetError
 from alexnet.tools.explore.pictures import png
@@ -104,6 +110,38 @@ def image_ref(request: Request) -> ImageRef:
 
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+
+
+def cross_origin(headers: Headers, scheme: str) -> str | None:
+    """Why a state-changing request comes from another site's page (its ``Origin``, else its ``Referer``,
+    is not ``scheme://Host``), or None. ``Origin: null`` (a sandboxed or file: page) is another site."""
+    own = f"{scheme}://{headers.get('host', '')}".lower()
+    for name in ("origin", "referer"):
+        value = headers.get(name)
+        if value is None:
+            continue
+        parts = urlsplit(value)
+        theirs = f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else value.lower()
+        if theirs == own:
+            return None
+        return f"{name.capitalize()} {value!r} is not this server ({own}); it takes uploads only from its own page"
+    return None
+
+
+class SameOrigin:
+    """ASGI middleware: 403 for a state-changing request from another origin (:func:`cross_origin`)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
+            why = cross_origin(Headers(scope=scope), scope.get("scheme", "http"))
+            if why is not None:
+                await error(why, 403)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 class Routes:
@@ -202,6 +240,7 @@ def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
                 HTTPException: lambda r, e: error(str(e.detail), e.status_code),
                 Exception: _internal}
     middleware = [] if "*" in hosts else [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)]
+    middleware.append(Middleware(SameOrigin))
     return Starlette(routes=Routes(session).table(), exception_handlers=handlers, middleware=middleware)
 
 

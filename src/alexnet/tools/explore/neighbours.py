@@ -28,7 +28,7 @@ import numpy as np
 
 from alexnet.data import ImageSet, iter_batches
 from alexnet.errors import AlexNetError
-from alexnet.inference.features import Extractor, read_index
+from alexnet.inference.features import Extractor, check_rows, read_index
 from alexnet.inference.neighbours import nearest
 
 
@@ -40,8 +40,9 @@ class FeatureBank:
     split: str = "train"  # the split whose images the rows are
 
     def nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """(split positions [k], Euclidean distances [k]) of the ``k`` rows nearest ``query`` [D], nearest first."""
-        found = nearest(self.codes, np.asarray(query)[None], k)
+        """(split positions, Euclidean distances) of the ``k`` rows nearest ``query`` [D], nearest first; all
+        the rows when the bank has fewer (the page shows what it gets)."""
+        found = nearest(self.codes, np.asarray(query)[None], min(k, len(self.codes)))
         return self.index[found.rows[0]], found.distances[0]
 
 
@@ -98,6 +99,7 @@ def read_bank(path: str | Path, images: ImageSet, dim: int, split: str = "train"
         raise AlexNetError(f"{path}: expected float32 [N, D] features, got {codes.dtype} {list(codes.shape)}")
     if codes.shape[1] != dim:
         raise AlexNetError(f"{path}: features have {codes.shape[1]} dimensions but the checkpoint's fc7 has {dim}")
+    check_rows(path, codes)
     index = _read_index(path.with_suffix(".csv"), len(codes), len(images), split)
     return FeatureBank(codes, index, f"{path.name}: {len(codes)} {split} images, {codes.shape[1]}-d", split)
 
