@@ -258,6 +258,17 @@ def test_data_set_image_classify_knows_its_label(client):
     assert answer["truth"]["index"] == int(labels[7])
 
 
+def test_architecture_is_the_checkpoints_summary_drawn(client):
+    import xml.etree.ElementTree as ET
+
+    r = client.get("/api/architecture")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("image/svg+xml")
+    drawn = [g for g in ET.fromstring(r.text).iter("{http://www.w3.org/2000/svg}g") if g.get("class") == "layer"]
+    assert [g.get("data-name") for g in drawn][:3] == ["conv1", "relu1", "norm1"] and drawn[-1].get("data-name") == "fc8"
+    assert {g.get("data-towers") for g in drawn[:-1]} == {"2"} and drawn[-1].get("data-shape") == "10"
+    assert b"<script" not in r.content
+
+
 def test_filters_run_and_confusion(client):
     filters = client.get("/api/filters").json()
     assert filters["shape"] == "5×5×1" and [t["count"] for t in filters["towers"]] == [8, 8]

@@ -143,6 +143,10 @@ def test_explore_in_chromium(server, tmp_path):
         page.wait_for_selector("#gradcam-caption:has-text('“7”')")
         page.screenshot(path=str(shots / "explore-why.png"))
 
+        page.click("#tabs button[data-view=architecture]")
+        page.wait_for_function("document.querySelector('#architecture').naturalWidth > 300")
+        page.screenshot(path=str(shots / "explore-architecture.png"))
+
         page.click("#tabs button[data-view=filters]")
         page.wait_for_selector("#filters figure >> nth=1")
         assert "tower 2" in page.inner_text("#filters")
@@ -174,7 +178,7 @@ def test_explore_in_chromium(server, tmp_path):
         browser.close()
     assert all(u.startswith(server) or u.startswith(("data:", "blob:")) for u in requests), \
         [u for u in requests if not u.startswith(server)]
-    for name in ("classify", "layers", "why", "filters", "neighbours", "run"):
+    for name in ("classify", "layers", "why", "architecture", "filters", "neighbours", "run"):
         assert (shots / f"explore-{name}.png").stat().st_size > 1000
 
 
@@ -205,6 +209,8 @@ def test_explore_in_firefox(server, tmp_path):
         page.wait("document.querySelector('#gradcam').src.startsWith('data:image/png')")
         page.js("(s => { s.value = '7'; s.dispatchEvent(new Event('change')); })(document.querySelector('#why-class'))")
         page.wait("document.querySelector('#gradcam-caption').innerText.includes('“7”')")
+        page.click("#tabs button[data-view=architecture]")
+        page.wait("document.querySelector('#architecture').naturalWidth > 300")
         page.click("#tabs button[data-view=filters]")
         page.wait("document.querySelectorAll('#filters figure').length >= 2")
 

@@ -157,7 +157,7 @@ class Routes:
             Route("/api/data/{split}/{index:int}", self.data_image), Route("/api/classify", self.classify),
             Route("/api/layers", self.layers), Route("/api/filters", self.filters), Route("/api/why", self.why),
             Route("/api/neighbours", self.neighbours), Route("/api/run", self.run), Route("/api/confusion", self.confusion),
-            Route("/api/confusion/cell", self.cell),
+            Route("/api/confusion/cell", self.cell), Route("/api/architecture", self.architecture),
         ]
 
     async def page(self, request: Request) -> Response:
@@ -204,6 +204,10 @@ class Routes:
 
     async def layers(self, request: Request) -> Response:
         return JSONResponse(await self.gate.run("recording every layer", self.session.layers, image_ref(request)))
+
+    async def architecture(self, request: Request) -> Response:
+        svg = await self.gate.run("drawing the architecture", self.session.architecture)
+        return Response(svg, media_type="image/svg+xml", headers={"Cache-Control": "no-cache"})
 
     async def filters(self, request: Request) -> Response:
         return JSONResponse(await self.gate.run("drawing conv1's kernels", self.session.filters))

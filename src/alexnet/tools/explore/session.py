@@ -33,6 +33,8 @@ from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_
 from alexnet.inference.features import Extractor, FeatureConfig
 from alexnet.inference.samples import display_images, image_batch
 from alexnet.models.base import classifier_head
+from alexnet.models.summary import summarize
+from alexnet.reporting.architecture import architecture_svg
 from alexnet.reporting.figures import conv1_kernels, curves_figure, figure_png, filter_mosaics
 from alexnet.runtime import RuntimeSettings, prepare_model
 from alexnet.tools.explore import activations, neighbours, why
@@ -95,6 +97,7 @@ class Session:
         self.uploads: OrderedDict[str, np.ndarray] = OrderedDict()
         self.bank = self._bank()
         self._confusion: dict[str, Any] | None = None
+        self._architecture: str | None = None
 
     # -- set-up ------------------------------------------------------------------------------
     def _open_data(self, spec: str | None) -> tuple[str | None, dict[str, ImageSet]]:
@@ -219,6 +222,12 @@ class Session:
         layers = activations.layer_outputs(self.model, x)
         return {"towers": self.towers, "input": activations.shape_text(x[0]),
                 "layers": activations.describe(layers, self.towers, self.head)}
+
+    def architecture(self) -> str:
+        """The network drawn as Figure 2 (``alexnet summary --svg``'s drawing), from this model's own layers."""
+        if self._architecture is None:
+            self._architecture = architecture_svg(summarize(self.model, self.ckpt.input_size, name=self.ckpt.model))
+        return self._architecture
 
     def filters(self) -> dict[str, Any]:
         weight, towers = conv1_kernels(self.model)

@@ -84,14 +84,14 @@ function pickData(index) {
 }
 
 // -- the views ---------------------------------------------------------------------------------
-const loaders = { classify: loadClassify, layers: loadLayers, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
+const loaders = { classify: loadClassify, layers: loadLayers, architecture: loadArchitecture, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
 
 function show(view) {
   state.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
   const key = `${view}|${view === "classify" ? $("tenviews").checked : ""}`;
-  const needsImage = !["filters", "run"].includes(view);
+  const needsImage = !["architecture", "filters", "run"].includes(view);
   if (state.shown[key] || (needsImage && !state.ref)) return;
   state.shown[key] = true;
   loaders[view]().catch((e) => { state.shown[key] = false; say(e.message); });
@@ -156,6 +156,10 @@ function enlarge(event, img, part, name) {
     $("zoom-caption").textContent = `${name}, map ${i}: ${part.height}×${part.width}, largest value ${part.maxima[i]}`;
   }
   $("zoom").showModal();
+}
+
+async function loadArchitecture() {
+  $("architecture").src = "/api/architecture";
 }
 
 async function loadFilters() {
