@@ -269,6 +269,19 @@ def test_architecture_is_the_checkpoints_summary_drawn(client):
     assert b"<script" not in r.content
 
 
+def test_arithmetic_of_a_unit_through_the_api(client):
+    conv = client.get("/api/arithmetic?split=test&index=3&layer=conv2&unit=20,4,5").json()
+    assert conv["kind"] == "conv" and conv["tower"] == 1 and conv["channels"] == [8, 16]  # conv2 reads its tower's 8 maps
+    total = sum(np.sum(np.array(w) * np.array(k)) for w, k in zip(conv["window"], conv["kernel"], strict=True)) + conv["bias"]
+    assert total == pytest.approx(conv["output"], rel=1e-4, abs=1e-4)
+    out = client.get("/api/arithmetic?split=test&index=3&layer=softmax").json()
+    assert sum(out["probabilities"]) == pytest.approx(1.0) and len(out["logits"]) == 10
+    for query, words in (("layer=conv9&unit=0,0,0", "no layer 'conv9'"), ("layer=conv2&unit=99,0,0", "is outside conv2"),
+                         ("layer=conv2&unit=a,b", "channel,row,column")):
+        r = client.get(f"/api/arithmetic?split=test&index=3&{query}")
+        assert r.status_code == 400 and words in r.json()["error"], r.text
+
+
 def test_filters_run_and_confusion(client):
     filters = client.get("/api/filters").json()
     assert filters["shape"] == "5×5×1" and [t["count"] for t in filters["towers"]] == [8, 8]

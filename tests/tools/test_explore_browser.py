@@ -134,6 +134,32 @@ def test_explore_in_chromium(server, tmp_path):
         page.wait_for_selector("#zoom[open]")
         assert "map 0" in page.inner_text("#zoom-caption")
         page.click("#zoom-close")
+        # CNN Explainer's click: a unit of conv1's second tower, its arithmetic from the real forward pass
+        page.locator(".layer").first.locator("img.grid").nth(1).click(position={"x": 2, "y": 2})
+        page.wait_for_selector("#zoom[open]")
+        page.locator("#zoom-canvas").click(position={"x": 3, "y": 2})
+        page.wait_for_selector("#arithmetic p:has-text('conv1 [')")
+        text = page.inner_text("#arithmetic")
+        assert re.search(r"conv1 \[8, \d+, \d+\] = ", text) and "tower 2's own maps" not in text  # conv1 reads the image
+        assert "kernel" in text and "+ bias" in text
+        page.select_option("#ar-layer", "norm1")
+        page.fill("#ar-unit", "9,3,4")
+        page.click("#ar-go")
+        page.wait_for_selector("#arithmetic p:has-text('LRN over maps')")
+        assert "(k + α'·Σa²)^β" in page.inner_text("#arithmetic")
+        page.select_option("#ar-layer", "softmax")
+        page.click("#ar-go")
+        page.wait_for_selector("#arithmetic td:has-text('p = ')")
+        assert "the most probable is" in page.inner_text("#arithmetic")
+        page.select_option("#ar-layer", "conv2")
+        page.fill("#ar-unit", "20,4,5")
+        page.click("#ar-go")
+        page.wait_for_selector("#arithmetic p:has-text(\"tower 2's own maps only\")")
+        page.screenshot(path=str(shots / "explore-arithmetic.png"), full_page=True)
+        page.select_option("#ar-layer", "conv2")
+        page.fill("#ar-unit", "999,0,0")
+        page.click("#ar-go")
+        page.wait_for_selector("#message:has-text('outside conv2')")
 
         page.click("#tabs button[data-view=why]")
         page.wait_for_selector("#gradcam[src^='data:image/png']")
@@ -178,7 +204,7 @@ def test_explore_in_chromium(server, tmp_path):
         browser.close()
     assert all(u.startswith(server) or u.startswith(("data:", "blob:")) for u in requests), \
         [u for u in requests if not u.startswith(server)]
-    for name in ("classify", "layers", "why", "architecture", "filters", "neighbours", "run"):
+    for name in ("classify", "layers", "arithmetic", "why", "architecture", "filters", "neighbours", "run"):
         assert (shots / f"explore-{name}.png").stat().st_size > 1000
 
 

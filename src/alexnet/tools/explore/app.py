@@ -158,6 +158,7 @@ class Routes:
             Route("/api/layers", self.layers), Route("/api/filters", self.filters), Route("/api/why", self.why),
             Route("/api/neighbours", self.neighbours), Route("/api/run", self.run), Route("/api/confusion", self.confusion),
             Route("/api/confusion/cell", self.cell), Route("/api/architecture", self.architecture),
+            Route("/api/arithmetic", self.arithmetic),
         ]
 
     async def page(self, request: Request) -> Response:
@@ -204,6 +205,15 @@ class Routes:
 
     async def layers(self, request: Request) -> Response:
         return JSONResponse(await self.gate.run("recording every layer", self.session.layers, image_ref(request)))
+
+    async def arithmetic(self, request: Request) -> Response:
+        ref, layer = image_ref(request), request.query_params.get("layer", "")
+        text = request.query_params.get("unit", "")
+        try:
+            unit = [int(v) for v in text.split(",")] if text else []
+        except ValueError:
+            raise AlexNetError(f"unit={text!r}: give the unit as channel,row,column (or one index of a vector)") from None
+        return JSONResponse(await self.gate.run("laying out a unit's arithmetic", self.session.arithmetic, ref, layer, unit))
 
     async def architecture(self, request: Request) -> Response:
         svg = await self.gate.run("drawing the architecture", self.session.architecture)

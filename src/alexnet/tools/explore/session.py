@@ -37,7 +37,7 @@ from alexnet.models.summary import summarize
 from alexnet.reporting.architecture import architecture_svg
 from alexnet.reporting.figures import conv1_kernels, curves_figure, figure_png, filter_mosaics
 from alexnet.runtime import RuntimeSettings, prepare_model
-from alexnet.tools.explore import activations, neighbours, why
+from alexnet.tools.explore import activations, arithmetic, neighbours, why
 from alexnet.tools.explore.pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
 from alexnet.training.resume import saved_config
 from alexnet.training.run_folder import RunFolder
@@ -222,6 +222,11 @@ class Session:
         layers = activations.layer_outputs(self.model, x)
         return {"towers": self.towers, "input": activations.shape_text(x[0]),
                 "layers": activations.describe(layers, self.towers, self.head)}
+
+    def arithmetic(self, ref: ImageRef, layer: str, unit: list[int]) -> dict[str, Any]:
+        """The numbers that made ``unit`` of ``layer`` for the image's centre crop (:mod:`.arithmetic`)."""
+        x = self.preprocess.centre_crop(self._input(self.image(ref)))
+        return arithmetic.explain(arithmetic.record(self.model, x), layer, unit)
 
     def architecture(self) -> str:
         """The network drawn as Figure 2 (``alexnet summary --svg``'s drawing), from this model's own layers."""

@@ -84,7 +84,7 @@ function pickData(index) {
 }
 
 // -- the views ---------------------------------------------------------------------------------
-const loaders = { classify: loadClassify, layers: loadLayers, architecture: loadArchitecture, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
+const loaders = { classify: loadClassify, layers: loadLayers, arithmetic: loadArithmetic, architecture: loadArchitecture, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
 
 function show(view) {
   state.view = view;
@@ -127,7 +127,8 @@ async function loadLayers() {
       const img = el("img", { class: "grid", src: part.png, alt: `${layer.name} tower ${t + 1}` });
       const scale = Math.max(1, Math.min(4, Math.floor(360 / Math.max(1, part.columns * (part.width + 1)))));
       img.addEventListener("load", () => { img.style.width = `${img.naturalWidth * scale}px`; }, { once: true });
-      img.addEventListener("click", (event) => enlarge(event, img, part, `${layer.name}${layer.towers.length > 1 ? ` tower ${t + 1}` : ""}`));
+      const offset = layer.towers.slice(0, t).reduce((n, p) => n + p.count, 0);
+      img.addEventListener("click", (event) => enlarge(event, img, part, `${layer.name}${layer.towers.length > 1 ? ` tower ${t + 1}` : ""}`, layer.name, offset));
       parts.append(el("figure", {}, img, el("figcaption", { text: `${part.count} ${part.height > 1 ? "maps" : "units"}` })));
     });
     row.append(parts);
@@ -135,7 +136,7 @@ async function loadLayers() {
   }));
 }
 
-function enlarge(event, img, part, name) {
+function enlarge(event, img, part, name, layer, offset) {
   const box = img.getBoundingClientRect();
   const x = (event.clientX - box.left) * img.naturalWidth / box.width;
   const y = (event.clientY - box.top) * img.naturalHeight / box.height;
@@ -149,13 +150,63 @@ function enlarge(event, img, part, name) {
     canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
     ctx.drawImage(img, 0, 0);
     $("zoom-caption").textContent = `${name}: ${part.count} units` + (i < part.count ? `; unit ${i} = ${part.maxima[i]}` : "");
+    state.zoom = { layer, unit: (cx, cy) => [offset + Math.floor(cy / (part.height + gap)) * part.columns + Math.floor(cx / (part.width + gap))] };
   } else {
     if (i >= part.count) return;
     canvas.width = part.width; canvas.height = part.height;
     ctx.drawImage(img, col * (part.width + gap), rowIndex * (part.height + gap), part.width, part.height, 0, 0, part.width, part.height);
-    $("zoom-caption").textContent = `${name}, map ${i}: ${part.height}×${part.width}, largest value ${part.maxima[i]}`;
+    $("zoom-caption").textContent = `${name}, map ${i}: ${part.height}×${part.width}, largest value ${part.maxima[i]}. Click a unit for its arithmetic.`;
+    state.zoom = { layer, unit: (cx, cy) => [offset + i, Math.floor(cy), Math.floor(cx)] };
   }
   $("zoom").showModal();
+}
+
+// -- arithmetic: the numbers that made one unit (CNN Explainer's view) ------------------------------
+function grid(rows, mark) {
+  return el("table", { class: "numbers" }, ...rows.map((r, y) => el("tr", {}, ...r.map((v, x) =>
+    el("td", { text: fmt(v), class: mark && mark[0] === y && mark[1] === x ? "mark" : "" })))));
+}
+const fmt = (v) => (Number.isFinite(v) ? +v.toPrecision(4) : String(v)).toString();
+
+function explainUnit(a) {
+  const top = a.probabilities ? a.probabilities.indexOf(Math.max(...a.probabilities)) : -1;
+  const head = a.kind === "softmax"
+    ? el("p", {}, el("b", { text: "softmax" }), ` over ${a.probabilities.length} classes: the most probable is ${top} (${state.info.class_names[top]}), p = ${fmt(a.probabilities[top])}`)
+    : el("p", {}, el("b", { text: `${a.layer} [${a.unit.join(", ")}]` }), ` = ${fmt(a.output)}`);
+  const parts = [head];
+  if (a.kind === "conv") {
+    parts.push(el("p", { text: `Σ over input channels ${a.channels[0]}–${a.channels[1] - 1}${a.tower !== null ? ` (tower ${a.tower + 1}'s own maps only)` : ""} of window ⊙ kernel, + bias ${fmt(a.bias)} = ${fmt(a.sum)}; window origin (${a.origin.join(", ")}), stride ${a.stride[0]}, padding ${a.padding[0]}` }));
+    a.window.slice(0, 6).forEach((w, c) => parts.push(el("div", { class: "row" },
+      el("figure", {}, grid(w), el("figcaption", { text: `input channel ${a.channels[0] + c}` })),
+      el("figure", {}, grid(a.kernel[c]), el("figcaption", { text: "kernel" })),
+      el("p", { text: `Σ = ${fmt(a.per_channel[c])}` }))));
+    if (a.window.length > 6) parts.push(el("p", { class: "hint", text: `… and ${a.window.length - 6} more channels: per-channel sums ${a.per_channel.slice(6).map(fmt).join(", ")}` }));
+  } else if (a.kind === "linear") {
+    parts.push(el("p", { text: `x · w over ${a.inputs.length} inputs + bias ${fmt(a.bias)} = ${fmt(a.sum)}; the largest terms:` }),
+      el("table", { class: "numbers" }, ...a.largest_terms.map((t) => el("tr", {}, el("td", { text: `x[${t.input}] = ${fmt(t.x)}` }), el("td", { text: `w = ${fmt(t.w)}` }), el("td", { text: `${fmt(t.product)}` })))));
+  } else if (a.kind === "relu") {
+    parts.push(el("p", { text: `ReLU: max(0, ${fmt(a.input)}) = ${fmt(Math.max(0, a.input))}` }));
+  } else if (a.kind === "lrn") {
+    parts.push(el("p", { text: `LRN over maps ${a.channels[0]}–${a.channels[1] - 1} (n = ${a.n}, within the unit's tower): a = ${fmt(a.input)}, Σa² = ${fmt(a.sum_of_squares)} of [${a.values.map(fmt).join(", ")}]` }),
+      el("p", { text: `b = a / (k + α'·Σa²)^β = ${fmt(a.input)} / (${a.k} + ${fmt(a.alpha_per_term)} × ${fmt(a.sum_of_squares)})^${a.beta} = ${fmt(a.input)} / ${fmt(a.denominator)} (α' = α/n = ${a.alpha}/${a.n}, ${a.convention})` }));
+  } else if (a.kind === "maxpool") {
+    parts.push(el("p", { text: `max over the ${a.size}×${a.size} window at (${a.origin.join(", ")}), stride ${a.stride}: ${a.note}` }), grid(a.window, a.argmax));
+  } else if (a.kind === "softmax") {
+    parts.push(el("p", { text: `softmax of ${a.of}'s logits: p = exp(z − ${fmt(a.max)}) / ${fmt(a.sum)}` }),
+      el("table", { class: "numbers" }, ...a.logits.map((z, k) => el("tr", {}, el("td", { text: `${k}: ${state.info.class_names[k]}` }), el("td", { text: `z = ${fmt(z)}` }), el("td", { text: `exp = ${fmt(a.exp[k])}` }), el("td", { text: `p = ${fmt(a.probabilities[k])}` })))));
+  } else {
+    parts.push(el("p", { text: `${a.note ?? a.kind}: ${fmt(a.input)}${a.factor !== undefined ? ` × ${a.factor}` : ""}` }));
+  }
+  $("arithmetic").replaceChildren(...parts);
+}
+
+async function loadArithmetic() {
+  if (!$("ar-layer").options.length) {
+    const a = await api(`/api/layers?${state.ref}`);
+    $("ar-layer").replaceChildren(...a.layers.map((l) => el("option", { value: l.name, text: `${l.name} (${l.shape})` })), el("option", { value: "softmax", text: "softmax (the output)" }));
+  }
+  if (state.arith) { $("ar-layer").value = state.arith.layer; $("ar-unit").value = state.arith.unit.join(","); state.arith = null; }
+  explainUnit(await api(`/api/arithmetic?${state.ref}&layer=${encodeURIComponent($("ar-layer").value)}&unit=${encodeURIComponent($("ar-unit").value)}`));
 }
 
 async function loadArchitecture() {
@@ -257,5 +308,14 @@ $("why-go").addEventListener("click", () => { delete state.shown["why|"]; show("
 $("why-class").addEventListener("change", () => { delete state.shown["why|"]; show("why"); });
 $("why-detail").addEventListener("change", () => { delete state.shown["why|"]; show("why"); });
 $("zoom-close").addEventListener("click", () => $("zoom").close());
+$("zoom-canvas").addEventListener("click", (event) => {
+  if (!state.zoom) return;
+  const c = $("zoom-canvas"), box = c.getBoundingClientRect();
+  state.arith = { layer: state.zoom.layer, unit: state.zoom.unit((event.clientX - box.left) * c.width / box.width, (event.clientY - box.top) * c.height / box.height) };
+  $("zoom").close();
+  delete state.shown["arithmetic|"];
+  show("arithmetic");
+});
+$("ar-go").addEventListener("click", () => { delete state.shown["arithmetic|"]; show("arithmetic"); });
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
 start();
