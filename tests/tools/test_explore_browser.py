@@ -20,10 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from alexnet import checkpoint, models
 from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
+from alexnet.models.cudaconvnet_layers import ceil_output_size
 from alexnet.training.run_folder import RunFolder
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -173,6 +175,30 @@ def test_explore_in_chromium(server, tmp_path):
         page.wait_for_function("document.querySelector('#architecture').naturalWidth > 300")
         page.screenshot(path=str(shots / "explore-architecture.png"))
 
+        page.click("#tabs button[data-view=geometry]")
+        page.wait_for_selector("#geo-formula:has-text('54.25')")  # the paper's 224: (224 − 11)/4 + 1
+        assert "= 54" in page.inner_text("#geo-formula")
+        for label, shown in (("conv1 at 227 (Caffe's bvlc_alexnet)", "/ 4⌋ + 1 = 55"),  # a whole number: no "unrounded"
+                             ("conv1 at 224 with cuda-convnet's ceil rule (alexnet_cudaconvnet)", "/ 4⌉ = 55 (unrounded: 54.25)")):
+            page.select_option("#geo-preset", label)
+            assert page.inner_text("#geo-formula").endswith(shown)
+        box = page.locator("#geo-out").bounding_box()
+        page.mouse.move(box["x"] + box["width"] - 2, box["y"] + 2)  # the last column of the first row
+        assert page.inner_text("#geo-cell") == "output (0, 54) reads input rows 0–10, columns 216–226 (partly padding): 121 cells"
+        page.screenshot(path=str(shots / "explore-geometry.png"))
+        rng = np.random.default_rng(0)
+        cases = []
+        while len(cases) < 300:
+            n, k, st, p, d = (int(v) for v in (rng.integers(1, 80), rng.integers(1, 12), rng.integers(1, 6), rng.integers(0, 6), rng.integers(1, 4)))
+            if n + 2 * p >= d * (k - 1) + 1:
+                cases.append([n, k, st, p, d])
+        floor = page.evaluate("cases => cases.map(c => outputSize(...c, 'floor').out)", cases)
+        ceil = page.evaluate("cases => cases.map(c => outputSize(c[0], c[1], c[2], c[3], 1, 'ceil').out)", cases)
+        meta = [F.conv2d(torch.empty(1, 1, n, n, device="meta"), torch.empty(1, 1, k, k, device="meta"), stride=st, padding=p,
+                         dilation=d).shape[-1] for n, k, st, p, d in cases]
+        assert floor == meta  # the page's formula is PyTorch's
+        assert ceil == [ceil_output_size(n, k, st, p) for n, k, st, p, _ in cases]  # cuda-convnet's rule, as the models build it
+
         page.click("#tabs button[data-view=filters]")
         page.wait_for_selector("#filters figure >> nth=1")
         assert "tower 2" in page.inner_text("#filters")
@@ -204,7 +230,7 @@ def test_explore_in_chromium(server, tmp_path):
         browser.close()
     assert all(u.startswith(server) or u.startswith(("data:", "blob:")) for u in requests), \
         [u for u in requests if not u.startswith(server)]
-    for name in ("classify", "layers", "arithmetic", "why", "architecture", "filters", "neighbours", "run"):
+    for name in ("classify", "layers", "arithmetic", "why", "architecture", "geometry", "filters", "neighbours", "run"):
         assert (shots / f"explore-{name}.png").stat().st_size > 1000
 
 
@@ -237,6 +263,8 @@ def test_explore_in_firefox(server, tmp_path):
         page.wait("document.querySelector('#gradcam-caption').innerText.includes('“7”')")
         page.click("#tabs button[data-view=architecture]")
         page.wait("document.querySelector('#architecture').naturalWidth > 300")
+        page.click("#tabs button[data-view=geometry]")
+        page.wait("document.querySelector('#geo-formula').innerText.includes('54.25')")
         page.click("#tabs button[data-view=filters]")
         page.wait("document.querySelectorAll('#filters figure').length >= 2")
 

@@ -84,14 +84,14 @@ function pickData(index) {
 }
 
 // -- the views ---------------------------------------------------------------------------------
-const loaders = { classify: loadClassify, layers: loadLayers, arithmetic: loadArithmetic, architecture: loadArchitecture, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
+const loaders = { classify: loadClassify, layers: loadLayers, arithmetic: loadArithmetic, architecture: loadArchitecture, geometry: loadGeometry, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
 
 function show(view) {
   state.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
   const key = `${view}|${view === "classify" ? $("tenviews").checked : ""}`;
-  const needsImage = !["architecture", "filters", "run"].includes(view);
+  const needsImage = !["architecture", "geometry", "filters", "run"].includes(view);
   if (state.shown[key] || (needsImage && !state.ref)) return;
   state.shown[key] = true;
   loaders[view]().catch((e) => { state.shown[key] = false; say(e.message); });
@@ -209,6 +209,71 @@ async function loadArithmetic() {
   explainUnit(await api(`/api/arithmetic?${state.ref}&layer=${encodeURIComponent($("ar-layer").value)}&unit=${encodeURIComponent($("ar-unit").value)}`));
 }
 
+// -- geometry: the convolution visualiser, with AlexNet's layers and the 224-or-227 puzzle ----------
+function outputSize(n, k, s, p, d, rule) {
+  const span = n + 2 * p - d * (k - 1) - 1;  // how far the kernel's first tap can move
+  const exact = span / s + 1;
+  return { exact, out: span < 0 ? 0 : rule === "ceil" ? 1 + Math.ceil(span / s) : Math.floor(span / s) + 1 };
+}
+window.outputSize = outputSize;
+
+const GEOMETRY = {
+  "conv1 at 224, as the paper says (11×11, stride 4, no padding)": [224, 11, 4, 0, 1, "floor", "(224 − 11)/4 + 1 = 54.25: the kernels do not tile 224. The paper's 55×55 needs 227 (Caffe's crop), padding (torchvision), or cuda-convnet's ceil rule."],
+  "conv1 at 227 (Caffe's bvlc_alexnet)": [227, 11, 4, 0, 1, "floor", "(227 − 11)/4 + 1 = 55 exactly: the 227 that Caffe's prototxt crops to."],
+  "conv1 at 224 with cuda-convnet's ceil rule (alexnet_cudaconvnet)": [224, 11, 4, 0, 1, "ceil", "1 + ⌈(224 − 11)/4⌉ = 55: cuda-convnet lets the last window hang over the edge (zeros beyond it), so 224 gives 55 too."],
+  "conv1 at 224, padding 2 (torchvision's alexnet_owt: 64 kernels)": [224, 11, 4, 2, 1, "floor", "⌊(224 + 4 − 11)/4⌋ + 1 = 55."],
+  "conv1 at 224, padding 1 (d2l's alexnet_d2l)": [224, 11, 4, 1, 1, "floor", "⌊(224 + 2 − 11)/4⌋ + 1 = 54: d2l's net sees 54×54 maps."],
+  "pool1: 3×3, stride 2 on 55 (overlapping, §3.4)": [55, 3, 2, 0, 1, "floor", "Neighbouring windows share a row or column: 55 → 27."],
+  "conv2: 5×5, padding 2 on 27": [27, 5, 1, 2, 1, "floor", "Padding (k − 1)/2 keeps the size: 27 → 27."],
+  "conv3–5: 3×3, padding 1 on 13": [13, 3, 1, 1, 1, "floor", "13 → 13."],
+  "a dilated 3×3 (dilation 2) on 13": [13, 3, 1, 2, 2, "floor", "Dilation spreads the taps: a 3×3 kernel covers 5×5."],
+};
+
+function geometryValues() {
+  const v = ["n", "k", "s", "p", "d"].map((id) => parseInt($(`geo-${id}`).value, 10));
+  return v.every(Number.isFinite) && v[0] >= 1 && v[1] >= 1 && v[2] >= 1 && v[3] >= 0 && v[4] >= 1 ? v : null;
+}
+
+function drawGeometry(cell) {
+  const v = geometryValues();
+  if (!v) { $("geo-formula").textContent = "Give whole numbers: input, kernel, stride, dilation ≥ 1, padding ≥ 0."; return; }
+  const [n, k, s, p, d] = v, rule = $("geo-rule").value, { exact, out } = outputSize(n, k, s, p, d, rule);
+  $("geo-formula").textContent = `output = ${rule === "ceil" ? "1 + ⌈" : "⌊"}(${n} + 2·${p} − ${d}·(${k} − 1) − 1) / ${s}${rule === "ceil" ? "⌉" : "⌋ + 1"} = ${out}` +
+    (Number.isInteger(exact) ? "" : `   (unrounded: ${+exact.toFixed(4)})`);
+  const full = n + 2 * p, inCanvas = $("geo-in"), outCanvas = $("geo-out");
+  const ci = inCanvas.width / full, co = outCanvas.width / Math.max(out, 1);
+  const g = inCanvas.getContext("2d");
+  g.fillStyle = "#ccc"; g.fillRect(0, 0, inCanvas.width, inCanvas.height);
+  g.fillStyle = "#f6e3d4"; g.fillRect(p * ci, p * ci, n * ci, n * ci);
+  if (cell) {
+    g.fillStyle = "#c0392b";
+    for (let a = 0; a < k; a++) for (let b = 0; b < k; b++) g.fillRect((cell[1] * s + b * d) * ci, (cell[0] * s + a * d) * ci, Math.max(ci, 1), Math.max(ci, 1));
+    const r0 = cell[0] * s - p, c0 = cell[1] * s - p, last = (k - 1) * d;
+    $("geo-cell").textContent = `output (${cell[0]}, ${cell[1]}) reads input rows ${r0}–${r0 + last}, columns ${c0}–${c0 + last}` +
+      (r0 < 0 || c0 < 0 || r0 + last >= n || c0 + last >= n ? " (partly padding)" : "") + `: ${k * k} cells`;
+  }
+  const o = outCanvas.getContext("2d");
+  o.fillStyle = "#dbe9f6"; o.fillRect(0, 0, outCanvas.width, outCanvas.height);
+  if (cell) { o.fillStyle = "#c0392b"; o.fillRect(cell[1] * co, cell[0] * co, Math.max(co, 1), Math.max(co, 1)); }
+}
+
+function loadGeometry() {
+  if (!$("geo-preset").options.length) {
+    $("geo-preset").replaceChildren(...Object.keys(GEOMETRY).map((name) => el("option", { value: name, text: name })));
+    applyPreset();
+  }
+  drawGeometry(null);
+  return Promise.resolve();
+}
+
+function applyPreset() {
+  const [n, k, s, p, d, rule, note] = GEOMETRY[$("geo-preset").value];
+  Object.entries({ n, k, s, p, d }).forEach(([id, v]) => { $(`geo-${id}`).value = v; });
+  $("geo-rule").value = rule;
+  $("geo-note").textContent = note;
+  drawGeometry(null);
+}
+
 async function loadArchitecture() {
   $("architecture").src = "/api/architecture";
 }
@@ -315,6 +380,15 @@ $("zoom-canvas").addEventListener("click", (event) => {
   $("zoom").close();
   delete state.shown["arithmetic|"];
   show("arithmetic");
+});
+$("geo-preset").addEventListener("change", applyPreset);
+for (const id of ["n", "k", "s", "p", "d", "rule"]) $(`geo-${id}`).addEventListener("input", () => { $("geo-note").textContent = ""; drawGeometry(null); });
+$("geo-out").addEventListener("mousemove", (event) => {
+  const v = geometryValues();
+  if (!v) return;
+  const out = outputSize(...v, $("geo-rule").value).out, c = $("geo-out"), box = c.getBoundingClientRect();
+  const cell = [Math.floor((event.clientY - box.top) / box.height * out), Math.floor((event.clientX - box.left) / box.width * out)];
+  if (cell.every((x) => x >= 0 && x < out)) drawGeometry(cell);
 });
 $("ar-go").addEventListener("click", () => { delete state.shown["arithmetic|"]; show("arithmetic"); });
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
