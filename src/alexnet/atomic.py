@@ -32,8 +32,10 @@ def _umask_mode() -> int:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; when the block ends without an exception it becomes ``path``."""
+def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, durable: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; when the block ends without an exception it becomes ``path``.
+    ``durable=False`` skips the fsync: a reader still sees a whole file, but a crash may keep the previous
+    one (for a status file rewritten every few seconds, where the fsync would be most of the cost)."""
     path = Path(path)
     if not overwrite and path.exists():
         raise AlexNetError(f"{path} already exists; choose another path or pass --force")
@@ -47,8 +49,9 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True) -> Iterator[
     try:
         yield tmp
         os.chmod(tmp, _umask_mode())
-        with open(tmp, "rb+") as f:  # what the writer wrote reaches the disk before the rename
-            os.fsync(f.fileno())
+        if durable:
+            with open(tmp, "rb+") as f:  # what the writer wrote reaches the disk before the rename
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as e:
         if e.filename is not None and str(e.filename) not in (str(tmp), str(path)):
@@ -83,9 +86,9 @@ def disk_full(path: str | os.PathLike, need: int = 1 << 20) -> bool:
         return False
 
 
-def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True) -> None:
+def atomic_write(path: str | os.PathLike, data: bytes | str, *, overwrite: bool = True, durable: bool = True) -> None:
     """Write ``data`` (text is UTF-8) to ``path`` atomically."""
-    with atomic_path(path, overwrite=overwrite) as tmp:
+    with atomic_path(path, overwrite=overwrite, durable=durable) as tmp:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
@@ -105,9 +108,9 @@ def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
             shutil.copyfile(source, tmp)
 
 
-def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True) -> None:
+def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True, durable: bool = True) -> None:
     """``data`` as indented JSON (non-ASCII kept as is, e.g. "×"), atomically; non-JSON values as ``str``."""
-    atomic_write(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", overwrite=overwrite)
+    atomic_write(path, json.dumps(data, indent=2, default=str, ensure_ascii=False) + "\n", overwrite=overwrite, durable=durable)
 
 
 def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:

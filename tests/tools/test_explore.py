@@ -282,6 +282,36 @@ def test_arithmetic_of_a_unit_through_the_api(client):
         assert r.status_code == 400 and words in r.json()["error"], r.text
 
 
+def test_a_run_in_progress_is_followed_its_weights_reloaded_when_its_checkpoint_changes(tmp_path, digits_checkpoint,
+                                                                                      run_folder):
+    import shutil
+    import time
+
+    run = RunFolder(shutil.copytree(run_folder, tmp_path / "run"))
+    ckpt = shutil.copy(digits_checkpoint, tmp_path / "last.pt")
+    session = Session(ExploreConfig(ckpt, run=run.root, bank_limit=50, eval_limit=20))
+    with TestClient(create_app(session), raise_server_exceptions=False) as c:
+        first = c.get("/api/run/live").json()
+        assert first == {"live": None, "epochs_done": 2, "finished": False, "stale": False, "weights": None, "reloaded": False}
+        before = c.get("/api/classify?split=test&index=0").json()
+        run.write_live({"state": "training", "epoch": 3, "epochs": 5, "batch": 7, "per_epoch": 19, "time": time.time()})
+        run.append_metrics({"epoch": 3, "train_loss": 1.5, "val_loss": 1.6, "val_top1_error": 0.3})
+        changed = checkpoint.load(ckpt)
+        changed.state_dict = {k: v * 1.5 if v.is_floating_point() else v for k, v in changed.state_dict.items()}
+        changed.train_state = {"epoch": 3}
+        checkpoint.save(ckpt, changed)
+        live = c.get("/api/run/live").json()
+        assert live["live"]["batch"] == 7 and live["epochs_done"] == 3 and live["reloaded"] and live["weights"] == 3
+        after = c.get("/api/classify?split=test&index=0").json()
+        assert after != before  # the model's weights are the new checkpoint's
+        assert c.get("/api/run/live").json()["reloaded"] is False  # unchanged file: not loaded again
+        run.write_live({"state": "training", "epoch": 3, "epochs": 5, "time": time.time() - 120})
+        assert c.get("/api/run/live").json()["stale"] is True  # no news for two minutes
+        run.write_report_json({"final": {}})
+        end = c.get("/api/run/live").json()
+        assert end["finished"] is True and end["stale"] is False
+
+
 def test_filters_run_and_confusion(client):
     filters = client.get("/api/filters").json()
     assert filters["shape"] == "5×5×1" and [t["count"] for t in filters["towers"]] == [8, 8]

@@ -290,3 +290,48 @@ def test_explore_in_firefox(server, tmp_path):
         [u for u in page.requests if not u.startswith(server)]
     for name in ("classify", "run"):
         assert (tmp_path / f"firefox-{name}.png").stat().st_size > 1000
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_train_explore_follows_the_run_live_in_chromium(tmp_path):
+    """`alexnet train --explore`: the page comes up after the first epoch and, without a reload, sees the
+    run's epoch count advance (ConvNetJS's live page)."""
+    needs(CHROMIUM, "playwright.sync_api")
+    import signal
+
+    from playwright import sync_api
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
+    train = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--preset", "digits", "--epochs", "300", "--device", "cpu",
+                              "--out", str(tmp_path / "run"), "--quiet", "--set", "model.options.width=0.5",
+                              "--explore", "--port", str(port)],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
+    try:
+        said = []
+        for line in train.stdout:  # the explorer prints its URL once the first checkpoint is there
+            said.append(line)
+            if f"http://127.0.0.1:{port}/" in line:
+                break
+        assert said and f"http://127.0.0.1:{port}/" in said[-1], "".join(said)
+        with sync_api.sync_playwright() as p:
+            browser = p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=str(CHROMIUM), args=FLAGS,
+                                                           headless=True, viewport={"width": 1280, "height": 900})
+            page = browser.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.click("#tabs button[data-view=run]")
+            page.wait_for_selector("#run-live:has-text('training epoch')")
+            first = int(page.locator("#run-live").get_attribute("data-epochs"))
+            page.wait_for_function(f"+document.querySelector('#run-live').dataset.epochs > {first}", timeout=90_000)
+            assert "of 300" in page.inner_text("#run-live") and page.locator("#curves").get_attribute("src").startswith("data:")
+            browser.close()
+    finally:
+        os.killpg(train.pid, signal.SIGTERM)
+        train.wait(timeout=30)

@@ -185,3 +185,19 @@ def test_data_without_a_test_split_says_so_at_the_start(tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="alexnet.training.loop"):
         load_data(replace(config, data=replace(config.data, val_fraction=0.25)))
     assert f"{root}: no test split; the final results are on 25% of train held out as val" in caplog.text
+
+
+@pytest.mark.parametrize("every", [0.0, 1e9])
+def test_live_json_says_where_the_run_is_at_most_every_live_every_seconds(tmp_path, monkeypatch, every):
+    from alexnet.training import loop
+
+    monkeypatch.setattr(loop, "LIVE_EVERY", every)
+    config = resolve("digits", {"epochs": 2, "device": "cpu"}, list(TINY))
+    result = train(config, RunOptions(out=tmp_path / "r", progress_bar=False))
+    live = json.loads((tmp_path / "r" / "live.json").read_text())
+    per_epoch = result.steps // 2
+    if every == 0.0:  # written at every step: the last write is the last step's
+        assert live["steps"] == result.steps and live["epoch"] == 2 and live["batch"] == live["per_epoch"] == per_epoch
+        assert live["total_steps"] == result.steps and live["images_per_second"] > 0 and live["loss"] > 0
+    else:  # written at each epoch's first step, then not again within LIVE_EVERY
+        assert live["steps"] == per_epoch + 1 and live["epoch"] == 2 and live["batch"] == 1 and live["state"] == "training"

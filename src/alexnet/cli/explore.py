@@ -6,10 +6,14 @@ import argparse
 import ipaddress
 import socket
 import sys
+import time
 from pathlib import Path
 
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
+from alexnet.training.run_folder import RunFolder
+
+WAIT_S = 1.0  # seconds between looks for a training run's first checkpoint
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +40,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _checkpoint(args: argparse.Namespace) -> Path:
+    """--checkpoint, else the run's: best.pt of a finished run, last.pt of one still training (waited for
+    until its first epoch has ended, so that the page can follow the run from the start)."""
     if args.checkpoint is not None:
         return args.checkpoint
     if args.run is None:
         raise AlexNetError("explore needs --checkpoint C (or --run R, whose checkpoints/best.pt it uses)")
-    for name in ("best.pt", "last.pt"):
-        if (args.run / "checkpoints" / name).is_file():
-            return args.run / "checkpoints" / name
-    raise AlexNetError(f"{args.run}: no checkpoints/best.pt or last.pt; pass --checkpoint")
+    folder = RunFolder(args.run, write=False)
+    folder.read_config()  # one line when it is not a run folder
+    training = not folder.report_json.is_file()
+    said = False
+    while True:
+        for path in ((folder.last, folder.best) if training else (folder.best, folder.last)):
+            if path.is_file():
+                return path
+        if not training:
+            raise AlexNetError(f"{args.run}: no checkpoints/best.pt or last.pt; pass --checkpoint")
+        if not said:
+            print(f"alexnet explore: {args.run} is training; waiting for its first checkpoint (the end of its first epoch)…",
+                  file=sys.stderr, flush=True)
+            said = True
+        time.sleep(WAIT_S)
 
 
 def is_loopback(host: str) -> bool:
@@ -84,10 +101,17 @@ def run(args: argparse.Namespace) -> int:
     for flag, value in (("--bank-limit", args.bank_limit), ("--eval-limit", args.eval_limit)):
         if value < 0:
             raise AlexNetError(f"{flag} {value}: must be 0 or more")
-    config = ExploreConfig(checkpoint=_checkpoint(args), data=args.data, run=args.run, features=args.features,
-                           device=str(resolve_device(args.device)), bank_limit=args.bank_limit, eval_limit=args.eval_limit)
+    device = str(resolve_device(args.device))
+    if args.run is not None:
+        RunFolder(args.run, write=False).read_config()  # one line when it is not a run folder, before the port is taken
+    sock = listen(args.host, args.port)  # held while a training run's first checkpoint is waited for
+    try:
+        config = ExploreConfig(checkpoint=_checkpoint(args), data=args.data, run=args.run, features=args.features,
+                               device=device, bank_limit=args.bank_limit, eval_limit=args.eval_limit)
+    except BaseException:
+        sock.close()
+        raise
     apply_process_settings(RuntimeSettings(config.device))  # the model runs as Session's prepare_model puts it
-    sock = listen(args.host, args.port)
     if not is_loopback(args.host):
         print(f"alexnet explore: warning: listening on {args.host}: anyone who can reach this machine can use the page "
               f"and upload images (the default, 127.0.0.1, is this machine only)", file=sys.stderr)

@@ -52,6 +52,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         f"started with; only {', '.join('--' + k.split('.')[-1] for k in RESUMABLE)} may be changed")
     p.add_argument("--force", action="store_true", help="start afresh in an --out that already holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
+    p.add_argument("--explore", action="store_true",
+                   help="also serve `alexnet explore --run OUT` beside the run (on the CPU): its page follows the training "
+                        "live from the end of the first epoch, and goes on after it ends until Ctrl+C")
+    p.add_argument("--port", type=int, default=8000, help="with --explore: the page's port on 127.0.0.1 (default 8000)")
     p.set_defaults(func=run)
 
 
@@ -81,11 +85,50 @@ def run(args: argparse.Namespace) -> int:
         config = resolve(args.preset or "digits", flags(args), args.set)
         out = args.out or default_out(config.preset)
     console = Console(quiet=args.quiet, verbose=args.verbose or args.debug, resumed=resuming)
-    result = train(config, RunOptions(out=out, resume=resuming, force=force, progress_bar=not args.quiet,
-                                      callbacks=[console, TrainingReport()]))
-    if os.environ.get("RANK", "0") == "0":  # under torchrun the table once, from rank 0
-        print_results(result)  # quiet means no progress, not no answer
+    explorer = Explorer(args.port) if args.explore else None
+    try:
+        result = train(config, RunOptions(out=out, resume=resuming, force=force, progress_bar=not args.quiet,
+                                          callbacks=[console, TrainingReport(), *([explorer] if explorer else [])]))
+        if os.environ.get("RANK", "0") == "0":  # under torchrun the table once, from rank 0
+            print_results(result)  # quiet means no progress, not no answer
+        if explorer is not None:
+            explorer.wait()
+    finally:
+        if explorer is not None:
+            explorer.stop()
     return 0
+
+
+class Explorer(Callback):
+    """``--explore``: ``alexnet explore --run OUT`` in a process of its own, started once the run folder
+    holds its configuration; it waits for the first checkpoint, then follows the run (live.json, each
+    epoch's checkpoint). Its port is checked before training starts."""
+
+    def __init__(self, port: int) -> None:
+        from alexnet.cli.explore import listen
+
+        listen("127.0.0.1", port).close()  # a port in use is one line now, not after the first epoch
+        self.port, self.process = port, None
+
+    def on_start(self, run, progress) -> None:
+        import subprocess
+
+        argv = [sys.executable, "-m", "alexnet", "explore", "--run", str(run.folder.root), "--port", str(self.port),
+                "--device", "cpu", "--bank-limit", "500", "--eval-limit", "500"]
+        self.process = subprocess.Popen(argv)
+
+    def wait(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            print(f"alexnet train: finished; the page goes on at http://127.0.0.1:{self.port}/ (Ctrl+C to stop it)", flush=True)
+            try:
+                self.process.wait()
+            except KeyboardInterrupt:
+                pass
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
 
 
 class EpochLines(Callback):

@@ -55,6 +55,7 @@ from alexnet.training.run_folder import RunFolder
 log = logging.getLogger(__name__)
 
 LOSS_CHECK_EVERY = 50  # on a GPU: steps between reads of the loss (each read waits for the GPU to catch up)
+LIVE_EVERY = 2.0  # seconds between live.json writes (alexnet explore --run follows a run by it)
 TB_EVERY = 10  # steps between the per-step loss and lr in TensorBoard (at least LOSS_CHECK_EVERY on a GPU)
 
 
@@ -340,6 +341,8 @@ class StepLog:
     def __init__(self, run: Run, progress: Progress) -> None:
         self.run, self.progress = run, progress
         self.started, self.images = time.time(), 0
+        self.next_live = 0.0
+        self.live: dict[str, Any] = {"state": "training"}
         show = run.options.progress_bar and run.world.is_main and sys.stderr.isatty()
         self.bar = tqdm(total=run.per_epoch, initial=progress.batch, desc=f"epoch {progress.epoch + 1}/{run.config.epochs}",
                         leave=False, unit="batch", dynamic_ncols=True) if show else None
@@ -364,6 +367,21 @@ class StepLog:
         if run.tb is not None and steps % max(run.check_every, TB_EVERY) == 0:
             run.tb.add_scalar("step/loss", loss.item(), steps)
             run.tb.add_scalar("step/lr", lr, steps)
+        if time.monotonic() >= self.next_live:
+            self.write_live(loss if steps % run.check_every == 0 else None, lr)
+
+    def write_live(self, loss: torch.Tensor | None, lr: float) -> None:
+        """live.json, at most every LIVE_EVERY seconds: one small atomic write, the loss only on steps
+        that read it back anyway (so a GPU never waits for it)."""
+        run, p = self.run, self.progress
+        elapsed = max(time.time() - self.started, 1e-9)
+        self.live.update(epoch=p.epoch + 1, epochs=run.config.epochs, batch=p.batch, per_epoch=run.per_epoch,
+                         steps=p.steps, total_steps=run.schedule.total_steps, lr=lr,
+                         images_per_second=self.images / elapsed, time=time.time())
+        if loss is not None:
+            self.live["loss"] = loss.item()
+        run.folder.write_live(self.live)
+        self.next_live = time.monotonic() + LIVE_EVERY
 
 
 def end_epoch(run: Run, progress: Progress) -> dict[str, Any]:

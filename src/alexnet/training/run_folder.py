@@ -34,9 +34,10 @@ log = logging.getLogger(__name__)
 
 CONFIG, RESUME_LOG, METRICS = "config.json", "resume.jsonl", "metrics.jsonl"
 REPORT_JSON, REPORT_HTML = "report.json", "report.html"
+LIVE = "live.json"  # where the run is now, rewritten every few seconds while it trains (alexnet explore --run follows it)
 FIGURES = ("curves.png", "filters.png", "confusion.png", "predictions.png")  # what report.html shows, beside it
 # every name a run writes in its folder: an --out without a run that holds one of them is refused even with --force
-OWN_NAMES = (CONFIG, RESUME_LOG, "init.json", METRICS, "tb", "checkpoints", REPORT_JSON, REPORT_HTML, *FIGURES)
+OWN_NAMES = (CONFIG, RESUME_LOG, "init.json", METRICS, LIVE, "tb", "checkpoints", REPORT_JSON, REPORT_HTML, *FIGURES)
 
 
 class RunFolder:
@@ -50,6 +51,7 @@ class RunFolder:
         self.report_json, self.report_html = self.root / REPORT_JSON, self.root / REPORT_HTML
         self.tb = self.root / "tb"
         self.init = self.root / "init.json"
+        self.live = self.root / LIVE
 
     def __fspath__(self) -> str:  # os.PathLike: RunLock(folder) locks the run's root
         return str(self.root)
@@ -108,6 +110,19 @@ class RunFolder:
         if self.write:
             atomic_write(self.metrics, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in kept))
         return kept
+
+    # -- where a running run is --------------------------------------------------------------
+    def write_live(self, record: dict[str, Any]) -> None:
+        if self.write:  # whole for every reader, not fsynced: the next write is seconds away
+            write_json(self.live, record, durable=False)
+
+    def read_live(self) -> dict[str, Any] | None:
+        """live.json, or None when there is none (yet) or it cannot be read (a reader never fails a page)."""
+        try:
+            found = json.loads(self.live.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+        return found if isinstance(found, dict) else None
 
     # -- the final numbers --------------------------------------------------------------------
     def write_report_json(self, report: dict[str, Any]) -> None:

@@ -156,7 +156,8 @@ class Routes:
             Route("/api/info", self.info), Route("/api/upload", self.upload, methods=["POST"]),
             Route("/api/data/{split}/{index:int}", self.data_image), Route("/api/classify", self.classify),
             Route("/api/layers", self.layers), Route("/api/filters", self.filters), Route("/api/why", self.why),
-            Route("/api/neighbours", self.neighbours), Route("/api/run", self.run), Route("/api/confusion", self.confusion),
+            Route("/api/neighbours", self.neighbours), Route("/api/run", self.run), Route("/api/run/live", self.live),
+            Route("/api/confusion", self.confusion),
             Route("/api/confusion/cell", self.cell), Route("/api/architecture", self.architecture),
             Route("/api/arithmetic", self.arithmetic),
         ]
@@ -237,6 +238,9 @@ class Routes:
 
     async def run(self, request: Request) -> Response:
         return JSONResponse(await self.gate.run("reading the run", self.session.run_info))
+
+    async def live(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("following the run", self.session.live))
 
     async def confusion(self, request: Request) -> Response:
         return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,6 +55,9 @@ FILTER_WIDTH = 600  # pixels a tower's kernel mosaic is enlarged towards (whole 
 
 class NotFound(AlexNetError):
     """A request named an image, split or class that does not exist (the app answers 404)."""
+
+
+STALE_S = 30.0  # a live.json older than this, of a run without report.json: the run is not updating (stopped?)
 
 
 @dataclass(frozen=True)
@@ -98,6 +102,8 @@ class Session:
         self.bank = self._bank()
         self._confusion: dict[str, Any] | None = None
         self._architecture: str | None = None
+        # the checkpoint file's mtime and the epoch the model's weights came from (live() follows the file)
+        self._weights: tuple[int, Any] | None = (config.checkpoint.stat().st_mtime_ns, (self.ckpt.train_state or {}).get("epoch"))
 
     # -- set-up ------------------------------------------------------------------------------
     def _open_data(self, spec: str | None) -> tuple[str | None, dict[str, ImageSet]]:
@@ -284,6 +290,33 @@ class Session:
         curves = png_uri(figure_png(curves_figure(history))) if history else None
         return {"run": str(self.run.root), "epochs": len(history), "curves": curves, "config": saved_config(self.run),
                 "report": report, "last": history[-1] if history else None}
+
+    def live(self) -> dict[str, Any]:
+        """A run that is still training, as it goes: its live.json (epoch, batch, loss, images/s), the
+        epochs it has finished, and whether it has ended; the model's weights follow its checkpoint
+        (reloaded when the file changes, so the filters, layers and predictions are the run's latest)."""
+        if self.run is None:
+            raise NotFound("no run: start with --run RUN")
+        reloaded = self._follow_checkpoint()
+        live, finished = self.run.read_live(), self.run.report_json.is_file()
+        stale = bool(live) and not finished and time.time() - float(live.get("time", 0)) > STALE_S
+        return {"live": live, "epochs_done": len(self.run.read_metrics()), "finished": finished, "stale": stale,
+                "weights": self._weights[1] if self._weights else None, "reloaded": reloaded}
+
+    def _follow_checkpoint(self) -> bool:
+        """Load the checkpoint's weights again when the file has changed since they were loaded."""
+        path = self.config.checkpoint
+        try:
+            stamp = path.stat().st_mtime_ns
+        except OSError:
+            return False
+        if self._weights is not None and self._weights[0] == stamp:
+            return False
+        ckpt, model, _ = load_for_inference(path, "cpu")
+        self.model.load_state_dict(model.state_dict())
+        epoch = (ckpt.train_state or {}).get("epoch")
+        self._weights, self._confusion = (stamp, epoch), None
+        return True
 
     def confusion(self) -> dict[str, Any]:
         """The centre-crop confusion matrix over the test split (else val), its first ``eval_limit`` images; computed once."""

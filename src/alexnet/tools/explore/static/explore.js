@@ -308,8 +308,44 @@ function thumb(split, index, caption) {
   return el("figure", {}, img, el("figcaption", { text: caption }));
 }
 
+// A run still training is followed live (ConvNetJS's page): live.json every 2 s; when an epoch ends the
+// curves are redrawn and the other views reload with the run's new weights.
+let livePoll = null, liveEpochs = -1;
+
+function liveText(a) {
+  const l = a.live;
+  if (a.finished) return `finished: ${a.epochs_done} epoch(s)`;
+  if (!l) return "waiting for the run's first steps";
+  const loss = l.loss !== undefined ? ` · loss ${l.loss.toFixed(3)}` : "";
+  return `${a.stale ? "no news for a while (stopped?) · " : ""}training epoch ${l.epoch} of ${l.epochs}: batch ${l.batch} of ` +
+    `${l.per_epoch} (${Math.round((100 * l.batch) / Math.max(l.per_epoch, 1))} %)${loss} · ${Math.round(l.images_per_second)} img/s · ` +
+    `${a.epochs_done} epoch(s) done`;
+}
+
+async function followRun() {
+  const a = await api("/api/run/live");
+  $("run-live").hidden = false;
+  $("run-live").textContent = liveText(a);
+  $("run-live").dataset.epochs = a.epochs_done;
+  if (a.epochs_done !== liveEpochs || a.reloaded) {
+    liveEpochs = a.epochs_done;
+    for (const key of Object.keys(state.shown)) if (!key.startsWith("run")) delete state.shown[key];
+    showRun(await api("/api/run"));
+  }
+  if (a.finished && livePoll) { clearInterval(livePoll); livePoll = null; }
+}
+
 async function loadRun() {
   const a = await api("/api/run");
+  showRun(a);
+  if (a.run && !a.report && !livePoll) {
+    await followRun();
+    livePoll = setInterval(() => followRun().catch((e) => say(e.message)), 2000);
+  }
+  if (Object.keys(state.info.splits).length) await loadConfusion();
+}
+
+function showRun(a) {
   $("run-hint").textContent = a.run ? `run folder ${a.run}: ${a.epochs} epoch(s)` : "No run folder: start with --run RUN_DIR to see its curves and configuration.";
   $("curves").hidden = !a.curves;
   if (a.curves) $("curves").src = a.curves;
@@ -317,7 +353,6 @@ async function loadRun() {
   if (a.config) $("config").textContent = JSON.stringify(a.config, null, 2);
   const numbers = Object.entries(a.report || {}).filter(([, v]) => typeof v === "number");
   $("report").replaceChildren(...(numbers.length ? [el("table", {}, ...numbers.map(([k, v]) => el("tr", {}, el("td", { text: k }), el("td", { text: String(+v.toFixed(4)) }))))] : []));
-  if (Object.keys(state.info.splits).length) await loadConfusion();
 }
 
 async function loadConfusion() {
