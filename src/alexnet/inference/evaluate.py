@@ -317,6 +317,15 @@ class Prediction:
         return {"image": self.image, "predictions": self.predictions}
 
 
+def top_labels(probabilities: torch.Tensor, classes: Sequence[str], k: int) -> list[list[dict[str, Any]]]:
+    """Per row of probabilities [N, K], its k (at most K) most probable classes, most probable first,
+    as ``[{"index", "label", "probability"}]``: what ``alexnet predict`` prints and ``alexnet serve`` answers.
+    Ties follow ``torch.topk``."""
+    top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return [[{"index": int(i), "label": classes[int(i)], "probability": float(v)} for v, i in zip(values, indices)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist())]
+
+
 def classify_images(
     paths: Iterable[str],
     checkpoint_path: str | os.PathLike,
@@ -341,10 +350,8 @@ def classify_images(
             return
         batch = torch.from_numpy(np.stack([a for _, a in pending])).to(device)
         probs = batch_probabilities(model, preprocess, batch, views).cpu()
-        top = probs.topk(min(topk, probs.shape[1]), dim=1)
-        for (pred, _), values, indices in zip(pending, top.values, top.indices):
-            pred.predictions = [{"index": int(i), "label": ckpt.classes[int(i)], "probability": float(v)}
-                                for v, i in zip(values, indices)]
+        for (pred, _), top in zip(pending, top_labels(probs, ckpt.classes, topk)):
+            pred.predictions = top
         pending.clear()
 
     for path in paths:
