@@ -46,12 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
     from alexnet.tools.serve.app import ModelServer, create_app
     from alexnet.tools.serve.batcher import BatchConfig
-    from alexnet.tools.serve.repository import find_models, load_all
+    from alexnet.tools.serve.repository import check_precision, find_models, load_all
     from alexnet.tools.web import LOOPBACK_HOSTS
 
     config = BatchConfig(max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                          timeout_s=args.timeout_s)
     files = find_models(args.models)
+    check_precision(files, args.precision)
     device = str(resolve_device(args.device))
     apply_process_settings(RuntimeSettings(device, args.precision))
     sock = listen(args.host, args.port)

@@ -3,9 +3,10 @@
 One :class:`Batcher` per served model version, on the server's event loop:
 
 * :meth:`Batcher.submit` puts a request's input (model input [n, C, crop, crop], n ≤ the maximum
-  batch) on a bounded ``asyncio.Queue``; a full queue is answered at once with 503 and
-  ``Retry-After`` (:class:`QueueFull`): the server never holds more than ``max_queue`` requests
-  per model, and never hangs a client on it.
+  batch) on the model's queue; when ``max_queue`` requests wait already it is answered at once with
+  503 and ``Retry-After`` (:class:`QueueFull`): the server never holds more waiting requests than
+  that per model, and never hangs a client on it. A request that gives up (timed out, or its client
+  gone) stops counting at once and drops its input, so dead entries never fill the queue.
 * The batcher's task takes the first request waiting, then every request that arrives within
   ``max_delay_ms`` of it, until the batch holds ``max_batch_size`` images (a request that would
   overflow it starts the next batch: requests are never split). This is Triton's dynamic batcher
@@ -24,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -68,38 +70,44 @@ class TimedOut(HttpError):
 
 @dataclass
 class Job:
-    x: torch.Tensor  # model input [n, C, crop, crop]
+    x: torch.Tensor | None  # model input [n, C, crop, crop]; None once its request gave up
+    size: int  # n
     future: asyncio.Future
     queued: float  # time.perf_counter() when it was put on the queue
+    waiting: bool = True  # counted in Batcher.waiting: queued, not yet taken into a batch nor given up
 
 
 class Batcher:
-    """The queue and the batching task of one model; ``run`` maps a batch of input to its output rows."""
+    """The queue and the batching task of one model; ``run`` maps a batch of input to its output rows.
+
+    The queue is a deque and an event, not an ``asyncio.Queue``: the batcher waits for an arrival
+    without taking anything (a wait that times out can then lose no request), and the bound is on
+    ``waiting``, the requests still alive in it."""
 
     def __init__(self, name: str, run: Callable[[torch.Tensor], torch.Tensor], config: BatchConfig,
                  metrics: ModelMetrics | None = None) -> None:
         self.name, self.run, self.config, self.metrics = name, run, config, metrics
-        self.queue: asyncio.Queue[Job] | None = None
+        self.jobs: deque[Job] = deque()
+        self.waiting = 0  # jobs in the deque whose request still waits
+        self.arrived: asyncio.Event | None = None
         self.task: asyncio.Task | None = None
         self.executor: ThreadPoolExecutor | None = None
 
     def start(self) -> None:
-        """Create the queue, the worker thread and the task, on the running event loop."""
-        self.queue = asyncio.Queue(self.config.max_queue)
+        """Create the event, the worker thread and the task, on the running event loop."""
+        self.arrived = asyncio.Event()
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"serve-{self.name}")
         self.task = asyncio.get_running_loop().create_task(self._loop(), name=f"batcher {self.name}")
         if self.metrics is not None:
-            self.metrics.queue_depth.set_function(self.queue.qsize)
+            self.metrics.queue_depth.set_function(lambda: self.waiting)
 
     async def stop(self) -> None:
         """Cancel the task and fail what still waits (after the server's graceful shutdown there is nothing)."""
         if self.task is not None:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
-        while self.queue is not None and not self.queue.empty():
-            job = self.queue.get_nowait()
-            if not job.future.done():
-                job.future.set_exception(HttpError(f"{self.name}: the server is shutting down", 503))
+        while (job := self._pop()) is not None:
+            job.future.set_exception(HttpError(f"{self.name}: the server is shutting down", 503))
         if self.executor is not None:
             self.executor.shutdown(wait=True)
 
@@ -115,57 +123,80 @@ class Batcher:
 
     async def submit(self, x: torch.Tensor) -> torch.Tensor:
         """The output rows of ``x``, computed in a batch with whatever else arrives in time."""
-        if self.queue is None:
+        if self.arrived is None:
             raise HttpError(f"{self.name}: not started yet", 503, {"Retry-After": str(RETRY_AFTER_S)})
         self.check(len(x))
-        job = Job(x, asyncio.get_running_loop().create_future(), time.perf_counter())
-        try:
-            self.queue.put_nowait(job)
-        except asyncio.QueueFull:
-            raise QueueFull(self.name, self.config.max_queue) from None
+        if self.waiting >= self.config.max_queue:
+            raise QueueFull(self.name, self.config.max_queue)
+        if len(self.jobs) > 2 * self.config.max_queue:  # stubs of requests that gave up while the model was busy
+            self.jobs = deque(j for j in self.jobs if j.waiting)
+        job = Job(x, len(x), asyncio.get_running_loop().create_future(), time.perf_counter())
+        self.jobs.append(job)
+        self.waiting += 1
+        self.arrived.set()
         try:
             return await asyncio.wait_for(job.future, self.config.timeout_s)  # cancels the future on timeout
         except TimeoutError:
             raise TimedOut(self.name, self.config.timeout_s) from None
+        finally:
+            if job.waiting:  # gave up in the queue: it no longer counts, and its input is let go
+                job.waiting, job.x = False, None
+                self.waiting -= 1
+
+    def _pop(self) -> Job | None:
+        """The oldest job whose request still waits, taken off the queue; None when there is none."""
+        while self.jobs:
+            job = self.jobs.popleft()
+            if job.waiting:
+                job.waiting = False
+                self.waiting -= 1
+                return job
+        return None
 
     async def _loop(self) -> None:
         carry: Job | None = None
         while True:
             jobs, carry = await self._collect(carry)
-            jobs = [j for j in jobs if not j.future.done()]  # timed out or abandoned while waiting
+            jobs = [j for j in jobs if not j.future.done()]  # gave up while the batch was gathered
             if jobs:
                 await self._run(jobs)
+
+    async def _arrival(self, timeout: float | None) -> bool:
+        """Wait for a submit (at most ``timeout`` seconds); whether one came."""
+        assert self.arrived is not None
+        self.arrived.clear()
+        try:
+            await asyncio.wait_for(self.arrived.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
 
     async def _collect(self, carry: Job | None) -> tuple[list[Job], Job | None]:
         """The next batch: the first job, then those that arrive within the delay, up to the size;
         the job that would overflow it is handed back to start the next one."""
-        assert self.queue is not None
+        first = carry
+        while first is None:
+            first = self._pop()
+            if first is None:
+                await self._arrival(None)
         loop = asyncio.get_running_loop()
-        first = carry if carry is not None else await self.queue.get()
-        jobs, size = [first], len(first.x)
+        jobs, size = [first], first.size
         deadline = loop.time() + self.config.max_delay_ms / 1000
         while size < self.config.max_batch_size:
-            if self.queue.empty():
-                wait = deadline - loop.time()
-                if wait <= 0:
+            job = self._pop()
+            if job is None:
+                if deadline <= loop.time() or not await self._arrival(deadline - loop.time()):
                     break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), wait)
-                except TimeoutError:
-                    break
-            else:
-                job = self.queue.get_nowait()
-            if job.future.done():
                 continue
-            if size + len(job.x) > self.config.max_batch_size:
+            if size + job.size > self.config.max_batch_size:
                 return jobs, job
             jobs.append(job)
-            size += len(job.x)
+            size += job.size
         return jobs, None
 
     async def _run(self, jobs: list[Job]) -> None:
         start = time.perf_counter()
-        x = torch.cat([j.x for j in jobs]) if len(jobs) > 1 else jobs[0].x
+        x = torch.cat([j.x for j in jobs]) if len(jobs) > 1 else jobs[0].x  # type: ignore[misc]
         try:
             out = await asyncio.get_running_loop().run_in_executor(self.executor, self.run, x)
         except (Exception, asyncio.CancelledError) as e:  # the model failed, or the server stops: every caller is told
@@ -186,5 +217,5 @@ class Batcher:
         offset = 0
         for j in jobs:
             if not j.future.done():
-                j.future.set_result(out[offset : offset + len(j.x)])
-            offset += len(j.x)
+                j.future.set_result(out[offset : offset + j.size])
+            offset += j.size

@@ -95,14 +95,20 @@ def _version_file(folder: Path) -> Path:
     return files[0]
 
 
+def check_precision(files: list[ModelFile], precision: str) -> None:
+    """``--precision`` is autocast of a torch model: an .onnx among ``files`` refuses any but fp32."""
+    for f in files:
+        if checkpoint.is_onnx(f.path) and precision != "fp32":
+            raise AlexNetError(f"{f.path}: an .onnx runs in fp32 on ONNX Runtime's CPU provider (its int8 is in the file); "
+                               f"--precision {precision} applies to checkpoints")
+
+
 class Served:
     """One loaded model version: what the protocol reports of it and the two ways a request's tensors
     become its input (an FP32 batch already preprocessed, or encoded image files)."""
 
     def __init__(self, file: ModelFile, device: str = "cpu", precision: str = "fp32") -> None:
-        if checkpoint.is_onnx(file.path) and precision != "fp32":
-            raise AlexNetError(f"{file.path}: an .onnx runs in fp32 on ONNX Runtime's CPU provider (its int8 is in the file); "
-                               f"--precision {precision} applies to checkpoints")
+        check_precision([file], precision)
         meta, self.model, self.preprocess = load_classifier(file.path, device)
         self.name, self.version, self.path = file.name, file.version, file.path
         self.device, self.precision = torch.device(device), precision
