@@ -179,6 +179,15 @@ def test_the_command_refuses_bad_arguments_in_one_line(served, tmp_path, capsys)
         assert err.startswith("alexnet: error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_a_missing_package_of_the_extra_names_the_pip_command(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "prometheus_client" else real(name, *a))
+    assert cli.main(["serve", "x.pt"]) == 2
+    assert capsys.readouterr().err.strip() == "alexnet: error: alexnet serve needs prometheus-client: pip install 'alexnet[serve]'"
+
+
 def test_sigterm_lets_the_request_in_flight_finish(served, cli_env):
     """The request waits 1.5 s for a batch to fill (--max-delay-ms); SIGTERM arrives meanwhile; uvicorn's
     graceful shutdown answers it, then the process ends (re-raising the signal, as uvicorn does)."""
