@@ -179,6 +179,18 @@ def test_the_command_refuses_bad_arguments_in_one_line(served, tmp_path, capsys)
         assert err.startswith("alexnet: error: ") and message in err and err.count("\n") == 1, err
 
 
+def test_the_command_prints_each_model_and_warns_off_loopback(served, monkeypatch, capsys):
+    ckpt, repo, _ = served
+    ran = {}
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: ran.update(address=sockets[0].getsockname()))
+    assert cli.main(["serve", str(ckpt), str(repo), "--host", "0.0.0.0", "--port", "0", "--device", "cpu"]) == 0
+    out, err = capsys.readouterr()
+    assert "warning: listening on 0.0.0.0: anyone who can reach this machine can use the models" in err
+    assert "alexnet serve: digits (versions 1; checkpoint, torch fp32, 10 classes) at http://127.0.0.1:" in out
+    assert "alexnet serve: onnx (versions 1, 3; ONNX fp32, 10 classes)" in out and "ready at http://127.0.0.1:" in out
+    assert ran["address"][0] == "0.0.0.0"
+
+
 def test_a_missing_package_of_the_extra_names_the_pip_command(monkeypatch, capsys):
     import importlib.util
 
