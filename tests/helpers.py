@@ -155,3 +155,33 @@ def cifar_folder(root, rng):
     (root / "batches.meta").write_bytes(py2_pickle({b"num_cases_per_batch": 10000, b"label_names": names,
                                                     b"num_vis": 3072}))
     return batches
+
+
+def serving_models(root):
+    """What the serve tests serve: a quarter-width alexnet_small trained 2 epochs on the digits, as
+    ``root/digits.pt`` and exported to ``root/repo/onnx/{1,3}/model.onnx`` (Triton's layout, two
+    versions), and 12 test digits written as PNG files under ``root/images``. Returns (checkpoint,
+    repository, image paths)."""
+    import io
+    import shutil
+
+    from alexnet import cli
+    from alexnet.data import open_dataset
+    from alexnet.training.loop import RunOptions, train
+
+    train(tiny_config(epochs=2), RunOptions(out=root / "run", progress_bar=False))
+    ckpt = root / "digits.pt"
+    shutil.copy(root / "run" / "checkpoints" / "last.pt", ckpt)
+    for version in ("1", "3"):
+        (root / "repo" / "onnx" / version).mkdir(parents=True)
+    assert cli.main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(root / "repo" / "onnx" / "1" / "model.onnx")]) == 0
+    shutil.copy(root / "repo" / "onnx" / "1" / "model.onnx", root / "repo" / "onnx" / "3" / "model.onnx")
+    test = open_dataset("digits").splits["test"]
+    (root / "images").mkdir()
+    paths = []
+    for i in range(12):
+        buffer = io.BytesIO()
+        Image.fromarray(test.load(i)[..., 0]).save(buffer, format="PNG")
+        paths.append(root / "images" / f"{i}.png")
+        paths[-1].write_bytes(buffer.getvalue())
+    return ckpt, root / "repo", paths

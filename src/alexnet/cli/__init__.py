@@ -14,10 +14,27 @@ import os
 import sys
 
 from alexnet import __version__
-from alexnet.cli import ablate, bench, demo, evaluate, explore, features, info, interop, models, predict, prepare, probe, search, train, visualize
+from alexnet.cli import (
+    ablate,
+    bench,
+    demo,
+    evaluate,
+    explore,
+    features,
+    info,
+    interop,
+    models,
+    predict,
+    prepare,
+    probe,
+    search,
+    serve,
+    train,
+    visualize,
+)
 from alexnet.errors import AlexNetError
 
-COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, ablate, bench,
+COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, serve, ablate, bench,
             demo]  # = --help order
 
 log = logging.getLogger("alexnet")

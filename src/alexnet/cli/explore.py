@@ -95,8 +95,9 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
-    from alexnet.tools.explore.app import LOOPBACK_HOSTS, create_app
+    from alexnet.tools.explore.app import create_app
     from alexnet.tools.explore.session import ExploreConfig, Session
+    from alexnet.tools.web import LOOPBACK_HOSTS
 
     for flag, value in (("--bank-limit", args.bank_limit), ("--eval-limit", args.eval_limit)):
         if value < 0:

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 # Pillow's own default limit (about 89.5 M pixels, 0.25 GiB as RGB). An ImageNet photograph is at
 # most a few tens of megapixels; a file that claims more is treated as a decompression bomb.
 MAX_PIXELS = 89_478_485
+# The largest image file a server of this package takes in one upload (explore, serve): a 20-megapixel
+# JPEG is 5–10 MB. Files on disk (predict, prepare) have no byte limit, only the pixel one.
+MAX_UPLOAD = 20 * 1024 * 1024
 
 # The file name endings an image folder source counts as images (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")

@@ -14,9 +14,10 @@ Top-k with fewer than k classes counts every image correct at k (top-5 of a 2-cl
 error). Ties follow ``torch.topk``.
 
 The one inference path is :func:`batch_probabilities` (uint8 images → probabilities over 1 or 10
-views, at a precision) and :func:`iter_probabilities` (an ImageSet batch by batch, a rank's shard
-under torchrun); training's validation, ``eval``, ``predict``, ``visualize`` and the report all go
-through them. On top: :func:`checkpoint_probabilities` (one model over an ImageSet, through the
+views, at a precision; its second half, :func:`input_probabilities`, takes input already
+preprocessed) and :func:`iter_probabilities` (an ImageSet batch by batch, a rank's shard under
+torchrun); training's validation, ``eval``, ``predict``, ``visualize``, ``serve`` and the report
+all go through them. On top: :func:`checkpoint_probabilities` (one model over an ImageSet, through the
 checkpoint's own preprocessing), :func:`evaluate_checkpoints` (an ensemble, one model in memory at
 a time: each adds its [N, K] probabilities to a running sum) and :func:`classify_images` (image
 files → top-k labels, what ``alexnet predict`` prints). Those take a checkpoint or an exported
@@ -210,9 +211,16 @@ def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor
     (1: the centre crop, 10: §4.1's ten), the model in eval mode for the call, autocast at ``precision``."""
     if views not in VIEWS:
         raise ValueError(f"views must be 1 or 10, got {views}")
-    x = preprocess.views(images, views)  # [B, V, C, crop, crop]
+    return input_probabilities(model, preprocess.views(images, views), precision)
+
+
+@torch.no_grad()
+def input_probabilities(model: torch.nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
+    """Model input already preprocessed, float [B, V, C, crop, crop] → fp32 probabilities [B, K]
+    averaged over the V views: the half of :func:`batch_probabilities` after the preprocessing, which
+    ``alexnet serve`` runs on a batch stacked from several requests."""
     b, v = x.shape[:2]
-    with evaluating(model), autocast(images.device, precision):
+    with evaluating(model), autocast(x.device, precision):
         logits = model(x.flatten(0, 1)).reshape(b, v, -1)
     return view_probabilities(logits)
 
@@ -309,6 +317,15 @@ class Prediction:
         return {"image": self.image, "predictions": self.predictions}
 
 
+def top_labels(probabilities: torch.Tensor, classes: Sequence[str], k: int) -> list[list[dict[str, Any]]]:
+    """Per row of probabilities [N, K], its k (at most K) most probable classes, most probable first,
+    as ``[{"index", "label", "probability"}]``: what ``alexnet predict`` prints and ``alexnet serve`` answers.
+    Ties follow ``torch.topk``."""
+    top = probabilities.topk(min(k, probabilities.shape[1]), dim=1)
+    return [[{"index": int(i), "label": classes[int(i)], "probability": float(v)} for v, i in zip(values, indices)]
+            for values, indices in zip(top.values.tolist(), top.indices.tolist())]
+
+
 def classify_images(
     paths: Iterable[str],
     checkpoint_path: str | os.PathLike,
@@ -333,10 +350,8 @@ def classify_images(
             return
         batch = torch.from_numpy(np.stack([a for _, a in pending])).to(device)
         probs = batch_probabilities(model, preprocess, batch, views).cpu()
-        top = probs.topk(min(topk, probs.shape[1]), dim=1)
-        for (pred, _), values, indices in zip(pending, top.values, top.indices):
-            pred.predictions = [{"index": int(i), "label": ckpt.classes[int(i)], "probability": float(v)}
-                                for v, i in zip(values, indices)]
+        for (pred, _), top in zip(pending, top_labels(probs, ckpt.classes, topk)):
+            pred.predictions = top
         pending.clear()
 
     for path in paths:

@@ -23,8 +23,9 @@ from alexnet.errors import AlexNetError
 SERVER_MODULES = {"starlette": "starlette", "uvicorn": "uvicorn", "python_multipart": "python-multipart"}
 
 
-def require_server() -> None:
-    """Fail in one line, before anything starts, when the web server packages are not installed."""
-    missing = [package for module, package in SERVER_MODULES.items() if importlib.util.find_spec(module) is None]
+def require_server(command: str = "explore", modules: dict[str, str] = SERVER_MODULES) -> None:
+    """Fail in one line, before anything starts, when the web server packages ``modules`` (module →
+    package) that ``alexnet COMMAND`` needs are not installed; its extra has the command's name."""
+    missing = [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise AlexNetError(f"alexnet explore needs {', '.join(missing)}: pip install 'alexnet[explore]'")
+        raise AlexNetError(f"alexnet {command} needs {', '.join(missing)}: pip install 'alexnet[{command}]'")

@@ -12,13 +12,11 @@ What a request may name, and nothing else:
 Every answer of ``/api/*`` is JSON (or a PNG); a bad request gets ``{"error": "..."}`` with 400
 (bad value, bad upload), 404 (no such image, split or class), 411/413 (upload without a length or
 over the limit), never a 500 for anything a user can send. On loopback only the Host headers
-127.0.0.1, localhost and ::1 are answered (400 otherwise: DNS rebinding). A request that changes
-state (an upload: any method but GET, HEAD and OPTIONS) whose ``Origin`` (else ``Referer``) is not
-this server's own is refused with 403 (:class:`SameOrigin`): a page of another site can post a form
-to 127.0.0.1, and the browser sends the Host it posts to; a client without either header (curl, a
-script) is no browser page and is answered. One model call runs at a time (the
-:class:`Gate`: an asyncio lock in front of a worker thread, so the event loop keeps answering
-``/api/status``, which the page polls to show what is running and how many requests wait).
+127.0.0.1, localhost and ::1 are answered (400 otherwise: DNS rebinding), and an upload from
+another site's page is refused with 403: the guards of :mod:`alexnet.tools.web`, which ``alexnet
+serve`` runs too. One model call runs at a time (the :class:`Gate`: an asyncio lock in front of a
+worker thread, so the event loop keeps answering ``/api/status``, which the page polls to show what
+is running and how many requests wait).
 """
 
 from __future__ import annotations
@@ -28,22 +26,19 @@ import logging
 from collections.abc import Callable
 from importlib import resources
 from typing import Any
-from urllib.parse import urlsplit
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import Headers, UploadFile
+from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from alexnet.errors import AlexNetError
 from alexnet.tools.explore.pictures import png
 from alexnet.tools.explore.session import ImageRef, NotFound, Session
+from alexnet.tools.web import HttpError, declared_length, error, guards
 
 log = logging.getLogger(__name__)
 
@@ -81,10 +76,6 @@ class Gate:
             self.lock.release()
 
 
-def error(message: str, status: int) -> JSONResponse:
-    return JSONResponse({"error": " ".join(message.split())}, status_code=status)
-
-
 def _int(request: Request, name: str, default: int | None = None, low: int = 0, high: int = 1 << 31) -> int | None:
     value = request.query_params.get(name)
     if value is None or value == "":
@@ -107,41 +98,6 @@ def image_ref(request: Request) -> ImageRef:
     if not split:
         raise AlexNetError("name an image: image=TOKEN from /api/upload, or split=NAME&index=N")
     return ImageRef(split=split, index=_int(request, "index", 0))
-
-
-LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
-SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
-
-
-def cross_origin(headers: Headers, scheme: str) -> str | None:
-    """Why a state-changing request comes from another site's page (its ``Origin``, else its ``Referer``,
-    is not ``scheme://Host``), or None. ``Origin: null`` (a sandboxed or file: page) is another site."""
-    own = f"{scheme}://{headers.get('host', '')}".lower()
-    for name in ("origin", "referer"):
-        value = headers.get(name)
-        if value is None:
-            continue
-        parts = urlsplit(value)
-        theirs = f"{parts.scheme}://{parts.netloc}".lower() if parts.netloc else value.lower()
-        if theirs == own:
-            return None
-        return f"{name.capitalize()} {value!r} is not this server ({own}); it takes uploads only from its own page"
-    return None
-
-
-class SameOrigin:
-    """ASGI middleware: 403 for a state-changing request from another origin (:func:`cross_origin`)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
-            why = cross_origin(Headers(scope=scope), scope.get("scheme", "http"))
-            if why is not None:
-                await error(why, 403)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 class Routes:
@@ -180,11 +136,7 @@ class Routes:
 
     async def upload(self, request: Request) -> Response:
         limit = self.session.config.max_upload
-        length = request.headers.get("content-length")
-        if length is None or not length.isdigit():
-            return error("an upload needs a Content-Length", 411)
-        if int(length) > limit + FORM_SLACK:
-            return error(f"upload of {int(length):,} bytes is over the limit of {limit:,}", 413)
+        declared_length(request.headers, limit, FORM_SLACK)
         form = await request.form(max_files=1, max_fields=4)
         file = form.get("file")
         if not isinstance(file, UploadFile):
@@ -253,13 +205,12 @@ class Routes:
 def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
     """The app; ``hosts`` are the Host headers it answers (the command passes LOOPBACK_HOSTS when it
     listens on loopback, so a page of another site that rebinds its name to 127.0.0.1 is refused)."""
-    handlers = {NotFound: lambda r, e: error(str(e), 404), AlexNetError: lambda r, e: error(str(e), 400),
+    handlers = {NotFound: lambda r, e: error(str(e), 404), HttpError: lambda r, e: error(str(e), e.status),
+                AlexNetError: lambda r, e: error(str(e), 400),
                 ValueError: lambda r, e: error(str(e), 400),
                 HTTPException: lambda r, e: error(str(e.detail), e.status_code),
                 Exception: _internal}
-    middleware = [] if "*" in hosts else [Middleware(TrustedHostMiddleware, allowed_hosts=list(hosts), www_redirect=False)]
-    middleware.append(Middleware(SameOrigin))
-    return Starlette(routes=Routes(session).table(), exception_handlers=handlers, middleware=middleware)
+    return Starlette(routes=Routes(session).table(), exception_handlers=handlers, middleware=guards(hosts))
 
 
 def _internal(request: Request, e: Exception) -> JSONResponse:

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from alexnet.data import ImageSet, downsample, open_dataset
-from alexnet.data.images import MAX_PIXELS, decode_bytes
+from alexnet.data.images import MAX_PIXELS, MAX_UPLOAD, decode_bytes
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
@@ -69,7 +69,7 @@ class ExploreConfig:
     device: str = "cpu"
     bank_limit: int = 5000  # training images whose fc7 codes are computed on start when no --features is given
     eval_limit: int = 2000  # images of the test (else val) split the confusion matrix covers
-    max_upload: int = 20 * 1024 * 1024  # bytes of one uploaded file
+    max_upload: int = MAX_UPLOAD  # bytes of one uploaded file
     max_pixels: int = MAX_PIXELS  # decoded pixels of one upload (the decompression-bomb guard of predict)
 
 

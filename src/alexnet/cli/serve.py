@@ -1,0 +1,77 @@
+"""``alexnet serve``: an Open Inference Protocol server over checkpoints and .onnx files (docs/SERVING.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from alexnet.cli.explore import is_loopback, listen
+from alexnet.runtime import PRECISIONS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="an inference server: Open Inference Protocol v2 (REST), dynamic batching, Prometheus metrics",
+                       description="Serve models over HTTP as KServe's Open Inference Protocol v2 specifies it "
+                                   "(/v2/health/live, /v2/models/NAME, /v2/models/NAME/infer with FP32 input or encoded "
+                                   "images, Triton's binary tensor data and classification extensions), plus POST /predict for "
+                                   "`curl -F image=@photo.jpg` and GET /metrics (Prometheus). Requests that arrive within "
+                                   "--max-delay-ms run as one batch. SIGTERM or Ctrl+C lets the requests in flight finish. "
+                                   "Needs the [serve] extra: pip install 'alexnet[serve]'.")
+    p.add_argument("models", nargs="+", metavar="MODEL",
+                   help="a checkpoint, an exported .onnx (fp32 or int8), or a folder in Triton's model repository layout "
+                        "(NAME/VERSION/FILE, or a folder of such NAME folders; the highest version is the default); "
+                        "a model is named by its file's stem or its folder's name")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only; another address lets other machines in, with a warning)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free one, the URL printed says which)")
+    p.add_argument("--max-batch-size", type=int, default=32, metavar="N",
+                   help="images in one model run; a request of more is refused (default 32; 1: no batching)")
+    p.add_argument("--max-delay-ms", type=float, default=5.0, metavar="MS",
+                   help="how long the first request of a batch waits for others to join it (default 5)")
+    p.add_argument("--max-queue", type=int, default=256, metavar="N",
+                   help="requests waiting per model; past it the server answers 503 with Retry-After at once (default 256)")
+    p.add_argument("--timeout-s", type=float, default=30.0, metavar="S",
+                   help="a request not answered this long after it was queued is answered 504 (default 30)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default); an .onnx runs on ONNX Runtime's CPU provider")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast of a checkpoint's model (default fp32)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from alexnet.tools.serve import require
+
+    require()
+    import uvicorn
+
+    from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
+    from alexnet.tools.serve.app import ModelServer, create_app
+    from alexnet.tools.serve.batcher import BatchConfig
+    from alexnet.tools.serve.repository import check_precision, find_models, load_all
+    from alexnet.tools.web import LOOPBACK_HOSTS
+
+    config = BatchConfig(max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
+                         timeout_s=args.timeout_s)
+    files = find_models(args.models)
+    check_precision(files, args.precision)
+    device = str(resolve_device(args.device))
+    apply_process_settings(RuntimeSettings(device, args.precision))
+    sock = listen(args.host, args.port)
+    if not is_loopback(args.host):
+        print(f"alexnet serve: warning: listening on {args.host}: anyone who can reach this machine can use the models "
+              f"(the default, 127.0.0.1, is this machine only)", file=sys.stderr)
+    try:
+        print(f"alexnet serve: loading {len(files)} model file(s) on {device}…", file=sys.stderr, flush=True)
+        server = ModelServer(load_all(files, device, args.precision), config)
+        host, port = sock.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)
+        for name in server.models:
+            newest = server.find(name)
+            print(f"alexnet serve: {name} (versions {', '.join(server.versions(name))}; {newest.description}, "
+                  f"{len(newest.classes)} classes) at http://{shown}:{port}/v2/models/{name}", flush=True)
+        print(f"alexnet serve: ready at http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
+        hosts = LOOPBACK_HOSTS if is_loopback(args.host) else ("*",)
+        uvicorn_config = uvicorn.Config(create_app(server, hosts), log_level="warning", timeout_graceful_shutdown=int(config.timeout_s) + 5)
+        uvicorn.Server(uvicorn_config).run(sockets=[sock])
+    finally:
+        sock.close()
+    return 0
