@@ -73,6 +73,8 @@ def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
     assert compiled and all("--compile" in r["note"] and "images_per_s" not in r for r in compiled)
     ort = [r for r in rows if r["engine"] == "onnxruntime"]
     assert all("images_per_s" in r for r in ort), [r.get("note") for r in ort]
+    for model in ("torchvision.alexnet", "alexnet_small"):  # fp32, int8 static and int8 dynamic, each at both batches
+        assert sorted(r["precision"] for r in ort if r["model"] == model) == sorted(["fp32", "int8 static", "int8 dynamic"] * 2)
     assert {r["batch_size"] for r in rows if r["kind"] == "latency"} == {1}
     assert_keys_as_stored(rows, "cpu-infer.json")
 

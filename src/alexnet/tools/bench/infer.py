@@ -3,7 +3,9 @@
 Each model runs three ways: eager PyTorch (the reference layout, fp32 NCHW, and the fast path:
 channels_last at the chosen precisions), ``torch.compile`` (only with ``--compile``: on a 2-core CPU
 compiling AlexNet takes about a minute), and ONNX Runtime's CPU provider on a file exported with a
-dynamic batch axis. Rows that cannot run here say why in ``note`` instead of failing the bench.
+dynamic batch axis, in fp32 and quantized to int8 (static QDQ and dynamic, as ``alexnet export --quantize
+int8`` does; calibrated on the bench's own random inputs, which is enough for timing). Rows that cannot
+run here say why in ``note`` instead of failing the bench.
 """
 
 from __future__ import annotations
@@ -92,7 +94,39 @@ def onnx_rows(cfg, model: nn.Module, name: str, impl: str, data: torch.Tensor) -
         except Exception as e:
             return skipped_rows(cfg, how, f"skipped: export failed: {type(e).__name__}: {e}"[:200])
         inputs = data.numpy()
-        return measured_rows(cfg, how, lambda b: partial(session.run, None, {"images": inputs[:b]}), torch.device("cpu"))
+        rows = measured_rows(cfg, how, lambda b: partial(session.run, None, {"images": inputs[:b]}), torch.device("cpu"))
+        for mode in ("static", "dynamic"):
+            rows += int8_rows(cfg, replace(how, what="", label=f"{name} onnxruntime cpu int8 {mode}",
+                                           settings={**how.settings, "precision": f"int8 {mode}"}), path, mode, inputs)
+        return rows
+
+
+class _Calibration:
+    """ONNX Runtime's calibration reader over the bench's own inputs, 8 at a time (ranges for timing only:
+    the accuracy of int8 is measured on real images by ``alexnet eval``, docs/INTEROP.md)."""
+
+    def __init__(self, inputs, count: int = 32) -> None:
+        self._batches = iter([{"images": inputs[i:i + 8]} for i in range(0, min(count, len(inputs)), 8)])
+
+    def get_next(self):
+        return next(self._batches, None)
+
+
+def int8_rows(cfg, how: Row, fp32: str, mode: str, inputs) -> list[Row]:
+    """The fp32 file ``fp32`` quantized to int8 by ``alexnet export --quantize int8``'s quantizer
+    (:func:`alexnet.tools.interop.quantize.quantize_file`), static (QDQ) or dynamic, then timed as fp32 is."""
+    from pathlib import Path
+
+    from alexnet.tools.interop.quantize import quantize_file
+
+    out = Path(fp32).with_name(f"{Path(fp32).stem}.int8-{mode}.onnx")
+    try:
+        log.info("infer: quantizing %s (int8 %s)", fp32, mode)
+        quantize_file(Path(fp32), out, mode, _Calibration(inputs) if mode == "static" else None)
+        session = ort_session(str(out), torch.get_num_threads())
+    except Exception as e:
+        return skipped_rows(cfg, how, f"skipped: int8 {mode} failed: {type(e).__name__}: {e}"[:200])
+    return measured_rows(cfg, how, lambda b: partial(session.run, None, {"images": inputs[:b]}), torch.device("cpu"))
 
 
 def run(cfg, device: torch.device) -> list[Row]:
