@@ -1,6 +1,7 @@
 """Helpers shared by the tests in every folder (``pythonpath = ["tests"]`` in pyproject.toml makes this
 ``import helpers``); the fixtures stay in conftest.py."""
 
+import json
 import os
 import struct
 import sys
@@ -185,3 +186,15 @@ def serving_models(root):
         paths.append(root / "images" / f"{i}.png")
         paths[-1].write_bytes(buffer.getvalue())
     return ckpt, root / "repo", paths
+
+
+def predicted(model, paths, capsys) -> np.ndarray:
+    """``alexnet predict --json`` of the files: probabilities [N, K] in class order (K = 10)."""
+    from alexnet import cli
+
+    assert cli.main(["predict", "--checkpoint", str(model), *map(str, paths), "--topk", "10", "--json", "--device", "cpu"]) == 0
+    rows = np.zeros((len(paths), 10))
+    for row, result in zip(rows, json.loads(capsys.readouterr().out)):
+        for p in result["predictions"]:
+            row[p["index"]] = p["probability"]
+    return rows

@@ -14,13 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import cli
 from alexnet.errors import AlexNetError
 
 pytest.importorskip("starlette", reason="the [serve] extra (starlette) is not installed")
 pytest.importorskip("prometheus_client", reason="the [serve] extra (prometheus-client) is not installed")
 pytest.importorskip("httpx2", reason="Starlette's TestClient needs httpx2")
-from helpers import serving_models
+from helpers import predicted, serving_models
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
@@ -49,15 +48,6 @@ def client(server):
     with TestClient(create_app(server, LOOPBACK_HOSTS), base_url=URL, raise_server_exceptions=False) as c:
         yield c
 
-
-def predicted(model, paths, capsys) -> np.ndarray:
-    """``alexnet predict --json`` of the files: probabilities [N, K] in class order."""
-    assert cli.main(["predict", "--checkpoint", str(model), *map(str, paths), "--topk", "10", "--json", "--device", "cpu"]) == 0
-    rows = np.zeros((len(paths), 10))
-    for row, result in zip(rows, json.loads(capsys.readouterr().out)):
-        for p in result["predictions"]:
-            row[p["index"]] = p["probability"]
-    return rows
 
 
 def files_request(paths, outputs=None, **extra) -> dict:

@@ -23,7 +23,7 @@ pytest.importorskip("prometheus_client", reason="the [serve] extra (prometheus-c
 pytest.importorskip("tritonclient.http", reason="tritonclient[http] (the test extra) is not installed")
 import tritonclient.http as httpclient
 import uvicorn
-from helpers import serving_models
+from helpers import predicted, serving_models
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
@@ -57,14 +57,6 @@ def running(server: ModelServer):
         thread.join(10)
         sock.close()
 
-
-def predicted(model, paths, capsys) -> np.ndarray:
-    assert cli.main(["predict", "--checkpoint", str(model), *map(str, paths), "--topk", "10", "--json", "--device", "cpu"]) == 0
-    rows = np.zeros((len(paths), 10))
-    for row, result in zip(rows, json.loads(capsys.readouterr().out)):
-        for p in result["predictions"]:
-            row[p["index"]] = p["probability"]
-    return rows
 
 
 def files_input(paths):
