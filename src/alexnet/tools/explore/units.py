@@ -42,6 +42,7 @@ from alexnet.data.transforms import Preprocess
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import evaluating
 from alexnet.inference.samples import image_batch
+from alexnet.models.cudaconvnet_layers import SameMapResponseNorm
 from alexnet.models.layers import LocalResponseNorm, PaperDropout
 from alexnet.tools.explore.pictures import data_uri, upscale
 
@@ -54,8 +55,8 @@ POINTWISE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.Tanh, nn.Sigmo
 # -- the receptive field ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Step:
-    """One layer's geometry along one axis pair: output index i reads input indices
-    i·stride − pad + j·dilation for j in 0 … kernel − 1 (rows, columns)."""
+    """One layer's geometry, (rows, columns) each: output index i reads input indices
+    i·stride − pad + j·dilation for j in 0 … kernel − 1."""
 
     name: str
     kernel: tuple[int, int]
@@ -82,7 +83,7 @@ def geometry(name: str, module: nn.Module, size: tuple[int, int]) -> Step | None
             raise AlexNetError(f"{name}: padding={padding!r}; the receptive field needs it in pixels")
         stride = module.stride if module.stride is not None else module.kernel_size
         return Step(name, _pair(module.kernel_size), _pair(stride), _pair(padding), _pair(getattr(module, "dilation", 1)), size)
-    if hasattr(module, "size") and type(module).__name__ == "SameMapResponseNorm":  # cuda-convnet's rnorm: a size×size window
+    if isinstance(module, SameMapResponseNorm):  # cuda-convnet's rnorm: a size×size window centred on the unit
         return Step(name, (module.size, module.size), (1, 1), (module.size // 2,) * 2, (1, 1), size)
     raise AlexNetError(f"{name} ({type(module).__name__}): no known geometry, so no receptive field through it")
 
