@@ -1,6 +1,7 @@
 """alexnet explore: Grad-CAM and occlusion find the one region a model looks at; the feature bank;
 every endpoint of the server with Starlette's TestClient, bad uploads and path traversal."""
 
+import base64
 import io
 import json
 import re
@@ -310,6 +311,42 @@ def test_a_run_in_progress_is_followed_its_weights_reloaded_when_its_checkpoint_
         run.write_report_json({"final": {}})
         end = c.get("/api/run/live").json()
         assert end["finished"] is True and end["stale"] is False
+
+
+def test_what_a_unit_sees_through_the_api(client):
+    from alexnet.tools.explore import units
+
+    layers = {layer["name"]: layer for layer in client.get("/api/unit/layers").json()["layers"]}
+    assert layers["conv2"]["channels"] == 32 and layers["pool5"]["field"] == 51 and "fc6" not in layers
+    top = client.get("/api/unit/top?layer=conv2&channel=20&split=test").json()
+    assert top["split"] == "test" and top["images"] == 100 and top["unit"] == "conv2 channel 20" and top["field"] == 15
+    values = [p["value"] for p in top["patches"]]
+    assert len(values) == 9 and values == sorted(values, reverse=True)
+    model = models.create("alexnet_small", num_classes=10, in_channels=1, width=0.25, input_size=24)
+    steps = units.chain(model, torch.zeros(1, 1, 24, 24), "conv2")[0]
+    for p in top["patches"]:
+        assert p["box"] == list(units.receptive_field(steps, *p["at"]))
+        side = Image.open(io.BytesIO(base64.b64decode(p["png"].split(",")[1]))).size
+        assert side[0] % (p["box"][3] - p["box"][1]) == 0 and side[1] % (p["box"][2] - p["box"][0]) == 0  # the box, enlarged
+    assert client.get("/api/unit/top?layer=conv2&channel=20").json()["patches"] == top["patches"]  # test is the default
+    klass = client.get("/api/unit/top?class=4").json()
+    assert klass["unit"] == "class 4 (4)" and all(p["box"] == [0, 0, 24, 24] and p["at"] is None for p in klass["patches"])
+    picture = client.get("/api/unit/visualise?layer=relu5&channel=5&steps=32").json()
+    assert picture["png"].startswith("data:image/png") and picture["steps"] == 32 and picture["end"] > picture["start"]
+    assert client.get("/api/unit/visualise?class=2&steps=8").json()["unit"] == "class 2 (2)"
+
+
+@pytest.mark.parametrize("query, words", [
+    ("top?layer=conv9&channel=0", "no layer 'conv9'"), ("top?layer=fc6&channel=0", "fc6 is not a map layer"),
+    ("top?layer=conv2&channel=99", "channel 99 is outside conv2's 0–31"), ("top?layer=conv2&channel=x", "not a whole number"),
+    ("top?layer=conv2", "name a unit"), ("top?class=10", "class 10 is outside"), ("top?class=1&layer=conv2&channel=0", "not both"),
+    ("visualise?layer=relu7&channel=0", "relu7 is not a map layer"), ("visualise?layer=conv1&channel=0&steps=9999", "steps=9999"),
+    ("visualise?layer=conv1&channel=-1", "outside"),
+])
+def test_a_bad_unit_is_a_400_with_one_line(client, query, words):
+    r = client.get(f"/api/unit/{query}")
+    assert r.status_code == 400 and words in r.json()["error"] and "\n" not in r.json()["error"], r.text
+    assert client.get("/api/unit/top?layer=conv2&channel=0&split=nosuch").status_code == 404
 
 
 def test_filters_run_and_confusion(client):

@@ -199,6 +199,33 @@ def test_explore_in_chromium(server, tmp_path):
         assert floor == meta  # the page's formula is PyTorch's
         assert ceil == [ceil_output_size(n, k, st, p) for n, k, st, p, _ in cases]  # cuda-convnet's rule, as the models build it
 
+        # what a unit sees: the first map layer's channel 0 on opening, then relu2's channel 5, a class, a bad channel
+        page.click("#tabs button[data-view=units]")
+        page.wait_for_selector("#unit-vis-caption:has-text('conv1 channel 0 optimised from noise')")
+        page.select_option("#unit-layer", "relu2")
+        page.fill("#unit-channel", "5")
+        page.click("#unit-go")
+        page.wait_for_selector("#unit-vis-caption:has-text('relu2 channel 5 optimised from noise')")
+        wait_for_images(page, "#unit-top img, #unit-vis")
+        assert page.locator("#unit-top figure").count() == 9
+        values = [float(c.rsplit("·", 1)[1]) for c in page.locator("#unit-top figcaption").all_inner_texts()]
+        assert values == sorted(values, reverse=True)
+        caption = page.inner_text("#unit-caption")
+        assert "relu2 channel 5: the 9 test images (of the first 200" in caption and "15×15 px receptive field" in caption
+        assert re.search(r"mean activation over the map -?[\d.e-]+ → -?[\d.e-]+( \(× [\d.]+\))?, 96 steps", page.inner_text("#unit-vis-caption"))
+        page.screenshot(path=str(shots / "explore-units.png"), full_page=True)
+        page.select_option("#unit-layer", "")
+        page.select_option("#unit-class", "7")
+        page.click("#unit-go")
+        page.wait_for_selector("#unit-vis-caption:has-text('class 7 (7) optimised from noise: its logit')")
+        assert "a class sees the whole crop" in page.inner_text("#unit-caption")
+        page.select_option("#unit-layer", "conv2")
+        page.fill("#unit-channel", "999")
+        page.click("#unit-go")
+        page.wait_for_selector("#message:has-text(\"channel 999 is outside conv2's 0–\")")
+        page.locator("#unit-top img").first.click()  # a patch's image becomes the current one
+        page.wait_for_selector("#current-caption:has-text('test ')")
+
         page.click("#tabs button[data-view=filters]")
         page.wait_for_selector("#filters figure >> nth=1")
         assert "tower 2" in page.inner_text("#filters")
@@ -232,6 +259,7 @@ def test_explore_in_chromium(server, tmp_path):
         [u for u in requests if not u.startswith(server)]
     for name in ("classify", "layers", "arithmetic", "why", "architecture", "geometry", "filters", "neighbours", "run"):
         assert (shots / f"explore-{name}.png").stat().st_size > 1000
+    assert (shots / "explore-units.png").stat().st_size > 1000
 
 
 def test_explore_in_firefox(server, tmp_path):
@@ -270,6 +298,19 @@ def test_explore_in_firefox(server, tmp_path):
         page.wait("document.querySelector('#architecture').naturalWidth > 300")
         page.click("#tabs button[data-view=geometry]")
         page.wait("document.querySelector('#geo-formula').innerText.includes('54.25')")
+        page.click("#tabs button[data-view=units]")
+        page.wait("document.querySelector('#unit-vis-caption').innerText.includes('conv1 channel 0 optimised from noise')")
+        page.js("(s => { s.value = 'pool2'; s.dispatchEvent(new Event('change')); })(document.querySelector('#unit-layer'))")
+        page.js("document.querySelector('#unit-channel').value = '3'")
+        page.click("#unit-go")
+        page.wait("document.querySelector('#unit-vis-caption').innerText.includes('pool2 channel 3 optimised from noise')")
+        page.wait("[...document.querySelectorAll('#unit-top img')].every(i => i.complete && i.naturalWidth > 0)")
+        assert page.js("document.querySelectorAll('#unit-top figure').length") == 9
+        assert "19×19 px receptive field" in page.text("#unit-caption")
+        page.screenshot(tmp_path / "firefox-units.png")
+        page.js("document.querySelector('#unit-channel').value = '999'")
+        page.click("#unit-go")
+        page.wait("document.querySelector('#message').innerText.includes('channel 999 is outside pool2')")
         page.click("#tabs button[data-view=filters]")
         page.wait("document.querySelectorAll('#filters figure').length >= 2")
 
@@ -293,7 +334,7 @@ def test_explore_in_firefox(server, tmp_path):
         page.close()
     assert page.requests and all(u.startswith(server) or u.startswith(("data:", "blob:")) for u in page.requests), \
         [u for u in page.requests if not u.startswith(server)]
-    for name in ("classify", "run"):
+    for name in ("classify", "units", "run"):
         assert (tmp_path / f"firefox-{name}.png").stat().st_size > 1000
 
 

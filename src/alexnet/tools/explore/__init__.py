@@ -3,7 +3,8 @@
 The views (docs/EXPLORE.md): Classify (top-5 of an upload or a data-set image, the crop the
 network saw, §4.1's ten views), Layers (every layer's maps for that image, the two towers of §3.2
 side by side), Filters (conv1's kernels, Fig. 3), Why (Grad-CAM on the last conv layer and Zeiler &
-Fergus's occlusion sensitivity), Neighbours (the training images nearest in fc7, Fig. 4 right) and
+Fergus's occlusion sensitivity), Units (a channel's top 9 patches cut to its receptive field and
+its feature visualisation, :mod:`.units`), Neighbours (the training images nearest in fc7, Fig. 4 right) and
 Run (a run folder's curves, confusion matrix and configuration).
 
 The parts, top to bottom: :mod:`.pictures` (arrays → PNG, grids of maps, heat-map overlays),

@@ -116,6 +116,8 @@ class Routes:
             Route("/api/confusion", self.confusion),
             Route("/api/confusion/cell", self.cell), Route("/api/architecture", self.architecture),
             Route("/api/arithmetic", self.arithmetic),
+            Route("/api/unit/layers", self.unit_layers), Route("/api/unit/top", self.unit_top),
+            Route("/api/unit/visualise", self.unit_visualise),
         ]
 
     async def page(self, request: Request) -> Response:
@@ -167,6 +169,21 @@ class Routes:
         except ValueError:
             raise AlexNetError(f"unit={text!r}: give the unit as channel,row,column (or one index of a vector)") from None
         return JSONResponse(await self.gate.run("laying out a unit's arithmetic", self.session.arithmetic, ref, layer, unit))
+
+    async def unit_layers(self, request: Request) -> Response:
+        return JSONResponse(await self.gate.run("tracing the layers' geometry", self.session.unit_layers))
+
+    async def unit_top(self, request: Request) -> Response:
+        layer, channel, target = request.query_params.get("layer"), _int(request, "channel"), _int(request, "class")
+        split = request.query_params.get("split") or None
+        return JSONResponse(await self.gate.run("finding the images that excite the unit most", self.session.unit_top,
+                                                split, layer, channel, target))
+
+    async def unit_visualise(self, request: Request) -> Response:
+        layer, channel, target = request.query_params.get("layer"), _int(request, "channel"), _int(request, "class")
+        steps = _int(request, "steps", None, 1, 512)
+        return JSONResponse(await self.gate.run("optimising an image for the unit", self.session.unit_visualise,
+                                                layer, channel, target, steps))
 
     async def architecture(self, request: Request) -> Response:
         svg = await self.gate.run("drawing the architecture", self.session.architecture)

@@ -38,7 +38,7 @@ from alexnet.models.summary import summarize
 from alexnet.reporting.architecture import architecture_svg
 from alexnet.reporting.figures import conv1_kernels, curves_figure, figure_png, filter_mosaics
 from alexnet.runtime import RuntimeSettings, prepare_model
-from alexnet.tools.explore import activations, arithmetic, neighbours, why
+from alexnet.tools.explore import activations, arithmetic, neighbours, units, why
 from alexnet.tools.explore.pictures import data_uri, heat_overlay, png_uri, thumbnail, upscale
 from alexnet.training.resume import saved_config
 from alexnet.training.run_folder import RunFolder
@@ -104,6 +104,7 @@ class Session:
         self._architecture: str | None = None
         # the checkpoint file's mtime and the epoch the model's weights came from (live() follows the file)
         self._weights: tuple[int, Any] | None = (config.checkpoint.stat().st_mtime_ns, (self.ckpt.train_state or {}).get("epoch"))
+        self.units = units.UnitViews(self.model, self.preprocess, self.classes, limit=config.eval_limit, device=self.device)
 
     # -- set-up ------------------------------------------------------------------------------
     def _open_data(self, spec: str | None) -> tuple[str | None, dict[str, ImageSet]]:
@@ -281,6 +282,22 @@ class Session:
             {"index": int(i), "distance": float(d), "label": self.classes[int(images.labels[i])]}
             for i, d in zip(index, distance)]}
 
+    # -- what a unit sees (units.py) --------------------------------------------------------------
+    def unit_layers(self) -> dict[str, Any]:
+        return {"layers": self.units.layers(), "classes": len(self.classes), "splits": list(self.splits)}
+
+    def unit_top(self, split: str | None, layer: str | None, channel: int | None, target: int | None) -> dict[str, Any]:
+        """The top 9 patches of ``split`` (default test, else val) for a channel of a map layer, or a class."""
+        unit = self.units.unit(layer, channel, target)
+        name = split or next((n for n in ("test", "val") if n in self.splits), next(iter(self.splits), None))
+        if name is None:
+            raise NotFound("no data set for the top patches: start with --data")
+        images = self.split(name)
+        return self.units.top(name, images, unit, lambda i: self._crop_of(self._seen(self.stored(name, i))))
+
+    def unit_visualise(self, layer: str | None, channel: int | None, target: int | None, steps: int | None) -> dict[str, Any]:
+        return self.units.visualisation(self.units.unit(layer, channel, target), steps)
+
     # -- the run -----------------------------------------------------------------------------
     def run_info(self) -> dict[str, Any]:
         if self.run is None:
@@ -316,6 +333,7 @@ class Session:
         self.model.load_state_dict(model.state_dict())
         epoch = (ckpt.train_state or {}).get("epoch")
         self._weights, self._confusion = (stamp, epoch), None
+        self.units = units.UnitViews(self.model, self.preprocess, self.classes, limit=self.config.eval_limit, device=self.device)
         return True
 
     def confusion(self) -> dict[str, Any]:

@@ -58,7 +58,7 @@ function setImage(ref, src, caption) {
   $("current").hidden = false;
   $("current-img").src = src;
   $("current-caption").textContent = caption;
-  show(state.view === "filters" || state.view === "run" ? "classify" : state.view);
+  show(["filters", "run", "units"].includes(state.view) ? "classify" : state.view);
 }
 
 async function upload(file) {
@@ -84,14 +84,14 @@ function pickData(index) {
 }
 
 // -- the views ---------------------------------------------------------------------------------
-const loaders = { classify: loadClassify, layers: loadLayers, arithmetic: loadArithmetic, architecture: loadArchitecture, geometry: loadGeometry, filters: loadFilters, why: loadWhy, neighbours: loadNeighbours, run: loadRun };
+const loaders = { classify: loadClassify, layers: loadLayers, arithmetic: loadArithmetic, architecture: loadArchitecture, geometry: loadGeometry, filters: loadFilters, why: loadWhy, units: loadUnits, neighbours: loadNeighbours, run: loadRun };
 
 function show(view) {
   state.view = view;
   for (const b of document.querySelectorAll("#tabs button")) b.classList.toggle("active", b.dataset.view === view);
   for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== `view-${view}`;
   const key = `${view}|${view === "classify" ? $("tenviews").checked : ""}`;
-  const needsImage = !["architecture", "geometry", "filters", "run"].includes(view);
+  const needsImage = !["architecture", "geometry", "filters", "run", "units"].includes(view);
   if (state.shown[key] || (needsImage && !state.ref)) return;
   state.shown[key] = true;
   loaders[view]().catch((e) => { state.shown[key] = false; say(e.message); });
@@ -296,6 +296,45 @@ async function loadWhy() {
     `red = where it lowers p(${a.label}) most (to ${pct(a.occlusion_lowest)})`;
 }
 
+// -- what a unit sees: its top nine patches and an image optimised for it (units.py) -------------------
+function unitControls() {
+  const layer = state.unitLayers[$("unit-layer").value];
+  $("unit-channel-box").hidden = !layer;
+  $("unit-class-box").hidden = !!layer;
+  if (layer) $("unit-channel").max = layer.channels - 1;
+}
+
+async function loadUnits() {
+  if (!$("unit-layer").options.length) {
+    const a = await api("/api/unit/layers");
+    state.unitLayers = Object.fromEntries(a.layers.map((l) => [l.name, l]));
+    $("unit-layer").replaceChildren(...a.layers.map((l) => el("option", { value: l.name, text: `${l.name} (${l.shape}; sees ${l.field}×${l.field} px)` })),
+      el("option", { value: "", text: "a class (the output)" }));
+    $("unit-class").replaceChildren(...state.info.class_names.map((n, k) => el("option", { value: String(k), text: `${k}: ${n}` })));
+    unitControls();
+  }
+  const layer = $("unit-layer").value;
+  const query = layer ? `layer=${encodeURIComponent(layer)}&channel=${encodeURIComponent($("unit-channel").value)}` : `class=${$("unit-class").value}`;
+  $("unit-vis-box").hidden = true;
+  if (Object.keys(state.info.splits).length) await showTop(await api(`/api/unit/top?${query}&split=${encodeURIComponent($("split").value)}`));
+  else $("unit-caption").textContent = "No data set (start with --data) for the top patches; the optimised image only.";
+  const v = await api(`/api/unit/visualise?${query}`);
+  $("unit-vis-box").hidden = false;
+  $("unit-vis").src = v.png;
+  $("unit-vis-caption").textContent = `${v.unit} optimised from noise: ${v.objective} ${fmt(v.start)} → ${fmt(v.end)}` +
+    (v.factor ? ` (× ${v.factor.toFixed(1)})` : "") + `, ${v.steps} steps in ${v.seconds} s` + (v.steps < v.asked ? ` (stopped at the time limit; ${v.asked} asked)` : "");
+}
+
+function showTop(top) {
+  $("unit-caption").textContent = `${top.unit}: the ${top.patches.length} ${top.split} images (of the first ${top.images} of ${top.of}) that excite it most` +
+    (top.field ? `, each cut to its ${top.field}×${top.field} px receptive field (clipped at the border)` : " (a class sees the whole crop)") + ". Click one to use it.";
+  $("unit-top").replaceChildren(...top.patches.map((p) => {
+    const img = el("img", { src: p.png, alt: `${top.split} ${p.index}`, title: p.at ? `strongest at row ${p.at[0]}, column ${p.at[1]}; pixels ${p.box.join(", ")}` : "the whole crop" });
+    img.addEventListener("click", () => { $("split").value = top.split; pickData(p.index); });
+    return el("figure", {}, img, el("figcaption", { text: `${top.split} ${p.index} · ${p.label} · ${fmt(p.value)}` }));
+  }));
+}
+
 async function loadNeighbours() {
   const a = await api(`/api/neighbours?${state.ref}&k=8`);
   $("bank").textContent = `The ${a.split} images nearest in fc7 (Euclidean, Fig. 4 right); bank: ${a.bank}.`;
@@ -425,6 +464,8 @@ $("geo-out").addEventListener("mousemove", (event) => {
   const cell = [Math.floor((event.clientY - box.top) / box.height * out), Math.floor((event.clientX - box.left) / box.width * out)];
   if (cell.every((x) => x >= 0 && x < out)) drawGeometry(cell);
 });
+$("unit-layer").addEventListener("change", unitControls);
+$("unit-go").addEventListener("click", () => { delete state.shown["units|"]; show("units"); });
 $("ar-go").addEventListener("click", () => { delete state.shown["arithmetic|"]; show("arithmetic"); });
 for (const b of document.querySelectorAll("#tabs button")) b.addEventListener("click", () => show(b.dataset.view));
 start();
