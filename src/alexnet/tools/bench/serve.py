@@ -315,7 +315,8 @@ class Load:
         self.tally, self.rss = Tally(inputs.expected), RssSampler(server.proc.pid)
         self.rss.mark("start")
         self.times: list[float] = []  # seconds a window of all-200s takes at each timed window's rate
-        self.batch_count = self.batch_sum = self.client_cpu = self.server_cpu = 0.0
+        self.batch_count = self.batch_sum = self.client_cpu = 0.0
+        self.server_cpu: float | None = 0.0 if server.cpu_seconds() is not None else None  # None: no /proc here
         self.windows = 0
 
     def window(self, timed: bool) -> None:
@@ -325,7 +326,7 @@ class Load:
         threads = [threading.Thread(target=client, args=(self.server.port, self.server.path, self.inputs, p, self.tally))
                    for p in picks]
         self.tally.timed, answered = timed, self.tally.statuses["200"]
-        batches, cpu, server_cpu = self.server.batches(), time.process_time(), self.server.cpu_seconds() or 0.0
+        batches, cpu, server_cpu = self.server.batches(), time.process_time(), self.server.cpu_seconds()
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -337,7 +338,8 @@ class Load:
             count, images = (a - b for a, b in zip(self.server.batches(), batches))
             self.batch_count, self.batch_sum = self.batch_count + count, self.batch_sum + images
             self.client_cpu += time.process_time() - cpu
-            self.server_cpu += (self.server.cpu_seconds() or 0.0) - server_cpu
+            if self.server_cpu is not None and server_cpu is not None:
+                self.server_cpu += (self.server.cpu_seconds() or server_cpu) - server_cpu
             if answered:
                 self.times.append(seconds * n * c / answered)
 
