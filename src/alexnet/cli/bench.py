@@ -18,14 +18,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "inference (batch-1 latency, batch throughput; eager, compiled, ONNX Runtime) and training from "
                     "JPEG photographs end to end, against torchvision's alexnet with pytorch/examples' step and "
                     "ImageFolder pipeline, and (decode) images/s per CPU core from an ImageFolder, the raw store and "
-                    "the JPEG store, with their sizes on disk. Medians over repetitions after warm-up; prints ratios ours / reference. "
+                    "the JPEG store, with their sizes on disk; (serve) `alexnet serve` under load from concurrent clients on "
+                    "127.0.0.1, dynamic batching against --max-batch-size 1, and a full queue's 503s. "
+                    "Medians over repetitions after warm-up; prints ratios ours / reference. "
                     "See docs/PERFORMANCE.md.")
     p.add_argument("part", nargs="?", default="all", choices=(*bench.PARTS, "all"),
-                   help="what to measure: step, infer, data, decode, features, or all (default)")
+                   help="what to measure: step, infer, data, decode, features, d2l, serve (alexnet serve under load), "
+                        "or all (default)")
     p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: auto)")
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer, "
-                        "alexnet and alexnet_owt (torchvision's architecture) end to end in data)")
+                        "alexnet and alexnet_owt (torchvision's architecture) end to end in data, alexnet_owt untrained "
+                        "for serve)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="training batch for step and data (default: 128)")
     p.add_argument("--infer-batch", type=int, default=64, metavar="N", help="inference throughput batch (default: 64)")
     p.add_argument("--precision", action="append", default=None, choices=runtime.PRECISIONS,
@@ -45,6 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="batches in each timed chunk of the data part (default: 3; more on a fast GPU)")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="keep the photographs and their packed store here (default: a folder in the temp dir)")
+    p.add_argument("--clients", type=int, default=32, metavar="N",
+                   help="serve: concurrent clients, each a thread sending its next request when answered (default: 32)")
+    p.add_argument("--requests", type=int, default=4, metavar="N",
+                   help="serve: requests each client sends in one window; --warmup and --reps count windows (default: 4)")
+    p.add_argument("--serve-seconds", type=float, default=300.0, metavar="S",
+                   help="serve: start no timed window after this many seconds of timing (default: 300)")
     p.add_argument("--quick", action="store_true", help="tiny batches, one repetition: checks that everything runs (seconds on a CPU)")
     p.add_argument("--json", default=None, metavar="FILE", help="also write the report (machine, config, rows) as JSON")
     p.set_defaults(func=run)
@@ -58,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),
         channels_last=args.channels_last, compile=args.compile, quick=args.quick, warmup=args.warmup, reps=args.reps,
         baseline=args.baseline, tune_allocator=args.tune_allocator, workers=args.workers, photos=args.photos,
-        data_batches=args.data_batches, data_dir=args.data_dir,
+        data_batches=args.data_batches, data_dir=args.data_dir, serve_clients=args.clients, serve_requests=args.requests,
+        serve_seconds=args.serve_seconds,
     )
     report = bench.run(config)
     print(bench.format_report(report))

@@ -1,12 +1,14 @@
 """``alexnet bench``: our AlexNets against the reference, in one run on one machine.
 
-Six parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
+Seven parts, each a module: ``step`` (the training step on synthetic data), ``infer`` (latency at
 batch 1, throughput at batch 64; eager, compiled, ONNX Runtime), ``data`` (training from real
 JPEG photographs end to end, and the data path alone), ``decode`` (images/s per CPU core from an
 ImageFolder, the raw store and the JPEG store, and their sizes on disk) and ``features``
 (``alexnet features``: fc7 of JPEG photographs against ImageFolder + DataLoader + torchvision's
 model), and ``d2l`` (a learner's epoch of d2l's chapter on Fashion-MNIST: d2l's code as written
-against ``alexnet train --preset d2l``'s path). Every figure is the median over ``reps`` repetitions after ``warmup`` untimed ones, and
+against ``alexnet train --preset d2l``'s path), and ``serve`` (``alexnet serve`` under load: the real server
+in a subprocess on 127.0.0.1, 32 concurrent clients, dynamic batching against ``--max-batch-size 1``,
+and a full queue's 503s). Every figure is the median over ``reps`` repetitions after ``warmup`` untimed ones, and
 every row (:class:`~alexnet.tools.bench.rows.Row`) carries its ratio to the reference row of its part. The
 report (a dict, written as JSON by the CLI) holds the machine, the resolved config and the rows;
 docs/PERFORMANCE.md records the figures.
@@ -24,12 +26,12 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from alexnet import models, runtime
-from alexnet.tools.bench import d2l, data, decode, features, infer, step
+from alexnet.tools.bench import d2l, data, decode, features, infer, serve, step
 from alexnet.tools.bench.timing import machine, matmul_tflops
 
 log = logging.getLogger(__name__)
 
-PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features", "d2l")
+PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features", "d2l", "serve")
 # The AlexNet family of the registry (other families — lenet, vgg, … — can be named with --model).
 ALEXNET_VARIANTS: tuple[str, ...] = ("alexnet", "bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small")
 
@@ -56,6 +58,9 @@ class BenchConfig:
     photos: int = 512  # JPEG photographs made for the data part (at least batch × (data_batches + 1))
     data_batches: int = 3  # batches per timed chunk in the data part
     data_dir: str | None = None  # where the photographs and the store are kept (default: the temp dir)
+    serve_clients: int = 32  # concurrent clients of the serve part (the issue's target is at 32)
+    serve_requests: int = 4  # requests each client sends in one window of the serve part (a window: clients × this)
+    serve_seconds: float = 300.0  # the serve part starts no timed window after this many seconds of timing
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.parts) - set(PARTS))
@@ -66,9 +71,11 @@ class BenchConfig:
                 raise ValueError(f"precision {p!r} is not one of {', '.join(runtime.PRECISIONS)}")
         for name in self.models:
             models.entry(name)  # raises, listing the valid names
-        for key in ("batch_size", "reps", "infer_batch", "infer_reps", "data_batches"):
+        for key in ("batch_size", "reps", "infer_batch", "infer_reps", "data_batches", "serve_clients", "serve_requests"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+        if not self.serve_seconds > 0:
+            raise ValueError(f"serve_seconds={self.serve_seconds} must be more than 0")
 
     @property
     def step_models(self) -> tuple[str, ...]:
@@ -83,6 +90,11 @@ class BenchConfig:
         """What ours trains end to end: the paper's net, and torchvision's architecture (the reference's network)."""
         return self.models or ("alexnet", "alexnet_owt")
 
+    @property
+    def serve_models(self) -> tuple[str, ...]:
+        """What the serve part serves: torchvision's architecture at 224 px, what a deployment runs."""
+        return self.models or ("alexnet_owt",)
+
     def resolve(self, device: torch.device) -> BenchConfig:
         """The config as run: precisions and workers filled in, the quick mode applied."""
         cfg = self
@@ -94,7 +106,9 @@ class BenchConfig:
         if cfg.quick:
             cfg = replace(cfg, batch_size=min(cfg.batch_size, 4), warmup=1, reps=1, infer_batch=min(cfg.infer_batch, 4),
                           infer_reps=2, photos=min(cfg.photos, 12), data_batches=1, workers=min(cfg.workers, 1),
-                          models=cfg.models or ("alexnet",), precisions=cfg.precisions if self.precisions else ("fp32",))
+                          models=cfg.models or ("alexnet",), precisions=cfg.precisions if self.precisions else ("fp32",),
+                          serve_clients=min(cfg.serve_clients, 8), serve_requests=min(cfg.serve_requests, 3),
+                          serve_seconds=min(cfg.serve_seconds, 60.0))
         return cfg
 
 
@@ -114,7 +128,7 @@ def run(config: BenchConfig) -> dict:
         peak = matmul_tflops(device, dtype, n=512 if cfg.quick else 8192 if device.type == "cuda" else 4096)
         report["machine"]["matmul_peak"] = {"dtype": str(dtype).removeprefix("torch."), "tflops": peak}
     parts = {"step": step.run, "infer": infer.run, "data": data.run, "decode": decode.run, "features": features.run,
-             "d2l": d2l.run}
+             "d2l": d2l.run, "serve": serve.run}
     for name in PARTS:
         if name in cfg.parts:
             log.info("bench: part %s", name)
@@ -136,8 +150,12 @@ def format_report(report: dict) -> str:
     for r in report["results"]:
         if r["part"] != part:
             part = r["part"]
-            lines += ["", f"{part:<7} {'what':<70} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"
-                          f"  {'TFLOP/s':>13}"]
+            header = (f"{part:<7} {'what':<70} {'batch':>5} {'img/s':>9} {'ms':>9} {'ratio':>6}  {'peak MB':>8}"
+                      f"  {'TFLOP/s':>13}")
+            lines += ["", serve.HEADER if part == "serve" else header]
+        if part == "serve":
+            lines.append(serve.format_row(r))
+            continue
         if "images_per_s" not in r:
             lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<70} {r['batch_size']:>5}  {r.get('note', '')}")
             continue

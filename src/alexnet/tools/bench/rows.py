@@ -9,8 +9,8 @@ images/s over that of the part's first reference row measuring the same ``what``
 a size (its figures are in ``settings``).
 
 :meth:`Row.to_dict` writes the JSON keys of the results in benchmarks/results, so old reports read
-as new ones: the measured thing is ``kind`` in the infer part, ``what`` in data and decode, and not
-written in step and features (one thing each).
+as new ones: the measured thing is ``kind`` in the infer part, ``what`` in data, decode and serve,
+and not written in step and features (one thing each).
 """
 
 from __future__ import annotations
@@ -22,17 +22,17 @@ import torch
 
 from alexnet.tools.bench.timing import Measurement, measure_interleaved
 
-WHAT_KEY = {"infer": "kind", "data": "what", "decode": "what"}  # the JSON key of Row.what, by part
+WHAT_KEY = {"infer": "kind", "data": "what", "decode": "what", "serve": "what"}  # the JSON key of Row.what, by part
 
 
 @dataclass(frozen=True)
 class Row:
     """One measured path of one part."""
 
-    part: str  # step, infer, data, decode or features
+    part: str  # step, infer, data, decode, features, d2l or serve
     label: str  # the line's name: implementation, model, precision, layout
     impl: str  # "reference", "ours", "baseline" or "other"
-    what: str  # what is measured (step, latency, throughput, data, end_to_end, decode, size, features)
+    what: str  # what is measured (step, latency, throughput, data, end_to_end, decode, size, features, load, overload)
     batch_size: int
     settings: dict = field(default_factory=dict)  # how it ran (model, precision, allocator, storage, …): JSON keys
     timing: Measurement | None = None  # None: not run here, or not a time
