@@ -126,5 +126,9 @@ def test_torchscript_export_gives_the_same_outputs(registered, tmp_path):
 def test_safetensors_export_loads_as_the_same_checkpoint(registered, tmp_path):
     loaded = checkpoint.load(export(registered, "safetensors", tmp_path))
     assert loaded.model == registered.name and loaded.classes == CLASSES
-    with torch.no_grad():
-        torch.testing.assert_close(checkpoint.restore_model(loaded)(registered.x), registered.model(registered.x), rtol=0, atol=0)
+    original = registered.model.state_dict()
+    assert loaded.state_dict.keys() == original.keys()
+    assert all(torch.equal(loaded.state_dict[k], original[k]) for k in original)  # every tensor bit for bit
+    with torch.no_grad():  # the outputs to fp32 rounding: a copy's alignment may steer oneDNN to another summation order
+        torch.testing.assert_close(checkpoint.restore_model(loaded)(registered.x), registered.model(registered.x),
+                                   rtol=1e-5, atol=1e-6)
