@@ -377,6 +377,12 @@ def test_train_explore_follows_the_run_live_in_chromium(tmp_path):
             first = int(page.locator("#run-live").get_attribute("data-epochs"))
             page.wait_for_function(f"+document.querySelector('#run-live').dataset.epochs > {first}", timeout=90_000)
             assert "of 300" in page.inner_text("#run-live") and page.locator("#curves").get_attribute("src").startswith("data:")
+            # the view in front follows the run: conv1's kernels redrawn at the next epoch, without a click
+            page.click("#tabs button[data-view=filters]")
+            page.wait_for_selector("#filters img")
+            kernels = page.locator("#filters img").first.get_attribute("src")
+            page.wait_for_function(f"document.querySelector('#filters img') && "
+                                   f"document.querySelector('#filters img').src !== {kernels!r}", timeout=90_000)
             browser.close()
     finally:
         os.killpg(train.pid, signal.SIGTERM)

@@ -206,8 +206,11 @@ async function loadArithmetic() {
     $("ar-layer").replaceChildren(...a.layers.map((l) => el("option", { value: l.name, text: `${l.name} (${l.shape})` })), el("option", { value: "softmax", text: "softmax (the output)" }));
   }
   if (state.arith) { $("ar-layer").value = state.arith.layer; $("ar-unit").value = state.arith.unit.join(","); state.arith = null; }
-  explainUnit(await api(`/api/arithmetic?${state.ref}&layer=${encodeURIComponent($("ar-layer").value)}&unit=${encodeURIComponent($("ar-unit").value)}`));
+  const asked = ++arithmeticAsked;  // an earlier answer arriving late must not replace this one
+  const a = await api(`/api/arithmetic?${state.ref}&layer=${encodeURIComponent($("ar-layer").value)}&unit=${encodeURIComponent($("ar-unit").value)}`);
+  if (asked === arithmeticAsked) explainUnit(a);
 }
+let arithmeticAsked = 0;
 
 // -- geometry: the convolution visualiser, with AlexNet's layers and the 224-or-227 puzzle ----------
 function outputSize(n, k, s, p, d, rule) {
@@ -370,6 +373,7 @@ async function followRun() {
     liveEpochs = a.epochs_done;
     for (const key of Object.keys(state.shown)) if (!key.startsWith("run")) delete state.shown[key];
     showRun(await api("/api/run"));
+    if (state.view !== "run") show(state.view);  // the view in front (kernels, predictions…) redrawn with the new weights
   }
   if (a.finished && livePoll) { clearInterval(livePoll); livePoll = null; }
 }
