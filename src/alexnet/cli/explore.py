@@ -21,11 +21,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        description="Serve a page (offline: no CDN, nothing downloaded) that classifies an uploaded or a "
                                    "data-set image and shows the crop the network saw, every layer's maps (two towers side "
                                    "by side), conv1's kernels (Fig. 3), Grad-CAM and occlusion heat maps, the nearest "
-                                   "training images in fc7 (Fig. 4) and, with --run, the run's curves, confusion matrix and "
-                                   "configuration. Needs the [explore] extra: pip install 'alexnet[explore]'.")
+                                   "training images in fc7 (Fig. 4), a unit's arithmetic (CNN Explainer's view), the network drawn "
+                                   "as Fig. 2, a convolution's geometry, what a unit sees (top-9 patches, a feature "
+                                   "visualisation) and, with --run, the run's curves, confusion matrix and configuration, "
+                                   "followed live while it trains. Needs the [explore] extra: pip install 'alexnet[explore]'.")
     p.add_argument("--checkpoint", type=Path, metavar="C", help="checkpoint file (default with --run: RUN/checkpoints/best.pt)")
     p.add_argument("--data", help=SPEC_HELP + " (default: the data the checkpoint was trained on, if it opens)")
-    p.add_argument("--run", type=Path, metavar="R", help="a run folder, for the Run view (curves, configuration)")
+    p.add_argument("--run", type=Path, metavar="R", help="a run folder, for the Run view (curves, configuration); a run "
+                                                          "still training is followed live (its last.pt, waited for)")
     p.add_argument("--features", type=Path, metavar="BANK.npy",
                    help="a bank from `alexnet features --out BANK.npy` (fc7 of a split; default: computed on start over train)")
     p.add_argument("--host", default="127.0.0.1",
