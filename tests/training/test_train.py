@@ -201,3 +201,10 @@ def test_live_json_says_where_the_run_is_at_most_every_live_every_seconds(tmp_pa
         assert live["total_steps"] == result.steps and live["images_per_second"] > 0 and live["loss"] > 0
     else:  # written at each epoch's first step, then not again within LIVE_EVERY
         assert live["steps"] == per_epoch + 1 and live["epoch"] == 2 and live["batch"] == 1 and live["state"] == "training"
+
+
+def test_port_without_explore_is_refused_before_anything_is_written(tmp_path, capsys):
+    from alexnet.cli import main
+
+    assert main(["train", "--preset", "digits", "--port", "9000", "--out", str(tmp_path / "run")]) == 2
+    assert "--port 9000 is the --explore page's port" in capsys.readouterr().err and not (tmp_path / "run").exists()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from alexnet.data.sources import SPEC_HELP
+from alexnet.errors import AlexNetError
 from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
 from alexnet.training.config import PRECISIONS, preset_names, resolve
 from alexnet.training.loop import Callback, TrainResult
@@ -55,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--explore", action="store_true",
                    help="also serve `alexnet explore --run OUT` beside the run (on the CPU): its page follows the training "
                         "live from the end of the first epoch, and goes on after it ends until Ctrl+C")
-    p.add_argument("--port", type=int, default=8000, help="with --explore: the page's port on 127.0.0.1 (default 8000)")
+    p.add_argument("--port", type=int, help="with --explore: the page's port on 127.0.0.1 (default 8000)")
     p.set_defaults(func=run)
 
 
@@ -85,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
         config = resolve(args.preset or "digits", flags(args), args.set)
         out = args.out or default_out(config.preset)
     console = Console(quiet=args.quiet, verbose=args.verbose or args.debug, resumed=resuming)
-    explorer = Explorer(args.port) if args.explore else None
+    if args.port is not None and not args.explore:
+        raise AlexNetError(f"--port {args.port} is the --explore page's port: add --explore, or leave --port out")
+    explorer = Explorer(8000 if args.port is None else args.port) if args.explore else None
     try:
         result = train(config, RunOptions(out=out, resume=resuming, force=force, progress_bar=not args.quiet,
                                           callbacks=[console, TrainingReport(), *([explorer] if explorer else [])]))
