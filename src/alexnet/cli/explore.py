@@ -49,8 +49,7 @@ def _checkpoint(args: argparse.Namespace) -> Path:
         return args.checkpoint
     if args.run is None:
         raise AlexNetError("explore needs --checkpoint C (or --run R, whose checkpoints/best.pt it uses)")
-    folder = RunFolder(args.run, write=False)
-    folder.read_config()  # one line when it is not a run folder
+    folder = RunFolder(args.run, write=False)  # run() has checked it is a run folder
     training = not folder.report_json.is_file()
     said = False
     while True:
