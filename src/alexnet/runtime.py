@@ -3,7 +3,8 @@
 What makes the paper's network fast, measured on a 2-core CPU and written to run unchanged on CUDA
 (figures in docs/PERFORMANCE.md):
 
-* the fused LRN (:mod:`alexnet.models.layers`): it is always on; nothing to choose here;
+* the fused LRN (:mod:`alexnet.models.lrn`): always on; its training step runs an eager or a compiled
+  kernel (:func:`set_lrn_kernel`: ``auto`` picks by a measured rule);
 * ``channels_last``: oneDNN's (and cuDNN's) native layout for convolutions, grouped ones
   included (the two towers of §3.2 stay one ``groups=2`` convolution: faster than two convs, and
   the state dict keeps conv2.weight [256, 48, 5, 5]); the fused LRN then slides its window along
@@ -43,6 +44,8 @@ log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16")  # the one precision vocabulary: train, bench, eval, features
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # anything else ("off", "fp32"): no autocast
+
+LRN_KERNELS = ("auto", "eager", "compiled")  # the LRN's training-step kernel: alexnet.models.lrn's docstring
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -90,10 +93,13 @@ class RuntimeSettings:
     fused_optimizer: bool = True  # SGD(fused=True) where the device has it, else foreach
     tune_allocator: bool = True  # CPU only: keep freed activations in the process (tune_cpu_allocator)
     cudnn_benchmark: bool = True  # CUDA only: let cuDNN time its algorithms for each conv shape (process-wide)
+    lrn_kernel: str = "auto"  # the LRN's training step: eager, compiled (torch.compile'd passes), auto: by the measured rule (process-wide)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.lrn_kernel not in LRN_KERNELS:
+            raise ValueError(f"LRN kernel {self.lrn_kernel!r} is not one of {', '.join(LRN_KERNELS)}")
 
     @property
     def torch_device(self) -> torch.device:
@@ -151,11 +157,29 @@ def allocator_tuned() -> bool:
     return _ALLOCATOR_TUNED
 
 
+_LRN_KERNEL = "auto"
+
+
+def set_lrn_kernel(kind: str) -> None:
+    """Which kernel the LRN's training step runs from now on in this process (:mod:`alexnet.models.lrn`)."""
+    global _LRN_KERNEL
+    if kind not in LRN_KERNELS:
+        raise ValueError(f"LRN kernel {kind!r} is not one of {', '.join(LRN_KERNELS)}")
+    _LRN_KERNEL = kind
+
+
+def lrn_kernel() -> str:
+    """The LRN kernel choice in force: ``auto``, ``eager`` or ``compiled``."""
+    return _LRN_KERNEL
+
+
 def apply_process_settings(settings: RuntimeSettings) -> None:
     """The process-wide half of ``settings``, called once by each entry point (``alexnet train``'s
     setup, the CLI commands that run a model, the bench): on a CPU the glibc allocator
     (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so cuDNN's
-    timed choice of algorithm per convolution is made once). Neither can be undone in the process."""
+    timed choice of algorithm per convolution is made once), and the LRN's kernel (:func:`set_lrn_kernel`).
+    The first two cannot be undone in the process."""
+    set_lrn_kernel(settings.lrn_kernel)
     device = settings.torch_device
     if device.type == "cpu" and settings.tune_allocator:
         tune_cpu_allocator()

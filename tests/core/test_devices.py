@@ -21,7 +21,7 @@ from helpers import train_step
 from alexnet import models
 from alexnet.data import ImageSet, iter_batches, open_dataset
 from alexnet.data.prepare import PrepareConfig, prepare
-from alexnet.models.layers import local_response_norm, plain_local_response_norm
+from alexnet.models.lrn import local_response_norm, plain_local_response_norm
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU"))]
 

@@ -7,7 +7,7 @@ import torch
 
 from alexnet import models, runtime
 from alexnet.errors import AlexNetError
-from alexnet.models.layers import PlainLocalResponseNorm
+from alexnet.models.lrn import PlainLocalResponseNorm
 from alexnet.tools.bench.step import plain_lrn, train_step
 from alexnet.training.config import resolve
 

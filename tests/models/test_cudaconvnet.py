@@ -13,7 +13,7 @@ from alexnet import models
 from alexnet.data.sources import open_dataset
 from alexnet.data.transforms import pipeline
 from alexnet.models.cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_extra, ceil_output_size
-from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.lrn import LocalResponseNorm
 from alexnet.tools.ablate import AblationOptions, check_models, plan
 from alexnet.training.config import resolve
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from alexnet import models
 from alexnet.models import LocalResponseNorm
-from alexnet.models.layers import PlainLocalResponseNorm, local_response_norm, plain_local_response_norm
+from alexnet.models.lrn import PlainLocalResponseNorm, local_response_norm, plain_local_response_norm
 
 
 def formula(x, size, alpha_per_term, beta, k, groups):
@@ -143,7 +143,7 @@ def test_paper_model_fused_equals_plain_forward_and_backward():
 def test_window_weights_are_built_once_and_survive_inference_mode():
     """The banded weight is cached per shape/dtype/device; one first built under inference_mode is a
     plain tensor (an inference tensor could never be saved for backward) and the LRN still trains."""
-    from alexnet.models.layers import _window_weights, local_response_norm
+    from alexnet.models.lrn import _window_weights, local_response_norm
 
     _window_weights.cache_clear()
     x = torch.rand(2, 12, 5, 5)
@@ -155,3 +155,125 @@ def test_window_weights_are_built_once_and_survive_inference_mode():
     local_response_norm(a, 5, 1e-4, 0.75, 2.0, groups=2).sum().backward()
     assert a.grad is not None and torch.isfinite(a.grad).all()
     assert _window_weights.cache_info().hits > 1
+
+
+# --- the compiled kernel (torch.compile'd passes, saving s alone) against the eager one and the formula
+
+
+@pytest.fixture
+def kernel():
+    """Run the LRN's training step with the kernel the test names, and put the process's choice back."""
+    from alexnet import runtime
+
+    before = runtime.lrn_kernel()
+    yield runtime.set_lrn_kernel
+    runtime.set_lrn_kernel(before)
+
+
+@pytest.mark.parametrize("case", [CASES[1], CASES[2]])
+def test_compiled_kernel_passes_gradcheck_and_equals_the_eager_one(kernel, case):
+    size, a, b, k, groups = case
+    x = (torch.randn(2, 6 * groups, 3, 3, dtype=torch.float64) * 3).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    results = {}
+    for name in ("eager", "compiled"):
+        kernel(name)
+        t = x.clone().requires_grad_(True)
+        y = local_response_norm(t, size, a, b, k, groups)
+        (results[name],) = torch.autograd.grad(y, t, g)
+        torch.testing.assert_close(y.detach(), formula(x, size, a, b, k, groups))
+    from alexnet.models import lrn
+
+    assert not lrn._Compiled.failed and lrn._Compiled.passes is not None  # it did compile
+    torch.testing.assert_close(results["compiled"], results["eager"])
+    assert torch.autograd.gradcheck(lambda t: local_response_norm(t, size, a, b, k, groups), (x.clone().requires_grad_(True),))
+
+
+def test_compiled_kernel_in_bfloat16_is_as_close_to_float64_as_the_eager_one(kernel):
+    """bf16 at the paper's scale: the compiled passes round once (they compute in fp32 inside), the eager
+    ones at every pass, so the compiled kernel is at least as close to the float64 result."""
+    x = (torch.randn(2, 96, 7, 7, dtype=torch.float64) * 150).relu().contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    exact = x.clone().requires_grad_(True)
+    y = local_response_norm(exact, 5, 1e-4 / 5, 0.75, 2.0, 2)
+    (gx,) = torch.autograd.grad(y, exact, g)
+    errors = {}
+    for name in ("eager", "compiled"):
+        kernel(name)
+        low = x.bfloat16().requires_grad_(True)
+        y16 = local_response_norm(low, 5, 1e-4 / 5, 0.75, 2.0, 2)
+        (gx16,) = torch.autograd.grad(y16, low, g.bfloat16())
+        assert y16.dtype == gx16.dtype == torch.bfloat16 and y16.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(y16.double(), y, rtol=2e-2, atol=1e-1)
+        torch.testing.assert_close(gx16.double(), gx, rtol=3e-2, atol=3e-2)
+        errors[name] = ((y16.double() - y).abs().max().item(), (gx16.double() - gx).abs().max().item())
+    assert errors["compiled"][0] <= errors["eager"][0] and errors["compiled"][1] <= errors["eager"][1] * 1.5, errors
+
+
+def test_the_auto_rule_compiles_only_a_training_step_on_large_cpu_maps(kernel, monkeypatch):
+    from alexnet.models import lrn
+
+    kernel("auto")
+    big = torch.zeros(1, lrn.COMPILED_MIN_VALUES, 1, 1)
+    small = torch.zeros(1, lrn.COMPILED_MIN_VALUES - 1, 1, 1)
+    assert lrn._use_compiled(big) and not lrn._use_compiled(small)
+    kernel("eager")
+    assert not lrn._use_compiled(big)
+    kernel("compiled")
+    assert lrn._use_compiled(small)
+    monkeypatch.setattr(lrn._Compiled, "failed", True)
+    assert not lrn._use_compiled(small)  # a compile that failed once is not tried again
+
+
+def test_a_compile_that_fails_falls_back_to_the_same_numbers_once(kernel, monkeypatch, caplog):
+    from alexnet.models import lrn
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("InductorError: no C++ compiler\nmore lines")
+
+    monkeypatch.setattr(lrn._Compiled, "passes", None)
+    monkeypatch.setattr(lrn._Compiled, "failed", False)
+    monkeypatch.setattr(torch, "compile", broken)
+    kernel("compiled")
+    x = torch.randn(2, 12, 4, 4, dtype=torch.float64).requires_grad_(True)
+    with caplog.at_level("WARNING", logger="alexnet.models.lrn"):
+        y = local_response_norm(x, 5, 1e-4, 0.75, 2.0, 2)
+        y.sum().backward()
+    torch.testing.assert_close(y.detach(), formula(x.detach(), 5, 1e-4, 0.75, 2.0, 2))
+    assert lrn._Compiled.failed
+    assert [r.getMessage() for r in caplog.records] == [
+        "LRN: its compiled kernel failed to build (InductorError: no C++ compiler); the eager kernel runs instead"]
+
+
+def test_runtime_settings_name_the_kernel_and_refuse_a_typo():
+    from alexnet import runtime
+
+    with pytest.raises(ValueError, match="LRN kernel 'compield' is not one of auto, eager, compiled"):
+        runtime.RuntimeSettings(lrn_kernel="compield")
+    before = runtime.lrn_kernel()
+    try:
+        runtime.apply_process_settings(runtime.RuntimeSettings(lrn_kernel="eager", tune_allocator=False))
+        assert runtime.lrn_kernel() == "eager"
+    finally:
+        runtime.set_lrn_kernel(before)
+
+
+def test_a_training_step_with_the_compiled_kernel_equals_the_eager_one(kernel):
+    """Two SGD steps of the paper's small net, channels_last fp32, through the step `alexnet train`
+    runs: the same losses and weights with either kernel."""
+    from alexnet import runtime
+    from alexnet.training.config import OptimConfig, TrainConfig
+    from alexnet.training.step import make_train_step
+
+    x, y = torch.randn(4, 3, 32, 32) * 50, torch.randint(0, 10, (4,))
+    results = {}
+    for name in ("eager", "compiled"):
+        kernel(name)
+        torch.manual_seed(0)
+        model = models.create("alexnet_small", num_classes=10, init="kaiming", dropout=0.0)
+        step = make_train_step(model, TrainConfig(optim=OptimConfig(lr=0.01)), runtime.RuntimeSettings())
+        losses = [float(step(x.contiguous(memory_format=torch.channels_last), y)[1]) for _ in range(2)]
+        results[name] = losses, [p.detach().clone() for p in model.parameters()]
+    torch.testing.assert_close(results["compiled"][0], results["eager"][0], rtol=1e-5, atol=1e-6)
+    for p, q in zip(results["compiled"][1], results["eager"][1]):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4)  # fp32 rounding, two steps on inputs of ±50

@@ -37,6 +37,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run ours in channels_last (NHWC) layout (default: on)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on a small CPU)")
+    p.add_argument("--lrn-kernel", choices=runtime.LRN_KERNELS, default="auto",
+                   help="the LRN kernel of our training rows (default: auto, the rule alexnet train uses; step then adds "
+                        "the paper's net with the eager kernel where auto compiles)")
     p.add_argument("--no-baseline", dest="baseline", action="store_false",
                    help="skip the naive paper net (F.local_response_norm, NCHW, fp32) in the step part")
     p.add_argument("--no-tune-allocator", dest="tune_allocator", action="store_false",
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         parts=bench.PARTS if args.part == "all" else (args.part,), device=args.device, models=tuple(args.model or ()),
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),
         channels_last=args.channels_last, compile=args.compile, quick=args.quick, warmup=args.warmup, reps=args.reps,
-        baseline=args.baseline, tune_allocator=args.tune_allocator, workers=args.workers, photos=args.photos,
+        baseline=args.baseline, tune_allocator=args.tune_allocator, lrn_kernel=args.lrn_kernel, workers=args.workers, photos=args.photos,
         data_batches=args.data_batches, data_dir=args.data_dir, serve_clients=args.clients, serve_requests=args.requests,
         serve_seconds=args.serve_seconds,
     )

@@ -12,7 +12,7 @@ from pathlib import Path
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
-from alexnet.training.config import PRECISIONS, preset_names, resolve
+from alexnet.training.config import LRN_KERNELS, PRECISIONS, preset_names, resolve
 from alexnet.training.loop import Callback, TrainResult
 from alexnet.training.resume import RESUMABLE
 
@@ -38,6 +38,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format, the fast one for convolutions on CPU and CUDA (default: on; --no-channels-last for NCHW)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
+    p.add_argument("--lrn-kernel", choices=LRN_KERNELS,
+                   help="the LRN's training-step kernel: auto (default: compiled by torch.compile on a CPU for large maps, "
+                        "where it measured faster; eager elsewhere), eager, or compiled")
     p.add_argument("--workers", type=int, help="decode processes for unpacked image folders")
     p.add_argument("--checkpoint-every", type=int, metavar="STEPS", help="also checkpoint every STEPS optimiser steps")
     p.add_argument("--init", metavar="CHECKPOINT",
@@ -64,7 +67,7 @@ def flags(args: argparse.Namespace) -> dict:
     return {
         "data.spec": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
         "device": args.device, "seed": args.seed, "precision": args.precision, "channels_last": args.channels_last,
-        "compile": args.compile, "data.workers": args.workers, "checkpoint_every": args.checkpoint_every,
+        "compile": args.compile, "lrn_kernel": args.lrn_kernel, "data.workers": args.workers, "checkpoint_every": args.checkpoint_every,
         "finetune.init": args.init, "finetune.freeze": args.freeze,
     }
 

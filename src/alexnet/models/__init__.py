@@ -23,7 +23,8 @@ from alexnet.models import densenet as _densenet  # noqa: F401
 from alexnet.models import cudaconvnet as _cudaconvnet  # noqa: F401  (cuda-convnet's CIFAR-10 nets of §3)
 # isort: on
 from alexnet.models.alexnet import AlexNet, AlexNetConfig, Conv, with_towers_and_pooling
-from alexnet.models.layers import LocalResponseNorm, initialise, paper_init
+from alexnet.models.layers import initialise, paper_init
+from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.registry import check_options, create, entry, names, register
 from alexnet.models.summary import Summary, summarize
 from alexnet.models.towers import PLACEMENT_OPTIONS, TwoTowerAlexNet

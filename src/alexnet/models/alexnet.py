@@ -42,7 +42,8 @@ from torch import nn
 
 from alexnet.models.base import StagedNet
 from alexnet.models.cudaconvnet_layers import SameMapResponseNorm, ceil_extra, ceil_output_size
-from alexnet.models.layers import DROPOUT_SCALINGS, INITS, LRN_CONVENTIONS, LocalResponseNorm, conv_output_size, dropout_layer, initialise
+from alexnet.models.layers import DROPOUT_SCALINGS, INITS, conv_output_size, dropout_layer, initialise
+from alexnet.models.lrn import LRN_CONVENTIONS, LocalResponseNorm
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
 NORM_POSITIONS = ("after_relu", "before_relu", "after_pool")

@@ -34,7 +34,7 @@ from torch import nn
 
 from alexnet.models.base import ConfiguredNet
 from alexnet.models.cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_output_size
-from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.registry import register
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}

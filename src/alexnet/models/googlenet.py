@@ -38,7 +38,7 @@ import torch
 from torch import nn
 
 from alexnet.models.base import ConfiguredNet, classification_loss
-from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.registry import register
 
 AUX_LOSS_WEIGHT = 0.3  # §5: the auxiliary losses' weight in the total training loss

@@ -23,7 +23,7 @@ from torch.nn.utils import skip_init
 
 from alexnet.models.alexnet import AlexNet
 from alexnet.models.base import ConfiguredNet
-from alexnet.models.layers import LocalResponseNorm
+from alexnet.models.lrn import LocalResponseNorm
 
 
 class Keys(NamedTuple):

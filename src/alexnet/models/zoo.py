@@ -5,7 +5,7 @@ have the paper's design (``alexnet``, ``bvlc_alexnet``, ``caffenet``, ``alexnet_
 
 * ``activation``: "relu" (§3.1) or "tanh" (Fig. 1's comparison)
 * ``lrn``: local response normalisation on or off (§3.3); ``lrn_convention`` "as_run" (α/n) or
-  "as_printed" (α), see :mod:`alexnet.models.layers`
+  "as_printed" (α), see :mod:`alexnet.models.lrn`
 * ``batch_norm``: BatchNorm2d after every conv, before its ReLU (``alexnet_bn`` has it in place of
   LRN); with ``lrn`` the norm study compares LRN (``lrn=True``), BN (``lrn=False, batch_norm=True``)
   and neither

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alexnet.errors import AlexNetError
-from alexnet.runtime import PRECISIONS, RuntimeSettings
+from alexnet.runtime import LRN_KERNELS, PRECISIONS, RuntimeSettings
 
 if TYPE_CHECKING:
     import torch
@@ -97,6 +97,7 @@ class TrainConfig:
     precision: str = "fp32"  # fp32 | bf16 | fp16: autocast to bf16/fp16 (parameters stay fp32); alexnet.training.step
     channels_last: bool = True  # NHWC: oneDNN's and cuDNN's native layout (docs/PERFORMANCE.md); false for NCHW
     compile: bool = False  # torch.compile the model (slower on a 2-core CPU, measured)
+    lrn_kernel: str = "auto"  # the LRN's training step: auto (compiled on large CPU maps, measured), eager, compiled (alexnet.models.lrn)
     checkpoint_every: int = 0  # also checkpoint every this many steps (0: only at epoch ends)
     grad_clip: float = 0.0  # 0: off
 
@@ -107,7 +108,7 @@ class TrainConfig:
         """The runtime settings these keys name, on ``device``: the resolved one (``auto`` made a
         device, a rank's own GPU under torchrun), which is why it is an argument and not the key."""
         return RuntimeSettings(device=str(device), precision=self.precision, channels_last=self.channels_last,
-                               compile=self.compile)
+                               compile=self.compile, lrn_kernel=self.lrn_kernel)
 
 
 LEGACY = {"amp": "precision"}  # renamed settings: read from configurations saved before the rename, and from --set
@@ -118,6 +119,7 @@ CHOICES = {
     "optim.update": ("torch", "paper"),
     "schedule.unit": ("epoch", "iteration"),
     "precision": PRECISIONS,
+    "lrn_kernel": LRN_KERNELS,
     "eval_views": (1, 10),
 }
 

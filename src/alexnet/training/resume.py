@@ -39,7 +39,7 @@ from alexnet.training.step import TrainStep
 
 log = logging.getLogger(__name__)
 
-RESUMABLE = ("epochs", "device", "data.workers")  # settings a resume may change (recorded in resume.jsonl)
+RESUMABLE = ("epochs", "device", "data.workers", "lrn_kernel")  # settings a resume may change (recorded in resume.jsonl)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -54,6 +54,7 @@ class BenchConfig:
     infer_reps: int = 20  # repetitions at batch 1
     baseline: bool = True  # also time the naive paper net (F.local_response_norm, NCHW, fp32)
     tune_allocator: bool = True  # CPU: alexnet.runtime.tune_cpu_allocator for our rows
+    lrn_kernel: str = "auto"  # the LRN kernel of our training rows (alexnet.models.lrn); step adds an eager row where auto compiles
     workers: int = 0  # data-loader processes; 0 → one per CPU core
     photos: int = 512  # JPEG photographs made for the data part (at least batch × (data_batches + 1))
     data_batches: int = 3  # batches per timed chunk in the data part
@@ -71,6 +72,8 @@ class BenchConfig:
                 raise ValueError(f"precision {p!r} is not one of {', '.join(runtime.PRECISIONS)}")
         for name in self.models:
             models.entry(name)  # raises, listing the valid names
+        if self.lrn_kernel not in runtime.LRN_KERNELS:
+            raise ValueError(f"lrn_kernel {self.lrn_kernel!r} is not one of {', '.join(runtime.LRN_KERNELS)}")
         for key in ("batch_size", "reps", "infer_batch", "infer_reps", "data_batches", "serve_clients", "serve_requests"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
@@ -160,6 +163,8 @@ def format_report(report: dict) -> str:
             lines.append(f"{'':<7} {r['label'] + ' (' + r.get('kind', '') + ')':<70} {r['batch_size']:>5}  {r.get('note', '')}")
             continue
         label = r["label"] + (f" ({r['kind']})" if "kind" in r else "")
+        if "like_for_like" in r:
+            label += f" [{r['like_for_like']:.2f}× like for like]"
         if "minutes_per_epoch" in r:
             label += f", {r['minutes_per_epoch']:.1f} min/epoch"
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else ""

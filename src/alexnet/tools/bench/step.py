@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from alexnet import models, runtime
+from alexnet.models import lrn
 from alexnet.models.base import classification_loss
-from alexnet.models.layers import LocalResponseNorm, PlainLocalResponseNorm
+from alexnet.models.lrn import LocalResponseNorm, PlainLocalResponseNorm
 from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
 from alexnet.training import step as steps
 from alexnet.training.config import OptimConfig, TrainConfig
@@ -98,7 +99,12 @@ def ours_step(model: nn.Module, fast: runtime.RuntimeSettings, images: torch.Ten
     ``Preprocess`` delivers it (so the step is timed, not a host-to-device copy or a layout change)."""
     step = train_step(model, fast)
     images, labels = runtime.to_input(images, fast), labels.to(fast.device)
-    return lambda: step(images, labels)
+
+    def call() -> None:
+        runtime.set_lrn_kernel(fast.lrn_kernel)  # rows are timed round-robin: each runs under its own kernel
+        step(images, labels)
+
+    return call
 
 
 def reference_path(cfg, device: torch.device, label: str, fast: runtime.RuntimeSettings, allocator: str) -> tuple[Row, Callable]:
@@ -132,6 +138,8 @@ def our_path(cfg, name: str, fast: runtime.RuntimeSettings, allocator: str) -> t
     model = models.create(name)
     x, y = synthetic_batch(model, cfg.batch_size, model.num_classes)
     label = f"{name} {fast.precision}{' channels_last' if fast.channels_last else ''}{' compiled' if fast.compile else ''}"
+    if fast.lrn_kernel == "eager" and cfg.lrn_kernel != "eager":
+        label += ", LRN eager"
     return _row(cfg, label, "ours", name, fast, model.input_size, train_gflop(model), allocator), ours_step(model, fast, x, y)
 
 
@@ -143,7 +151,7 @@ def fp32_nchw(device: torch.device) -> runtime.RuntimeSettings:
 def _row(cfg, label: str, impl: str, model: str, fast: runtime.RuntimeSettings, size: int, gflop: float, allocator: str) -> Row:
     return Row("step", label, impl, "step", cfg.batch_size, images_per_call=cfg.batch_size, train_gflop=gflop, settings={
         "model": model, "precision": fast.precision, "channels_last": fast.channels_last, "compile": fast.compile,
-        "input_size": size, "allocator": allocator})
+        "input_size": size, "allocator": allocator, "lrn_kernel": fast.lrn_kernel})
 
 
 def run(cfg, device: torch.device) -> list[Row]:
@@ -158,23 +166,35 @@ def run(cfg, device: torch.device) -> list[Row]:
     after = _switch_allocator(cfg, device, before)
     for precision in cfg.precisions:
         rows += _measure(cfg, device, precision_group(cfg, device, precision, after, retime_reference=after != before))
-    return same_allocator_ratios(with_ratios(rows))
+    return like_for_like(same_allocator_ratios(with_ratios(rows)))
 
 
 def precision_group(cfg, device: torch.device, precision: str, allocator: str, *, retime_reference: bool
                     ) -> list[tuple[Row, Callable]]:
-    """The reference (again with the tuned allocator in fp32; at ``precision`` otherwise, for context) and our models."""
+    """The reference (again with the tuned allocator in fp32), torchvision's net on our step at
+    ``precision`` (like for like: same layout, optimiser and process), and our models; the paper's net
+    also with the eager LRN kernel where the rule picks the compiled one (what the kernel gains)."""
     fast = runtime.RuntimeSettings(device=str(device), precision=precision, channels_last=cfg.channels_last,
-                                   tune_allocator=cfg.tune_allocator)
+                                   tune_allocator=cfg.tune_allocator, lrn_kernel=cfg.lrn_kernel)
     group = []
     if precision == "fp32" and retime_reference:
         group.append(reference_path(cfg, device, f"{REFERENCE} fp32 NCHW, tuned allocator", fp32_nchw(device), allocator))
-    elif precision != "fp32":
-        layout = " channels_last" if cfg.channels_last else ""
-        group.append(reference_path(cfg, device, f"{REFERENCE} {precision}{layout}", fast, allocator))
+    layout = " channels_last" if cfg.channels_last else ""
+    group.append(reference_path(cfg, device, f"{REFERENCE} {precision}{layout} (like for like)", fast, allocator))
     for compiled in ((False, True) if cfg.compile else (False,)):
         group += [our_path(cfg, name, replace(fast, compile=compiled), allocator) for name in cfg.step_models]
+    if "alexnet" in cfg.step_models and cfg.lrn_kernel != "eager" and lrn.picks_compiled(device, cfg.batch_size * 96 * 55 * 55):
+        group.append(our_path(cfg, "alexnet", replace(fast, lrn_kernel="eager"), allocator))
     return group
+
+
+def like_for_like(rows: list[Row]) -> list[Row]:
+    """``like_for_like``: each of our rows' images/s over torchvision's net's on the same step, precision,
+    layout and allocator (issue 24's ratio)."""
+    same = {(r.settings["precision"], r.settings["allocator"]): r.images_per_s for r in rows
+            if r.impl == "reference" and r.label.endswith("(like for like)")}
+    return [replace(r, settings={**r.settings, "like_for_like": r.images_per_s / same[key]})
+            if r.impl == "ours" and (key := (r.settings["precision"], r.settings["allocator"])) in same else r for r in rows]
 
 
 def same_allocator_ratios(rows: list[Row]) -> list[Row]:

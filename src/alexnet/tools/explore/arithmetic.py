@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet.errors import AlexNetError
-from alexnet.models.layers import LocalResponseNorm, PaperDropout
+from alexnet.models.layers import PaperDropout
+from alexnet.models.lrn import LocalResponseNorm
 
 
 def record(model: nn.Module, x: torch.Tensor) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]]:

@@ -43,7 +43,8 @@ from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import evaluating
 from alexnet.inference.samples import image_batch
 from alexnet.models.cudaconvnet_layers import SameMapResponseNorm
-from alexnet.models.layers import LocalResponseNorm, PaperDropout
+from alexnet.models.layers import PaperDropout
+from alexnet.models.lrn import LocalResponseNorm
 from alexnet.tools.explore.pictures import data_uri, upscale
 
 TOP = 9  # patches per unit, as Zeiler & Fergus's Fig. 2 and Microscope show
