@@ -11,6 +11,8 @@
 * **The LRN's window sum**: the grouped 1×1 convolution with a banded weight (what the model runs),
   an ungrouped 1×1 with the block-diagonal weight, ``addmm`` on the [N·H·W, C] view, ``avg_pool1d``
   along the channels, and shifted adds; forward only, on conv1's and conv2's maps.
+* **cuda-convnet's same-map rnorm** (``alexnet_cudaconvnet``'s rnorm2): the formula through autograd
+  against the layer with each kernel, forward + backward.
 * **The LRN layer** (:mod:`alexnet.models.lrn`), forward + backward through autograd, with the
   eager and the compiled kernel, and **one pass** over the same map (``x + 1``: read it, write it),
   the memory floor each pass of the LRN pays.
@@ -139,6 +141,27 @@ def lrn_forms(name: str, batch: int, dtype: torch.dtype, device: torch.device) -
     return {"eager kernel": kernel("eager"), "compiled kernel": kernel("compiled"), "one pass (x + 1) (for scale)": lambda: x + 1}
 
 
+def same_map_forms(batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Callable[[], torch.Tensor]]:
+    """cuda-convnet's same-map rnorm of ``alexnet_cudaconvnet`` (on conv2's 256 maps of 27×27), forward +
+    backward: the formula through autograd, and the layer with each kernel."""
+    from alexnet.models.cudaconvnet_layers import SameMapResponseNorm
+
+    x = (torch.randn(batch, 256, 27, 27, device=device) * 30).to(memory_format=CL).to(dtype)
+    g = torch.randn_like(x)
+    layer = SameMapResponseNorm(5, 0.001, 0.75, 1.0)
+
+    def run(kind: str, forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
+        def call() -> torch.Tensor:
+            runtime.set_lrn_kernel(kind)
+            leaf = x.detach().requires_grad_(True)
+            forward(leaf).backward(g)
+            return leaf.grad
+        return call
+
+    return {"formula (pad, avg_pool2d, pow; autograd)": run("eager", layer.plain), "eager kernel": run("eager", layer),
+            "compiled kernel": run("compiled", layer)}
+
+
 def table(title: str, forms: dict[str, Callable[[], torch.Tensor]], dtype: torch.dtype, device: torch.device,
           reps: int, check: bool = True) -> dict[str, float | None]:
     """Check each form against the first (but those "for scale"), time it; print and return ms per form (None: not equal, not timed)."""
@@ -187,6 +210,9 @@ def main() -> None:
                 results[f"{precision} {name} layer"] = table(
                     f"{precision}, batch {batch}: {name}, the layer forward + backward", lrn_forms(name, batch, dtype, device),
                     dtype, device, reps)
+            results[f"{precision} rnorm2 layer"] = table(
+                f"{precision}, batch {batch}: alexnet_cudaconvnet's rnorm2, forward + backward", same_map_forms(batch, dtype, device),
+                dtype, device, reps)
     finally:
         runtime.set_lrn_kernel(before)
     line = json.dumps(results)

@@ -4,6 +4,9 @@
 
 ``--plain`` profiles the naive version of the paper's net (F.local_response_norm, NCHW, fp32, SGD
 loop): the profile that showed ~40 % of the step in LRN's avg_pool3d, pow, mul and div.
+``--like-for-like`` profiles torchvision's net on our step at the same precision and layout instead
+of pytorch/examples' fp32 NCHW step (issue 24's comparison), and ``--shapes`` splits each operator by
+its input shapes (which layer it is).
 """
 
 from __future__ import annotations
@@ -28,15 +31,23 @@ def main() -> None:
     p.add_argument("--device", default="auto")
     p.add_argument("--plain", action="store_true", help="the naive version instead of the fast path")
     p.add_argument("--rows", type=int, default=15)
+    p.add_argument("--like-for-like", action="store_true", help="torchvision's net on our step, at --precision")
+    p.add_argument("--shapes", action="store_true", help="one row per operator and input shapes")
     args = p.parse_args()
     device = runtime.resolve_device(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
 
+    runtime.apply_process_settings(runtime.RuntimeSettings(str(device)))  # as alexnet train: the allocator, cudnn.benchmark
     ref = reference_model()
     x, y = synthetic_batch(ref, args.batch_size, 1000)
-    step = reference_step(ref, device)
-    runs = {"reference (torchvision, fp32 NCHW)": lambda: step(x, y)}
+    if args.like_for_like:
+        ref_step = train_step(ref, runtime.RuntimeSettings(device=str(device), precision=args.precision))
+        x = x.contiguous(memory_format=torch.channels_last)
+        runs = {f"torchvision's net on our step, {args.precision} channels_last": lambda: ref_step(x, y)}
+    else:
+        step = reference_step(ref, device)
+        runs = {"reference (torchvision, fp32 NCHW)": lambda: step(x, y)}
 
     model = models.create(args.model)
     ox, oy = synthetic_batch(model, args.batch_size, model.num_classes)
@@ -46,16 +57,17 @@ def main() -> None:
     else:
         fast = runtime.RuntimeSettings(device=str(device), precision=args.precision)
         train = train_step(model, fast)  # the step alexnet train runs
+        ox = ox.contiguous(memory_format=torch.channels_last)
         runs[f"{args.model} fast path {args.precision}"] = lambda: train(ox, oy)
 
     for name, fn in runs.items():
         fn(), fn()  # warm-up: allocator, oneDNN/cuDNN primitive selection
-        with profile(activities=activities) as prof:
+        with profile(activities=activities, record_shapes=args.shapes) as prof:
             fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
         print(f"== {name}, batch {args.batch_size}")
-        events = prof.key_averages()
+        events = prof.key_averages(group_by_input_shape=args.shapes)
         print(events.table(sort_by=sort, row_limit=args.rows))
         total = sum(getattr(e, sort) for e in events)
         gemm = sum(getattr(e, sort) for e in events if e.key in GEMM_OPS)

@@ -33,10 +33,26 @@ def same_map_reference(x: torch.Tensor, size: int, scale: float, power: float, m
     return out
 
 
+@pytest.fixture
+def lrn_kernel():
+    """The LRN kernel (which the same-map norm shares) for one test, put back after it."""
+    from alexnet import runtime
+
+    before = runtime.lrn_kernel()
+    yield runtime.set_lrn_kernel
+    runtime.set_lrn_kernel(before)
+
+
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
 @pytest.mark.parametrize("size", [3, 4, 5])
-def test_same_map_norm_matches_the_float64_formula_and_its_gradient(size):
+def test_same_map_norm_matches_the_float64_formula_and_its_gradient(size, kernel, lrn_kernel):
+    """The closed-form backward, with the eager and the compiled passes, against the formula's autograd
+    gradient (an even size makes the window, and so its transpose, asymmetric)."""
+    lrn_kernel(kernel)
     x = (torch.randn(2, 3, 7, 6, dtype=torch.float64) * 20).requires_grad_()
     layer = SameMapResponseNorm(size, 0.001, 0.75, 1.0)
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x), layer.plain(x), rtol=1e-12, atol=1e-12)  # inference: the eager passes
     ref = same_map_reference(x, size, 0.001, 0.75, 1.0)
     out = layer(x)
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -53,6 +69,33 @@ def test_same_map_norm_keeps_fp16_finite():
     x = torch.full((1, 1, 5, 5), 300.0, dtype=torch.float16)  # 300² overflows fp16
     out = SameMapResponseNorm()(x)
     assert out.dtype == torch.float16 and torch.isfinite(out).all()
+    leaf = x.clone().requires_grad_()
+    SameMapResponseNorm()(leaf).float().sum().backward()
+    assert leaf.grad.dtype == torch.float16 and torch.isfinite(leaf.grad).all()
+
+
+@pytest.mark.parametrize("kernel", ["eager", "compiled"])
+def test_same_map_norm_in_bfloat16_channels_last_is_within_its_tolerance(kernel, lrn_kernel):
+    lrn_kernel(kernel)
+    x = (torch.randn(2, 16, 9, 9, dtype=torch.float64) * 40).contiguous(memory_format=torch.channels_last)
+    g = torch.randn_like(x)
+    exact = x.clone().requires_grad_()
+    ref = same_map_reference(exact, 5, 0.001, 0.75, 1.0)
+    (grad_ref,) = torch.autograd.grad(ref, exact, g)
+    low = x.bfloat16().requires_grad_()
+    out = SameMapResponseNorm()(low)
+    (grad,) = torch.autograd.grad(out, low, g.bfloat16())
+    assert out.dtype == grad.dtype == torch.bfloat16 and grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(out.double(), ref.detach(), rtol=2e-2, atol=1e-1)
+    torch.testing.assert_close(grad.double(), grad_ref, rtol=3e-2, atol=3e-2)
+
+
+def test_same_map_norm_exports_the_plain_formula():
+    layer = SameMapResponseNorm()
+    x = torch.randn(1, 4, 6, 6) * 20
+    traced = torch.jit.trace(layer, x)
+    assert "avg_pool2d" in str(traced.graph)
+    torch.testing.assert_close(traced(x), layer(x))
 
 
 def local_reference(x: torch.Tensor, layer: LocallyConnected2d) -> torch.Tensor:

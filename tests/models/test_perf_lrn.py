@@ -216,13 +216,13 @@ def test_the_auto_rule_compiles_only_a_training_step_on_large_cpu_maps(kernel, m
     kernel("auto")
     big = torch.zeros(1, lrn.COMPILED_MIN_VALUES, 1, 1)
     small = torch.zeros(1, lrn.COMPILED_MIN_VALUES - 1, 1, 1)
-    assert lrn._use_compiled(big) and not lrn._use_compiled(small)
+    assert lrn.use_compiled_kernel(big) and not lrn.use_compiled_kernel(small)
     kernel("eager")
-    assert not lrn._use_compiled(big)
+    assert not lrn.use_compiled_kernel(big)
     kernel("compiled")
-    assert lrn._use_compiled(small)
+    assert lrn.use_compiled_kernel(small)
     monkeypatch.setattr(lrn._Compiled, "failed", True)
-    assert not lrn._use_compiled(small)  # a compile that failed once is not tried again
+    assert not lrn.use_compiled_kernel(small)  # a compile that failed once is not tried again
 
 
 def test_a_compile_that_fails_falls_back_to_the_same_numbers_once(kernel, monkeypatch, caplog):

@@ -20,10 +20,13 @@ pixels inside the image, as cuda-convnet's ``AvgPooler`` does with its clipped `
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from alexnet.models import lrn
 
 
 def ceil_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
@@ -50,7 +53,12 @@ class SameMapResponseNorm(nn.Module):
     over the clipped window, adds ``minDiv`` (1 unless given; cuda-convnet's 2012 kernels hard-code
     1) and raises to ``−pow``. The released ImageNet cfg (``cnorm2a``/``cnorm2b``) has size 5,
     scale 0.001, pow 0.75; ``layers-18pct.cfg`` size 3, scale 5e-5. fp16 input is computed in fp32
-    (a² overflows fp16 for |a| > 256). Autograd gives the gradient (checked in float64).
+    (a² overflows fp16 for |a| > 256).
+
+    It runs as the LRN does (:mod:`alexnet.models.lrn`): the window sum one depthwise convolution,
+    the elementwise work around it the LRN kernel's fused passes (compiled where the kernel rule
+    says so), and a closed-form backward, ∂L/∂a = g·D^(−p) − 2p·(scale/n²)·a·Σ_{transposed window}
+    g·a·D^(−p−1), saving D alone (tested against the formula and its autograd gradient in float64).
     """
 
     def __init__(self, size: int = 5, scale: float = 0.001, power: float = 0.75, min_div: float = 1.0) -> None:
@@ -60,6 +68,16 @@ class SameMapResponseNorm(nn.Module):
         self.size, self.scale, self.power, self.min_div = size, scale, power, min_div
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.device.type == "meta" or lrn._tracing():
+            return self.plain(x)
+        if torch.is_grad_enabled() and x.requires_grad:
+            return _FusedSameMapNorm.apply(x, self)
+        with torch.autocast(x.device.type, enabled=False):
+            a = x.float() if x.dtype == torch.float16 else x
+            return lrn.fused_pass("_scaled", False, a, self.window_sum(a * a), self.power).to(x.dtype)
+
+    def plain(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula in standard operators (pad, ``avg_pool2d``, ``pow``): what tracing and export see."""
         a = x.float() if x.dtype == torch.float16 else x
         before, after = self.size // 2, self.size - 1 - self.size // 2
         squares = F.pad(a * a, (before, after, before, after))  # zeros outside: the clipped window's sum
@@ -67,8 +85,47 @@ class SameMapResponseNorm(nn.Module):
         denominator = self.min_div + (self.scale / self.size**2) * window_sum
         return (a * denominator.pow(-self.power)).to(x.dtype)
 
+    def window_sum(self, t: torch.Tensor, factor: float | None = None, offset: float | None = None,
+                   transposed: bool = False) -> torch.Tensor:
+        """offset + factor · Σ over each pixel's clipped window (the transposed window for the backward),
+        as one depthwise convolution (defaults: minDiv + scale/n² · Σ, the denominator's base)."""
+        factor = self.scale / self.size**2 if factor is None else factor
+        offset = self.min_div if offset is None else offset
+        before, after = self.size // 2, self.size - 1 - self.size // 2
+        if transposed:
+            before, after = after, before
+        channels = t.shape[1]
+        weight = torch.full((channels, 1, self.size, self.size), factor, dtype=t.dtype, device=t.device)
+        bias = torch.full((channels,), offset, dtype=t.dtype, device=t.device) if offset else None
+        if before == after:
+            return F.conv2d(t, weight, bias, padding=before, groups=channels)
+        return F.conv2d(F.pad(t, (before, after, before, after)), weight, bias, groups=channels)
+
     def extra_repr(self) -> str:
         return f"size={self.size}, scale={self.scale} (÷size²), pow={self.power}, minDiv={self.min_div}"
+
+
+class _FusedSameMapNorm(torch.autograd.Function):
+    """:class:`SameMapResponseNorm`'s training step: D = minDiv + scale/n²·Σa² saved, the rest recomputed."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, layer: SameMapResponseNorm) -> torch.Tensor:
+        ctx.layer, ctx.compiled = layer, lrn.use_compiled_kernel(x)
+        with torch.autocast(x.device.type, enabled=False):
+            a = x.float() if x.dtype == torch.float16 else x
+            s = layer.window_sum(lrn.fused_pass("_square", ctx.compiled, a))
+            ctx.save_for_backward(x, s)
+            return lrn.fused_pass("_scaled", ctx.compiled, a, s, layer.power).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, s = ctx.saved_tensors
+        layer: SameMapResponseNorm = ctx.layer
+        with torch.autocast(x.device.type, enabled=False):
+            a, g = x.to(s.dtype), g.to(s.dtype)
+            terms = lrn.fused_pass("_grad_terms", ctx.compiled, g, a, s, layer.power)
+            w = layer.window_sum(terms, -2.0 * layer.power * layer.scale / layer.size**2, 0.0, transposed=True)
+            return lrn.fused_pass("_grad_input", ctx.compiled, w, a, g, s, layer.power).to(x.dtype), None
 
 
 class LocallyConnected2d(nn.Module):

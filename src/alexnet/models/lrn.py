@@ -261,12 +261,18 @@ def picks_compiled(device: torch.device, values: int) -> bool:
     return device.type == "cpu" and values >= COMPILED_MIN_VALUES
 
 
-def _use_compiled(x: torch.Tensor) -> bool:
+def use_compiled_kernel(x: torch.Tensor) -> bool:
     """The kernel rule (module docstring), for a training step's input ``x``."""
     kernel = runtime.lrn_kernel()
     if kernel == "eager" or _Compiled.failed:
         return False
     return kernel == "compiled" or picks_compiled(x.device, x.numel())
+
+
+def fused_pass(name: str, compiled: bool, *args: Any) -> torch.Tensor:
+    """One elementwise pass of the kernel (``_square``, ``_scaled``, ``_grad_terms``, ``_grad_input``),
+    compiled or eager: also what cuda-convnet's same-map norm runs around its spatial window sum."""
+    return _run_pass(name, *args) if compiled else _PASSES[name](*args)
 
 
 def _run_pass(name: str, *args: Any) -> torch.Tensor:
@@ -300,7 +306,7 @@ class _FusedLRN(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: _LRNSpec) -> torch.Tensor:
         x = _as_layout(x)
-        ctx.spec, ctx.compiled = spec, _use_compiled(x)
+        ctx.spec, ctx.compiled = spec, use_compiled_kernel(x)
         if not ctx.compiled:
             y, r, t = _lrn_forward(x, spec, for_backward=True)
             ctx.save_for_backward(x, r, t)
