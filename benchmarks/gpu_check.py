@@ -11,7 +11,9 @@ with a time limit, cheapest part first:
 2. ``2_step.json``: ``bench step`` of the paper's ``alexnet`` against the reference (torchvision's
    AlexNet, pytorch/examples' step) in bf16, fp16 and fp32 at batch 128 and 256, fp32 with TF32
    matrix products (``TORCH_ALLOW_TF32_CUBLAS_OVERRIDE=1``), ``torch.compile``, and
-   ``profile_step.py`` (where a bf16 step's time goes);
+   ``profile_step.py --like-for-like`` (where a bf16 step's time goes, beside torchvision's net on the
+   same step: every ``bench step`` run also has those like-for-like rows) and ``layer_forms.py``
+   (issue 24: the towers as one grouped or two convolutions, the LRN's window sum and kernels);
 3. ``3_end_to_end.json``: generated photographs (in parallel) → ``bench data`` (the packed store →
    ``iter_batches`` → the paper's augmentation on the GPU → the bf16 step, against ImageFolder +
    DataLoader with ``workers`` processes) with the GPU's utilisation sampled by ``nvidia-smi``, the
@@ -226,7 +228,10 @@ def part_step(c: Check, part: dict) -> None:
         c.bench(part, f"step_b{s.compile_batch}_compiled", ["step", "--model", "alexnet", "--batch-size",
                 str(s.compile_batch), "--precision", "bf16", "--compile", "--no-baseline"], 150)
     c.run(part, "profile_bf16", [sys.executable, "benchmarks/profile_step.py", "--device", s.device, "--batch-size",
-                                 str(s.profile_batch), "--precision", "bf16", "--rows", "25"], 90)
+                                 str(s.profile_batch), "--precision", "bf16", "--rows", "25", "--like-for-like"], 90)
+    quick = ["--quick"] if s.quick else []  # issue 24: towers grouped or split, the LRN's window sum and kernels, on cuDNN
+    c.run(part, "layer_forms", [sys.executable, "benchmarks/layer_forms.py", "--device", s.device, "--batch-size",
+                                str(s.step_batches[0]), *quick], 90)
 
 
 def part_end_to_end(c: Check, part: dict) -> None:

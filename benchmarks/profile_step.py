@@ -33,6 +33,7 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=15)
     p.add_argument("--like-for-like", action="store_true", help="torchvision's net on our step, at --precision")
     p.add_argument("--shapes", action="store_true", help="one row per operator and input shapes")
+    p.add_argument("--steps", type=int, default=1, help="profile this many steps; the table's times are their sum")
     args = p.parse_args()
     device = runtime.resolve_device(args.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
@@ -63,16 +64,17 @@ def main() -> None:
     for name, fn in runs.items():
         fn(), fn()  # warm-up: allocator, oneDNN/cuDNN primitive selection
         with profile(activities=activities, record_shapes=args.shapes) as prof:
-            fn()
+            for _ in range(args.steps):
+                fn()
             if device.type == "cuda":
                 torch.cuda.synchronize()
-        print(f"== {name}, batch {args.batch_size}")
+        print(f"== {name}, batch {args.batch_size}, {args.steps} step(s)")
         events = prof.key_averages(group_by_input_shape=args.shapes)
         print(events.table(sort_by=sort, row_limit=args.rows))
         total = sum(getattr(e, sort) for e in events)
         gemm = sum(getattr(e, sort) for e in events if e.key in GEMM_OPS)
-        print(f"convolutions and matrix products (the LRN's window sums included): {gemm / 1e3:.0f} ms "
-              f"of {total / 1e3:.0f} ms ({100 * gemm / total:.0f} %)\n")
+        print(f"convolutions and matrix products (the LRN's window sums included): {gemm / 1e3 / args.steps:.0f} ms "
+              f"of {total / 1e3 / args.steps:.0f} ms a step ({100 * gemm / total:.0f} %)\n")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ def test_gpu_check_cpu_dry_run_writes_every_part():
     assert not failed, failed
     step = parts["2_step"]["steps"]["step_b4"]["report"]
     assert {r["impl"] for r in step["results"]} == {"ours", "reference"}
+    assert any("like_for_like" in r for r in step["results"])  # issue 24's ratio comes back from the device
+    assert "layer_forms.py" in " ".join(parts["2_step"]["steps"]["layer_forms"]["argv"])
     e2e = parts["3_end_to_end"]
     assert e2e["figures"]["ours_images_per_s"] > 0 and e2e["figures"]["ratio"] > 0
     assert {r["storage"] for r in e2e["steps"]["bench_decode"]["report"]["results"]} == {"folder", "raw", "jpeg"}
