@@ -120,12 +120,13 @@ def test_resume_refuses_a_changed_recipe_and_records_a_safe_change(tmp_path, cap
     assert "started with preset 'digits'" in capsys.readouterr().err
     assert weights(out).train_state["step"] == 5 and not metrics(out)  # refused before anything ran
 
-    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "4", "--quiet"]) == 0  # the old form, extended
-    assert (out / "config.json").read_bytes() == config_before
+    assert cli.main(["train", "--resume", "--out", str(out), "--epochs", "4", "--lrn-kernel", "eager", "--quiet"]) == 0
+    assert (out / "config.json").read_bytes() == config_before  # the old form, extended; the kernel is not the recipe
     log = [json.loads(line) for line in (out / "resume.jsonl").read_text().splitlines()]
-    assert [e["changes"] for e in log] == [{"epochs": {"from": 3, "to": 4}}] and log[0]["step"] == 5
+    assert [e["changes"] for e in log] == [{"epochs": {"from": 3, "to": 4}, "lrn_kernel": {"from": "auto", "to": "eager"}}]
+    assert log[0]["step"] == 5
     assert [r["epoch"] for r in metrics(out)] == [1, 2, 3, 4]
-    assert saved_config(RunFolder(out))["epochs"] == 4
+    assert saved_config(RunFolder(out))["epochs"] == 4 and saved_config(RunFolder(out))["lrn_kernel"] == "eager"
     assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0  # again: continues with 4, records nothing new
     assert len((out / "resume.jsonl").read_text().splitlines()) == 1
 
