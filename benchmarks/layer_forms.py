@@ -129,16 +129,19 @@ def lrn_forms(name: str, batch: int, dtype: torch.dtype, device: torch.device) -
     x = (torch.rand(batch, channels, size, size, device=device) * 30).to(memory_format=CL).to(dtype)
     g = torch.randn_like(x)
     layer = lrn.LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)
+    return {"eager kernel": with_kernel("eager", layer, x, g), "compiled kernel": with_kernel("compiled", layer, x, g),
+            "one pass (x + 1) (for scale)": lambda: x + 1}
 
-    def kernel(kind: str) -> Callable[[], torch.Tensor]:
-        def call() -> torch.Tensor:
-            runtime.set_lrn_kernel(kind)
-            leaf = x.detach().requires_grad_(True)
-            layer(leaf).backward(g)
-            return leaf.grad
-        return call
 
-    return {"eager kernel": kernel("eager"), "compiled kernel": kernel("compiled"), "one pass (x + 1) (for scale)": lambda: x + 1}
+def with_kernel(kind: str, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor
+                ) -> Callable[[], torch.Tensor]:
+    """A call of ``forward`` + backward on ``x`` under the LRN kernel ``kind``; it returns x's gradient."""
+    def call() -> torch.Tensor:
+        runtime.set_lrn_kernel(kind)
+        leaf = x.detach().requires_grad_(True)
+        forward(leaf).backward(g)
+        return leaf.grad
+    return call
 
 
 def same_map_forms(batch: int, dtype: torch.dtype, device: torch.device) -> dict[str, Callable[[], torch.Tensor]]:
@@ -149,17 +152,8 @@ def same_map_forms(batch: int, dtype: torch.dtype, device: torch.device) -> dict
     x = (torch.randn(batch, 256, 27, 27, device=device) * 30).to(memory_format=CL).to(dtype)
     g = torch.randn_like(x)
     layer = SameMapResponseNorm(5, 0.001, 0.75, 1.0)
-
-    def run(kind: str, forward: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], torch.Tensor]:
-        def call() -> torch.Tensor:
-            runtime.set_lrn_kernel(kind)
-            leaf = x.detach().requires_grad_(True)
-            forward(leaf).backward(g)
-            return leaf.grad
-        return call
-
-    return {"formula (pad, avg_pool2d, pow; autograd)": run("eager", layer.plain), "eager kernel": run("eager", layer),
-            "compiled kernel": run("compiled", layer)}
+    return {"formula (pad, avg_pool2d, pow; autograd)": with_kernel("eager", layer.plain, x, g),
+            "eager kernel": with_kernel("eager", layer, x, g), "compiled kernel": with_kernel("compiled", layer, x, g)}
 
 
 def table(title: str, forms: dict[str, Callable[[], torch.Tensor]], dtype: torch.dtype, device: torch.device,
