@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.models import lrn
+import alexnet.models.lrn as lrn
 
 
 def ceil_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
