@@ -20,7 +20,6 @@ pixels inside the image, as cuda-convnet's ``AvgPooler`` does with its clipped `
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -71,10 +70,10 @@ class SameMapResponseNorm(nn.Module):
         if x.dim() != 4 or x.device.type == "meta" or lrn._tracing():
             return self.plain(x)
         if torch.is_grad_enabled() and x.requires_grad:
-            return _FusedSameMapNorm.apply(x, self)
+            return lrn.FusedNorm.apply(x, self, lrn.use_compiled_kernel(x))
         with torch.autocast(x.device.type, enabled=False):
             a = x.float() if x.dtype == torch.float16 else x
-            return lrn.fused_pass("_scaled", False, a, self.window_sum(a * a), self.power).to(x.dtype)
+            return lrn.fused_pass("_scaled", False, a, self.forward_sum(a * a), self.power).to(x.dtype)
 
     def plain(self, x: torch.Tensor) -> torch.Tensor:
         """The formula in standard operators (pad, ``avg_pool2d``, ``pow``): what tracing and export see."""
@@ -85,12 +84,22 @@ class SameMapResponseNorm(nn.Module):
         denominator = self.min_div + (self.scale / self.size**2) * window_sum
         return (a * denominator.pow(-self.power)).to(x.dtype)
 
-    def window_sum(self, t: torch.Tensor, factor: float | None = None, offset: float | None = None,
-                   transposed: bool = False) -> torch.Tensor:
-        """offset + factor · Σ over each pixel's clipped window (the transposed window for the backward),
-        as one depthwise convolution (defaults: minDiv + scale/n² · Σ, the denominator's base)."""
-        factor = self.scale / self.size**2 if factor is None else factor
-        offset = self.min_div if offset is None else offset
+    @property
+    def beta(self) -> float:
+        """The exponent, under the name :class:`alexnet.models.lrn.FusedNorm` asks for."""
+        return self.power
+
+    def forward_sum(self, squares: torch.Tensor) -> torch.Tensor:
+        """D = minDiv + scale/n² · Σ over each pixel's clipped window."""
+        return self.window_sum(squares, self.scale / self.size**2, self.min_div)
+
+    def backward_sum(self, terms: torch.Tensor) -> torch.Tensor:
+        """−2p·scale/n² · Σ over the transposed window."""
+        return self.window_sum(terms, -2.0 * self.power * self.scale / self.size**2, 0.0, transposed=True)
+
+    def window_sum(self, t: torch.Tensor, factor: float, offset: float, transposed: bool = False) -> torch.Tensor:
+        """offset + factor · Σ over each pixel's clipped window (the transposed one for the backward), as one
+        depthwise convolution."""
         before, after = self.size // 2, self.size - 1 - self.size // 2
         if transposed:
             before, after = after, before
@@ -103,29 +112,6 @@ class SameMapResponseNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, scale={self.scale} (÷size²), pow={self.power}, minDiv={self.min_div}"
-
-
-class _FusedSameMapNorm(torch.autograd.Function):
-    """:class:`SameMapResponseNorm`'s training step: D = minDiv + scale/n²·Σa² saved, the rest recomputed."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, layer: SameMapResponseNorm) -> torch.Tensor:
-        ctx.layer, ctx.compiled = layer, lrn.use_compiled_kernel(x)
-        with torch.autocast(x.device.type, enabled=False):
-            a = x.float() if x.dtype == torch.float16 else x
-            s = layer.window_sum(lrn.fused_pass("_square", ctx.compiled, a))
-            ctx.save_for_backward(x, s)
-            return lrn.fused_pass("_scaled", ctx.compiled, a, s, layer.power).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x, s = ctx.saved_tensors
-        layer: SameMapResponseNorm = ctx.layer
-        with torch.autocast(x.device.type, enabled=False):
-            a, g = x.to(s.dtype), g.to(s.dtype)
-            terms = lrn.fused_pass("_grad_terms", ctx.compiled, g, a, s, layer.power)
-            w = layer.window_sum(terms, -2.0 * layer.power * layer.scale / layer.size**2, 0.0, transposed=True)
-            return lrn.fused_pass("_grad_input", ctx.compiled, w, a, g, s, layer.power).to(x.dtype), None
 
 
 class LocallyConnected2d(nn.Module):

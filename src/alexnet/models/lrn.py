@@ -125,7 +125,7 @@ def local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta:
         return plain_local_response_norm(x, size, alpha_per_term, beta, k, groups)
     spec = _LRNSpec(size, alpha_per_term, beta, k, groups)
     if torch.is_grad_enabled() and x.requires_grad:
-        return _FusedLRN.apply(x, spec)
+        return FusedNorm.apply(x, _ChannelWindow(spec), True) if use_compiled_kernel(x) else _FusedLRN.apply(x, spec)
     return _lrn_forward(x, spec)[0]
 
 
@@ -292,48 +292,81 @@ def _run_pass(name: str, *args: Any) -> torch.Tensor:
 
 
 class _FusedLRN(torch.autograd.Function):
-    """LRN with a closed-form backward. With b_i = a_i·s_i^(−β), s_i = k + α'·Σ_{j∈W(i)} a_j²:
+    """LRN with a closed-form backward (the eager kernel). With b_i = a_i·s_i^(−β), s_i = k + α'·Σ_{j∈W(i)} a_j²:
 
         ∂L/∂a_i = g_i·s_i^(−β) − 2α'β·a_i·Σ_{j: i∈W(j)} g_j·a_j·s_j^(−β−1)
 
-    The eager kernel's forward saves r = s^(−β) and t = a·s^(−β−1) (the input a is kept by the ReLU
-    before it anyway); its backward is one window sum of g·t over the transposed window (the
-    transposed banded matrix) and two elementwise passes, g·t and w·a + g·r. The compiled kernel
-    saves s alone and recomputes r and t inside its two fused passes. The plain formula's autograd
-    graph instead keeps five maps and runs ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
+    Forward saves r = s^(−β) and t = a·s^(−β−1) (the input a is kept by the ReLU before it anyway);
+    backward is one window sum of g·t over the transposed window (the transposed banded matrix) and
+    two elementwise passes, g·t and w·a + g·r. The compiled kernel (:class:`FusedNorm`) saves s alone
+    and recomputes r and t inside its fused passes. The plain formula's autograd graph instead keeps
+    five maps and runs ``avg_pool3d_backward``, ``pow`` and ``div`` twice.
     """
 
     @staticmethod
     def forward(ctx: Any, x: torch.Tensor, spec: _LRNSpec) -> torch.Tensor:
         x = _as_layout(x)
-        ctx.spec, ctx.compiled = spec, use_compiled_kernel(x)
-        if not ctx.compiled:
-            y, r, t = _lrn_forward(x, spec, for_backward=True)
-            ctx.save_for_backward(x, r, t)
-            return y
-        front, back = spec.size // 2, (spec.size - 1) // 2
-        with torch.autocast(x.device.type, enabled=False):
-            a = x.to(_compute_dtype(x.dtype))
-            s = _window_sum(_run_pass("_square", a), spec.groups, front, back, spec.alpha_per_term, offset=spec.k)
-            ctx.save_for_backward(x, s)
-            return _run_pass("_scaled", a, s, spec.beta).to(x.dtype)
+        y, r, t = _lrn_forward(x, spec, for_backward=True)
+        ctx.save_for_backward(x, r, t)
+        ctx.spec = spec
+        return y
 
     @staticmethod
     def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None]:
-        x, *saved = ctx.saved_tensors
+        x, r, t = ctx.saved_tensors
         spec: _LRNSpec = ctx.spec
         g = g.contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
-        # the transposed window of j ∈ i − n//2 … i + (n−1)//2 is j ∈ i − (n−1)//2 … i + n//2
-        front, back = (spec.size - 1) // 2, spec.size // 2
-        scale = -2.0 * spec.alpha_per_term * spec.beta
         with torch.autocast(x.device.type, enabled=False):
-            a, g = x.to(saved[0].dtype), g.to(saved[0].dtype)
-            if ctx.compiled:
-                (s,) = saved
-                w = _window_sum(_run_pass("_grad_terms", g, a, s, spec.beta), spec.groups, front, back, scale)
-                return _run_pass("_grad_input", w, a, g, s, spec.beta).to(x.dtype), None
-            r, t = saved
-            w = _window_sum(g * t, spec.groups, front, back, scale)
+            a, g = x.to(r.dtype), g.to(r.dtype)
+            w = _ChannelWindow(spec).backward_sum(g * t)
             return w.mul_(a).addcmul_(g, r).to(x.dtype), None
 
 
+class _ChannelWindow(NamedTuple):
+    """The LRN's window over channels, as :class:`FusedNorm` asks for it."""
+
+    spec: _LRNSpec
+
+    @property
+    def beta(self) -> float:
+        return self.spec.beta
+
+    def forward_sum(self, squares: torch.Tensor) -> torch.Tensor:
+        """s = k + α'·Σ over i − n//2 … i + (n−1)//2 (F.local_response_norm's window)."""
+        s = self.spec
+        return _window_sum(squares, s.groups, s.size // 2, (s.size - 1) // 2, s.alpha_per_term, offset=s.k)
+
+    def backward_sum(self, terms: torch.Tensor) -> torch.Tensor:
+        """−2α'β·Σ over the transposed window, i − (n−1)//2 … i + n//2."""
+        s = self.spec
+        return _window_sum(terms, s.groups, (s.size - 1) // 2, s.size // 2, -2.0 * s.alpha_per_term * s.beta)
+
+
+class FusedNorm(torch.autograd.Function):
+    """b = a·s^(−β) with s a window sum of a² (its constants inside), by the fused passes: the LRN's
+    compiled kernel and cuda-convnet's same-map norm (:mod:`alexnet.models.cudaconvnet_layers`).
+
+    ``window`` has ``beta``, ``forward_sum(a²)`` → s and ``backward_sum(terms)`` → the transposed
+    window's sum times −2·β·(the per-term factor); the backward is ∂L/∂a = w·a + g·s^(−β). s alone
+    is saved; ``compiled`` picks :func:`fused_pass`'s form. fp16 input is computed in fp32.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, window: Any, compiled: bool) -> torch.Tensor:
+        x = _as_layout(x)
+        ctx.window, ctx.compiled = window, compiled
+        with torch.autocast(x.device.type, enabled=False):
+            a = x.to(_compute_dtype(x.dtype))
+            s = window.forward_sum(fused_pass("_square", compiled, a))
+            ctx.save_for_backward(x, s)
+            return fused_pass("_scaled", compiled, a, s, window.beta).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        x, s = ctx.saved_tensors
+        window, compiled = ctx.window, ctx.compiled
+        g = g.contiguous(memory_format=torch.channels_last if not x.is_contiguous() else torch.contiguous_format)
+        with torch.autocast(x.device.type, enabled=False):
+            a, g = x.to(s.dtype), g.to(s.dtype)
+            w = window.backward_sum(fused_pass("_grad_terms", compiled, g, a, s, window.beta))
+            return fused_pass("_grad_input", compiled, w, a, g, s, window.beta).to(x.dtype), None, None
