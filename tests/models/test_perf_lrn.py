@@ -217,6 +217,9 @@ def test_the_auto_rule_compiles_only_a_training_step_on_large_cpu_maps(kernel, m
     big = torch.zeros(1, lrn.COMPILED_MIN_VALUES, 1, 1)
     small = torch.zeros(1, lrn.COMPILED_MIN_VALUES - 1, 1, 1)
     assert lrn.use_compiled_kernel(big) and not lrn.use_compiled_kernel(small)
+    demo = torch.zeros(64, 64, 24, 24)  # 2.4 M values, but 36,864 an image: a small-image net stays eager
+    paper = torch.zeros(4, 96, 55, 55)  # conv1's LRN in the paper's net at batch 4
+    assert not lrn.use_compiled_kernel(demo) and lrn.use_compiled_kernel(paper)
     kernel("eager")
     assert not lrn.use_compiled_kernel(big)
     kernel("compiled")

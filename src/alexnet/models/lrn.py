@@ -24,10 +24,11 @@ the LRN's maps are the network's largest (conv1's: 96×55×55 per image), and ea
 bound by memory. ``eager`` runs PyTorch operators (a², s^(−β), a·r, b/s forward; g·t, w·a + g·r
 backward: a dozen passes) and saves r and t; ``compiled`` fuses each side of each GEMM into one
 pass with ``torch.compile`` (inductor's C++, no Python in the loop) and saves only s. Which one
-runs is the process's choice (:func:`alexnet.runtime.set_lrn_kernel`, set from ``RuntimeSettings.lrn_kernel``): ``auto``
-takes the compiled kernel for a training step on a CPU whose map holds at least
-:data:`COMPILED_MIN_VALUES` values, where it measured 2× faster than eager in bf16 and 1.3× in fp32
-(conv1's and conv2's LRNs at batch 128, forward + backward, on the AMX Xeon: docs/PERFORMANCE.md),
+runs is the process's choice (:func:`alexnet.runtime.set_lrn_kernel`, from
+``RuntimeSettings.lrn_kernel``): ``auto`` takes the compiled kernel for a training step on a CPU
+whose maps hold at least :data:`COMPILED_MIN_VALUES` values (one image's at least
+:data:`COMPILED_MIN_IMAGE`: ImageNet-size nets), where it measured 2× faster than eager in bf16 and
+1.3× in fp32 (conv1's and conv2's LRNs at batch 128, forward + backward, on the AMX Xeon: docs/PERFORMANCE.md),
 and the eager one elsewhere: in eval (so a server or a page never waits for a compiler), on GPUs
 (not measured yet), for small maps, and for good once compiling has failed (no C++ compiler: logged
 once). The first compile takes 5–25 s per dtype, cached on disk by inductor for later runs.
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -110,7 +112,8 @@ def plain_local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float,
     return y.reshape(x.shape)
 
 
-COMPILED_MIN_VALUES = 2**20  # auto's smallest map for the compiled kernel: conv1's LRN at batch 4 (1.16 M values)
+COMPILED_MIN_VALUES = 2**20  # auto's smallest batch of maps for the compiled kernel: conv1's LRN at batch 4 (1.16 M values)
+COMPILED_MIN_IMAGE = 2**16  # ... and smallest map of one image: ImageNet-size nets (conv1's 290 k), not 24–32 px ones (≤ 50 k)
 
 
 def local_response_norm(x: torch.Tensor, size: int, alpha_per_term: float, beta: float, k: float, groups: int = 1) -> torch.Tensor:
@@ -256,9 +259,12 @@ class _Compiled:
     failed = False
 
 
-def picks_compiled(device: torch.device, values: int) -> bool:
-    """Whether ``auto`` picks the compiled kernel for a training step's map of ``values`` on ``device``."""
-    return device.type == "cpu" and values >= COMPILED_MIN_VALUES
+def picks_compiled(device: torch.device, shape: tuple[int, ...]) -> bool:
+    """Whether ``auto`` picks the compiled kernel for a training step's maps of ``shape`` [N, C, H, W] on
+    ``device``: large maps on a CPU. A small-image net's run is too short to repay the compile (the
+    digits demo: 13 s of training, which a first compile made 42 s)."""
+    per_image = math.prod(shape[1:])
+    return device.type == "cpu" and per_image >= COMPILED_MIN_IMAGE and per_image * shape[0] >= COMPILED_MIN_VALUES
 
 
 def use_compiled_kernel(x: torch.Tensor) -> bool:
@@ -266,7 +272,7 @@ def use_compiled_kernel(x: torch.Tensor) -> bool:
     kernel = runtime.lrn_kernel()
     if kernel == "eager" or _Compiled.failed:
         return False
-    return kernel == "compiled" or picks_compiled(x.device, x.numel())
+    return kernel == "compiled" or picks_compiled(x.device, tuple(x.shape))
 
 
 def fused_pass(name: str, compiled: bool, *args: Any) -> torch.Tensor:

@@ -183,7 +183,7 @@ def precision_group(cfg, device: torch.device, precision: str, allocator: str, *
     group.append(reference_path(cfg, device, f"{REFERENCE} {precision}{layout} (like for like)", fast, allocator))
     for compiled in ((False, True) if cfg.compile else (False,)):
         group += [our_path(cfg, name, replace(fast, compile=compiled), allocator) for name in cfg.step_models]
-    if "alexnet" in cfg.step_models and cfg.lrn_kernel != "eager" and lrn.picks_compiled(device, cfg.batch_size * 96 * 55 * 55):
+    if "alexnet" in cfg.step_models and cfg.lrn_kernel != "eager" and lrn.picks_compiled(device, (cfg.batch_size, 96, 55, 55)):  # conv1's LRN
         group.append(our_path(cfg, "alexnet", replace(fast, lrn_kernel="eager"), allocator))
     return group
 
