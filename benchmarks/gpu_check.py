@@ -78,16 +78,18 @@ class Sizes:
     train_batch: int
     budget_s: float  # no command starts after this; each one's limit is cut to what is left
     device_tests: str  # pytest -k of tests/core/test_devices.py: the device's own tests (the dry run: its cheap ones)
+    lrn_kernel: str  # --lrn-kernel of the step, data and train commands: on a GPU auto is eager; the dry run skips
+    # the CPU's first compile of the kernel (tests/models/test_perf_lrn.py tests that one)
 
 
 GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf16", "fp16", "fp32"), precision="bf16",
             compile_batch=256, profile_batch=256,
             photos=20_000, val_photos=1_000, data_batches=20, decode_photos=1_024, workers=15,
-            train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, device_tests="cuda")
+            train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, device_tests="cuda", lrn_kernel="auto")
 DRY = Sizes(device="cpu", quick=True, step_batches=(4,), precisions=("fp32",), precision="fp32", compile_batch=0, profile_batch=2,
             photos=12, val_photos=4, data_batches=1, decode_photos=8, workers=1,
             train_steps=2, jpeg_train_steps=0, train_batch=4, budget_s=420,
-            device_tests="cpu and (batches or lrn)")
+            device_tests="cpu and (batches or lrn)", lrn_kernel="eager")
 
 
 class Check:
@@ -219,7 +221,7 @@ def part_step(c: Check, part: dict) -> None:
     for batch in s.step_batches:  # bf16, fp16, fp32 (cuDNN's TF32 convolutions, PyTorch's default), channels_last
         precisions = [a for p in s.precisions for a in ("--precision", p)]
         c.bench(part, f"step_b{batch}", ["step", "--model", "alexnet", "--batch-size", str(batch), *precisions,
-                                         "--no-baseline"], 120)
+                                         "--no-baseline", "--lrn-kernel", s.lrn_kernel], 120)
     if s.device == "cuda":  # fp32 with TF32 matrix products too (cuBLAS override: the fc layers)
         c.bench(part, f"step_b{s.step_batches[-1]}_tf32", ["step", "--model", "alexnet", "--batch-size",
                 str(s.step_batches[-1]), "--precision", "fp32", "--no-baseline"], 90,
@@ -246,7 +248,7 @@ def part_end_to_end(c: Check, part: dict) -> None:
     try:
         data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", "bf16", "--photos",
                                             str(s.photos), "--workers", str(s.workers), "--data-batches",
-                                            str(s.data_batches), "--data-dir", str(c.work)], 240)
+                                            str(s.data_batches), "--data-dir", str(c.work), "--lrn-kernel", s.lrn_kernel], 240)
     finally:
         part["gpu_utilisation"] = sampler.stop() if sampler else "nvidia-smi not found"
     if "report" in data:
@@ -274,7 +276,7 @@ def part_train(c: Check, part: dict) -> None:
         c.alexnet(part, f"train_{name}", ["train", "--preset", "paper", "--data", str(store), "--out", str(run),
                                           "--device", s.device, "--precision", s.precision, "--batch-size", str(s.train_batch),
                                           "--checkpoint-every", str(max(1, steps // 2)), "--set", f"max_steps={steps}",
-                                          "--force", "--quiet"], 150)
+                                          "--lrn-kernel", s.lrn_kernel, "--force", "--quiet"], 150)
         part.setdefault("runs", {})[name] = run_summary(run)
         c.write(part)
     c.alexnet(part, "eval_10_views", ["eval", "--checkpoint", str(c.work / "run-raw" / "checkpoints" / "last.pt"),

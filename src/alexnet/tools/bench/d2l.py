@@ -206,7 +206,8 @@ def run(cfg, device: torch.device) -> list[Row]:
     train = subset(train, most * (cfg.warmup + cfg.reps * cfg.data_batches + 1))
     root = torchvision_root(data_root(cfg))
     rows = [reference_row(cfg, device, name, root) for name in names]
-    runtime.apply_process_settings(runtime.RuntimeSettings(device=str(device), tune_allocator=cfg.tune_allocator))
+    runtime.apply_process_settings(runtime.RuntimeSettings(device=str(device), tune_allocator=cfg.tune_allocator,
+                                                          lrn_kernel=cfg.lrn_kernel))
     rows += [our_row(cfg, device, name, train, precision) for name in names for precision in cfg.precisions]
     return with_ratios(rows)
 

@@ -181,7 +181,8 @@ def run(cfg, device: torch.device) -> list[Row]:
     photos = make_photos(cfg)
     rows = [reference_data_path(cfg, device, photos), reference_end_to_end(cfg, device, photos)]
     fast = runtime.RuntimeSettings(device=str(device), precision=cfg.precisions[-1],  # the best the device supports by default
-                                   channels_last=cfg.channels_last, tune_allocator=cfg.tune_allocator)
+                                   channels_last=cfg.channels_last, tune_allocator=cfg.tune_allocator,
+                                   lrn_kernel=cfg.lrn_kernel)
     runtime.apply_process_settings(fast)
     rows.append(our_data_path(cfg, device, photos))
     rows += [our_end_to_end(cfg, device, photos, name, fast) for name in cfg.data_models]
