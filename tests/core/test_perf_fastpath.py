@@ -62,6 +62,29 @@ def test_predict_in_channels_last_and_bf16_matches_fp32():
     torch.testing.assert_close(low, expected, rtol=5e-2, atol=5e-2)
 
 
+@pytest.mark.parametrize("name", ["alexnet", "alexnet_owt", "alexnet_small"])
+def test_weights_cast_once_for_inference_give_autocasts_outputs_bit_for_bit(name):
+    """for_inference at bf16 casts the weights autocast would cast at every call: the same numbers."""
+    from alexnet.inference.evaluate import input_probabilities
+
+    torch.manual_seed(0)
+    model = models.create(name, num_classes=10).eval()
+    x = torch.randn(2, 1, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(1))
+    expected = input_probabilities(model, x, "bf16")
+    cast = runtime.for_inference(copy.deepcopy(model), runtime.RuntimeSettings(precision="bf16"))
+    assert {p.dtype for p in cast.parameters()} == {torch.bfloat16}
+    assert torch.equal(input_probabilities(cast, x, "bf16"), expected)
+    kept = runtime.for_inference(copy.deepcopy(model), runtime.RuntimeSettings())  # fp32: only the layout changes
+    assert {p.dtype for p in kept.parameters()} == {torch.float32}
+    assert kept.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_model_with_batch_norm_keeps_fp32_weights_for_inference():
+    model = models.create("resnet18_d2l", num_classes=10, input_size=32)
+    runtime.for_inference(model, runtime.RuntimeSettings(precision="bf16"))
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # autocast runs batch norm on fp32 weights
+
+
 def test_devices_and_precisions_are_checked():
     assert runtime.resolve_device("cpu").type == "cpu"
     assert runtime.resolve_device("auto").type in ("cpu", "cuda", "mps")

@@ -28,7 +28,8 @@ def test_quick_serve_part_rows_answers_and_overload(tmp_path, capsys):
     assert main(["bench", "serve", "--quick", "--model", "alexnet_small", "--device", "cpu", "--json", str(out)]) == 0
     rows = json.loads(out.read_text())["results"]
     assert [(r["impl"], r["what"], r["server"]) for r in rows] == [
-        ("reference", "load", "--max-batch-size 1"), ("ours", "load", "--max-batch-size 32 --max-delay-ms 5"),
+        ("reference", "load", "--max-batch-size 1 --precision fp32"),
+        ("ours", "load", "--max-batch-size 32 --max-delay-ms 5 --precision fp32"),
         ("other", "overload", "--max-batch-size 1 --max-queue 2")]
     for r in rows:
         assert ROW_KEYS <= set(r), sorted(ROW_KEYS - set(r))
@@ -67,7 +68,7 @@ def test_a_wrong_answer_is_counted():
 
 def test_a_server_that_does_not_start_is_a_row_that_says_why(monkeypatch):
     bad = serve.Setting("refused", "reference", "load", ("--max-queue", "0"), 2)
-    monkeypatch.setattr(serve, "settings", lambda cfg: [bad])
+    monkeypatch.setattr(serve, "settings", lambda cfg, precision, overload: [bad])
     cfg = bench.BenchConfig(parts=("serve",), quick=True, device="cpu", models=("alexnet_small",)).resolve(serve.torch.device("cpu"))
     (row,) = serve.run(cfg, serve.torch.device("cpu"))
     assert row.timing is None and row.note.startswith("not run: alexnet serve did not start (exit 2)")

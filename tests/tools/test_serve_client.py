@@ -181,6 +181,22 @@ def test_the_command_prints_each_model_and_warns_off_loopback(served, monkeypatc
     assert "alexnet serve: digits (versions 1; checkpoint, torch fp32, 10 classes) at http://127.0.0.1:" in out
     assert "alexnet serve: onnx (versions 1, 3; ONNX fp32, 10 classes)" in out and "ready at http://127.0.0.1:" in out
     assert ran["address"][0] == "0.0.0.0"
+    assert "alexnet serve: warmed up at batch sizes 1–32 in " in err
+
+
+def test_warm_up_runs_every_batch_size_the_batcher_can_form_largest_first(served, monkeypatch, capsys):
+    ckpt, _, _ = served
+    server = ModelServer(load_all(find_models([ckpt])), BatchConfig(max_batch_size=5))
+    model = server.find("digits")
+    sizes = []
+    real = model.probabilities
+    monkeypatch.setattr(model, "probabilities", lambda x: sizes.append(len(x)) or real(x))
+    server.warm_up()
+    assert sizes == [5, 4, 3, 2, 1]
+    monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets: None)
+    monkeypatch.setattr(ModelServer, "warm_up", lambda self: sizes.append("again"))
+    assert cli.main(["serve", str(ckpt), "--port", "0", "--device", "cpu", "--no-warmup"]) == 0
+    assert sizes == [5, 4, 3, 2, 1] and "warmed up" not in capsys.readouterr().err
 
 
 def test_a_missing_package_of_the_extra_names_the_pip_command(monkeypatch, capsys):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 
 from alexnet.cli.explore import is_loopback, listen
 from alexnet.runtime import PRECISIONS
@@ -32,6 +33,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="requests waiting per model; past it the server answers 503 with Retry-After at once (default 256)")
     p.add_argument("--timeout-s", type=float, default=30.0, metavar="S",
                    help="a request not answered this long after it was queued is answered 504 (default 30)")
+    p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
+                   help="before it is ready, run each model at every batch size from --max-batch-size down to 1, so that "
+                        "its memory is taken before the first request and stays flat (default: on; seconds at the defaults)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default); an .onnx runs on ONNX Runtime's CPU provider")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast of a checkpoint's model (default fp32)")
     p.set_defaults(func=run)
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     require()
     import uvicorn
 
-    from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
+    from alexnet.runtime import RuntimeSettings, apply_process_settings, limit_malloc_arenas, resolve_device
     from alexnet.tools.serve.app import ModelServer, create_app
     from alexnet.tools.serve.batcher import BatchConfig
     from alexnet.tools.serve.repository import check_precision, find_models, load_all
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     files = find_models(args.models)
     check_precision(files, args.precision)
     device = str(resolve_device(args.device))
+    limit_malloc_arenas(1)  # before the worker threads: the server's memory stays flat under load
     apply_process_settings(RuntimeSettings(device, args.precision))
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
@@ -62,6 +67,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         print(f"alexnet serve: loading {len(files)} model file(s) on {device}…", file=sys.stderr, flush=True)
         server = ModelServer(load_all(files, device, args.precision), config)
+        if args.warmup:
+            started = time.monotonic()
+            server.warm_up()
+            print(f"alexnet serve: warmed up at batch sizes 1–{config.max_batch_size} in {time.monotonic() - started:.1f} s",
+                  file=sys.stderr, flush=True)
         host, port = sock.getsockname()[:2]
         shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)
         for name in server.models:

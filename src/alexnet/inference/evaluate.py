@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alexnet import checkpoint
+from alexnet import checkpoint, runtime
 from alexnet.data.images import decode_image
 from alexnet.data.loader import iter_batches
 from alexnet.data.transforms import Preprocess, downsample
@@ -176,21 +176,24 @@ def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
             module.training = training
 
 
-def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cpu"):
-    """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file."""
+def load_for_inference(path: str | os.PathLike, device: torch.device | str = "cpu", precision: str = "fp32"):
+    """(checkpoint, model on ``device`` in eval mode, its Preprocess) for a checkpoint file; the model
+    is made ready for inference at ``precision`` (:func:`alexnet.runtime.for_inference`: channels_last,
+    its weights cast once where autocast would cast them at every call)."""
     ckpt = checkpoint.load(path)
-    model = checkpoint.restore_model(ckpt, source=str(path)).to(device)
+    model = checkpoint.restore_model(ckpt, source=str(path))
+    runtime.for_inference(model, runtime.RuntimeSettings(device=str(device), precision=precision))
     return ckpt, model, _preprocess(ckpt.preprocess, path)
 
 
-def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu"):
+def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu", precision: str = "fp32"):
     """(what the file says of itself, the model callable, its Preprocess) for what ``eval`` and
     ``predict`` take: a checkpoint (:func:`load_for_inference`), or an exported ``.onnx`` (fp32 or
     int8) run by ONNX Runtime's CPU provider behind :class:`alexnet.checkpoint.onnx_model.OnnxModel`,
     whose metadata gives the classes and the checkpoint's own preprocessing. Either way the first
     has ``.classes`` and the rest of the evaluation is the same code."""
     if not checkpoint.is_onnx(path):
-        return load_for_inference(path, device)
+        return load_for_inference(path, device, precision)
     meta, model = checkpoint.load_onnx(path)
     return meta, model, _preprocess(meta.preprocess, path)
 
@@ -214,6 +217,7 @@ def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor
     return input_probabilities(model, preprocess.views(images, views), precision)
 
 
+@torch.no_grad()
 @torch.no_grad()
 def input_probabilities(model: torch.nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Model input already preprocessed, float [B, V, C, crop, crop] → fp32 probabilities [B, K]

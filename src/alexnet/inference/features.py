@@ -242,7 +242,7 @@ class Extractor:
     def __init__(self, checkpoint_path: str | os.PathLike | None, config: FeatureConfig, *, loaded=None) -> None:
         """``loaded``: (checkpoint or None, model, Preprocess) in memory, used instead of reading ``checkpoint_path``."""
         self.config = config
-        self.ckpt, model, self.preprocess = loaded or load_for_inference(checkpoint_path, config.device)
+        self.ckpt, model, self.preprocess = loaded or load_for_inference(checkpoint_path, config.device, config.precision)
         self.fast = config.runtime_settings()
         self.model = runtime.prepare_model(model, self.fast)
         self.reader = LayerReader(self.model, config.layer)

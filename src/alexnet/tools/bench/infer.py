@@ -10,6 +10,7 @@ run here say why in ``note`` instead of failing the bench.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import tempfile
@@ -65,7 +66,8 @@ def eager_rows(cfg, device: torch.device, model: nn.Module, name: str, impl: str
     rows = []
     for precision, cl in layouts:
         fast = runtime.RuntimeSettings(device=str(device), precision=precision, channels_last=cl)
-        prepared = runtime.prepare_model(model, fast)
+        inference = model if precision == "fp32" else runtime.for_inference(copy.deepcopy(model), fast)  # as predict and serve run it
+        prepared = runtime.prepare_model(inference, fast)
         label = f"{name} eager {precision}{' channels_last' if cl else ''}"
         log.info("infer: %s", label)
         rows += measured_rows(cfg, way(label, impl, name, "eager", precision), _predict(prepared, data, fast), device)

@@ -89,13 +89,19 @@ class Setting:
     clients: int
 
 
-def settings(cfg) -> list[Setting]:
+def settings(cfg, precision: str, overload: bool) -> list[Setting]:
+    """The compared pair at ``precision`` (``--precision``, shown where it is not fp32), then the overload server."""
+    shown = f" --precision {precision}" if precision != "fp32" else ""
     batch1, dynamic = ("--max-batch-size", "1"), ("--max-batch-size", str(BATCH), "--max-delay-ms", f"{DELAY_MS:g}")
-    overload = (*batch1, "--max-queue", str(OVERLOAD_QUEUE))
-    return [Setting(f"{' '.join(batch1)}: no batching", "reference", "load", batch1, cfg.serve_clients),
-            Setting(f"{' '.join(dynamic)}: dynamic batching", "ours", "load", dynamic, cfg.serve_clients),
-            Setting(f"{' '.join(overload)}: overload, {2 * cfg.serve_clients} clients", "other", "overload", overload,
-                    2 * cfg.serve_clients)]
+    chosen = [Setting(f"{' '.join(batch1)}{shown}: no batching", "reference", "load", (*batch1, "--precision", precision),
+                      cfg.serve_clients),
+              Setting(f"{' '.join(dynamic)}{shown}: dynamic batching", "ours", "load", (*dynamic, "--precision", precision),
+                      cfg.serve_clients)]
+    if overload:
+        flags = (*batch1, "--max-queue", str(OVERLOAD_QUEUE))
+        chosen.append(Setting(f"{' '.join(flags)}: overload, {2 * cfg.serve_clients} clients", "other", "overload", flags,
+                              2 * cfg.serve_clients))
+    return chosen
 
 
 def write_checkpoint(name: str, folder: Path) -> Path:
@@ -121,12 +127,12 @@ class Inputs:
     expected: np.ndarray
 
 
-def make_inputs(path: Path, device: torch.device) -> Inputs:
+def make_inputs(path: Path, device: torch.device, precision: str = "fp32") -> Inputs:
     """``POOL`` random inputs of the model's shape and their probabilities, computed in this process
-    by the path the server's batches run (:meth:`Served.probabilities`, one input at a time)."""
+    by the path the server's batches run (:meth:`Served.probabilities` at ``precision``, one input at a time)."""
     from alexnet.tools.serve.repository import Served, find_models
 
-    served = Served(find_models([path])[0], str(device))
+    served = Served(find_models([path])[0], str(device), precision)
     x = torch.randn(POOL, served.channels, served.crop, served.crop, generator=torch.Generator().manual_seed(0))
     expected = np.stack([served.probabilities(x[i : i + 1].to(device))[0].numpy() for i in range(POOL)])
     bodies, lengths = [], []
@@ -376,20 +382,21 @@ def measure(loads: list[Load], cfg) -> None:
             load.window(timed=True)
 
 
-def model_rows(cfg, device: torch.device, name: str) -> list[Row]:
-    """The three servers of an untrained ``name``: the two timed rows, then the overload row."""
+def model_rows(cfg, device: torch.device, name: str, precision: str = "fp32", overload: bool = True) -> list[Row]:
+    """The servers of an untrained ``name`` at ``precision``: the two timed rows, then the overload row."""
     with tempfile.TemporaryDirectory(prefix="alexnet-bench-serve-") as tmp:
         folder = Path(tmp)
-        log.info("serve: %s, writing the checkpoint", name)
+        log.info("serve: %s %s, writing the checkpoint", name, precision)
         ckpt = write_checkpoint(name, folder)
-        inputs = make_inputs(ckpt, device)
-        chosen = settings(cfg)
+        inputs = make_inputs(ckpt, device, precision)
+        chosen = settings(cfg, precision, overload)
         servers = [Server(ckpt, s.flags, str(device), folder / f"server-{i}.log") for i, s in enumerate(chosen)]
         try:
             loads = [Load(s, server.wait_ready(), inputs, cfg.serve_requests) for s, server in zip(chosen, servers)]
             log.info("serve: %s, %d clients × %d requests a window", name, cfg.serve_clients, cfg.serve_requests)
             measure(loads[:2], cfg)
-            loads[2].window(timed=True)
+            if overload:
+                loads[2].window(timed=True)
             return with_ratios([load.row(name, cfg.warmup) for load in loads])  # while the servers run: their RSS at the end
         except AlexNetError as e:
             return [Row("serve", s.label, s.impl, s.what, 0, settings={"model": name}, note=f"not run: {e}") for s in chosen]
@@ -406,7 +413,8 @@ def run(cfg, device: torch.device) -> list[Row]:
         require()
     except AlexNetError as e:
         return [Row("serve", "alexnet serve under load", "reference", "load", 0, note=f"skipped: {e}")]
-    return [row for name in cfg.serve_models for row in model_rows(cfg, device, name)]
+    return [row for name in cfg.serve_models for i, precision in enumerate(cfg.precisions)
+            for row in model_rows(cfg, device, name, precision, overload=i == 0)]
 
 
 HEADER = (f"{'serve':<7} {'what':<72} {'clients':>7} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6} {'batch':>6}"

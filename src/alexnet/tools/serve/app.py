@@ -71,6 +71,12 @@ class ModelServer:
             raise HttpError(f"model {name!r} has no version {version!r}; it has {', '.join(self.versions(name))}", 404)
         return self.models[name][version]
 
+    def warm_up(self) -> None:
+        """Every model version at every batch size it can be given (:meth:`Served.warm_up`), before the first request."""
+        for versions in self.models.values():
+            for served in versions.values():
+                served.warm_up(self.config.max_batch_size)
+
     def batcher(self, served: Served) -> Batcher:
         return self.batchers[served.name, served.version]
 

@@ -109,7 +109,7 @@ class Served:
 
     def __init__(self, file: ModelFile, device: str = "cpu", precision: str = "fp32") -> None:
         check_precision([file], precision)
-        meta, self.model, self.preprocess = load_classifier(file.path, device)
+        meta, self.model, self.preprocess = load_classifier(file.path, device, precision)
         self.name, self.version, self.path = file.name, file.version, file.path
         self.device, self.precision = torch.device(device), precision
         self.classes: list[str] = list(meta.classes)
@@ -148,6 +148,15 @@ class Served:
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Model input [N, C, crop, crop] → probabilities [N, K] on the CPU (one centre view)."""
         return input_probabilities(self.model, x[:, None], self.precision).cpu()
+
+    def warm_up(self, max_batch_size: int) -> None:
+        """Run every batch size the batcher can form, the largest first, on zeros: what a batch of each
+        size takes (oneDNN's primitives, ONNX Runtime's arena, the allocator's blocks) is taken before
+        the first request, so the server's memory is flat from there (Triton's ``model_warmup``).
+        Measured: RSS rose 40 MB over 240 random-size batches without it, and stayed flat with it (docs/SERVING.md)."""
+        x = torch.zeros(max_batch_size, self.channels, self.crop, self.crop, device=self.device)
+        for n in range(max_batch_size, 0, -1):
+            self.probabilities(x[:n])
 
 
 def load_all(files: list[ModelFile], device: str = "cpu", precision: str = "fp32") -> dict[str, dict[str, Served]]:
