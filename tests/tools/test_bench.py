@@ -154,7 +154,7 @@ def test_d2l_quick_times_d2ls_code_and_ours_on_the_real_fashion_mnist(tmp_path):
     assert [(r["impl"], r["model"]) for r in rows] == [("reference", "alexnet_d2l"), ("ours", "alexnet_d2l")]
     assert rows[0]["ratio"] == 1.0 and rows[1]["ratio"] == pytest.approx(rows[1]["images_per_s"] / rows[0]["images_per_s"])
     for r in rows:  # 60,000 images at the row's rate (ours: plus prefit's share)
-        assert r["minutes_per_epoch"] * 60 >= 60_000 / r["images_per_s"]
+        assert r["minutes_per_epoch"] * 60 >= 60_000 / r["images_per_s"] * (1 - 1e-9)  # equal for the reference, but for float rounding
     raw = tmp_path / "torchvision-fashion-mnist" / "FashionMNIST" / "raw"
     assert sorted(p.name for p in raw.iterdir()) == ["t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
                                                      "train-images-idx3-ubyte", "train-labels-idx1-ubyte"]
