@@ -256,7 +256,7 @@ def for_inference(model: nn.Module, settings: RuntimeSettings) -> nn.Module:
     """``model`` (in place) placed by :func:`place` for inference only; at bf16 or fp16 its weights are cast
     once to autocast's dtype where autocast would cast them at every call to the same values: when
     every module holding parameters is a convolution or a linear layer (run by autocast in the lower
-    precision, bias included), so the outputs stay bit-equal to autocast's (tests/core/test_runtime.py).
+    precision, bias included), so the outputs stay bit-equal to autocast's (tests/core/test_perf_fastpath.py).
     A model with other parameterised layers (batch norm, cuda-convnet's local layers) keeps fp32
     weights under autocast. Never for a model that trains on: its fp32 master weights would be lost.
     Measured on the 2-core Xeon (alexnet_owt, bf16, images/s): batch 1 18 → 56, batch 32 297 → 507

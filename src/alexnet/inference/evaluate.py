@@ -218,7 +218,6 @@ def batch_probabilities(model: torch.nn.Module, preprocess, images: torch.Tensor
 
 
 @torch.no_grad()
-@torch.no_grad()
 def input_probabilities(model: torch.nn.Module, x: torch.Tensor, precision: str = "fp32") -> torch.Tensor:
     """Model input already preprocessed, float [B, V, C, crop, crop] → fp32 probabilities [B, K]
     averaged over the V views: the half of :func:`batch_probabilities` after the preprocessing, which
