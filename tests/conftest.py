@@ -51,7 +51,7 @@ def run_cli(cli_env):
 # (each worker collects every test, and only one of them will run it).
 
 
-SLOWEST_FIRST = ("test_paper_recipe.py", "test_gpu_check.py", "test_d2l.py")  # 140, 125 and 120 s on one core each
+SLOWEST_FIRST = ("test_paper_recipe.py", "test_gpu_check.py", "test_d2l.py")  # 190–245, 95–130 and 80–110 s on one core each
 
 
 def pytest_collection_modifyitems(session, config, items):

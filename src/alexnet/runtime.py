@@ -9,7 +9,8 @@ What makes the paper's network fast, measured on a 2-core CPU and written to run
   included (the two towers of §3.2 stay one ``groups=2`` convolution: faster than two convs, and
   the state dict keeps conv2.weight [256, 48, 5, 5]); the fused LRN then slides its window along
   contiguous memory;
-* autocast to bf16 (or fp16 with a gradient scaler): one AMP code path for every device;
+* autocast to bf16 (or fp16 with a gradient scaler): one AMP code path for every device; for
+  inference only, :func:`for_inference` casts the weights once where autocast would at every call;
 * a fused (or foreach) SGD step instead of one small kernel per parameter tensor
   (:func:`alexnet.training.optim.make_optimizer`, inside the one training step, :mod:`alexnet.training.step`);
 * on CPU, :func:`tune_cpu_allocator`: glibc otherwise returns every freed activation (all of them
@@ -20,10 +21,10 @@ What makes the paper's network fast, measured on a 2-core CPU and written to run
 * ``torch.compile`` optionally (it may pay on GPUs; on the 2-core CPU it is slower, measured);
 * :func:`intra_op_threads`: fewer model threads beside decoding workers, where the user asks.
 
-:class:`RuntimeSettings` names these choices for one model; the two process-wide ones (allocator,
-``cudnn.benchmark``) take effect only through :func:`apply_process_settings`, which the entry points
-call. Each choice keeps the outputs equal to the plain path within the precision's tolerance
-(tests/test_perf_fastpath.py).
+:class:`RuntimeSettings` names these choices for one model; the process-wide ones (the allocator
+and its arenas, ``cudnn.benchmark``, the LRN kernel) take effect only through
+:func:`apply_process_settings`, which the entry points call. Each choice keeps the outputs equal to
+the plain path within the precision's tolerance (tests/core/test_perf_fastpath.py).
 """
 
 from __future__ import annotations
@@ -94,10 +95,13 @@ class RuntimeSettings:
     tune_allocator: bool = True  # CPU only: keep freed activations in the process (tune_cpu_allocator)
     cudnn_benchmark: bool = True  # CUDA only: let cuDNN time its algorithms for each conv shape (process-wide)
     lrn_kernel: str = "auto"  # the LRN's training step: eager, compiled (torch.compile'd passes), auto: by the measured rule (process-wide)
+    malloc_arenas: int = 0  # glibc's malloc arenas (limit_malloc_arenas); 0: glibc's default (a server sets 1)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.malloc_arenas < 0:
+            raise ValueError(f"malloc_arenas {self.malloc_arenas}: must be ≥ 0 (0: glibc's default)")
         if self.lrn_kernel not in LRN_KERNELS:
             raise ValueError(f"LRN kernel {self.lrn_kernel!r} is not one of {', '.join(LRN_KERNELS)}")
 
@@ -140,33 +144,33 @@ def tune_cpu_allocator(limit_bytes: int = 2**30) -> bool:
     global _ALLOCATOR_TUNED
     if _ALLOCATOR_TUNED:
         return True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    ok = bool(mallopt(m_mmap_threshold, limit_bytes)) and bool(mallopt(m_trim_threshold, limit_bytes))
+    ok = _mallopt((m_mmap_threshold, limit_bytes), (m_trim_threshold, limit_bytes))
     _ALLOCATOR_TUNED = ok
     log.info("glibc allocator: mmap/trim thresholds %s to %d bytes", "set" if ok else "NOT set", limit_bytes)
     return ok
 
 
-def limit_malloc_arenas(arenas: int = 1) -> bool:
-    """Let glibc's malloc use at most ``arenas`` arenas in this process (M_ARENA_MAX); call it before
-    threads start allocating. For a server, whose request bodies are allocated by the event loop's
-    thread and its batches by a worker and OpenMP's threads: with one arena per thread, and freed
-    blocks kept (:func:`tune_cpu_allocator`), each arena grows to its own high-water mark and RSS climbed
-    about 100 MB over 2,000 requests at batch 1; with one arena it stayed within 4 MB (docs/SERVING.md).
-    On non-glibc systems it does nothing and returns False."""
+def limit_malloc_arenas(arenas: int) -> bool:
+    """Let glibc's malloc use at most ``arenas`` arenas in this process (M_ARENA_MAX); it must come
+    before threads start allocating. For a server, whose request bodies are allocated by the event
+    loop's thread and its batches by a worker and OpenMP's threads: with one arena per thread, and
+    freed blocks kept (:func:`tune_cpu_allocator`), each arena grows to its own high-water mark and RSS
+    climbed about 100 MB over 2,000 requests at batch 1; with one arena it stayed within 4 MB
+    (docs/SERVING.md). On non-glibc systems it does nothing and returns False."""
+    m_arena_max = -8  # from glibc's malloc.h
+    ok = _mallopt((m_arena_max, arenas))
+    log.info("glibc allocator: at most %d arena(s) %s", arenas, "set" if ok else "NOT set")
+    return ok
+
+
+def _mallopt(*settings: tuple[int, int]) -> bool:
+    """glibc's ``mallopt(option, value)`` for each pair; False where there is no glibc or one is refused."""
     try:
         mallopt = ctypes.CDLL("libc.so.6").mallopt
     except (OSError, AttributeError):
         return False
-    m_arena_max = -8  # from glibc's malloc.h
-    ok = bool(mallopt(m_arena_max, arenas))
-    log.info("glibc allocator: at most %d arena(s) %s", arenas, "set" if ok else "NOT set")
-    return ok
+    return all(bool(mallopt(option, value)) for option, value in settings)
 
 
 def allocator_tuned() -> bool:
@@ -192,10 +196,13 @@ def lrn_kernel() -> str:
 
 def apply_process_settings(settings: RuntimeSettings) -> None:
     """The process-wide half of ``settings``, called once by each entry point (``alexnet train``'s
-    setup, the CLI commands that run a model, the bench): on a CPU the glibc allocator
+    setup, the CLI commands that run a model, the bench): glibc's malloc arenas where asked
+    (:func:`limit_malloc_arenas`, first: before threads allocate), on a CPU the glibc allocator
     (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so cuDNN's
     timed choice of algorithm per convolution is made once), and the LRN's kernel (:func:`set_lrn_kernel`).
-    The first two cannot be undone in the process."""
+    The first three cannot be undone in the process."""
+    if settings.malloc_arenas:
+        limit_malloc_arenas(settings.malloc_arenas)
     set_lrn_kernel(settings.lrn_kernel)
     device = settings.torch_device
     if device.type == "cpu" and settings.tune_allocator:

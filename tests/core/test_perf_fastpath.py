@@ -113,6 +113,11 @@ def test_process_settings_change_only_where_they_are_applied(monkeypatch):
     assert calls == []
     runtime.apply_process_settings(runtime.RuntimeSettings())
     assert calls == ["allocator"]
+    monkeypatch.setattr(runtime, "limit_malloc_arenas", lambda n: calls.append(f"arenas {n}") or True)
+    runtime.apply_process_settings(runtime.RuntimeSettings(malloc_arenas=1))  # what alexnet serve asks for
+    assert calls == ["allocator", "arenas 1", "allocator"]
+    with pytest.raises(ValueError, match="malloc_arenas -1"):
+        runtime.RuntimeSettings(malloc_arenas=-1)
 
 
 def test_train_config_keys_name_the_runtime_settings():

@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     require()
     import uvicorn
 
-    from alexnet.runtime import RuntimeSettings, apply_process_settings, limit_malloc_arenas, resolve_device
+    from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
     from alexnet.tools.serve.app import ModelServer, create_app
     from alexnet.tools.serve.batcher import BatchConfig
     from alexnet.tools.serve.repository import check_precision, find_models, load_all
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     files = find_models(args.models)
     check_precision(files, args.precision)
     device = str(resolve_device(args.device))
-    limit_malloc_arenas(1)  # before the worker threads: the server's memory stays flat under load
-    apply_process_settings(RuntimeSettings(device, args.precision))
+    apply_process_settings(RuntimeSettings(device, args.precision, malloc_arenas=1))  # one arena: memory flat under load
     sock = listen(args.host, args.port)
     if not is_loopback(args.host):
         print(f"alexnet serve: warning: listening on {args.host}: anyone who can reach this machine can use the models "
