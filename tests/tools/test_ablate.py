@@ -49,6 +49,10 @@ def test_time_to_target_counts_epochs_and_seconds():
                {"epoch": 3, "train_top1_error": 0.2, "epoch_seconds": 4.0}]
     assert time_to_target(history, 0.25) == (3, 9.0)
     assert time_to_target(history, 0.1) == (None, None)
+    # with tenths (the loop's train_top1_error_tenths): the first tenth whose own error reached it
+    history[1]["train_top1_error_tenths"] = [0.5, 0.4, 0.35, 0.3, None, 0.24, 0.2, 0.2, 0.2, 0.2]
+    assert time_to_target(history, 0.25) == (pytest.approx(1.6), pytest.approx(2.0 + 0.6 * 3.0))
+    assert time_to_target(history, 0.2) == (pytest.approx(1.7), pytest.approx(2.0 + 0.7 * 3.0))
 
 
 def test_paired_interval_is_students_t_over_the_seed_differences():

@@ -30,7 +30,7 @@ from alexnet.training import step as steps
 from alexnet.training.config import resolve
 from alexnet.training.distributed import World
 from alexnet.training.loop import RunOptions, TrainingInterrupted, setup, train
-from alexnet.training.resume import saved_config
+from alexnet.training.resume import Meters, saved_config
 from alexnet.training.run_folder import RunFolder
 
 # A quarter-width alexnet_small on the embedded digits (helpers.TINY), 3 epochs (the preset says 10): seconds an epoch.
@@ -83,6 +83,24 @@ def test_resumed_run_ends_with_the_same_weights(tmp_path):
     whole = [json.loads(l) for l in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in cut] == [1, 2]
     assert cut[1]["train_loss"] == pytest.approx(whole[1]["train_loss"], rel=1e-9)
+    # the tenths of the interrupted epoch (Fig. 1's finer grain) survive the checkpoint, the ones before it included
+    assert len(cut[1]["train_top1_error_tenths"]) == 10 and None not in cut[1]["train_top1_error_tenths"]
+    assert cut[1]["train_top1_error_tenths"] == pytest.approx(whole[1]["train_top1_error_tenths"], rel=1e-9)
+
+
+def test_meters_keep_the_error_of_each_tenth_and_read_older_checkpoints():
+    meters, world = Meters.zeros(torch.device("cpu")), World()
+    labels = torch.zeros(4, dtype=torch.long)
+    right, wrong = torch.eye(10)[[0, 0, 0, 0]], torch.eye(10)[[1, 1, 1, 1]]
+    for batch, outputs in enumerate([wrong, wrong, right, right, right], start=1):  # 5 batches: tenths end every half batch
+        meters.add(outputs, labels, torch.tensor(0.0))
+        meters.mark(batch, per_epoch=5)
+    summed = meters.summed(world)
+    assert summed["top1_error"] == pytest.approx(0.4)
+    # tenth k ends at batch ⌈(k + 1)/2⌉: tenths 0 and 1 at batch 1 (the second saw no new images), 2 and 3 at batch 2, ...
+    assert summed["top1_error_tenths"] == [1.0, None, 1.0, None, 0.0, None, 0.0, None, 0.0, None]
+    old = Meters.from_tensor(torch.tensor([1.0, 2.0, 3.0, 4.0]))  # a checkpoint from before the tenths
+    assert old.summed(world) == {"loss": 0.25, "top1_error": 0.5, "top5_error": 0.25, "images": 4}
 
 
 def test_kill_9_loses_at_most_the_steps_since_the_checkpoint(tmp_path, cli_env):

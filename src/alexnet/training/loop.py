@@ -300,6 +300,7 @@ def train_one_epoch(run: Run, progress: Progress) -> bool:
             logits, loss = checked_step(run, p, x, y, lr)
             p.meters.add(logits, y, loss.double() * len(y))
             p.steps, p.batch = p.steps + 1, p.batch + 1
+            p.meters.mark(p.batch, run.per_epoch)
             step_log.step(loss, lr, len(y))
             if checkpoint_due(run, p):
                 p.epoch_seconds = time.time() - started

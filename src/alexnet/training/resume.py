@@ -135,28 +135,36 @@ def check_folder(folder: RunFolder, *, resume: bool, force: bool) -> None:
 # The training state, saved and restored side by side
 
 
+MARKS = 10  # the epoch's training error is also kept per tenth of an epoch (Fig. 1's race, finer than an epoch)
+
+
 @dataclass
 class Meters:
     """Running sums over the images seen so far, kept on the device: adding to them never waits for the GPU.
 
-    The checkpoint and the all-reduce hold them as one float64 tensor [loss, top-1 hits, top-5 hits, images].
+    The checkpoint and the all-reduce hold them as one float64 tensor [loss, top-1 hits, top-5 hits,
+    images, then (top-1 hits, images) so far at the end of each of the epoch's :data:`MARKS` tenths];
+    a tensor of the first four alone (older checkpoints) starts the tenths at zero.
     """
 
     loss: torch.Tensor  # the sum of per-image losses
     top1: torch.Tensor  # top-1 hits
     top5: torch.Tensor  # top-5 hits
     images: torch.Tensor
+    marks: torch.Tensor  # [MARKS, 2]: top-1 hits and images so far at the end of each tenth (0 until reached)
 
     @classmethod
     def zeros(cls, device: torch.device) -> Meters:
-        return cls.from_tensor(torch.zeros(4, dtype=torch.float64, device=device))
+        return cls.from_tensor(torch.zeros(4 + 2 * MARKS, dtype=torch.float64, device=device))
 
     @classmethod
     def from_tensor(cls, sums: torch.Tensor) -> Meters:
-        return cls(*(v.clone() for v in sums.to(torch.float64).unbind()))
+        sums = sums.to(torch.float64)
+        marks = sums[4:].reshape(MARKS, 2).clone() if sums.numel() == 4 + 2 * MARKS else sums.new_zeros(MARKS, 2)
+        return cls(*(v.clone() for v in sums[:4].unbind()), marks)
 
     def to_tensor(self) -> torch.Tensor:
-        return torch.stack([self.loss, self.top1, self.top5, self.images])
+        return torch.cat([torch.stack([self.loss, self.top1, self.top5, self.images]), self.marks.flatten()])
 
     def add(self, outputs: torch.Tensor, labels: torch.Tensor, loss_sum: torch.Tensor) -> None:
         """A batch: ``outputs`` logits or probabilities [N, K], ``loss_sum`` its summed loss (0-d)."""
@@ -166,11 +174,35 @@ class Meters:
             self.top5 += topk_correct(outputs, labels, 5).sum()
             self.images += len(labels)
 
-    def summed(self, world: dist.World) -> dict[str, float]:
-        """Over all ranks (one host sync): mean loss, top-1 and top-5 error, images."""
-        loss, top1, top5, images = dist.all_reduce_sum(self.to_tensor(), world).tolist()
+    def mark(self, batch: int, per_epoch: int) -> None:
+        """After the epoch's ``batch``-th batch (from 1): note the sums at every tenth that ends there (no sync)."""
+        for k in range(MARKS):
+            if -(-(k + 1) * per_epoch // MARKS) == batch:  # tenth k ends at batch ⌈(k + 1)·per_epoch / 10⌉
+                self.marks[k, 0], self.marks[k, 1] = self.top1, self.images
+
+    def summed(self, world: dist.World) -> dict[str, Any]:
+        """Over all ranks (one host sync): mean loss, top-1 and top-5 error, images, and where any tenth
+        was marked, ``top1_error_tenths``: the top-1 error over each tenth's images (None if it had none)."""
+        sums = dist.all_reduce_sum(self.to_tensor(), world).tolist()
+        loss, top1, top5, images = sums[:4]
         n = max(images, 1)
-        return {"loss": loss / n, "top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "images": int(images)}
+        out: dict[str, Any] = {"loss": loss / n, "top1_error": 1 - top1 / n, "top5_error": 1 - top5 / n, "images": int(images)}
+        marks = [(sums[4 + 2 * k], sums[5 + 2 * k]) for k in range(MARKS)]
+        if any(seen for _, seen in marks):
+            out["top1_error_tenths"] = tenths(marks)
+        return out
+
+
+def tenths(marks: list[tuple[float, float]]) -> list[float | None]:
+    """Per tenth, the top-1 error over the images since the previous mark (None where it saw none)."""
+    out, hits_before, seen_before = [], 0.0, 0.0
+    for hits, seen in marks:
+        if seen > seen_before:
+            out.append(1 - (hits - hits_before) / (seen - seen_before))
+            hits_before, seen_before = hits, seen
+        else:
+            out.append(None)
+    return out
 
 
 @dataclass

@@ -25,8 +25,8 @@ study in OUT; :mod:`alexnet.tools.ablate.table`) gives per variant the mean ± s
 (n − 1) over seeds of the final top-1/top-5 error on the test split (val when there is none; with
 the preset's evaluation views), the paired difference from the baseline with its 95 % interval,
 how flat the curves were at the end, the total cost, and for ``relu-tanh`` the epochs and seconds
-of training until the running training top-1 error first reached the target (Fig. 1: 25 % on
-CIFAR-10, reached six times sooner with ReLUs).
+of training until the training top-1 error first reached the target (Fig. 1: 25 % on CIFAR-10,
+reached six times sooner with ReLUs), to a tenth of an epoch: the error over each tenth's images.
 """
 
 from __future__ import annotations

@@ -34,13 +34,21 @@ def final_errors(report: dict[str, Any], views: int) -> tuple[str, float, float]
     raise AlexNetError(f"{report.get('run_dir')}: report.json has no final val or test errors")
 
 
-def time_to_target(history: list[dict[str, Any]], target: float) -> tuple[int | None, float | None]:
-    """(epochs, seconds of training) until the running training top-1 error first reached ``target``."""
+def time_to_target(history: list[dict[str, Any]], target: float) -> tuple[float | None, float | None]:
+    """(epochs, seconds of training) until the training top-1 error first reached ``target``: to the
+    tenth of an epoch whose own error did where the run kept tenths (``train_top1_error_tenths``; the
+    seconds pro rata within that epoch), else to the epoch whose running error did."""
     seconds = 0.0
     for record in history:
-        seconds += record.get("epoch_seconds", 0.0)
+        epoch_seconds = record.get("epoch_seconds", 0.0)
+        marks = record.get("train_top1_error_tenths") or []
+        for k, error in enumerate(marks):
+            if error is not None and error <= target:
+                share = (k + 1) / len(marks)
+                return record["epoch"] - 1 + share, seconds + share * epoch_seconds
         if record["train_top1_error"] <= target:
-            return record["epoch"], seconds
+            return record["epoch"], seconds + epoch_seconds
+        seconds += epoch_seconds
     return None, None
 
 
