@@ -60,3 +60,30 @@ def test_unknown_preset_or_implementation_is_refused(tmp_path, capsys):
         _script().main(["--presets", "d2l_lenett", "--impl", "bf17", "--out", str(tmp_path)])
     err = capsys.readouterr().err
     assert e.value.code == 2 and "unknown --impl or --presets value(s): bf17, d2l_lenett" in err
+
+
+def test_last_step_replica_ends_with_the_weights_alexnet_train_ends_with(tmp_path, toy_fashion):
+    """benchmarks/d2l_last_step.py's ``ours`` draws what ``alexnet train --preset d2l_lenet`` draws: the same
+    final weights to rounding (its figures stand for our path); both implementations write their rows."""
+    import torch
+
+    from alexnet.checkpoint import load
+    from alexnet.training.config import resolve
+    from alexnet.training.loop import RunOptions, load_data, train
+
+    spec = importlib.util.spec_from_file_location("d2l_last_step", SCRIPT.parent / "d2l_last_step.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    config = resolve("d2l_lenet", {"device": "cpu", "precision": "fp32", "epochs": 3, "batch_size": 16, "seed": 1}, [])
+    train(config, RunOptions(out=tmp_path / "run", progress_bar=False))
+    loaded = load_data(config)
+    data = {"train": script.tensors(loaded.train), "test": script.tensors(loaded.test), "batch_size": 16}
+    row, net = script.train(1, "ours", 3, data)
+    ours = load(tmp_path / "run" / "checkpoints" / "last.pt").state_dict
+    for k in ours:  # to fp32 rounding (thread counts and layouts differ); another draw would differ by ~0.1
+        torch.testing.assert_close(net.state_dict()[k], ours[k].float(), rtol=1e-5, atol=1e-6)
+    assert row["last_batch"] == 16 and row["before_last"] is not None  # 48 toy images: three full batches
+    assert script.main(["--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "out")]) == 0
+    rows = json.loads((tmp_path / "out" / "d2l_last_step.json").read_text())
+    assert sorted((r["impl"], r["seed"]) for r in rows) == [("d2l", 0), ("d2l", 1), ("ours", 0), ("ours", 1)]
+    assert all(0 <= r["before_last"] <= 1 and 0 <= r["test_acc"] <= 1 for r in rows)
