@@ -26,6 +26,7 @@ import math
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -138,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="folder for d2l_last_step.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    warnings.filterwarnings("ignore", message="This DataLoader will create")  # d2l's 4 workers on a 2-core machine, as written
     config = resolve("d2l_lenet", {"device": "cpu", "precision": "fp32"}, [])
     loaded = load_data(config)
     data = {"train": tensors(loaded.train), "test": tensors(loaded.test), "batch_size": config.batch_size}
