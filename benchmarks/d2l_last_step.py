@@ -15,7 +15,7 @@ weights, bit for bit on one thread), so only the random draws differ, each drawn
 
 d2l's recipe keeps the last partial batch (60,000 = 234 · 256 + 96) and evaluates right after it: one
 step of lr 0.9 on 96 images. ``before_last`` is the test accuracy one step earlier. Writes
-``d2l_last_step.json`` (every run; rerunning skips the runs it holds) and prints the paired table.
+``d2l_last_step.jsonl`` (a line per run; rerunning skips the runs it holds) and prints the paired table.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from alexnet import models  # noqa: E402
-from alexnet.atomic import write_json  # noqa: E402
+from alexnet.atomic import atomic_write  # noqa: E402
 from alexnet.data.loader import epoch_order  # noqa: E402
 from alexnet.tools.bench.d2l import reference_step  # noqa: E402
 from alexnet.training.config import resolve  # noqa: E402
@@ -136,22 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=10, help="epochs (default: the recipe's 10)")
     parser.add_argument("--impl", default="ours,d2l", help="ours, d2l or both (default)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    parser.add_argument("--out", type=Path, required=True, help="folder for d2l_last_step.json")
+    parser.add_argument("--out", type=Path, required=True, help="folder for d2l_last_step.jsonl")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message="This DataLoader will create")  # d2l's 4 workers on a 2-core machine, as written
     config = resolve("d2l_lenet", {"device": "cpu", "precision": "fp32"}, [])
     loaded = load_data(config)
     data = {"train": tensors(loaded.train), "test": tensors(loaded.test), "batch_size": config.batch_size}
-    path = args.out / "d2l_last_step.json"
-    rows = json.loads(path.read_text()) if path.is_file() else []
+    path = args.out / "d2l_last_step.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
     done = {(r["impl"], r["seed"], r["epochs"]) for r in rows}
     for seed in range(args.seeds):
         for impl in args.impl.split(","):
             if (impl, seed, args.epochs) not in done:
                 rows.append(train(seed, impl, args.epochs, data)[0])
                 args.out.mkdir(parents=True, exist_ok=True)
-                write_json(path, rows)
+                atomic_write(path, "".join(json.dumps(r) + "\n" for r in rows))
                 print(json.dumps(rows[-1]), flush=True)
     print(table([r for r in rows if r["epochs"] == args.epochs]))
     return 0

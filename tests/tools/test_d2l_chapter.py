@@ -84,6 +84,6 @@ def test_last_step_replica_ends_with_the_weights_alexnet_train_ends_with(tmp_pat
         torch.testing.assert_close(net.state_dict()[k], ours[k].float(), rtol=1e-5, atol=1e-6)
     assert row["last_batch"] == 16 and row["before_last"] is not None  # 48 toy images: three full batches
     assert script.main(["--seeds", "2", "--epochs", "1", "--out", str(tmp_path / "out")]) == 0
-    rows = json.loads((tmp_path / "out" / "d2l_last_step.json").read_text())
+    rows = [json.loads(line) for line in (tmp_path / "out" / "d2l_last_step.jsonl").read_text().splitlines()]
     assert sorted((r["impl"], r["seed"]) for r in rows) == [("d2l", 0), ("d2l", 1), ("ours", 0), ("ours", 1)]
     assert all(0 <= r["before_last"] <= 1 and 0 <= r["test_acc"] <= 1 for r in rows)
