@@ -1,7 +1,7 @@
 """The paper net's two costly layers, each computed the ways it can be, timed on one machine (issue 24).
 
     PYTHONPATH=src python3 benchmarks/layer_forms.py [--device cpu|cuda] [--batch-size 128] [--precision fp32 --precision bf16]
-        [--reps 5] [--quick] [--json FILE]
+        [--part towers|window|layer|rnorm ...] [--reps 5] [--quick] [--json FILE]
 
 * **Towers** (§3.2): conv2, conv4 and conv5 of the paper's ``alexnet`` (channels_last, forward +
   backward) as one ``groups=2`` convolution (what the model runs), as two convolutions on the
@@ -14,7 +14,7 @@
 * **cuda-convnet's same-map rnorm** (``alexnet_cudaconvnet``'s rnorm2): the formula through autograd
   against the layer with each kernel, forward + backward.
 * **The LRN layer** (:mod:`alexnet.models.lrn`), forward + backward through autograd, with the
-  eager and the compiled kernel, and **one pass** over the same map (``x + 1``: read it, write it),
+  eager and the compiled kernel, a compiled one-pass stencil (rejected: slower), and **one pass** over the same map (``x + 1``: read it, write it),
   the memory floor each pass of the LRN pays.
 
 Every form but those marked "for scale" is checked equal to the model's before it is timed (fp32: 1e-4; bf16: 2e-2, relative to
@@ -32,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,7 @@ from alexnet import runtime
 from alexnet.models import lrn
 
 TOWERS = {"conv2": (96, 256, 5, 2, 27), "conv4": (384, 384, 3, 1, 13), "conv5": (384, 256, 3, 1, 13)}  # C_in, C_out, k, pad, size
+PARTS = ("towers", "window", "layer", "rnorm")
 LRNS = {"norm1": (96, 55), "norm2": (256, 27)}  # channels, size of the maps the paper's two LRNs see
 CL = torch.channels_last
 
@@ -130,7 +132,53 @@ def lrn_forms(name: str, batch: int, dtype: torch.dtype, device: torch.device) -
     g = torch.randn_like(x)
     layer = lrn.LocalResponseNorm(5, 1e-4, 0.75, 2.0, groups=2)
     return {"eager kernel": with_kernel("eager", layer, x, g), "compiled kernel": with_kernel("compiled", layer, x, g),
+            "compiled stencil, one pass each way": with_kernel("eager", _StencilLRN.apply, x, g),
             "one pass (x + 1) (for scale)": lambda: x + 1}
+
+
+def _stencil_sum(t: torch.Tensor, front: int, back: int, groups: int = 2) -> torch.Tensor:
+    """The window sum over channels as shifted slices of the [N·H·W, C] view, zero across group edges:
+    under torch.compile a stencil inside the elementwise pass, with no GEMM and no map of a² written."""
+    n, c, h, w = t.shape
+    rows = F.pad(t.permute(0, 2, 3, 1).reshape(-1, c), (front, back))
+    pos = torch.arange(c, device=t.device) % (c // groups)
+    out = torch.zeros((), dtype=t.dtype, device=t.device)
+    for i in range(front + back + 1):
+        inside = ((pos + i - front >= 0) & (pos + i - front < c // groups)).to(t.dtype)
+        out = out + rows[:, i:i + c] * inside
+    return out.reshape(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def _stencil_forward(a: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    s = 2.0 + 2e-5 * _stencil_sum(a * a, 2, 2)  # the paper's k, α/n; n = 5, groups 2
+    return a * torch.rsqrt(s * torch.sqrt(s)), s
+
+
+def _stencil_backward(g: torch.Tensor, a: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
+    r = torch.rsqrt(s * torch.sqrt(s))
+    return -2 * 2e-5 * 0.75 * _stencil_sum(g * a * r / s, 2, 2) * a + g * r
+
+
+class _StencilLRN(torch.autograd.Function):
+    """The LRN as one compiled pass forward (s and b from a) and one backward (the terms recomputed at
+    each neighbour): 4 map reads and writes instead of the compiled kernel's 18, if inductor's stencil
+    code ran at the memory's rate. Measured slower (docs/PERFORMANCE.md), so not the model's."""
+
+    compiled: dict = {}
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        if not _StencilLRN.compiled:
+            _StencilLRN.compiled = {"f": torch.compile(_stencil_forward, dynamic=True),
+                                    "b": torch.compile(_stencil_backward, dynamic=True)}
+        y, s = _StencilLRN.compiled["f"](x)
+        ctx.save_for_backward(x, s)
+        return y
+
+    @staticmethod
+    def backward(ctx: Any, g: torch.Tensor) -> torch.Tensor:
+        x, s = ctx.saved_tensors
+        return _StencilLRN.compiled["b"](g.contiguous(memory_format=CL), x, s)
 
 
 def with_kernel(kind: str, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, g: torch.Tensor
@@ -183,30 +231,35 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--precision", action="append", choices=("fp32", "bf16"))
     p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--part", action="append", choices=PARTS, help="tables to run (default: all)")
     p.add_argument("--quick", action="store_true", help="batch 2, one repetition: checks that every form runs")
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args()
     device = runtime.resolve_device(args.device)
     batch, reps = (2, 1) if args.quick else (args.batch_size, args.reps)
     runtime.apply_process_settings(runtime.RuntimeSettings(str(device)))
-    before = runtime.lrn_kernel()
+    before, parts = runtime.lrn_kernel(), set(args.part or PARTS)
     results: dict = {"device": str(device), "batch": batch, "torch": torch.__version__, "threads": torch.get_num_threads()}
     try:
         for precision in args.precision or ["fp32", "bf16"]:
             dtype = torch.bfloat16 if precision == "bf16" else torch.float32
-            for name in TOWERS:
-                results[f"{precision} {name} towers"] = table(f"{precision}, batch {batch}: {name}, forward + backward",
-                                                              tower_forms(name, batch, dtype, device), dtype, device, reps)
+            if "towers" in parts:
+                for name in TOWERS:
+                    results[f"{precision} {name} towers"] = table(f"{precision}, batch {batch}: {name}, forward + backward",
+                                                                  tower_forms(name, batch, dtype, device), dtype, device, reps)
             for name in LRNS:
-                results[f"{precision} {name} window sum"] = table(
-                    f"{precision}, batch {batch}: {name}'s window sum, forward", window_forms(name, batch, dtype, device),
+                if "window" in parts:
+                    results[f"{precision} {name} window sum"] = table(
+                        f"{precision}, batch {batch}: {name}'s window sum, forward", window_forms(name, batch, dtype, device),
+                        dtype, device, reps)
+                if "layer" in parts:
+                    results[f"{precision} {name} layer"] = table(
+                        f"{precision}, batch {batch}: {name}, the layer forward + backward", lrn_forms(name, batch, dtype, device),
+                        dtype, device, reps)
+            if "rnorm" in parts:
+                results[f"{precision} rnorm2 layer"] = table(
+                    f"{precision}, batch {batch}: alexnet_cudaconvnet's rnorm2, forward + backward", same_map_forms(batch, dtype, device),
                     dtype, device, reps)
-                results[f"{precision} {name} layer"] = table(
-                    f"{precision}, batch {batch}: {name}, the layer forward + backward", lrn_forms(name, batch, dtype, device),
-                    dtype, device, reps)
-            results[f"{precision} rnorm2 layer"] = table(
-                f"{precision}, batch {batch}: alexnet_cudaconvnet's rnorm2, forward + backward", same_map_forms(batch, dtype, device),
-                dtype, device, reps)
     finally:
         runtime.set_lrn_kernel(before)
     line = json.dumps(results)
