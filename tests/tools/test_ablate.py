@@ -55,6 +55,23 @@ def test_time_to_target_counts_epochs_and_seconds():
     assert time_to_target(history, 0.2) == (pytest.approx(1.7), pytest.approx(2.0 + 0.7 * 3.0))
 
 
+def test_race_curve_is_fig_1s_training_error_by_tenth_and_its_panel_plots_the_seed_mean():
+    from alexnet.tools.ablate.table import race_curve, study_figure
+
+    history = [{"epoch": 1, "train_top1_error": 0.6, "train_top1_error_tenths": [0.9, 0.8, None, 0.6, 0.5, 0.5, 0.4, 0.4, 0.3, 0.3]},
+               {"epoch": 2, "train_top1_error": 0.3}]  # an epoch without tenths (an older run): its running error
+    points = race_curve(history)
+    assert points[:3] == [(0.1, 0.9), (0.2, 0.8), (0.4, 0.6)] and points[-1] == (2.0, 0.3) and len(points) == 10
+    other = [(x, e - 0.1) for x, e in points[1:]]  # a second seed without the first tenth: the mean is over shared points
+    row = {"variant": "baseline", "top1_by_seed": {0: 0.1}, "top1_error": {"mean": 0.1}, "paired_top1": {"ci95": None},
+           "to_target": {"curves": {0: points, 1: other}}, "curves": {}, "curve": None}
+    fig = study_figure({"studies": {"relu-tanh": [row]}, "target_error": 0.25, "seeds": 2, "preset": "p"}, "relu-tanh")
+    line = fig.axes[1].get_lines()[0]
+    assert list(line.get_xdata()) == [x for x, _ in points[1:]]
+    assert list(line.get_ydata()) == pytest.approx([100 * (e - 0.05) for _, e in points[1:]])
+    assert fig.axes[1].get_lines()[1].get_ydata()[0] == pytest.approx(25.0)  # the target line
+
+
 def test_paired_interval_is_students_t_over_the_seed_differences():
     from scipy import stats
 

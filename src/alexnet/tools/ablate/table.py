@@ -52,6 +52,19 @@ def time_to_target(history: list[dict[str, Any]], target: float) -> tuple[float 
     return None, None
 
 
+def race_curve(history: list[dict[str, Any]]) -> list[tuple[float, float]]:
+    """Fig. 1's curve: (epochs, training top-1 error) at each tenth of an epoch where the run kept
+    tenths (the error over that tenth alone), else at each epoch's end (the epoch's running error)."""
+    points: list[tuple[float, float]] = []
+    for record in history:
+        marks = record.get("train_top1_error_tenths") or []
+        if marks:
+            points += [(round(record["epoch"] - 1 + (k + 1) / len(marks), 6), e) for k, e in enumerate(marks) if e is not None]
+        else:
+            points.append((float(record["epoch"]), record["train_top1_error"]))
+    return points
+
+
 def curve(history: list[dict[str, Any]]) -> tuple[str, list[float]]:
     """The per-epoch eval error of a run: val top-1 where the run had a val split, else training top-1."""
     key = "val_top1_error" if history and all("val_top1_error" in r for r in history) else "train_top1_error"
@@ -94,7 +107,7 @@ def verdict(diff: dict[str, Any]) -> str:
 
 def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any]:
     """One variant's finals per seed, its curves and (relu-tanh) its time to the target error."""
-    top1, top5, wall, which, curves, tails, epochs, seconds = {}, {}, {}, set(), {}, [], {}, []
+    top1, top5, wall, which, curves, tails, epochs, seconds, races = {}, {}, {}, set(), {}, [], {}, [], {}
     for r in runs:
         folder = RunFolder(r.folder, write=False)
         report, history = folder.read_report_json(), folder.read_metrics()
@@ -104,6 +117,7 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
         curve_key, curves[r.seed] = curve(history)
         if (change := tail_change(curves[r.seed])) is not None:
             tails.append(change)
+        races[r.seed] = race_curve(history)
         n_epochs, secs = time_to_target(history, target)
         if n_epochs is not None:
             epochs[r.seed] = n_epochs
@@ -116,7 +130,7 @@ def variant_row(study: str, variant, runs: list, target: float) -> dict[str, Any
            "tail_change": mean_std(tails)}
     if study == "relu-tanh":
         row["to_target"] = {"reached": len(epochs), "runs": len(runs), "epochs_by_seed": epochs, "epochs": mean_std(list(epochs.values())),
-                            "seconds": mean_std(seconds)}
+                            "seconds": mean_std(seconds), "curves": races}
     return row
 
 
@@ -218,39 +232,64 @@ def table_figure(table: dict[str, Any]):
 def study_figure(table: dict[str, Any], study: str):
     """A study's figure: left, each seed's final top-1 error per variant (a line joins one seed's
     runs: the pairing) with the mean and its 95 % interval; right, the mean per-epoch eval error of
-    each variant (convergence)."""
+    each variant (convergence), or for relu-tanh Fig. 1's race: the training error by tenth of an
+    epoch, with the target."""
     plt = pyplot()
     rows = table["studies"][study]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
+    _pairs_panel(left, rows)
+    if study == "relu-tanh" and all((row.get("to_target") or {}).get("curves") for row in rows):
+        _race_panel(right, rows, table["target_error"])
+    else:
+        _curves_panel(right, rows)
+    right.set_title(f"mean over {table['seeds']} seed(s)" + (", Fig. 1's race" if study == "relu-tanh" else ""), fontsize=9)
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.suptitle(f"{study}, preset {table['preset']}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _pairs_panel(ax, rows: list[dict[str, Any]]) -> None:
     seeds = sorted({s for row in rows for s in row["top1_by_seed"]})
     for s in seeds:
         xs = [i for i, row in enumerate(rows) if s in row["top1_by_seed"]]
-        left.plot(xs, [100 * rows[i]["top1_by_seed"][s] for i in xs], color="#bbbbbb", lw=0.8, marker="o", ms=3, zorder=1)
+        ax.plot(xs, [100 * rows[i]["top1_by_seed"][s] for i in xs], color="#bbbbbb", lw=0.8, marker="o", ms=3, zorder=1)
     for i, row in enumerate(rows):
         diff, mean = row["paired_top1"], row["top1_error"]["mean"]
         if mean is None:
             continue
         half = 0.0 if i == 0 or diff["ci95"] is None else 100 * (diff["ci95"][1] - diff["ci95"][0]) / 2
-        left.errorbar([i], [100 * mean], yerr=[half], fmt="D", color="#7f7f7f" if i == 0 else "#1f77b4", capsize=5, zorder=2)
-    left.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20, ha="right", fontsize=8)
-    left.set_ylabel("final top-1 error (%)")
-    left.set_title("per seed (lines pair seeds); ◆ mean, bar: 95 % CI of Δ", fontsize=9)
-    left.grid(axis="y", alpha=0.3)
+        ax.errorbar([i], [100 * mean], yerr=[half], fmt="D", color="#7f7f7f" if i == 0 else "#1f77b4", capsize=5, zorder=2)
+    ax.set_xticks(range(len(rows)), [r["variant"] for r in rows], rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel("final top-1 error (%)")
+    ax.set_title("per seed (lines pair seeds); ◆ mean, bar: 95 % CI of Δ", fontsize=9)
+    ax.grid(axis="y", alpha=0.3)
+
+
+def _curves_panel(ax, rows: list[dict[str, Any]]) -> None:
     for i, row in enumerate(rows):
         curves = [c for c in row["curves"].values() if c]
         if not curves:
             continue
         n = min(map(len, curves))
         mean = [100 * statistics.fmean(c[e] for c in curves) for e in range(n)]
-        right.plot(range(1, n + 1), mean, label=row["variant"], color="#7f7f7f" if i == 0 else None, lw=2 if i == 0 else 1.2)
-    right.set_xlabel("epoch")
-    right.set_ylabel(f"{(rows[0]['curve'] or 'error').replace('_', ' ')} (%)")
-    right.set_title(f"mean over {table['seeds']} seed(s)", fontsize=9)
-    right.grid(alpha=0.3)
-    right.legend(fontsize=8)
-    fig.suptitle(f"{study}, preset {table['preset']}", fontsize=11)
-    fig.tight_layout()
-    return fig
+        ax.plot(range(1, n + 1), mean, label=row["variant"], color="#7f7f7f" if i == 0 else None, lw=2 if i == 0 else 1.2)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(f"{(rows[0]['curve'] or 'error').replace('_', ' ')} (%)")
+
+
+def _race_panel(ax, rows: list[dict[str, Any]], target: float) -> None:
+    """Each variant's training error, the mean over its seeds at each point all of them have (the paper's
+    Fig. 1 axes: training error against epochs), and the target as a dashed line."""
+    for i, row in enumerate(rows):
+        by_seed = [dict(map(tuple, c)) for c in row["to_target"]["curves"].values()]
+        xs = sorted(set.intersection(*(set(c) for c in by_seed)))
+        ax.plot(xs, [100 * statistics.fmean(c[x] for c in by_seed) for x in xs], label=row["variant"],
+                color="#7f7f7f" if i == 0 else None, lw=2 if i == 0 else 1.2, ls="-" if i == 0 else "--")
+    ax.axhline(100 * target, color="#d62728", lw=0.8, ls=":", label=f"{100 * target:g} % target")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("training top-1 error (%)")
 
 
 def write_table(table: dict[str, Any], out: Path) -> None:
