@@ -60,6 +60,7 @@ def test_image_folder_in_imagenet_layout(tmp_path):
 
 def test_image_folder_errors(tmp_path):
     _one_line_error(tmp_path / "missing", "missing: no such folder")
+    _one_line_error("fashion-mnst", "fashion-mnst: no such folder (did you mean 'fashion-mnist'?")  # a named source mistyped
     (tmp_path / "f.txt").write_text("x")
     _one_line_error(tmp_path / "f.txt", "f.txt: a file")
     _one_line_error(tmp_path, "not a data set", "f.txt")

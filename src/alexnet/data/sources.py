@@ -14,6 +14,7 @@ tried in that order. Nothing is downloaded.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +63,9 @@ def open_dataset(spec: str | os.PathLike) -> Dataset:
         return Dataset(FASHION_MNIST, splits, classes, None, str(folder))
     root = Path(spec).expanduser()
     if not root.exists():
-        raise AlexNetError(f"{spec}: no such folder (--data takes {SPEC_HELP})")
+        near = difflib.get_close_matches(str(spec).lower(), NAMED, n=1, cutoff=0.75)
+        hint = f"did you mean {near[0]!r}? " if near else ""
+        raise AlexNetError(f"{spec}: no such folder ({hint}--data takes {SPEC_HELP})")
     if not root.is_dir():
         raise AlexNetError(f"{spec}: a file; --data takes {DIGITS!r}, {FASHION_MNIST!r} or a folder")
     if root.name.endswith(".partial") and (root / "state.json").is_file():
