@@ -19,7 +19,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "OUT/ablation.md, ablation.json, ablation.png and ablation-STUDY.png per study: mean ± std of the final "
                     "top-1/top-5 error, the difference from the baseline paired by seed with its 95 % t interval, how much "
                     "the curves still moved over the last quarter of the epochs, the total cost (and, for relu-tanh, "
-                    "the epochs and seconds to reach --target-error training error, Fig. 1). Use 5 seeds or more and "
+                    "the epochs and seconds to reach --target-error training error, to a tenth of an epoch, and a figure of "
+                    "the training error by tenth: Fig. 1's race; the paper ran it with no regularisation: --set "
+                    "model.options.dropout=0.0 --set optim.weight_decay=0.0). Use 5 seeds or more and "
                     "enough --epochs for the baseline's curve to be flat. "
                     "Rerunning resumes: finished runs are not trained again, interrupted ones continue.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
