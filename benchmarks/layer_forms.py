@@ -14,7 +14,8 @@
 * **cuda-convnet's same-map rnorm** (``alexnet_cudaconvnet``'s rnorm2): the formula through autograd
   against the layer with each kernel, forward + backward.
 * **The LRN layer** (:mod:`alexnet.models.lrn`), forward + backward through autograd, with the
-  eager and the compiled kernel, a compiled one-pass stencil (CPU, not with --quick; rejected: slower), and **one pass** over the same map (``x + 1``: read it, write it),
+  eager and the compiled kernel, a compiled one-pass stencil (CPU, not with --quick; rejected:
+  slower), and **one pass** over the same map (``x + 1``: read it, write it),
   the memory floor each pass of the LRN pays.
 
 Every form but those marked "for scale" is checked equal to the model's before it is timed (fp32: 1e-4; bf16: 2e-2, relative to
