@@ -35,20 +35,15 @@ def final_errors(report: dict[str, Any], views: int) -> tuple[str, float, float]
 
 
 def time_to_target(history: list[dict[str, Any]], target: float) -> tuple[float | None, float | None]:
-    """(epochs, seconds of training) until the training top-1 error first reached ``target``: to the
-    tenth of an epoch whose own error did where the run kept tenths (``train_top1_error_tenths``; the
-    seconds pro rata within that epoch), else to the epoch whose running error did."""
-    seconds = 0.0
-    for record in history:
-        epoch_seconds = record.get("epoch_seconds", 0.0)
-        marks = record.get("train_top1_error_tenths") or []
-        for k, error in enumerate(marks):
-            if error is not None and error <= target:
-                share = (k + 1) / len(marks)
-                return record["epoch"] - 1 + share, seconds + share * epoch_seconds
-        if record["train_top1_error"] <= target:
-            return record["epoch"], seconds + epoch_seconds
-        seconds += epoch_seconds
+    """(epochs, seconds of training) until the training top-1 error first reached ``target`` on
+    :func:`race_curve`: to the tenth of an epoch where the run kept tenths (the seconds pro rata within
+    that epoch), else to the epoch whose running error did."""
+    for x, error in race_curve(history):
+        if error <= target:
+            epoch = math.ceil(x - 1e-9)
+            seconds = {r["epoch"]: r.get("epoch_seconds", 0.0) for r in history}
+            before = sum(v for e, v in seconds.items() if e < epoch)
+            return x, before + (x - (epoch - 1)) * seconds[epoch]
     return None, None
 
 
@@ -238,11 +233,12 @@ def study_figure(table: dict[str, Any], study: str):
     rows = table["studies"][study]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8))
     _pairs_panel(left, rows)
-    if study == "relu-tanh" and all((row.get("to_target") or {}).get("curves") for row in rows):
+    race = study == "relu-tanh" and all((row.get("to_target") or {}).get("curves") for row in rows)
+    if race:
         _race_panel(right, rows, table["target_error"])
     else:
         _curves_panel(right, rows)
-    right.set_title(f"mean over {table['seeds']} seed(s)" + (", Fig. 1's race" if study == "relu-tanh" else ""), fontsize=9)
+    right.set_title(f"mean over {table['seeds']} seed(s)" + (", Fig. 1's race" if race else ""), fontsize=9)
     right.grid(alpha=0.3)
     right.legend(fontsize=8)
     fig.suptitle(f"{study}, preset {table['preset']}", fontsize=11)
@@ -281,7 +277,7 @@ def _curves_panel(ax, rows: list[dict[str, Any]]) -> None:
 
 def _race_panel(ax, rows: list[dict[str, Any]], target: float) -> None:
     """Each variant's training error, the mean over its seeds at each point all of them have (the paper's
-    Fig. 1 axes: training error against epochs), and the target as a dashed line."""
+    Fig. 1 axes: training error against epochs), and the target as a dotted line."""
     for i, row in enumerate(rows):
         by_seed = [dict(map(tuple, c)) for c in row["to_target"]["curves"].values()]
         xs = sorted(set.intersection(*(set(c) for c in by_seed)))
