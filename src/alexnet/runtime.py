@@ -128,6 +128,18 @@ def precision_supported(device: torch.device, precision: str) -> bool:
     return True
 
 
+def warn_if_emulated(device: torch.device, precision: str) -> bool:
+    """Log one line where ``precision`` has no native kernels on ``device`` (bf16 on a CPU without
+    AVX512-BF16 or AMX, e.g. an AVX2 laptop): it still runs, but measured 20–25× slower than fp32 on
+    the 2-core AVX2 EPYC (docs/PERFORMANCE.md). True if it warned."""
+    if precision_supported(device, precision):
+        return False
+    log.warning("%s is not native on this %s (a CPU needs AVX512-BF16 or AMX): it runs emulated, ~20× slower "
+                "than fp32 on an AVX2 CPU (docs/PERFORMANCE.md); --precision fp32 is the fast choice here",
+                precision, device.type)
+    return True
+
+
 _ALLOCATOR_TUNED = False
 
 
@@ -199,8 +211,10 @@ def apply_process_settings(settings: RuntimeSettings) -> None:
     setup, the CLI commands that run a model, the bench): glibc's malloc arenas where asked
     (:func:`limit_malloc_arenas`, first: before threads allocate), on a CPU the glibc allocator
     (:func:`tune_cpu_allocator`), on CUDA ``cudnn.benchmark`` (the input shapes are fixed, so cuDNN's
-    timed choice of algorithm per convolution is made once), and the LRN's kernel (:func:`set_lrn_kernel`).
+    timed choice of algorithm per convolution is made once), and the LRN's kernel (:func:`set_lrn_kernel`);
+    a precision the device only emulates is said in one warning (:func:`warn_if_emulated`).
     The first three cannot be undone in the process."""
+    warn_if_emulated(settings.torch_device, settings.precision)
     if settings.malloc_arenas:
         limit_malloc_arenas(settings.malloc_arenas)
     set_lrn_kernel(settings.lrn_kernel)

@@ -64,13 +64,16 @@ def test_predict_in_channels_last_and_bf16_matches_fp32():
 
 @pytest.mark.parametrize("name", ["alexnet", "alexnet_owt", "alexnet_small"])
 def test_weights_cast_once_for_inference_give_autocasts_outputs_bit_for_bit(name):
-    """for_inference at bf16 casts the weights autocast would cast at every call: the same numbers."""
+    """for_inference at bf16 casts the weights autocast would cast at every call: the same numbers.
+
+    Compared in the same layout (channels_last): where bf16 is emulated (an AVX2 CPU) NCHW and
+    channels_last convolutions sum in different orders, cast or not."""
     from alexnet.inference.evaluate import input_probabilities
 
     torch.manual_seed(0)
     model = models.create(name, num_classes=10).eval()
     x = torch.randn(2, 1, 3, model.input_size, model.input_size, generator=torch.Generator().manual_seed(1))
-    expected = input_probabilities(model, x, "bf16")
+    expected = input_probabilities(runtime.place(copy.deepcopy(model), runtime.RuntimeSettings()), x, "bf16")
     cast = runtime.for_inference(copy.deepcopy(model), runtime.RuntimeSettings(precision="bf16"))
     assert {p.dtype for p in cast.parameters()} == {torch.bfloat16}
     assert torch.equal(input_probabilities(cast, x, "bf16"), expected)
@@ -94,6 +97,21 @@ def test_devices_and_precisions_are_checked():
     with pytest.raises(ValueError, match="precision 'fp8'"):
         runtime.RuntimeSettings(precision="fp8")
     assert runtime.precision_supported(torch.device("cpu"), "fp32")
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_an_emulated_precision_is_said_once_where_the_run_starts(monkeypatch, caplog, native):
+    """bf16 on a CPU without AVX512-BF16/AMX runs, slower than fp32: the user is told in one line."""
+    monkeypatch.setattr(runtime, "precision_supported", lambda device, precision: native or precision == "fp32")
+    monkeypatch.setattr(runtime, "tune_cpu_allocator", lambda: True)
+    with caplog.at_level("WARNING", logger="alexnet.runtime"):
+        runtime.apply_process_settings(runtime.RuntimeSettings(precision="fp32"))
+        runtime.apply_process_settings(runtime.RuntimeSettings(precision="bf16"))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ([] if native else [lines[0]])
+    if not native:
+        assert lines[0].startswith("bf16 is not native on this cpu") and "--precision fp32" in lines[0]
+    assert runtime.warn_if_emulated(torch.device("cpu"), "bf16") is not native
 
 
 def test_allocator_tuning_is_idempotent():

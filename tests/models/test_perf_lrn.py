@@ -136,8 +136,9 @@ def test_paper_model_fused_equals_plain_forward_and_backward():
     F.cross_entropy(fused(x), y).backward()
     F.cross_entropy(plain(x), y).backward()
     torch.testing.assert_close(fused(x), plain(x), rtol=1e-4, atol=1e-4)  # float32 rounding through 8 layers
-    for (n, p), q in zip(fused.named_parameters(), plain.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=n)
+    for (n, p), q in zip(fused.named_parameters(), plain.parameters()):  # atol by each gradient's scale (up to ~200):
+        scale = q.grad.abs().max().item()  # with one thread on an AVX2 CPU, fc8's differs by 8e-5 at 192
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=max(1e-5, 2e-6 * scale), msg=n)
 
 
 def test_window_weights_are_built_once_and_survive_inference_mode():

@@ -120,8 +120,7 @@ def run(config: BenchConfig) -> dict:
     device = runtime.resolve_device(config.device)
     cfg = config.resolve(device)
     for p in cfg.precisions:
-        if not runtime.precision_supported(device, p):
-            log.warning("%s autocast is not supported natively on %s: it will run emulated and slow", p, device)
+        runtime.warn_if_emulated(device, p)
     start = time.perf_counter()
     report = {"machine": machine(device), "config": asdict(cfg), "results": []}
     runtime.apply_process_settings(runtime.RuntimeSettings(str(device), tune_allocator=False))  # cudnn.benchmark for every row, the reference's too
