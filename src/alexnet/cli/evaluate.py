@@ -10,7 +10,7 @@ from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
-from alexnet.runtime import resolve_device
+from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     if split not in dataset.splits:
         raise AlexNetError(f"{args.data}: no {split!r} split (it has {', '.join(dataset.splits) or 'none'})")
     config = EvalConfig(views=args.views, batch_size=args.batch_size, device=str(resolve_device(args.device)), workers=args.workers)
+    apply_process_settings(RuntimeSettings(config.device))  # the tuned allocator: 10 views of batch 128 are 1,280 images a call
     scores = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
     scores.extra.update({"data": args.data, "split": split})
     if args.plots:

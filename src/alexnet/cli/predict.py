@@ -7,7 +7,7 @@ import json
 import sys
 
 from alexnet.inference.evaluate import classify_images
-from alexnet.runtime import resolve_device
+from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -26,7 +26,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    results = classify_images(args.images, args.checkpoint, topk=args.topk, views=args.views, device=resolve_device(args.device))
+    device = resolve_device(args.device)
+    apply_process_settings(RuntimeSettings(str(device)))
+    results = classify_images(args.images, args.checkpoint, topk=args.topk, views=args.views, device=device)
     failed = [r for r in results if r.error is not None]
     for r in failed:
         print(f"alexnet: error: {r.error}", file=sys.stderr)

@@ -9,7 +9,7 @@ from pathlib import Path
 from alexnet.errors import AlexNetError
 from alexnet.inference.neighbours import METRICS
 from alexnet.inference.search import ENGINES, SearchResult, search_images
-from alexnet.runtime import resolve_device
+from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,8 +36,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.grid is not None and Path(args.grid).exists() and not args.force:
         raise AlexNetError(f"{args.grid} already exists; choose another --grid or pass --force")
+    device = str(resolve_device(args.device))
+    apply_process_settings(RuntimeSettings(device))
     result = search_images(args.features, args.images, checkpoint_path=args.checkpoint, k=args.k, metric=args.metric,
-                           engine=args.engine, device=str(resolve_device(args.device)))
+                           engine=args.engine, device=device)
     if args.grid is not None:
         _draw_grid(result, Path(args.grid), overwrite=args.force)
     if args.json:
