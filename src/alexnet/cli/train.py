@@ -34,7 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the preset's, auto)")
     p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
     p.add_argument("--precision", "--amp", dest="precision", choices=PRECISIONS,
-                   help="fp32, or autocast to bf16 or fp16 (default: the preset's, fp32)")
+                   help="fp32, or autocast to bf16 or fp16 (default: the preset's, fp32); bf16 pays on GPUs and CPUs with "
+                        "AVX512-BF16 or AMX, and is emulated, ~20× slower, on an AVX2-only CPU (a warning says so)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format, the fast one for convolutions on CPU and CUDA (default: on; --no-channels-last for NCHW)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
