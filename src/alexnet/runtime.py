@@ -130,7 +130,7 @@ def precision_supported(device: torch.device, precision: str) -> bool:
 
 def warn_if_emulated(device: torch.device, precision: str) -> bool:
     """Log one line where ``precision`` has no native kernels on ``device`` (bf16 on a CPU without
-    AVX512-BF16 or AMX, e.g. an AVX2 laptop): it still runs, but measured 20–25× slower than fp32 on
+    AVX512-BF16 or AMX, e.g. an AVX2 laptop): it still runs, but measured 20–27× slower than fp32 on
     the 2-core AVX2 EPYC (docs/PERFORMANCE.md). True if it warned."""
     if precision_supported(device, precision):
         return False
