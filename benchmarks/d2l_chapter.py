@@ -45,7 +45,7 @@ from alexnet.data import open_dataset  # noqa: E402
 from alexnet.data.idx import FASHION_MNIST_ENV, write_idx  # noqa: E402
 from alexnet.data.sources import FASHION_MNIST  # noqa: E402
 from alexnet.reporting.d2l import PUBLISHED, train_ch6_numbers  # noqa: E402
-from alexnet.tools.ablate.table import mean_std, paired  # noqa: E402
+from alexnet.reporting.stats import mean_std, paired  # noqa: E402
 from alexnet.tools.bench.d2l import torchvision_root, train_ch6  # noqa: E402
 from alexnet.training.config import TrainConfig, resolve  # noqa: E402
 from alexnet.training.loop import RunOptions, train  # noqa: E402

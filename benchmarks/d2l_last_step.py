@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
@@ -38,6 +37,7 @@ import torch  # noqa: E402
 from alexnet import models  # noqa: E402
 from alexnet.atomic import atomic_write  # noqa: E402
 from alexnet.data.loader import epoch_order  # noqa: E402
+from alexnet.reporting import stats  # noqa: E402
 from alexnet.tools.bench.d2l import reference_step  # noqa: E402
 from alexnet.training.config import resolve  # noqa: E402
 from alexnet.training.loop import load_data  # noqa: E402
@@ -100,18 +100,12 @@ def train(seed: int, impl: str, epochs: int, data: dict, workers: int = 4) -> tu
     return result, net
 
 
-def paired(rows: list[dict], key: str) -> str:
-    """mean of ours − d2l over the seeds both have, with its 95 % t interval."""
-    by = {(r["impl"], r["seed"]): r[key] for r in rows}
-    seeds = sorted(s for i, s in by if i == "ours" and ("d2l", s) in by)
-    d = [by["ours", s] - by["d2l", s] for s in seeds]
-    if len(d) < 2:
+def ours_minus_d2l(rows: list[dict], key: str) -> str:
+    """mean of ours − d2l over the seeds both have, with its 95 % t interval (alexnet.reporting.stats.paired)."""
+    d = stats.paired({r["seed"]: r[key] for r in rows if r["impl"] == "d2l"}, {r["seed"]: r[key] for r in rows if r["impl"] == "ours"})
+    if d["ci95"] is None:
         return "–"
-    from scipy import stats
-
-    half = stats.t.ppf(0.975, len(d) - 1) * statistics.stdev(d) / math.sqrt(len(d))
-    m = statistics.fmean(d)
-    return f"{m:+.4f} [{m - half:+.4f}, {m + half:+.4f}]"
+    return f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
 
 
 def table(rows: list[dict]) -> str:
@@ -125,8 +119,8 @@ def table(rows: list[dict]) -> str:
                 for v in ([r[k] for r in mine] for k in ("loss", "train_acc", "before_last", "test_acc"))]
         per_seed = ", ".join(f"{r['test_acc']:.4f}" for r in mine)
         lines.append(f"| {impl} | {len(mine)} | {' | '.join(cell)} | {per_seed} |")
-    lines += ["", f"ours − d2l, paired by seed [95 % CI]: before the last step {paired(rows, 'before_last')}, "
-              f"after it {paired(rows, 'test_acc')}"]
+    lines += ["", f"ours − d2l, paired by seed [95 % CI]: before the last step {ours_minus_d2l(rows, 'before_last')}, "
+              f"after it {ours_minus_d2l(rows, 'test_acc')}"]
     return "\n".join(lines)
 
 

@@ -61,6 +61,28 @@ def test_step_quick_json(tmp_path, capsys):
     assert_keys_as_stored(rows, "cpu-step-alexnet.json")
 
 
+def test_like_for_like_states_its_interval_by_round():
+    """A round twice as slow for both rows (a shared machine's drift) leaves the per-round ratio where it
+    was: the interval is narrow even where the medians alone would not say so; the table prints it."""
+    from alexnet.tools.bench import step
+
+    settings = {"precision": "fp32", "allocator": "tuned", "model": "m"}
+    ref = Row("step", f"{step.REFERENCE} fp32 channels_last (like for like)", "reference", "step", 1, dict(settings),
+              Measurement([1.0, 2.0, 1.0, 2.0], 0), images_per_call=1)
+    ours = Row("step", "alexnet fp32", "ours", "step", 1, dict(settings), Measurement([1.25, 2.5, 1.3, 2.4], 0), images_per_call=1)
+    alone = Row("step", "alexnet bf16", "ours", "step", 1, {**settings, "precision": "bf16"}, Measurement([1.0], 0), images_per_call=1)
+    rows = step.like_for_like([ref, ours, alone])
+    assert rows[1].settings["like_for_like"] == pytest.approx(1.5 / 1.85)  # the medians' ratio
+    by_round = rows[1].settings["like_for_like_by_round"]
+    assert by_round["n"] == 4 and by_round["ratio"] == pytest.approx((0.8 * 0.8 * (1 / 1.3) * (2 / 2.4)) ** 0.25)
+    low, high = by_round["ci95"]
+    assert 0.7 < low < by_round["ratio"] < high < 0.9
+    assert "like_for_like" not in rows[2].settings  # no like-for-like reference at bf16: no ratio
+    printed = bench.format_report({"machine": {"device": "cpu", "cpu": "x", "torch": "t", "torch_threads": 1},
+                                   "results": [r.to_dict() for r in rows], "seconds": 1.0})
+    assert f"[{1.5 / 1.85:.2f}× like for like, by round 95 % {low:.2f}–{high:.2f}]" in printed
+
+
 def test_infer_quick_has_eager_and_onnxruntime_rows(tmp_path):
     out = tmp_path / "infer.json"
     assert main(["bench", "infer", "--quick", "--model", "alexnet_small", "--no-channels-last", "--json", str(out)]) == 0

@@ -43,7 +43,8 @@ from alexnet.data.transforms import pipeline
 from alexnet.errors import AlexNetError
 from alexnet.jobs import STATE, JobRecord, RunLock
 from alexnet.reporting.html_report import TrainingReport
-from alexnet.tools.ablate.table import final_errors, mean_std, tabulate, time_to_target, write_table
+from alexnet.reporting.stats import mean_std
+from alexnet.tools.ablate.table import final_errors, tabulate, time_to_target, write_table
 from alexnet.training.config import TrainConfig, from_dict, resolve
 from alexnet.training.loop import RunOptions, train
 from alexnet.training.run_folder import RunFolder

@@ -3,8 +3,8 @@ baseline with its 95 % interval, whether the runs had converged, the cost; and a
 
 Paired: variant and baseline are trained with the same seeds (the same initial weights where the
 architecture is the same, the same batches and augmentation draws), so the difference is taken seed
-by seed, d_s = variant_s − baseline_s, and its interval is Student's t over those n differences,
-mean(d) ± t(0.975, n − 1) · sd(d) / √n. A study's verdict is the interval's sign: an interval that
+by seed, d_s = variant_s − baseline_s, with Student's t interval over those n differences
+(:func:`alexnet.reporting.stats.paired`). A study's verdict is the interval's sign: an interval that
 holds 0 shows no difference at this budget. Convergence: the mean change of each run's
 per-epoch eval error (val, else training) over the last quarter of its epochs, to show whether the
 curves had flattened.
@@ -20,6 +20,7 @@ from typing import Any
 from alexnet.atomic import atomic_write, write_json
 from alexnet.errors import AlexNetError
 from alexnet.reporting.figures import pyplot, write_figure
+from alexnet.reporting.stats import mean_std, paired
 from alexnet.training.run_folder import RunFolder
 
 TAIL = 0.25  # the share of the epochs whose change tells whether a run had converged
@@ -71,25 +72,6 @@ def tail_change(errors: list[float]) -> float | None:
     if len(errors) < 4:
         return None
     return errors[-1] - errors[len(errors) - 1 - max(1, round(TAIL * len(errors)))]
-
-
-def mean_std(values: list[float]) -> dict[str, Any]:
-    if not values:
-        return {"mean": None, "std": None, "n": 0}
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
-
-
-def paired(base: dict[int, float], other: dict[int, float]) -> dict[str, Any]:
-    """mean, sd and the 95 % t interval of other − base over the seeds both have (module docstring)."""
-    seeds = sorted(set(base) & set(other))
-    d = [other[s] - base[s] for s in seeds]
-    out: dict[str, Any] = {"n": len(d), "seeds": seeds, **{k: v for k, v in mean_std(d).items() if k != "n"}, "ci95": None}
-    if len(d) >= 2:
-        from scipy import stats
-
-        half = stats.t.ppf(0.975, len(d) - 1) * out["std"] / math.sqrt(len(d))
-        out["ci95"] = [out["mean"] - half, out["mean"] + half]
-    return out
 
 
 def verdict(diff: dict[str, Any]) -> str:

@@ -163,7 +163,8 @@ def format_report(report: dict) -> str:
             continue
         label = r["label"] + (f" ({r['kind']})" if "kind" in r else "")
         if "like_for_like" in r:
-            label += f" [{r['like_for_like']:.2f}× like for like]"
+            ci = (r.get("like_for_like_by_round") or {}).get("ci95")
+            label += f" [{r['like_for_like']:.2f}× like for like" + (f", by round 95 % {ci[0]:.2f}–{ci[1]:.2f}]" if ci else "]")
         if "minutes_per_epoch" in r:
             label += f", {r['minutes_per_epoch']:.1f} min/epoch"
         ratio = f"{r['ratio']:.2f}×" if "ratio" in r else ""

@@ -30,6 +30,7 @@ from alexnet import models, runtime
 from alexnet.models import lrn
 from alexnet.models.base import classification_loss
 from alexnet.models.lrn import LocalResponseNorm, PlainLocalResponseNorm
+from alexnet.reporting.stats import paired_ratio
 from alexnet.tools.bench.rows import Row, measure_rows, with_ratios
 from alexnet.training import step as steps
 from alexnet.training.config import OptimConfig, TrainConfig
@@ -190,11 +191,19 @@ def precision_group(cfg, device: torch.device, precision: str, allocator: str, *
 
 def like_for_like(rows: list[Row]) -> list[Row]:
     """``like_for_like``: each of our rows' images/s over torchvision's net's on the same step, precision,
-    layout and allocator (issue 24's ratio)."""
-    same = {(r.settings["precision"], r.settings["allocator"]): r.images_per_s for r in rows
+    layout and allocator (issue 24's ratio), and ``like_for_like_by_round``: the same ratio taken round by
+    round (the two were timed in the same rounds), its geometric mean and 95 % interval
+    (:func:`alexnet.reporting.stats.paired_ratio`): how far a shared machine's drift leaves the ratio known."""
+    same = {(r.settings["precision"], r.settings["allocator"]): r for r in rows
             if r.impl == "reference" and r.label.endswith("(like for like)")}
-    return [replace(r, settings={**r.settings, "like_for_like": r.images_per_s / same[key]})
-            if r.impl == "ours" and (key := (r.settings["precision"], r.settings["allocator"])) in same else r for r in rows]
+    out = []
+    for r in rows:
+        ref = same.get((r.settings.get("precision"), r.settings.get("allocator"))) if r.impl == "ours" else None
+        if ref is not None:
+            r = replace(r, settings={**r.settings, "like_for_like": r.images_per_s / ref.images_per_s,
+                                     "like_for_like_by_round": paired_ratio(ref.timing.times, r.timing.times)})
+        out.append(r)
+    return out
 
 
 def same_allocator_ratios(rows: list[Row]) -> list[Row]:
