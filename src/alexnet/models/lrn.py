@@ -28,7 +28,8 @@ runs is the process's choice (:func:`alexnet.runtime.set_lrn_kernel`, from
 ``RuntimeSettings.lrn_kernel``): ``auto`` takes the compiled kernel for a training step on a CPU
 whose maps hold at least :data:`COMPILED_MIN_VALUES` values (one image's at least
 :data:`COMPILED_MIN_IMAGE`: ImageNet-size nets), where it measured 2× faster than eager in bf16 and
-1.3× in fp32 (conv1's and conv2's LRNs at batch 128, forward + backward, on the AMX Xeon: docs/PERFORMANCE.md),
+1.3× in fp32 (conv1's and conv2's LRNs at batch 128, forward + backward, on the AMX Xeon: docs/PERFORMANCE.md;
+on the AVX2 EPYC the fp32 step is the same with either, by round 0.97–1.03),
 and the eager one elsewhere: in eval (so a server or a page never waits for a compiler), on GPUs
 (not measured yet), for small maps (an epoch of the ``fashion`` preset, 28 px, took the same time
 with either kernel on the AVX2 EPYC), and for good once compiling has failed (no C++ compiler: logged
