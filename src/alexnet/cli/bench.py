@@ -10,6 +10,9 @@ from alexnet.atomic import write_json
 from alexnet.errors import AlexNetError
 from alexnet.tools import bench
 
+REPS_HELP = ("timed repetitions, in rounds over the rows compared; the median is reported, and step's like-for-like ratio "
+             "also by round with its 95 %% interval: where it is wide, the machine drifted, so add reps (default: 5)")
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -44,9 +47,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="skip the naive paper net (F.local_response_norm, NCHW, fp32) in the step part")
     p.add_argument("--no-tune-allocator", dest="tune_allocator", action="store_false",
                    help="CPU: leave glibc's allocator at its defaults for our runs too")
-    p.add_argument("--reps", type=int, default=5, metavar="N",
-                   help="timed repetitions, in rounds over the rows compared; the median is reported, and step's like-for-like "
-                        "ratio also by round with its 95 %% interval: where it is wide, the machine drifted, so add reps (default: 5)")
+    p.add_argument("--reps", type=int, default=5, metavar="N", help=REPS_HELP)
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed repetitions first (default: 2)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loader processes (default: one per CPU core)")
     p.add_argument("--photos", type=int, default=512, metavar="N", help="JPEG photographs to make for the data part (default: 512)")
