@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 import warnings
@@ -115,8 +114,8 @@ def table(rows: list[dict]) -> str:
         mine = sorted((r for r in rows if r["impl"] == impl), key=lambda r: r["seed"])
         if not mine:
             continue
-        cell = [f"{statistics.fmean(v):.4f} ± {statistics.stdev(v) if len(v) > 1 else 0:.4f}"
-                for v in ([r[k] for r in mine] for k in ("loss", "train_acc", "before_last", "test_acc"))]
+        cell = [f"{m['mean']:.4f} ± {m['std']:.4f}"
+                for m in (stats.mean_std([r[k] for r in mine]) for k in ("loss", "train_acc", "before_last", "test_acc"))]
         per_seed = ", ".join(f"{r['test_acc']:.4f}" for r in mine)
         lines.append(f"| {impl} | {len(mine)} | {' | '.join(cell)} | {per_seed} |")
     lines += ["", f"ours − d2l, paired by seed [95 % CI]: before the last step {ours_minus_d2l(rows, 'before_last')}, "

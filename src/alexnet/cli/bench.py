@@ -10,8 +10,8 @@ from alexnet.atomic import write_json
 from alexnet.errors import AlexNetError
 from alexnet.tools import bench
 
-REPS_HELP = ("timed repetitions, in rounds over the rows compared; the median is reported, and step's like-for-like ratio "
-             "also by round with its 95 %% interval: where it is wide, the machine drifted, so add reps (default: 5)")
+REPS_HELP = ("timed repetitions (step, decode, features: in rounds over their rows); the median is reported, and step's "
+             "like-for-like ratio also by round with its 95 %% interval: where it is wide, the machine drifted, so add reps (default: 5)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
