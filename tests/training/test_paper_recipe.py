@@ -11,7 +11,9 @@ inverted dropout that stays at ln 10.
 """
 
 import math
+import os
 
+import pytest
 import torch
 from helpers import Records
 
@@ -22,10 +24,16 @@ from alexnet.training.config import resolve
 from alexnet.training.loop import RunOptions, train
 
 EPOCHS = 8  # 9 steps each at batch 128: the loss leaves ln 10 at step 35–45 (docs/TRAINING.md)
+NATIVE_BF16 = precision_supported(torch.device("cpu"), "bf16")
+# Its 72 steps of the 227-px net take 3–4 min on one core in bf16 (AMX, AVX512-BF16) but 14 min in fp32
+# on an AVX2 CPU, more than `make test`'s whole budget: there it runs when asked (README, Development).
+ASKED = os.environ.get("ALEXNET_SLOW_TESTS") == "1"
 
 
+@pytest.mark.skipif(not (NATIVE_BF16 or ASKED), reason="the paper recipe's 72 steps take 14 min on one core "
+                    "without native bf16 (AVX2): ALEXNET_SLOW_TESTS=1 runs it")
 def test_paper_preset_learns_at_small_scale(tmp_path):
-    precision = "bf16" if precision_supported(torch.device("cpu"), "bf16") else "fp32"  # the same recipe, faster
+    precision = "bf16" if NATIVE_BF16 else "fp32"  # the same recipe, faster
     config = resolve("paper", {"epochs": EPOCHS, "device": "cpu", "precision": precision},
                      ["data.spec='digits'", "eval_views=1", "data.workers=0"])
     # What is kept of the preset: the model, its init and dropout, the optimiser and the batch.
