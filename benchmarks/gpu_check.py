@@ -98,6 +98,7 @@ class Check:
     def __init__(self, out: Path, work: Path, sizes: Sizes) -> None:
         self.out, self.work, self.sizes = out, work, sizes
         self.start = time.monotonic()
+        self.bf16 = "bf16"  # the precision of the bf16 rows: fp32 on a CPU that only emulates bf16 (part 1 finds out)
         self.log = open(out / "gpu_check.log", "a", buffering=1)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
                     "PYTHONUNBUFFERED": "1"}
@@ -199,15 +200,19 @@ def part_env(c: Check, part: dict) -> None:
     c.run(part, "versions", [sys.executable, "-c", VERSIONS], 60)
     if part["steps"]["versions"]["status"] == "ok":
         part["versions"] = _json_line(part["steps"]["versions"]["tail"])
+        if not part["versions"]["bf16_native"]:  # the dry run on an AVX2 CPU: emulated bf16 is 20× slower, and
+            c.bf16 = "fp32"  # tells nothing a GPU would (the CPU's own bf16 paths are tests/core/test_devices.py's)
     quick = ["--quick"] if c.sizes.quick else []
     c.run(part, "peak_rates", [sys.executable, "benchmarks/peak_rates.py", "--device", c.sizes.device, *quick], 90)
 
 
 VERSIONS = """
 import json, os, platform, torch, torchvision
+from alexnet.runtime import precision_supported
+device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 info = {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
         "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(), "cpus": os.cpu_count(),
-        "cuda_available": torch.cuda.is_available()}
+        "cuda_available": torch.cuda.is_available(), "bf16_native": precision_supported(device, "bf16")}
 if torch.cuda.is_available():
     p = torch.cuda.get_device_properties(0)
     info |= {"gpu": p.name, "capability": f"{p.major}.{p.minor}", "memory_gib": round(p.total_memory / 2**30, 1),
@@ -229,11 +234,12 @@ def part_step(c: Check, part: dict) -> None:
     if s.compile_batch:
         c.bench(part, f"step_b{s.compile_batch}_compiled", ["step", "--model", "alexnet", "--batch-size",
                 str(s.compile_batch), "--precision", "bf16", "--compile", "--no-baseline"], 150)
-    c.run(part, "profile_bf16", [sys.executable, "benchmarks/profile_step.py", "--device", s.device, "--batch-size",
-                                 str(s.profile_batch), "--precision", "bf16", "--rows", "25", "--like-for-like"], 90)
+    c.run(part, f"profile_{c.bf16}", [sys.executable, "benchmarks/profile_step.py", "--device", s.device, "--batch-size",
+                                      str(s.profile_batch), "--precision", c.bf16, "--rows", "25", "--like-for-like"], 90)
     quick = ["--quick"] if s.quick else []  # issue 24: towers grouped or split, the LRN's window sum and kernels, on cuDNN
+    precisions = [a for p in dict.fromkeys(("fp32", c.bf16)) for a in ("--precision", p)]
     c.run(part, "layer_forms", [sys.executable, "benchmarks/layer_forms.py", "--device", s.device, "--batch-size",
-                                str(s.step_batches[0]), *quick], 90)
+                                str(s.step_batches[0]), *precisions, *quick], 90)
 
 
 def part_end_to_end(c: Check, part: dict) -> None:
@@ -246,7 +252,7 @@ def part_end_to_end(c: Check, part: dict) -> None:
     c.write(part)
     sampler = GpuSampler(c.work / "nvidia-smi.csv") if shutil.which("nvidia-smi") else None
     try:
-        data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", "bf16", "--photos",
+        data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", c.bf16, "--photos",
                                             str(s.photos), "--workers", str(s.workers), "--data-batches",
                                             str(s.data_batches), "--data-dir", str(c.work), "--lrn-kernel", s.lrn_kernel], 240)
     finally:
@@ -409,8 +415,8 @@ def end_to_end_figures(report: dict, step_json: Path) -> dict:
     figures: dict = {"ours_images_per_s": ours and ours["images_per_s"], "reference_images_per_s": ref and ref["images_per_s"]}
     if ours and ref:
         figures["ratio"] = ours["images_per_s"] / ref["images_per_s"]
-    step = _step_row(step_json, "bf16", report["config"]["batch_size"])
-    if ours and step:
+    step = ours and _step_row(step_json, ours["precision"], report["config"]["batch_size"])
+    if step:
         figures["step_only_images_per_s"] = step["images_per_s"]
         figures["data_wait_share"] = max(0.0, 1 - ours["images_per_s"] / step["images_per_s"])
     return figures
