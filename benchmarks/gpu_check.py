@@ -30,6 +30,9 @@ then ``summary.json`` (the headline figures against the issue's targets) and ``g
 (every command's output): 7 files. Each part's JSON is rewritten as each of its commands finishes,
 so whatever the run reaches comes back; a command that fails or runs out of time is recorded with
 its exit status and the end of its output, and the script goes on. No part needs the network.
+
+The bf16 rows (the profile, ``layer_forms``' second table, ``bench data``) run in fp32 in a dry run on a
+CPU that only emulates bf16 (part 1's ``versions`` says which: ``runtime.precision_supported``).
 """
 
 from __future__ import annotations
@@ -98,7 +101,7 @@ class Check:
     def __init__(self, out: Path, work: Path, sizes: Sizes) -> None:
         self.out, self.work, self.sizes = out, work, sizes
         self.start = time.monotonic()
-        self.bf16 = "bf16"  # the precision of the bf16 rows: fp32 on a CPU that only emulates bf16 (part 1 finds out)
+        self.fast_precision = "bf16"  # the precision of the bf16 rows: fp32 on a CPU that only emulates bf16 (part 1 finds out)
         self.log = open(out / "gpu_check.log", "a", buffering=1)
         self.env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "src"), os.environ.get("PYTHONPATH")])),
                     "PYTHONUNBUFFERED": "1"}
@@ -201,7 +204,7 @@ def part_env(c: Check, part: dict) -> None:
     if part["steps"]["versions"]["status"] == "ok":
         part["versions"] = _json_line(part["steps"]["versions"]["tail"])
         if not part["versions"]["bf16_native"]:  # the dry run on an AVX2 CPU: emulated bf16 is 20× slower, and
-            c.bf16 = "fp32"  # tells nothing a GPU would (the CPU's own bf16 paths are tests/core/test_devices.py's)
+            c.fast_precision = "fp32"  # tells nothing a GPU would (the CPU's own bf16 paths are tests/core/test_devices.py's)
     quick = ["--quick"] if c.sizes.quick else []
     c.run(part, "peak_rates", [sys.executable, "benchmarks/peak_rates.py", "--device", c.sizes.device, *quick], 90)
 
@@ -234,10 +237,10 @@ def part_step(c: Check, part: dict) -> None:
     if s.compile_batch:
         c.bench(part, f"step_b{s.compile_batch}_compiled", ["step", "--model", "alexnet", "--batch-size",
                 str(s.compile_batch), "--precision", "bf16", "--compile", "--no-baseline"], 150)
-    c.run(part, f"profile_{c.bf16}", [sys.executable, "benchmarks/profile_step.py", "--device", s.device, "--batch-size",
-                                      str(s.profile_batch), "--precision", c.bf16, "--rows", "25", "--like-for-like"], 90)
+    c.run(part, f"profile_{c.fast_precision}", [sys.executable, "benchmarks/profile_step.py", "--device", s.device, "--batch-size",
+                                      str(s.profile_batch), "--precision", c.fast_precision, "--rows", "25", "--like-for-like"], 90)
     quick = ["--quick"] if s.quick else []  # issue 24: towers grouped or split, the LRN's window sum and kernels, on cuDNN
-    precisions = [a for p in dict.fromkeys(("fp32", c.bf16)) for a in ("--precision", p)]
+    precisions = [a for p in dict.fromkeys(("fp32", c.fast_precision)) for a in ("--precision", p)]
     c.run(part, "layer_forms", [sys.executable, "benchmarks/layer_forms.py", "--device", s.device, "--batch-size",
                                 str(s.step_batches[0]), *precisions, *quick], 90)
 
@@ -252,7 +255,7 @@ def part_end_to_end(c: Check, part: dict) -> None:
     c.write(part)
     sampler = GpuSampler(c.work / "nvidia-smi.csv") if shutil.which("nvidia-smi") else None
     try:
-        data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", c.bf16, "--photos",
+        data = c.bench(part, "bench_data", ["data", "--model", "alexnet", "--precision", c.fast_precision, "--photos",
                                             str(s.photos), "--workers", str(s.workers), "--data-batches",
                                             str(s.data_batches), "--data-dir", str(c.work), "--lrn-kernel", s.lrn_kernel], 240)
     finally:
