@@ -236,6 +236,16 @@ def test_vgg11_d2l_count_by_hand_and_shapes():
         models.create("vgg11_d2l", ratio=5)
 
 
+def test_vgg_input_size_and_channels_are_options_of_the_imagenet_forms():
+    """torchvision's VGGs take any side from 32 (the adaptive pool); the option tells the data pipeline."""
+    model = on_meta(models.create, "vgg16", num_classes=10, in_channels=1, input_size=64)
+    assert (model.input_size, model.in_channels) == (64, 1)
+    assert count(model) == count(on_meta(models.create, "vgg16", num_classes=10, in_channels=1))  # the pool keeps fc6 at 512·7·7
+    assert shapes(model)["pool5"] == (512, 2, 2) and shapes(model)["avgpool"] == (512, 7, 7)
+    with pytest.raises(ValueError, match="input_size=16 is too small for 5 VGG blocks"):
+        models.create("vgg11", input_size=16)
+
+
 def test_vgg_layer_names_follow_caffe():
     model = on_meta(models.create, "vgg16", batch_norm=True)
     keys = {k.rpartition(".")[0] for k in model.state_dict()}

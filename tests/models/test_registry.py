@@ -28,7 +28,7 @@ CLASSES = [f"c{i}" for i in range(10)]
 SMALL = {"alexnet_small": {"width": 0.25}, "resnet18": {"input_size": 32}, "resnet34": {"input_size": 32},
          "resnet50": {"input_size": 32}, "densenet121": {"input_size": 32}, "nin_d2l": {"input_size": 96},
          "vgg11_d2l": {"input_size": 32}, "resnet18_d2l": {"input_size": 32}, "densenet_d2l": {"input_size": 32},
-         "googlenet_d2l": {"input_size": 32}}
+         "googlenet_d2l": {"input_size": 32}, **{f"vgg{d}": {"input_size": 32} for d in (11, 13, 16, 19)}}
 SLOW = {"vgg11", "vgg13", "vgg16", "vgg19"}
 EXPORTED = ["alexnet_small", "lenet", "lenet_d2l", "vgg11_d2l", "nin_d2l", "googlenet_d2l", "resnet18_d2l",
             "densenet_d2l", "cifar_conv_local", "cifar_18pct", "cifar_80sec"]  # one per module of models/ and form (cudaconvnet.py: the cifar nets)
@@ -48,7 +48,7 @@ def registered(request, tmp_path_factory) -> Registered:
     model = models.create(name, num_classes=10, **options).eval()
     path = tmp_path_factory.mktemp(name) / "c.pt"
     checkpoint.save(path, checkpoint.from_model(model, CLASSES, model_options=options))
-    batch = 1 if name in SLOW else 2  # VGG: 8–20 GMACs per image at 224
+    batch = 1 if name in SLOW else 2  # VGG: 130 M parameters, most of them fc6's
     x = torch.randn(batch, model.in_channels, model.input_size, model.input_size, generator=torch.Generator().manual_seed(1))
     return Registered(name, model, path, x)
 

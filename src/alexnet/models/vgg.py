@@ -62,6 +62,9 @@ class VGGConfig:
     init: str = "torchvision"
 
     def __post_init__(self) -> None:
+        if self.input_size < 2 ** len(self.blocks):
+            raise ValueError(f"input_size={self.input_size} is too small for {len(self.blocks)} VGG blocks "
+                             f"(each halves the side): at least {2 ** len(self.blocks)}")
         if self.init not in VGG_INITS:
             raise ValueError(f"init={self.init!r} is not one of {', '.join(VGG_INITS)}")
         if not 0.0 <= self.dropout < 1.0:
@@ -70,12 +73,7 @@ class VGGConfig:
             raise ValueError(f"num_classes={self.num_classes} must be at least 1")
 
     def feature_side(self) -> int:
-        if self.adaptive_pool:
-            return self.adaptive_pool
-        side = self.input_size // 2 ** len(self.blocks)
-        if side < 1:
-            raise ValueError(f"input {self.input_size} is too small for {len(self.blocks)} VGG blocks")
-        return side
+        return self.adaptive_pool or self.input_size // 2 ** len(self.blocks)
 
 
 class VGG(StagedNet):
@@ -170,29 +168,38 @@ class VGG(StagedNet):
         return names
 
 
-def _vgg(depth: int, *, num_classes: int, batch_norm: bool, dropout: float, init: str) -> VGG:
-    config = VGGConfig(blocks=VGG_BLOCKS[depth], num_classes=num_classes, batch_norm=batch_norm, dropout=dropout, init=init)
-    return VGG(config, name=f"vgg{depth}")
+def _vgg(depth: int, **options) -> VGG:
+    """torchvision's ``vgg{depth}``: ``input_size`` is what the data pipeline resizes to (the adaptive
+    pool takes any side from 32, as torchvision's does), ``in_channels`` 1 for grey images."""
+    return VGG(VGGConfig(blocks=VGG_BLOCKS[depth], **options), name=f"vgg{depth}")
 
 
 @register("VGG-11 (Simonyan & Zisserman 2015, config A): 8 convs 3×3 in 5 blocks + AlexNet's FC, 224 input")
-def vgg11(*, num_classes: int = 1000, batch_norm: bool = False, dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
-    return _vgg(11, num_classes=num_classes, batch_norm=batch_norm, dropout=dropout, init=init)
+def vgg11(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224, batch_norm: bool = False,
+          dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
+    return _vgg(11, num_classes=num_classes, in_channels=in_channels, input_size=input_size, batch_norm=batch_norm,
+                dropout=dropout, init=init)
 
 
 @register("VGG-13 (config B): 10 convs 3×3 in 5 blocks, 224 input")
-def vgg13(*, num_classes: int = 1000, batch_norm: bool = False, dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
-    return _vgg(13, num_classes=num_classes, batch_norm=batch_norm, dropout=dropout, init=init)
+def vgg13(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224, batch_norm: bool = False,
+          dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
+    return _vgg(13, num_classes=num_classes, in_channels=in_channels, input_size=input_size, batch_norm=batch_norm,
+                dropout=dropout, init=init)
 
 
 @register("VGG-16 (config D): 13 convs 3×3 in 5 blocks, 224 input")
-def vgg16(*, num_classes: int = 1000, batch_norm: bool = False, dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
-    return _vgg(16, num_classes=num_classes, batch_norm=batch_norm, dropout=dropout, init=init)
+def vgg16(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224, batch_norm: bool = False,
+          dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
+    return _vgg(16, num_classes=num_classes, in_channels=in_channels, input_size=input_size, batch_norm=batch_norm,
+                dropout=dropout, init=init)
 
 
 @register("VGG-19 (config E): 16 convs 3×3 in 5 blocks, 224 input")
-def vgg19(*, num_classes: int = 1000, batch_norm: bool = False, dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
-    return _vgg(19, num_classes=num_classes, batch_norm=batch_norm, dropout=dropout, init=init)
+def vgg19(*, num_classes: int = 1000, in_channels: int = 3, input_size: int = 224, batch_norm: bool = False,
+          dropout: float = 0.5, init: str = "torchvision") -> nn.Module:
+    return _vgg(19, num_classes=num_classes, in_channels=in_channels, input_size=input_size, batch_norm=batch_norm,
+                dropout=dropout, init=init)
 
 
 @register("d2l.ai's VGG-11 for Fashion-MNIST: widths ÷ 4, 1×224×224 input, FC 4096, Xavier init")
