@@ -89,9 +89,9 @@ GPU = Sizes(device="cuda", quick=False, step_batches=(128, 256), precisions=("bf
             compile_batch=256, profile_batch=256,
             photos=20_000, val_photos=1_000, data_batches=20, decode_photos=1_024, workers=15,
             train_steps=300, jpeg_train_steps=100, train_batch=128, budget_s=440, device_tests="cuda", lrn_kernel="auto")
-DRY = Sizes(device="cpu", quick=True, step_batches=(4,), precisions=("fp32",), precision="fp32", compile_batch=0, profile_batch=2,
+DRY = Sizes(device="cpu", quick=True, step_batches=(2,), precisions=("fp32",), precision="fp32", compile_batch=0, profile_batch=2,
             photos=12, val_photos=4, data_batches=1, decode_photos=8, workers=1,
-            train_steps=2, jpeg_train_steps=0, train_batch=4, budget_s=420,
+            train_steps=1, jpeg_train_steps=0, train_batch=4, budget_s=420,
             device_tests="cpu and (batches or lrn)", lrn_kernel="eager")
 
 

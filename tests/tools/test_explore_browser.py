@@ -357,7 +357,7 @@ def test_train_explore_follows_the_run_live_in_chromium(tmp_path):
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     train = subprocess.Popen([sys.executable, "-m", "alexnet", "train", "--preset", "digits", "--epochs", "300", "--device", "cpu",
-                              "--out", str(tmp_path / "run"), "--quiet", "--set", "model.options.width=0.5",
+                              "--out", str(tmp_path / "run"), "--quiet", "--set", "model.options.width=0.25",
                               "--explore", "--port", str(port)],
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True)
     try:

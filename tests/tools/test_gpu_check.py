@@ -38,7 +38,7 @@ def test_gpu_check_cpu_dry_run_writes_every_part():
     failed = {f"{n}/{s}": st.get("tail", "")[-500:] for n, p in parts.items() for s, st in p["steps"].items()
               if st["status"] != "ok"}
     assert not failed, failed
-    step = parts["2_step"]["steps"]["step_b4"]["report"]
+    step = parts["2_step"]["steps"]["step_b2"]["report"]
     assert {r["impl"] for r in step["results"]} == {"ours", "reference"}
     assert any("like_for_like" in r for r in step["results"])  # issue 24's ratio comes back from the device
     assert "layer_forms.py" in " ".join(parts["2_step"]["steps"]["layer_forms"]["argv"])

@@ -1,5 +1,6 @@
 """Several processes: the process group's timeout, its store keys per restart round, torchrun restarting a killed rank."""
 
+import json
 import os
 import subprocess
 import sys
@@ -53,7 +54,8 @@ def test_one_agents_workers_key_their_process_group_by_the_restart_round(monkeyp
 def test_torchrun_restarts_a_killed_rank_and_the_run_resumes_by_itself(tmp_path, cli_env):
     """torchrun --max-restarts 1: SIGKILL one of two CPU workers after the first checkpoint; torchrun
     starts both again with the same command, which resumes from last.pt and finishes the run in that
-    one restart. Without the per-round store prefix (alexnet.training.distributed.round_store) the restarted
+    one restart, as a two-process run: each rank takes half of every epoch, the report's figures are
+    rank 0's of the whole test set, each image once. Without the per-round store prefix (alexnet.training.distributed.round_store) the restarted
     workers could read the previous round's gloo addresses from torchrun's shared store and fail
     ("Connection refused", then more rounds) or hang in Pair::connect: 2 and 3 restarts in three
     runs here, where --max-restarts 1 allows one."""
@@ -76,5 +78,16 @@ def test_torchrun_restarts_a_killed_rank_and_the_run_resumes_by_itself(tmp_path,
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 0, stderr[-3000:]
     assert "connectFullMesh" not in stderr and stderr.count("lost another training process") <= 1, stderr[-3000:]
-    assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]
-    assert (out / "report.json").is_file() and stdout.count("top-1 err") == 1  # the table once, from rank 0
+    metrics = RunFolder(out).read_metrics()
+    assert [r["epoch"] for r in metrics] == [1, 2]
+    assert metrics[0]["step"] == 1259 // (2 * 64)  # each rank took half of every epoch
+    assert stdout.count("top-1 err") == 1  # the table once, from rank 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["hardware"]["processes"] == 2
+    assert report["final"]["test_1view"]["images"] == 359 and report["final"]["val_1view"]["images"] == 179  # each once
+    from alexnet.data import open_dataset
+    from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
+
+    single = evaluate_checkpoints([out / "checkpoints" / "last.pt"], open_dataset("digits").splits["test"], EvalConfig())
+    # alexnet eval's figure, but for an image or two that other batches and thread counts tip over (the counts above are exact)
+    assert report["final"]["test_1view"]["top1_error"] == pytest.approx(single.top1_error, abs=2.5 / 359)

@@ -2,8 +2,6 @@
 
 import json
 import logging
-import subprocess
-import sys
 from dataclasses import replace
 
 import numpy as np
@@ -11,7 +9,7 @@ import pytest
 import torch
 from helpers import TINY, Records
 
-from alexnet import checkpoint
+from alexnet import checkpoint, cli
 from alexnet.data.idx import write_idx
 from alexnet.errors import AlexNetError
 from alexnet.reporting.html_report import TrainingReport
@@ -123,37 +121,19 @@ def test_divergence_checked_every_few_steps_as_on_a_gpu_still_stops_and_keeps_th
         train(fresh, RunOptions(out=tmp_path / "fresh", progress_bar=False, loss_check_every=3))
 
 
-def test_cli_train_and_bad_input(run_cli, tmp_path):
+def test_cli_train_and_bad_input(run_cli, tmp_path, capsys):
     r = run_cli("-v", "train", "--preset", "digits", "--epochs", "1", "--device", "cpu", "--out", tmp_path / "r",  # -v: all settings
                 *[a for s in TINY for a in ("--set", s)])
     assert r.returncode == 0, r.stderr
     assert '"preset": "digits"' in r.stdout and "test_1view" in r.stdout and str(tmp_path / "r") in r.stdout
-    r = run_cli("train", "--preset", "paper", "--out", tmp_path / "p")
-    assert r.returncode == 2
-    assert r.stderr.strip() == "alexnet: error: preset paper needs --data PATH (an image folder, CIFAR-10, IDX files or a packed store)"
-    r = run_cli("train", "--data", tmp_path / "missing", "--out", tmp_path / "m")
-    assert r.returncode == 2 and "missing" in r.stderr and "Traceback" not in r.stderr
-
-
-def test_distributed_two_processes(tmp_path, cli_env):
-    out = tmp_path / "ddp"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-           "-m", "alexnet", "train", "--preset", "digits", "--epochs", "1", "--device", "cpu", "--quiet", "--out", str(out),
-           *[a for s in TINY for a in ("--set", s)]]
-    env = dict(cli_env, OMP_NUM_THREADS="1")
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    report = json.loads((out / "report.json").read_text())
-    assert report["hardware"]["processes"] == 2
-    assert report["final"]["test_1view"]["images"] == 359 and report["final"]["val_1view"]["images"] == 179  # each once
-    line = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
-    assert line["step"] == 1259 // (2 * 64)  # each rank took half of every epoch
-    from alexnet.data import open_dataset
-    from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
-
-    single = evaluate_checkpoints([out / "checkpoints" / "last.pt"], open_dataset("digits").splits["test"], EvalConfig())
-    # alexnet eval's figure, but for an image or two that other batches and thread counts tip over (the counts above are exact)
-    assert report["final"]["test_1view"]["top1_error"] == pytest.approx(single.top1_error, abs=2.5 / 359)
+    capsys.readouterr()  # the bad input in process: the command's exit code and its one line, as a subprocess gets them
+    assert cli.main(["train", "--preset", "paper", "--out", str(tmp_path / "p")]) == 2
+    assert capsys.readouterr().err.strip() == ("alexnet: error: preset paper needs --data PATH "
+                                               "(an image folder, CIFAR-10, IDX files or a packed store)")
+    assert cli.main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert "missing" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()  # refused before anything was created
 
 
 def test_fitted_in_memory_sets_are_c_ordered_for_fast_batches():
