@@ -85,36 +85,21 @@ def save_small_checkpoint(path, classes):
     return path
 
 
-DRY_RUN: dict = {}  # the gpu_check dry run this process started (root, log, proc): conftest.py's
-DRY_RUN_ROOT = "ALEXNET_TEST_DRY_RUN"  # the environment variable that names its folder to every worker
-# the wrapper that records the dry run's exit code in ROOT/rc (atomically), so that any process can wait for it
-_RECORD_RC = ("import os, subprocess, sys; rc = subprocess.call(sys.argv[2:]); "
-              "open(sys.argv[1] + '.part', 'w').write(str(rc)); os.replace(sys.argv[1] + '.part', sys.argv[1])")
+DRY_RUN: dict = {}  # the gpu_check dry run started by conftest.py (root, log, proc)
 
 
-def start_dry_run(root: Path) -> dict:
-    """Start ``benchmarks/gpu_check.py --cpu-dry-run`` in the background, on one thread, writing under ``root``."""
+def start_dry_run() -> dict:
     import subprocess
+    import tempfile
 
-    root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
+    root = Path(tempfile.mkdtemp(prefix="alexnet-gpu-check-"))
+    env = dict(os.environ, PYTHONPATH=SRC + os.pathsep + os.environ.get("PYTHONPATH", ""))
     log = open(root / "console.txt", "w")
     script = Path(SRC).parent / "benchmarks" / "gpu_check.py"
     DRY_RUN.update(root=root, log=log, proc=subprocess.Popen(
-        [sys.executable, "-c", _RECORD_RC, str(root / "rc"), sys.executable, str(script), "--out", str(root / "out"),
-         "--work", str(root / "work"), "--cpu-dry-run"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(SRC).parent))
+        [sys.executable, str(script), "--out", str(root / "out"), "--work", str(root / "work"), "--cpu-dry-run"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, cwd=Path(SRC).parent))
     return DRY_RUN
-
-
-def wait_for_dry_run(root: Path, timeout: float = 900) -> int:
-    """The dry run's exit code, once it has ended (started by this process or by another: xdist's controller)."""
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not (root / "rc").is_file():
-        assert time.monotonic() < deadline, f"the gpu_check dry run in {root} did not end in {timeout:.0f} s"
-        time.sleep(0.5)
-    return int((root / "rc").read_text())
 
 
 def train_step(model, device: str = "cpu", precision: str = "fp32"):

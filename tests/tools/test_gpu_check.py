@@ -3,28 +3,26 @@
 The dry run drives a dozen real commands (bench step/data/decode, prepare, train, eval, peak_rates,
 profile_step, pytest) in subprocesses, each at toy sizes: about a minute and a half, mostly spent
 importing torch. conftest.py starts it in the background when the suite is collected, so it overlaps
-the other tests; this test waits for it and checks what it wrote (and starts it, run on its own).
+the other tests; this test waits for it and checks what it wrote.
 """
 
 import importlib.util
 import json
-import os
 import sys
 from pathlib import Path
 
-from helpers import DRY_RUN_ROOT, start_dry_run, wait_for_dry_run
+from helpers import DRY_RUN, start_dry_run
 
 PARTS = ("1_env", "2_step", "3_end_to_end", "4_train", "5_towers_tests")
 
 
 def test_gpu_check_cpu_dry_run_writes_every_part():
     """The dry run was started when the suite was collected (conftest.py); here it is awaited and checked."""
-    root = Path(os.environ[DRY_RUN_ROOT])
-    if not (root / "console.txt").is_file():  # this test alone, or a session that did not collect it first
-        start_dry_run(root)
-    code = wait_for_dry_run(root)
-    assert code == 0, (root / "console.txt").read_text()[-4000:]
-    out = root / "out"
+    run = DRY_RUN or start_dry_run()  # started at collection in a serial run, here under xdist
+    code = run["proc"].wait(timeout=900)
+    run["log"].flush()
+    assert code == 0, (run["root"] / "console.txt").read_text()[-4000:]
+    out = run["root"] / "out"
     files = sorted(p.name for p in out.iterdir())
     assert files == sorted([f"{p}.json" for p in PARTS] + ["summary.json", "gpu_check.log"])  # at most 8 come back
     assert all(p.is_file() and p.stat().st_size < 16 * 2**20 for p in out.iterdir())
