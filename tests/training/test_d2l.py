@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from alexnet import models
+from alexnet import cli, models
 from alexnet.data import open_dataset
 from alexnet.data.fitted import prefit
 from alexnet.data.imageset import ImageSet
@@ -75,16 +75,16 @@ def test_the_resize_is_torchvisions_resize_on_the_pil_image_to_within_rounding(s
 
 
 @pytest.mark.slow
-def test_d2l_lenet_reaches_d2ls_range_in_its_ten_epochs(tmp_path, run_cli):
+def test_d2l_lenet_reaches_d2ls_range_in_its_ten_epochs(tmp_path, capsys):
     _fashion_mnist()
-    r = run_cli("train", "--preset", "d2l_lenet", "--data", "fashion-mnist", "--out", tmp_path / "run")
-    assert r.returncode == 0, r.stderr
+    assert cli.main(["train", "--preset", "d2l_lenet", "--data", "fashion-mnist", "--out", str(tmp_path / "run")]) == 0
+    out = capsys.readouterr().out
     report = json.loads(Path(tmp_path / "run" / "report.json").read_text())
     history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert report["steps"] == 10 * 235 and report["final"]["test_1view"]["images"] == 10_000
     numbers = train_ch6_numbers([h for h in history if "train_loss" in h], report["final"])
     assert numbers["test_acc"] >= 0.75, numbers  # d2l's build printed 0.779 (docs/REPRODUCTION.md)
-    assert f"as d2l's train_ch6 prints it: {train_ch6_line(numbers)}" in r.stdout
+    assert f"as d2l's train_ch6 prints it: {train_ch6_line(numbers)}" in out
 
 
 @pytest.mark.parametrize("drop_last", [True, False])
