@@ -1,4 +1,10 @@
-"""The one exception type the CLI shows as a one-line message (no traceback unless ``--debug``)."""
+"""The one exception type the CLI shows as a one-line message (no traceback unless ``--debug``), and the
+one wording of "that name is not one of these" (preset, model, option, setting, study, layer, --data)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class AlexNetError(Exception):
@@ -6,3 +12,28 @@ class AlexNetError(Exception):
 
     The message names the file or value and what is wrong with it, in one line.
     """
+
+
+def nearest(name: str, valid: Iterable[str]) -> str | None:
+    """The valid name nearest ``name`` by difflib's ratio, at difflib's default cutoff (0.6, as Python
+    3.14's argparse suggests a choice), else None."""
+    near = difflib.get_close_matches(name.lower(), list(valid), n=1)
+    return near[0] if near else None
+
+
+def did_you_mean(name: str, valid: Iterable[str]) -> str:
+    """``"did you mean 'x'? "`` for the nearest valid name, else ``""``."""
+    near = nearest(name, valid)
+    return f"did you mean {near!r}? " if near else ""
+
+
+def unknown(what: str, name: str, valid: Iterable[str], more: str = "", prefix: str = "") -> str:
+    """``unknown preset 'd2l_lenett' (did you mean 'd2l_lenet'?); valid: …``: the message for a name not in
+    ``valid``, with the nearest one, then all of them (``more`` appended). ``prefix`` is a section
+    (``optim.``) shown before the names and matched without them: ``unknown setting 'optim.lrr' (did you
+    mean 'optim.lr'?); valid in optim: lr, …``."""
+    valid = list(valid)
+    near = nearest(name, valid)
+    hint = f" (did you mean {prefix + near!r}?)" if near else ""
+    where = f" in {prefix[:-1]}" if prefix else ""
+    return f"unknown {what} {prefix + name!r}{hint}; valid{where}: {', '.join(valid)}{more}"

@@ -156,7 +156,7 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert "no_such_net" in capsys.readouterr().err
     assert main(["bench", "step", "--quick", "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="unknown bench part"):
+    with pytest.raises(ValueError, match="unknown bench part 'train'; valid: step, infer"):
         bench.BenchConfig(parts=("train",))
     with pytest.raises(ValueError, match="batch_size"):
         bench.BenchConfig(batch_size=0)

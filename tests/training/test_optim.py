@@ -106,7 +106,7 @@ def test_layer_settings_match_nested_modules_and_refuse_unknown_names():
     assert conv1 and all(n.rpartition(".")[0].endswith("conv1") for n in conv1)
     with pytest.raises(AlexNetError, match="optim.layers.fc99: the model has no layer 'fc99'"):
         layer_settings(model, {"fc99": {"weight_decay": 0.0}})
-    with pytest.raises(AlexNetError, match="unknown setting optim.layers.fc10.wc; valid: lr_mult, weight_decay"):
+    with pytest.raises(AlexNetError, match="unknown setting 'optim.layers.fc10.wc'; valid in optim.layers.fc10: lr_mult, weight_decay"):
         resolve("cifar_18pct", {"data.spec": "digits"}, ["optim.layers.fc10.wc=1"])
     with pytest.raises(AlexNetError, match=r"optim.layers.fc10.weight_decay=-1 must be a number ≥ 0"):
         resolve("cifar_18pct", {"data.spec": "digits"}, ["optim.layers.fc10.weight_decay=-1"])

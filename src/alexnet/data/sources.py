@@ -14,7 +14,6 @@ tried in that order. Nothing is downloaded.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from alexnet.data.idx import find_fashion_mnist, find_idx_folder, open_idx
 from alexnet.data.imageset import ImageSet
 from alexnet.data.stats import Stats
 from alexnet.data.store import is_store, open_store
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, did_you_mean
 
 DIGITS = "digits"
 FASHION_MNIST = "fashion-mnist"
@@ -63,9 +62,7 @@ def open_dataset(spec: str | os.PathLike) -> Dataset:
         return Dataset(FASHION_MNIST, splits, classes, None, str(folder))
     root = Path(spec).expanduser()
     if not root.exists():
-        near = difflib.get_close_matches(str(spec).lower(), NAMED, n=1, cutoff=0.75)
-        hint = f"did you mean {near[0]!r}? " if near else ""
-        raise AlexNetError(f"{spec}: no such folder ({hint}--data takes {SPEC_HELP})")
+        raise AlexNetError(f"{spec}: no such folder ({did_you_mean(str(spec), NAMED)}--data takes {SPEC_HELP})")
     if not root.is_dir():
         raise AlexNetError(f"{spec}: a file; --data takes {DIGITS!r}, {FASHION_MNIST!r} or a folder")
     if root.name.endswith(".partial") and (root / "state.json").is_file():

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alexnet.data.stats import Stats
+from alexnet.errors import unknown
 
 NORMALIZATIONS = ("mean_image", "channel", "unit")
 
@@ -70,7 +71,7 @@ def pipeline(name: str, **changes: Any) -> Pipeline:
     try:
         return replace(PIPELINES[name], **changes)
     except KeyError:
-        raise ValueError(f"unknown pipeline {name!r}; valid: {', '.join(PIPELINES)}") from None
+        raise ValueError(unknown("pipeline", name, PIPELINES)) from None
 
 
 def centre_offset(size: int, crop: int) -> int:

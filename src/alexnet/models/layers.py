@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.errors import unknown
+
 # ---------------------------------------------------------------------------------------------
 # Dropout (§4.2) in the paper's scaling and in the inverted one every framework uses.
 
@@ -136,7 +138,7 @@ def initialise(layers: dict[str, nn.Module], scheme: str) -> None:
     try:
         fn = INITIALISERS[scheme]
     except KeyError:
-        raise ValueError(f"unknown init {scheme!r}; valid: {', '.join(INITS)}") from None
+        raise ValueError(unknown("init", scheme, INITS)) from None
     fn(layers)
 
 

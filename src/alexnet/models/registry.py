@@ -15,6 +15,8 @@ from typing import Any
 
 from torch import nn
 
+from alexnet.errors import unknown
+
 
 @dataclass(frozen=True)
 class ModelEntry:
@@ -51,16 +53,16 @@ def entry(name: str) -> ModelEntry:
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise ValueError(f"unknown model {name!r}; valid: {', '.join(_REGISTRY)}") from None
+        raise ValueError(unknown("model", name, _REGISTRY)) from None
 
 
 def check_options(name: str, options: dict[str, Any]) -> None:
     """Refuse an unknown option (listing the valid ones) or a value of another type than the option's
     default: ``lrn="False"`` (a string from ``--set model.options.lrn=False``) is not ``lrn=False``."""
     valid = entry(name).options()
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ValueError(f"{name} has no option {', '.join(unknown)}; valid: {', '.join(valid)}")
+    extra = sorted(set(options) - set(valid))
+    if extra:
+        raise ValueError(unknown(f"{name} option", extra[0], valid))
     for key, value in options.items():
         default = valid[key].default
         if default is inspect.Parameter.empty or default is None or isinstance(value, type(default)):

@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, unknown
 from alexnet.runtime import LRN_KERNELS, PRECISIONS, RuntimeSettings
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def read_preset(name: str) -> dict[str, Any]:
         text = path.read_text()
     else:
         if name not in preset_names():
-            raise AlexNetError(f"unknown preset {name!r}; valid: {', '.join(preset_names())} (or a path to a .toml file)")
+            raise AlexNetError(unknown("preset", name, preset_names(), " (or a path to a .toml file)"))
         text = resources.files("alexnet.training.presets").joinpath(f"{name}.toml").read_text()
     try:
         data = tomllib.loads(text)
@@ -174,9 +174,9 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
     data = {LEGACY.get(k, k): LEGACY_VALUES.get((LEGACY.get(k, k), v), v) if isinstance(v, str) else v
             for k, v in data.items()} if not where else data
     known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise AlexNetError(f"unknown setting {where}{unknown[0]}; valid in {where or 'the top level'}: {', '.join(known)}")
+    extra = sorted(set(data) - set(known))
+    if extra:
+        raise AlexNetError(unknown("setting", extra[0], known, prefix=where))
     kwargs = {}
     defaults = cls()
     for name, value in data.items():
@@ -284,7 +284,7 @@ def check_layers(layers: dict[str, Any]) -> None:
             raise AlexNetError(f"setting optim.layers.{name} must be a table such as {{ weight_decay = 0.004 }}, got {settings!r}")
         for key, value in settings.items():
             if key not in LAYER_SETTINGS:
-                raise AlexNetError(f"unknown setting optim.layers.{name}.{key}; valid: {', '.join(LAYER_SETTINGS)}")
+                raise AlexNetError(unknown("setting", key, LAYER_SETTINGS, prefix=f"optim.layers.{name}."))
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
                 raise AlexNetError(f"setting optim.layers.{name}.{key}={value!r} must be a number ≥ 0")
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from alexnet import jobs, models
 from alexnet.data.transforms import pipeline
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, unknown
 from alexnet.jobs import STATE, JobRecord, RunLock
 from alexnet.reporting.html_report import TrainingReport
 from alexnet.reporting.stats import mean_std
@@ -137,7 +137,7 @@ def studies(name: str) -> list[str]:
     names = list(dict.fromkeys(n.strip() for n in name.split(",")))
     for n in names:
         if n not in STUDIES:
-            raise AlexNetError(f"unknown study {n!r} in --study {name!r}; valid: {', '.join(STUDIES)}, all")
+            raise AlexNetError(unknown("study", n, STUDIES, ", all"))
     return names
 
 

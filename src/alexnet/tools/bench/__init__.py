@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from alexnet import models, runtime
+from alexnet.errors import unknown
 from alexnet.tools.bench import d2l, data, decode, features, infer, serve, step
 from alexnet.tools.bench.timing import machine, matmul_tflops
 
@@ -64,9 +65,9 @@ class BenchConfig:
     serve_seconds: float = 300.0  # the serve part starts no timed window after this many seconds of timing
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.parts) - set(PARTS))
-        if unknown:
-            raise ValueError(f"unknown bench part {', '.join(unknown)}; valid: {', '.join(PARTS)}")
+        extra = sorted(set(self.parts) - set(PARTS))
+        if extra:
+            raise ValueError(unknown("bench part", extra[0], PARTS))
         for p in self.precisions:
             if p not in runtime.PRECISIONS:
                 raise ValueError(f"precision {p!r} is not one of {', '.join(runtime.PRECISIONS)}")
