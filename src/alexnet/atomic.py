@@ -31,14 +31,22 @@ def _umask_mode() -> int:
     return 0o666 & ~mask
 
 
+def refuse_existing(path: str | os.PathLike, force: bool, choose: str | None = "path") -> None:
+    """The rule behind every ``--force``: an existing ``path`` is an error unless ``force``. ``choose``
+    names what the user can change instead (``--out``), None where the path follows from another (a run's
+    report.html)."""
+    if not force and Path(path).exists():
+        remedy = f"choose another {choose} or pass --force" if choose else "pass --force to overwrite it"
+        raise AlexNetError(f"{path} already exists; {remedy}")
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, durable: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; when the block ends without an exception it becomes ``path``.
     ``durable=False`` skips the fsync: a reader still sees a whole file, but a crash may keep the previous
     one (for a status file rewritten every few seconds, where the fsync would be most of the cost)."""
     path = Path(path)
-    if not overwrite and path.exists():
-        raise AlexNetError(f"{path} already exists; choose another path or pass --force")
+    refuse_existing(path, overwrite)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -122,6 +130,5 @@ def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:
         raise AlexNetError(f"{flag} {path} is a folder; give a {suffix} file name")
     if not path.parent.is_dir():
         raise AlexNetError(f"{flag} {path}: no folder {path.parent}")
-    if path.exists() and not force:
-        raise AlexNetError(f"{path} already exists; choose another {flag} or pass --force")
+    refuse_existing(path, force, flag)
     return path

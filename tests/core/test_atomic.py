@@ -72,3 +72,19 @@ def test_best_is_a_link_to_last_that_keeps_its_content_when_last_is_replaced(tmp
     atomic.atomic_write(last, b"epoch 2")  # the next epoch's last.pt: a new file renamed over the name
     assert best.read_bytes() == b"epoch 1" and last.read_bytes() == b"epoch 2"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]
+
+
+def test_an_existing_file_is_refused_without_force_and_the_remedy_is_named(tmp_path):
+    from alexnet.errors import AlexNetError
+
+    out = tmp_path / "features.npy"
+    atomic.refuse_existing(out, force=False, choose="--out")  # absent: nothing to refuse
+    out.write_bytes(b"mine")
+    with pytest.raises(AlexNetError, match=r"features.npy already exists; choose another --out or pass --force$"):
+        atomic.refuse_existing(out, force=False, choose="--out")
+    with pytest.raises(AlexNetError, match=r"features.npy already exists; pass --force to overwrite it$"):
+        atomic.refuse_existing(out, force=False, choose=None)
+    atomic.refuse_existing(out, force=True)
+    with pytest.raises(AlexNetError, match="choose another path or pass --force"), atomic.atomic_path(out, overwrite=False):
+        pass
+    assert out.read_bytes() == b"mine"

@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from alexnet.atomic import refuse_existing
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
@@ -37,8 +38,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.data import open_dataset
 
     plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
-    if plot is not None and plot.exists() and not args.force:
-        raise AlexNetError(f"{plot} already exists; pass --force to overwrite it")
+    if plot is not None:
+        refuse_existing(plot, args.force, None)
     if args.batch_size < 1:
         raise AlexNetError(f"--batch-size {args.batch_size} must be at least 1")
     dataset = open_dataset(args.data)

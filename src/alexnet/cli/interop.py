@@ -70,12 +70,9 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _refuse_existing(args: argparse.Namespace) -> None:
-    from pathlib import Path
+    from alexnet.atomic import refuse_existing
 
-    from alexnet.errors import AlexNetError
-
-    if Path(args.out).exists() and not args.force:
-        raise AlexNetError(f"{args.out} already exists; choose another path or pass --force")
+    refuse_existing(args.out, args.force)
 
 
 def run_torchvision(args: argparse.Namespace) -> int:

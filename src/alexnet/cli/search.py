@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from alexnet.errors import AlexNetError
+from alexnet.atomic import refuse_existing
 from alexnet.inference.neighbours import METRICS
 from alexnet.inference.search import ENGINES, SearchResult, search_images
 from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
@@ -34,8 +34,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.grid is not None and Path(args.grid).exists() and not args.force:
-        raise AlexNetError(f"{args.grid} already exists; choose another --grid or pass --force")
+    if args.grid is not None:
+        refuse_existing(args.grid, args.force, "--grid")
     device = str(resolve_device(args.device))
     apply_process_settings(RuntimeSettings(device))
     result = search_images(args.features, args.images, checkpoint_path=args.checkpoint, k=args.k, metric=args.metric,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from alexnet.atomic import check_output_file
+from alexnet.atomic import check_output_file, refuse_existing
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 
@@ -141,7 +141,6 @@ def run_report(args: argparse.Namespace) -> int:
     from alexnet.training.run_folder import RunFolder
 
     page = RunFolder(args.run, write=False).report_html
-    if page.exists() and not args.force:
-        raise AlexNetError(f"{page} already exists; pass --force to rewrite it")
+    refuse_existing(page, args.force, None)
     print(write_report_html(args.run, device=args.device))
     return 0

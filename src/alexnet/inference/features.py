@@ -57,7 +57,7 @@ from numpy.lib.format import open_memmap
 from torch import nn
 
 from alexnet import runtime
-from alexnet.atomic import atomic_write, write_json
+from alexnet.atomic import atomic_write, refuse_existing, write_json
 from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
@@ -362,8 +362,7 @@ def _check_finished(paths: FeaturePaths, overwrite: bool) -> None:
     found = paths.finished()
     if not found:
         return
-    if not overwrite:
-        raise AlexNetError(f"{found[0]} already exists; choose another --out or pass --force")
+    refuse_existing(found[0], overwrite, "--out")
     try:
         ours = paths.progress.is_file() or {"checkpoint_sha256", "layer", "shape"} <= set(json.loads(paths.record.read_text()))
     except (OSError, ValueError, TypeError):

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from alexnet import checkpoint
-from alexnet.atomic import atomic_path
+from alexnet.atomic import atomic_path, refuse_existing
 from alexnet.checkpoint import Checkpoint, OnnxMetadata, restore_model, save_safetensors
 from alexnet.checkpoint.onnx_model import stamp
 from alexnet.data.transforms import Preprocess
@@ -126,8 +126,7 @@ def export_int8(ckpt: Checkpoint, model: nn.Module, source: str | os.PathLike, o
     """The fp32 export quantized by ONNX Runtime (:mod:`alexnet.tools.interop.quantize`), with the
     metadata; the calibration set is opened and checked before anything is written."""
     quantize.require_onnxruntime()
-    if not overwrite and Path(out).exists():
-        raise AlexNetError(f"{out} already exists; choose another path or pass --force")
+    refuse_existing(out, overwrite)
     reader, description = None, {}
     if quantization.mode == "static":
         if not ckpt.preprocess:
