@@ -49,6 +49,9 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # anything else ("
 LRN_KERNELS = ("auto", "eager", "compiled")  # the LRN's training-step kernel: alexnet.models.lrn's docstring
 
 
+DEVICE_HELP = "auto (CUDA, else MPS, else the CPU), cpu, cuda, cuda:N or mps"  # every --device's help: resolve_device
+
+
 def resolve_device(name: str = "auto") -> torch.device:
     """``auto`` picks CUDA, then MPS, then the CPU; a named device that is not there is an error."""
     if name == "auto":

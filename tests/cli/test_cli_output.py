@@ -41,3 +41,18 @@ def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 2
     assert "confusion_matrix.png already exists; pass --force" in capsys.readouterr().err
     assert (plots / "confusion_matrix.png").stat().st_mtime_ns == stamp
+
+
+def test_train_flags_and_the_resume_help_name_real_options():
+    from alexnet.training.config import FLAGS
+    from alexnet.training.resume import RESUMABLE
+
+    parser = cli.build_parser()
+    train = parser._subparsers._group_actions[0].choices["train"]
+    options = {s for a in train._actions for s in a.option_strings}
+    assert set(FLAGS.values()) <= options  # every setting's flag exists, with its dashes
+    ns = train.parse_args(["--batch-size", "7", "--lrn-kernel", "eager", "--no-channels-last"])
+    from alexnet.cli.train import flags
+    assert {k: v for k, v in flags(ns).items() if v is not None} == {"batch_size": 7, "lrn_kernel": "eager", "channels_last": False}
+    resume_help = next(a.help for a in train._actions if "--resume" in a.option_strings)
+    assert all(FLAGS[k] in resume_help for k in RESUMABLE) and "--lrn-kernel" in resume_help and "lrn_kernel" not in resume_help

@@ -105,7 +105,7 @@ def test_cli_figures_write_pngs_that_decode(digits_checkpoint, tmp_path, capsys)
     assert main(["visualize", "neighbors", ck, "--data", "digits", "--queries", "3", "-k", "4", "--out",
                  str(tmp_path / "n.png")]) == 0
     assert main(["visualize", "predictions", ck, "--images", "4", "--out", str(tmp_path / "p.png")]) == 0
-    assert main(["visualize", "confusion", ck, "--out", str(tmp_path / "c.png")]) == 0
+    assert main(["visualize", "confusion", ck, "--device", "auto", "--out", str(tmp_path / "c.png")]) == 0  # as every command
     sizes = {name: png_size(tmp_path / f"{name}.png") for name in "fnpc"}
     assert all(w > 200 and h > 100 for w, h in sizes.values())
     # neighbours: 3 query rows of 1 + 4 images, so wider than tall; predictions: 4 images in one row
@@ -125,3 +125,6 @@ def test_cli_refuses_to_overwrite_and_names_bad_checkpoints(digits_checkpoint, t
     assert main(["visualize", "filters", str(bad), "--out", str(tmp_path / "g.png")]) == 2
     err = capsys.readouterr().err
     assert "bad.pt" in err and len(err.strip().splitlines()) == 1
+    assert main(["visualize", "confusion", str(digits_checkpoint), "--device", "gpu", "--out", str(tmp_path / "c.png")]) == 2
+    assert capsys.readouterr().err.strip() == "alexnet: error: --device 'gpu': not a device (use auto, cpu, cuda, cuda:N or mps)"
+    assert not (tmp_path / "c.png").exists()

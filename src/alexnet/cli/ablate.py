@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from alexnet.data.sources import SPEC_HELP
+from alexnet.runtime import DEVICE_HELP
 from alexnet.tools.ablate import STUDIES, TARGET_ERROR
 from alexnet.training.config import preset_names
 
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    + "; ".join(f"{k}: {' vs '.join(v.name for v in vs)}" for k, vs in STUDIES.items()))
     p.add_argument("--seeds", type=int, default=5, help="runs per variant: the preset's seed, +1, ... (an interval needs 2)")
     p.add_argument("--epochs", type=int, help="epochs per run (preset's default otherwise)")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    p.add_argument("--device", help=DEVICE_HELP + " (default: the preset's)")
     p.add_argument("--batch-size", type=int, help="images per step")
     p.add_argument("--target-error", type=float, default=TARGET_ERROR,
                    help="relu-tanh: the training top-1 error (0–1) whose epochs and seconds to reach are reported")

@@ -8,6 +8,7 @@ import os
 from alexnet import runtime
 from alexnet.atomic import write_json
 from alexnet.errors import AlexNetError
+from alexnet.runtime import DEVICE_HELP
 from alexnet.tools import bench
 
 REPS_HELP = ("timed repetitions (step, decode, features: in rounds over their rows); the median is reported, and step's "
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("part", nargs="?", default="all", choices=(*bench.PARTS, "all"),
                    help="what to measure: step, infer, data, decode, features, d2l, serve (alexnet serve under load), "
                         "or all (default)")
-    p.add_argument("--device", default="auto", help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N, mps (default: auto)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--model", action="append", default=None, metavar="NAME",
                    help="a model to measure (repeatable; default: every AlexNet variant for step, alexnet for infer, "
                         "alexnet and alexnet_owt (torchvision's architecture) end to end in data, alexnet_owt untrained "

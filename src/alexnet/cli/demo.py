@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from alexnet.runtime import DEVICE_HELP
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: train the digits preset, evaluate it, classify a few images (make demo)",
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "`alexnet eval` on the test split and `alexnet predict` on a few test digits.")
     p.add_argument("--out", type=Path, help="run folder (default: runs/demo-TIME)")
     p.add_argument("--epochs", type=int, help="epochs (default: the digits preset's)")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto (default: cpu)")
+    p.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default: cpu)")
     p.set_defaults(func=run)
 
 

@@ -11,7 +11,7 @@ from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
-from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
+from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("val", "test"), default=None, help="split to evaluate (default: val, else test)")
     p.add_argument("--views", type=int, choices=(1, 10), default=1, help="1: centre crop; 10: four corners + centre and their reflections")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default: the first accelerator found)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
     p.add_argument("--json", action="store_true",
                    help="print JSON: top1_error, top5_error, top1_accuracy, top5_accuracy, images, views, checkpoints, per_class")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
+from alexnet.runtime import DEVICE_HELP
 from alexnet.training.run_folder import RunFolder
 
 WAIT_S = 1.0  # seconds between looks for a training run's first checkpoint
@@ -34,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets other machines in, with a warning)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000; 0: any free one, the URL printed says which)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--bank-limit", type=int, default=5000, metavar="N",
                    help="training images whose fc7 codes are computed on start when no --features is given (default 5000; 0: all)")
     p.add_argument("--eval-limit", type=int, default=2000, metavar="N",

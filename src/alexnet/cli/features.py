@@ -9,7 +9,7 @@ import time
 from alexnet import runtime
 from alexnet.data.sources import SPEC_HELP
 from alexnet.inference.features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
-from alexnet.runtime import resolve_device
+from alexnet.runtime import DEVICE_HELP, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--precision", choices=runtime.PRECISIONS, default="fp32",
                    help="compute precision (default fp32; bf16 is faster on GPUs and CPUs with AVX512-BF16 or AMX, "
                         "emulated and slower on AVX2-only CPUs; not bit-equal)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, mps, or auto (default: the first accelerator found)")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="the model's threads on a CPU (default: torch's, one per core); beside --workers, "

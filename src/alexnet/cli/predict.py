@@ -7,7 +7,7 @@ import json
 import sys
 
 from alexnet.inference.evaluate import classify_images
-from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
+from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--topk", type=int, default=5, metavar="K", help="labels per image (default 5)")
     p.add_argument("--views", type=int, choices=(1, 10), default=1, help="1: centre crop; 10: the paper's ten views averaged")
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps, or auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--json", action="store_true",
                    help='print JSON: [{"image", "predictions": [{"index", "label", "probability"}]} or {"image", "error"}]')
     p.set_defaults(func=run)

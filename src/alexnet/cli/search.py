@@ -9,7 +9,7 @@ from pathlib import Path
 from alexnet.atomic import refuse_existing
 from alexnet.inference.neighbours import METRICS
 from alexnet.inference.search import ENGINES, SearchResult, search_images
-from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
+from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +27,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="exact (torch), faiss (pip install 'alexnet[faiss]'), or auto: faiss for banks of 100,000 rows or more")
     p.add_argument("--grid", metavar="OUT.png", default=None, help="write the queries and their neighbours as an image grid")
     p.add_argument("--force", action="store_true", help="replace an existing --grid file")
-    p.add_argument("--device", default="auto", help="cpu, cuda, mps, or auto")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--json", action="store_true",
                    help='print JSON: [{"image", "neighbours": [{"rank", "row", "distance", "label", "class", "path"}]}]')
     p.set_defaults(func=run)

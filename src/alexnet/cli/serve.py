@@ -7,7 +7,7 @@ import sys
 import time
 
 from alexnet.cli.explore import is_loopback, listen
-from alexnet.runtime import PRECISIONS
+from alexnet.runtime import DEVICE_HELP, PRECISIONS
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", action=argparse.BooleanOptionalAction, default=True,
                    help="before it is ready, run each model at every batch size from --max-batch-size down to 1, so that "
                         "its memory is taken before the first request and stays flat (default: on; seconds at the defaults)")
-    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N, mps or auto (default); an .onnx runs on ONNX Runtime's CPU provider")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto); an .onnx runs on ONNX Runtime's CPU provider")
     p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast of a checkpoint's model (default fp32)")
     p.set_defaults(func=run)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
-from alexnet.training.config import LRN_KERNELS, PRECISIONS, preset_names, resolve
+from alexnet.runtime import DEVICE_HELP
+from alexnet.training.config import FLAGS, LRN_KERNELS, PRECISIONS, preset_names, resolve
 from alexnet.training.loop import Callback, TrainResult
 from alexnet.training.resume import RESUMABLE
 
@@ -31,7 +32,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs to train (preset's default otherwise)")
     p.add_argument("--batch-size", type=int, help="images per step per process")
     p.add_argument("--lr", type=float, help="initial learning rate")
-    p.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the preset's, auto)")
+    p.add_argument("--device", help=DEVICE_HELP + " (default: the preset's, auto)")
     p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
     p.add_argument("--precision", "--amp", dest="precision", choices=PRECISIONS,
                    help="fp32, or autocast to bf16 or fp16 (default: the preset's, fp32); bf16 pays on GPUs and CPUs with "
@@ -54,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override any setting, e.g. --set optim.weight_decay=1e-4 --set model.options.lrn=false (repeatable)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in --out) from its last checkpoint, with the configuration it was "
-                        f"started with; only {', '.join('--' + k.split('.')[-1] for k in RESUMABLE)} may be changed")
+                        f"started with; only {', '.join(FLAGS[k] for k in RESUMABLE)} may be changed")
     p.add_argument("--force", action="store_true", help="start afresh in an --out that already holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
     p.add_argument("--explore", action="store_true",
@@ -65,12 +66,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def flags(args: argparse.Namespace) -> dict:
-    return {
-        "data.spec": args.data, "epochs": args.epochs, "batch_size": args.batch_size, "optim.lr": args.lr,
-        "device": args.device, "seed": args.seed, "precision": args.precision, "channels_last": args.channels_last,
-        "compile": args.compile, "lrn_kernel": args.lrn_kernel, "data.workers": args.workers, "checkpoint_every": args.checkpoint_every,
-        "finetune.init": args.init, "finetune.freeze": args.freeze,
-    }
+    """The settings the flags give (None: not given), by ``FLAGS``: ``--batch-size`` is ``batch_size``."""
+    return {key: getattr(args, flag[2:].replace("-", "_")) for key, flag in FLAGS.items()}
 
 
 def default_out(preset: str) -> Path:

@@ -8,6 +8,7 @@ from pathlib import Path
 from alexnet.atomic import check_output_file, refuse_existing
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
+from alexnet.runtime import DEVICE_HELP, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,7 +22,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         f.add_argument("checkpoint", type=Path, help="a checkpoint (e.g. RUN/checkpoints/best.pt)")
         if data:
             f.add_argument("--data", help=SPEC_HELP + " (default: the data the checkpoint was trained on)")
-            f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+            f.add_argument("--device", default="cpu", help=DEVICE_HELP)
         f.add_argument("--out", type=Path, required=True, help="PNG file to write")
         f.add_argument("--force", action="store_true", help="overwrite --out if it exists")
         return f
@@ -55,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                            description="Write RUN/report.html: final numbers, curves, conv1 kernels, confusion matrix, "
                                        "sample predictions and the configuration, with every image embedded.")
     f.add_argument("run", type=Path, help="a run folder")
-    f.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps")
+    f.add_argument("--device", default="cpu", help=DEVICE_HELP + " (default: cpu)")
     f.add_argument("--force", action="store_true", help="rewrite report.html (and its figures) if the run has one")
     f.set_defaults(func=run_report)
 
@@ -67,7 +68,7 @@ def _out(args: argparse.Namespace) -> Path:
 def _loaded_split(args: argparse.Namespace):
     from alexnet.inference import samples
 
-    loaded = samples.load_checkpoint(args.checkpoint, args.device)
+    loaded = samples.load_checkpoint(args.checkpoint, str(resolve_device(args.device)))
     splits = samples.open_splits(loaded, args.data, str(args.checkpoint))
     name, images = samples.pick_split(splits, getattr(args, "split", None), args.data or loaded.data_spec)
     return loaded, splits, name, images
@@ -142,5 +143,5 @@ def run_report(args: argparse.Namespace) -> int:
 
     page = RunFolder(args.run, write=False).report_html
     refuse_existing(page, args.force, None)
-    print(write_report_html(args.run, device=args.device))
+    print(write_report_html(args.run, device=str(resolve_device(args.device))))
     return 0

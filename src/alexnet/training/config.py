@@ -226,8 +226,11 @@ def resolve_from(data: dict[str, Any], flags: dict[str, Any], overrides: list[st
     return config
 
 
-FLAGS = {"finetune.init": "--init", "finetune.freeze": "--freeze", "epochs": "--epochs", "batch_size": "--batch-size",
-         "optim.lr": "--lr", "seed": "--seed", "data.workers": "--workers", "checkpoint_every": "--checkpoint-every"}
+FLAGS = {  # each setting `alexnet train` has a flag for, and the flag: its help, its errors and resume's name them so
+    "data.spec": "--data", "epochs": "--epochs", "batch_size": "--batch-size", "optim.lr": "--lr", "device": "--device",
+    "seed": "--seed", "precision": "--precision", "channels_last": "--channels-last", "compile": "--compile",
+    "lrn_kernel": "--lrn-kernel", "data.workers": "--workers", "checkpoint_every": "--checkpoint-every",
+    "finetune.init": "--init", "finetune.freeze": "--freeze"}
 
 RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("optim.lr", "a positive number", lambda v: math.isfinite(v) and v > 0),

@@ -32,7 +32,7 @@ from alexnet.checkpoint import Checkpoint
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import topk_correct
 from alexnet.training import distributed as dist
-from alexnet.training.config import TrainConfig, flatten, from_dict, resolve_from
+from alexnet.training.config import FLAGS, TrainConfig, flatten, from_dict, resolve_from
 from alexnet.training.optim import Schedule
 from alexnet.training.run_folder import CONFIG, OWN_NAMES, RunFolder
 from alexnet.training.step import TrainStep
@@ -106,7 +106,7 @@ def resume_changes(folder: RunFolder, wanted: TrainConfig) -> dict[str, tuple[An
     if refused:
         listed = "; ".join(f"{k}: {was!r} in the run, {now!r} given" for k, (was, now) in refused.items())
         raise AlexNetError(f"--resume {folder.root}: a resumed run keeps its own configuration, but the command changes "
-                           f"{listed} (only {', '.join('--' + k.split('.')[-1].replace('_', '-') for k in RESUMABLE)} may "
+                           f"{listed} (only {', '.join(FLAGS[k] for k in RESUMABLE)} may "
                            "change; start a new run with another --out to change the rest)")
     return changed
 
