@@ -124,10 +124,10 @@ def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True, du
 def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:
     """A file a command is about to write, checked before any work: ``suffix``'s kind, in a folder that
     exists, not a folder itself, and not an existing file unless ``force``. ``flag`` names the option."""
-    if path.suffix.lower() != suffix:
-        raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
     if path.is_dir():
         raise AlexNetError(f"{flag} {path} is a folder; give a {suffix} file name")
+    if path.suffix.lower() != suffix:
+        raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
     if not path.parent.is_dir():
         raise AlexNetError(f"{flag} {path}: no folder {path.parent}")
     refuse_existing(path, force, flag)

@@ -105,6 +105,8 @@ def test_search_command_matches_brute_force_and_draws_the_grid(digits_bank, caps
 
     assert cli.main(args + ["--grid", str(grid)]) == 2
     assert "already exists" in capsys.readouterr().err
+    assert cli.main(args + ["--grid", str(root / "grid.jpg")]) == 2  # checked before the search, as every --out
+    assert "--grid" in capsys.readouterr().err and not (root / "grid.jpg").exists()
     if importlib.util.find_spec("faiss") is not None:
         assert cli.main(args[:2] + [str(root / "bank.npy"), *map(str, queries), "--k", "4", "--engine", "faiss", "--json"]) == 0
         assert [[n["row"] for n in r["neighbours"]] for r in json.loads(capsys.readouterr().out)] == rows.tolist()

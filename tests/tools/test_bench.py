@@ -156,6 +156,12 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert "no_such_net" in capsys.readouterr().err
     assert main(["bench", "step", "--quick", "--json", str(tmp_path)]) == 2
     assert "is a folder" in capsys.readouterr().err
+    mine = tmp_path / "step.json"
+    mine.write_text("mine")  # a report the user has: refused before anything is timed, unless --force
+    assert main(["bench", "step", "--quick", "--model", "no_such_net", "--json", str(mine)]) == 2
+    assert capsys.readouterr().err.strip() == f"alexnet: error: {mine} already exists; choose another --json or pass --force"
+    assert main(["bench", "step", "--quick", "--json", str(tmp_path / "step.txt")]) == 2
+    assert "--json" in capsys.readouterr().err and mine.read_text() == "mine"
     with pytest.raises(ValueError, match="unknown bench part 'train'; valid: step, infer"):
         bench.BenchConfig(parts=("train",))
     with pytest.raises(ValueError, match="batch_size"):

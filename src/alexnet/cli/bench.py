@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import os
+from pathlib import Path
 
 from alexnet import runtime
-from alexnet.atomic import write_json
-from alexnet.errors import AlexNetError
+from alexnet.atomic import check_output_file, write_json
 from alexnet.runtime import DEVICE_HELP
 from alexnet.tools import bench
 
@@ -63,13 +62,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--serve-seconds", type=float, default=300.0, metavar="S",
                    help="serve: start no timed window after this many seconds of timing (default: 300)")
     p.add_argument("--quick", action="store_true", help="tiny batches, one repetition: checks that everything runs (seconds on a CPU)")
-    p.add_argument("--json", default=None, metavar="FILE", help="also write the report (machine, config, rows) as JSON")
+    p.add_argument("--json", type=Path, default=None, metavar="FILE.json", help="also write the report (machine, config, rows) as JSON")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.json and os.path.isdir(args.json):
-        raise AlexNetError(f"--json {args.json}: is a folder; give a file name")
+    if args.json:
+        check_output_file(args.json, args.force, ".json", "--json")  # before anything is measured
     config = bench.BenchConfig(
         parts=bench.PARTS if args.part == "all" else (args.part,), device=args.device, models=tuple(args.model or ()),
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),
@@ -81,6 +81,6 @@ def run(args: argparse.Namespace) -> int:
     report = bench.run(config)
     print(bench.format_report(report))
     if args.json:
-        write_json(args.json, report)  # atomically
+        write_json(args.json, report, overwrite=args.force)  # atomically
         print(f"wrote {args.json}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from alexnet.atomic import refuse_existing
+from alexnet.atomic import check_output_file
 from alexnet.inference.neighbours import METRICS
 from alexnet.inference.search import ENGINES, SearchResult, search_images
 from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", choices=METRICS, default="euclidean", help="distance (default euclidean, §6.1)")
     p.add_argument("--engine", choices=ENGINES, default="auto",
                    help="exact (torch), faiss (pip install 'alexnet[faiss]'), or auto: faiss for banks of 100,000 rows or more")
-    p.add_argument("--grid", metavar="OUT.png", default=None, help="write the queries and their neighbours as an image grid")
+    p.add_argument("--grid", metavar="OUT.png", type=Path, default=None, help="write the queries and their neighbours as an image grid")
     p.add_argument("--force", action="store_true", help="replace an existing --grid file")
     p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--json", action="store_true",
@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if args.grid is not None:
-        refuse_existing(args.grid, args.force, "--grid")
+        check_output_file(args.grid, args.force, ".png", "--grid")
     device = str(resolve_device(args.device))
     apply_process_settings(RuntimeSettings(device))
     result = search_images(args.features, args.images, checkpoint_path=args.checkpoint, k=args.k, metric=args.metric,
