@@ -37,3 +37,11 @@ def unknown(what: str, name: str, valid: Iterable[str], more: str = "", prefix: 
     hint = f" (did you mean {prefix + near!r}?)" if near else ""
     where = f" in {prefix[:-1]}" if prefix else ""
     return f"unknown {what} {prefix + name!r}{hint}; valid{where}: {', '.join(valid)}{more}"
+
+
+def at_least(flag: str, value: int, minimum: int = 1) -> int:
+    """``value`` if it is ``minimum`` or more, else the one wording of a count flag out of range:
+    ``--images 0: must be at least 1``, ``--workers -1: must be 0 or more``."""
+    if value < minimum:
+        raise AlexNetError(f"{flag} {value}: must be {'0 or more' if minimum == 0 else f'at least {minimum}'}")
+    return value

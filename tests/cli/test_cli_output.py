@@ -56,3 +56,22 @@ def test_train_flags_and_the_resume_help_name_real_options():
     assert {k: v for k, v in flags(ns).items() if v is not None} == {"batch_size": 7, "lrn_kernel": "eager", "channels_last": False}
     resume_help = next(a.help for a in train._actions if "--resume" in a.option_strings)
     assert all(FLAGS[k] in resume_help for k in RESUMABLE) and "--lrn-kernel" in resume_help and "lrn_kernel" not in resume_help
+
+
+def test_count_flags_out_of_range_are_one_line_errors_before_any_work(tmp_path, capsys):
+    png, ck = str(tmp_path / "f.png"), str(tmp_path / "absent.pt")  # the check comes before the checkpoint is read
+    cases = [
+        (["visualize", "neighbors", ck, "--queries", "0", "--out", png], "--queries 0: must be at least 1"),
+        (["visualize", "neighbors", ck, "--train-limit", "-1", "--out", png], "--train-limit -1: must be 0 or more"),
+        (["visualize", "predictions", ck, "--images", "0", "--out", png], "--images 0: must be at least 1"),
+        (["eval", "--checkpoint", ck, "--data", "digits", "--workers", "-1"], "--workers -1: must be 0 or more"),
+        (["prepare", "digits", str(tmp_path / "store"), "--workers", "-2"], "--workers -2: must be 0 or more"),
+        (["bench", "step", "--quick", "--workers", "-1"], "--workers -1: must be 0 or more"),
+        (["summary", "alexnet", "--num-classes", "0"], "--num-classes 0: must be at least 1"),
+        (["ablate", "--study", "lrn", "--seeds", "0", "--out", str(tmp_path / "ab")], "--seeds 0: must be at least 1"),
+        (["explore", "--bank-limit", "-5"], "--bank-limit -5: must be 0 or more"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        assert capsys.readouterr().err == f"alexnet: error: {message}\n", argv
+    assert list(tmp_path.iterdir()) == []  # nothing was written

@@ -115,7 +115,7 @@ def test_calibration_images_go_through_the_checkpoints_own_centre_crop(digits):
 @pytest.mark.parametrize("flags, says", [
     (["--format", "torchscript", "--quantize", "int8", "--calibrate", "digits"], "--quantize int8 needs --format onnx"),
     (["--format", "onnx", "--quantize", "int8"], r"--quantize int8 \(--mode static\) needs --calibrate DATA"),
-    (["--format", "onnx", "--quantize", "int8", "--calibrate", "digits", "--images", "0"], "--images 0 must be at least 1"),
+    (["--format", "onnx", "--quantize", "int8", "--calibrate", "digits", "--images", "0"], "--images 0: must be at least 1"),
     (["--format", "onnx", "--quantize", "int8", "--calibrate", "digits", "--split", "nope"],
      r"--split nope: digits has no such split \(it has train, val, test\)"),
     (["--format", "onnx", "--mode", "dynamic"], "--mode applies only to int8 quantization"),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from alexnet import runtime
 from alexnet.atomic import check_output_file, write_json
+from alexnet.errors import at_least
 from alexnet.runtime import DEVICE_HELP
 from alexnet.tools import bench
 
@@ -70,6 +71,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, args.force, ".json", "--json")  # before anything is measured
+    at_least("--workers", args.workers, 0)
     config = bench.BenchConfig(
         parts=bench.PARTS if args.part == "all" else (args.part,), device=args.device, models=tuple(args.model or ()),
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),

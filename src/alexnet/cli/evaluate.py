@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alexnet.atomic import refuse_existing
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
 from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
@@ -40,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
     if plot is not None:
         refuse_existing(plot, args.force, None)
-    if args.batch_size < 1:
-        raise AlexNetError(f"--batch-size {args.batch_size} must be at least 1")
+    at_least("--batch-size", args.batch_size), at_least("--workers", args.workers, 0)
     dataset = open_dataset(args.data)
     split = args.split or ("val" if "val" in dataset.splits else "test")
     if split not in dataset.splits:

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 from alexnet.runtime import DEVICE_HELP
 from alexnet.training.run_folder import RunFolder
 
@@ -102,9 +102,7 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.tools.explore.session import ExploreConfig, Session
     from alexnet.tools.web import LOOPBACK_HOSTS
 
-    for flag, value in (("--bank-limit", args.bank_limit), ("--eval-limit", args.eval_limit)):
-        if value < 0:
-            raise AlexNetError(f"{flag} {value}: must be 0 or more")
+    at_least("--bank-limit", args.bank_limit, 0), at_least("--eval-limit", args.eval_limit, 0)
     device = str(resolve_device(args.device))
     if args.run is not None:
         RunFolder(args.run, write=False).read_config()  # one line when it is not a run folder, before the port is taken

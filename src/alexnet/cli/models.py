@@ -11,6 +11,7 @@ import torch
 
 from alexnet import models
 from alexnet.atomic import atomic_write, check_output_file
+from alexnet.errors import at_least
 from alexnet.models.summary import format_shape
 from alexnet.reporting.architecture import architecture_svg
 
@@ -66,8 +67,10 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_summary(args: argparse.Namespace) -> int:
-    if args.input_size is not None and args.input_size < 1:
-        raise ValueError(f"--input-size {args.input_size} must be positive")
+    if args.input_size is not None:
+        at_least("--input-size", args.input_size)
+    if args.num_classes is not None:
+        at_least("--num-classes", args.num_classes)
     if args.svg is not None:
         check_output_file(args.svg, args.force, ".svg", "--svg")
     s = describe(args.name, args.num_classes, args.input_size)

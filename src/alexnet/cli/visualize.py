@@ -7,7 +7,7 @@ from pathlib import Path
 
 from alexnet.atomic import check_output_file, refuse_existing
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 from alexnet.runtime import DEVICE_HELP, resolve_device
 
 
@@ -89,8 +89,7 @@ def run_neighbors(args: argparse.Namespace) -> int:
     from alexnet.reporting import figures
 
     out = _out(args)
-    if args.queries < 1 or args.neighbors < 1:
-        raise ValueError("--queries and --neighbors must be at least 1")
+    at_least("--queries", args.queries), at_least("--neighbors", args.neighbors), at_least("--train-limit", args.train_limit, 0)
     loaded, splits, name, images = _loaded_split(args)
     if "train" not in splits:
         raise AlexNetError(f"{args.data or loaded.data_spec}: no train split to search")
@@ -107,8 +106,7 @@ def run_predictions(args: argparse.Namespace) -> int:
     from alexnet.reporting import figures
 
     out = _out(args)
-    if args.images < 1:
-        raise ValueError("--images must be at least 1")
+    at_least("--images", args.images)
     loaded, _, name, images = _loaded_split(args)
     sample = sample_predictions(loaded, images, count=args.images, seed=args.seed)
     figures.write_figure(figures.predictions_figure(sample.images, sample.probabilities, sample.labels, loaded.classes), out)

@@ -44,7 +44,7 @@ from alexnet import checkpoint, runtime
 from alexnet.data.images import decode_image
 from alexnet.data.loader import iter_batches
 from alexnet.data.transforms import Preprocess, downsample
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 from alexnet.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -340,8 +340,7 @@ def classify_images(
 ) -> list[Prediction]:
     """Top-k labels for each image file, in the given order. A file that cannot be decoded gets a
     :class:`Prediction` with ``error`` (its one-line reason) and the others are still classified."""
-    if topk < 1:
-        raise ValueError(f"--topk {topk} must be at least 1")
+    at_least("--topk", topk)
     ckpt, model, preprocess = load_classifier(checkpoint_path, device)
     warn_mirrored_views(preprocess, views, str(checkpoint_path))
     size = preprocess.pipeline.resize

@@ -25,7 +25,7 @@ import torch
 
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 
 METRICS = ("euclidean", "cosine")
 CHUNK = 8192  # rows per step (8192 × 4096 fc7 codes in float64 = 256 MiB)
@@ -41,8 +41,7 @@ class Neighbours:
 
 def check_k(k: int, rows: int, what: str) -> None:
     """Refuse a ``k`` below 1 or above the ``rows`` of ``what`` (a bank of 1,259 rows has no 5,000 nearest)."""
-    if k < 1:
-        raise AlexNetError(f"--k {k} must be at least 1")
+    at_least("--k", k)
     if k > rows:
         raise AlexNetError(f"--k {k} is more than the {rows:,} rows of {what}; give --k {rows} or less")
 

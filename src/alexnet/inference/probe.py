@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 from alexnet.inference.evaluate import Scores, check_classes, score
 from alexnet.inference.features import FeatureSet, open_features
 from alexnet.inference.neighbours import check_k
@@ -45,8 +45,7 @@ class ProbeConfig:
     def __post_init__(self) -> None:
         if self.c <= 0:
             raise AlexNetError(f"--C {self.c} must be positive")
-        if self.k < 1:
-            raise AlexNetError(f"--k {self.k} must be at least 1")
+        at_least("--k", self.k)
         if self.metric not in METRICS:
             raise AlexNetError(f"--metric {self.metric!r} is not one of {', '.join(METRICS)}")
 

@@ -40,7 +40,7 @@ from typing import Any
 
 from alexnet import jobs, models
 from alexnet.data.transforms import pipeline
-from alexnet.errors import AlexNetError, unknown
+from alexnet.errors import AlexNetError, at_least, unknown
 from alexnet.jobs import STATE, JobRecord, RunLock
 from alexnet.reporting.html_report import TrainingReport
 from alexnet.reporting.stats import mean_std
@@ -143,8 +143,7 @@ def studies(name: str) -> list[str]:
 
 def plan(options: AblationOptions) -> list[Run]:
     """Every (study, variant, seed) with its resolved configuration and run folder."""
-    if options.seeds < 1:
-        raise AlexNetError(f"--seeds {options.seeds}: at least one seed")
+    at_least("--seeds", options.seeds)
     base = resolve(options.preset, options.flags, options.overrides)
     fields = asdict(pipeline(base.data.pipeline, **base.data.pipeline_options))
     runs: list[Run] = []

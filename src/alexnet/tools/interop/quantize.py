@@ -41,7 +41,7 @@ from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet, subset
 from alexnet.data.loader import iter_batches
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, at_least
 
 MODES = ("static", "dynamic")
 DEFAULT_SPLIT = "train"  # calibrate on training images, never on the split the model is measured on
@@ -79,8 +79,8 @@ def from_flags(fmt: str, quantize: str | None, mode: str | None, data: str | Non
     if data is None:
         raise AlexNetError("--quantize int8 (--mode static) needs --calibrate DATA, the images that set the activations' "
                            "ranges (e.g. --calibrate digits, or the training data); or pass --mode dynamic")
-    if images is not None and images < 1:
-        raise AlexNetError(f"--images {images} must be at least 1")
+    if images is not None:
+        at_least("--images", images)
     return Quantization("static", data, split or DEFAULT_SPLIT, DEFAULT_IMAGES if images is None else images)
 
 
