@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from alexnet.cli import main
+from alexnet.errors import AlexNetError
 from alexnet.tools import bench
 from alexnet.tools.bench.rows import Row, with_ratios
 from alexnet.tools.bench.timing import Measurement
@@ -164,8 +165,10 @@ def test_bad_options_are_one_line_errors(tmp_path, capsys):
     assert "--json" in capsys.readouterr().err and mine.read_text() == "mine"
     with pytest.raises(ValueError, match="unknown bench part 'train'; valid: step, infer"):
         bench.BenchConfig(parts=("train",))
-    with pytest.raises(ValueError, match="batch_size"):
+    with pytest.raises(AlexNetError, match="^--batch-size 0: must be at least 1$"):
         bench.BenchConfig(batch_size=0)
+    with pytest.raises(AlexNetError, match="^--clients 0: must be at least 1$"):
+        bench.BenchConfig(serve_clients=0)
 
 
 def test_d2l_quick_times_d2ls_code_and_ours_on_the_real_fashion_mnist(tmp_path):

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from alexnet import runtime
 from alexnet.atomic import check_output_file, write_json
-from alexnet.errors import at_least
 from alexnet.runtime import DEVICE_HELP
 from alexnet.tools import bench
 
@@ -50,7 +49,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="CPU: leave glibc's allocator at its defaults for our runs too")
     p.add_argument("--reps", type=int, default=5, metavar="N", help=REPS_HELP)
     p.add_argument("--warmup", type=int, default=2, metavar="N", help="untimed repetitions first (default: 2)")
-    p.add_argument("--workers", type=int, default=0, metavar="N", help="data-loader processes (default: one per CPU core)")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="data-loader processes; 0: decode in the main process, as train's --workers 0 (default: one per CPU core)")
     p.add_argument("--photos", type=int, default=512, metavar="N", help="JPEG photographs to make for the data part (default: 512)")
     p.add_argument("--data-batches", type=int, default=3, metavar="N",
                    help="batches in each timed chunk of the data part (default: 3; more on a fast GPU)")
@@ -71,7 +71,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.json:
         check_output_file(args.json, args.force, ".json", "--json")  # before anything is measured
-    at_least("--workers", args.workers, 0)
     config = bench.BenchConfig(
         parts=bench.PARTS if args.part == "all" else (args.part,), device=args.device, models=tuple(args.model or ()),
         batch_size=args.batch_size, infer_batch=args.infer_batch, precisions=tuple(args.precision or ()),

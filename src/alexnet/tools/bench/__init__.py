@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from alexnet import models, runtime
-from alexnet.errors import unknown
+from alexnet.errors import at_least, unknown
 from alexnet.tools.bench import d2l, data, decode, features, infer, serve, step
 from alexnet.tools.bench.timing import machine, matmul_tflops
 
@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features", "d2l", "serve")
 # The AlexNet family of the registry (other families — lenet, vgg, … — can be named with --model).
 ALEXNET_VARIANTS: tuple[str, ...] = ("alexnet", "bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small")
+COUNT_FLAGS = {"batch_size": "--batch-size", "reps": "--reps", "infer_batch": "--infer-batch", "infer_reps": "infer_reps",
+               "data_batches": "--data-batches", "serve_clients": "--clients", "serve_requests": "--requests"}
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class BenchConfig:
     baseline: bool = True  # also time the naive paper net (F.local_response_norm, NCHW, fp32)
     tune_allocator: bool = True  # CPU: alexnet.runtime.tune_cpu_allocator for our rows
     lrn_kernel: str = "auto"  # the LRN kernel of our training rows (alexnet.models.lrn); step adds an eager row where auto compiles
-    workers: int = 0  # data-loader processes; 0 → one per CPU core
+    workers: int | None = None  # data-loader processes; None → one per CPU core, 0 → the main process (as train's)
     photos: int = 512  # JPEG photographs made for the data part (at least batch × (data_batches + 1))
     data_batches: int = 3  # batches per timed chunk in the data part
     data_dir: str | None = None  # where the photographs and the store are kept (default: the temp dir)
@@ -75,9 +77,10 @@ class BenchConfig:
             models.entry(name)  # raises, listing the valid names
         if self.lrn_kernel not in runtime.LRN_KERNELS:
             raise ValueError(f"lrn_kernel {self.lrn_kernel!r} is not one of {', '.join(runtime.LRN_KERNELS)}")
-        for key in ("batch_size", "reps", "infer_batch", "infer_reps", "data_batches", "serve_clients", "serve_requests"):
-            if getattr(self, key) < 1:
-                raise ValueError(f"{key}={getattr(self, key)} must be at least 1")
+        for key, flag in COUNT_FLAGS.items():  # named by the flag a user typed (infer_reps has none: its field name)
+            at_least(flag, getattr(self, key))
+        if self.workers is not None:
+            at_least("--workers", self.workers, 0)
         if not self.serve_seconds > 0:
             raise ValueError(f"serve_seconds={self.serve_seconds} must be more than 0")
 
@@ -105,7 +108,7 @@ class BenchConfig:
         if not cfg.precisions:
             best = next((p for p in ("bf16", "fp16") if runtime.precision_supported(device, p)), None)
             cfg = replace(cfg, precisions=("fp32", best) if best else ("fp32",))
-        if not cfg.workers:
+        if cfg.workers is None:
             cfg = replace(cfg, workers=data.default_workers())
         if cfg.quick:
             cfg = replace(cfg, batch_size=min(cfg.batch_size, 4), warmup=1, reps=1, infer_batch=min(cfg.infer_batch, 4),
