@@ -53,7 +53,7 @@ def describe(name: str, num_classes: int | None = None, input_size: int | None =
             return models.summarize(models.create(name, num_classes=num_classes), input_size)
     except RuntimeError as e:  # PyTorch's shape errors, e.g. a map pooled to nothing
         size = input_size or models.create(name).input_size
-        reason = str(e).strip().splitlines()[0]
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise ValueError(f"{name} cannot take {size}×{size} input: {reason}") from None
 
 

@@ -30,7 +30,7 @@ from alexnet.data import ImageSet, downsample, open_dataset
 from alexnet.data.images import MAX_PIXELS, MAX_UPLOAD, decode_bytes
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
-from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score
+from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score, top_labels
 from alexnet.inference.features import Extractor, FeatureConfig
 from alexnet.inference.samples import display_images, image_batch
 from alexnet.models.base import classifier_head
@@ -206,10 +206,8 @@ class Session:
     def classify(self, ref: ImageRef, views: int) -> dict[str, Any]:
         image = self.image(ref)
         probs = batch_probabilities(self.model, self.preprocess, self._input(image), views)[0].cpu()
-        top = probs.topk(min(TOP, len(probs)))
         seen = self._seen(image)
-        answer = {"top": [{"index": int(i), "label": self.classes[int(i)], "probability": float(v)}
-                          for v, i in zip(top.values, top.indices)],
+        answer = {"top": top_labels(probs[None], self.classes, TOP)[0],
                   "truth": self._truth(ref), "views": views, "seen": data_uri(upscale(seen, 96)),
                   "crop": data_uri(upscale(self._crop_of(seen), 96)), "size": self.size, "crop_size": self.crop}
         if views == 10:
