@@ -243,3 +243,14 @@ def test_iter_batches_prefetched_in_a_thread_are_the_same_batches():
     import threading
 
     assert not any(t.name.startswith("alexnet-batches") and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_checkpoints_preprocessing_absent_or_malformed_is_one_line_naming_the_file():
+    from alexnet.errors import AlexNetError
+
+    state = Preprocess(pipeline("small", normalize="unit", lighting=0.0), None).to_state()
+    assert Preprocess.from_checkpoint(state, "c.pt", "unused").pipeline == Preprocess.from_state(state).pipeline
+    with pytest.raises(AlexNetError, match=r"^c.pt: checkpoint has no preprocessing; it cannot be evaluated without it$"):
+        Preprocess.from_checkpoint({}, "c.pt", "it cannot be evaluated without it")
+    with pytest.raises(AlexNetError, match=r"^c.pt: unusable preprocessing in checkpoint \((KeyError|TypeError): "):
+        Preprocess.from_checkpoint({"pipeline": {"no_such_field": 1}}, "c.pt", "unused")

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alexnet.data.stats import Stats
-from alexnet.errors import unknown
+from alexnet.errors import AlexNetError, unknown
 
 NORMALIZATIONS = ("mean_image", "channel", "unit")
 
@@ -125,6 +125,17 @@ class Preprocess:
     def from_state(cls, state: dict[str, Any]) -> Preprocess:
         stats = Stats.from_state(state["stats"]) if state.get("stats") else None
         return cls(Pipeline(**state["pipeline"]), stats)
+
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any] | None, source: object, need: str) -> Preprocess:
+        """A checkpoint's preprocessing, or one line naming ``source``: absent (``need`` says what it is
+        needed for) or unusable (a malformed file: the exception, in one line)."""
+        if not state:
+            raise AlexNetError(f"{source}: checkpoint has no preprocessing; {need}")
+        try:
+            return cls.from_state(state)
+        except (KeyError, TypeError, ValueError) as e:
+            raise AlexNetError(f"{source}: unusable preprocessing in checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
 
     # -- pieces ----------------------------------------------------------------------------------
     def _constants(self, device: torch.device, channels: int) -> dict[str, torch.Tensor]:

@@ -199,12 +199,7 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu",
 
 
 def _preprocess(state: dict[str, Any], path: str | os.PathLike) -> Preprocess:
-    if not state:
-        raise AlexNetError(f"{path}: checkpoint has no preprocessing; it cannot be evaluated without it")
-    try:
-        return Preprocess.from_state(state)
-    except (KeyError, TypeError, ValueError) as e:
-        raise AlexNetError(f"{path}: unusable preprocessing in checkpoint: {e}") from None
+    return Preprocess.from_checkpoint(state, path, "it cannot be evaluated without it")
 
 
 @torch.no_grad()

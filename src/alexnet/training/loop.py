@@ -220,7 +220,9 @@ def setup(config: TrainConfig, options: RunOptions, world: dist.World, device: t
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
     kept = (init or last) if config.finetune.init and config.finetune.keep_preprocess else None  # a resume: the run's own
-    data = load_data(config, Preprocess.from_state(kept.preprocess) if kept is not None else None)
+    kept_preprocess = None if kept is None else Preprocess.from_checkpoint(
+        kept.preprocess, config.finetune.init if init is not None else folder.last, "the run keeps its checkpoint's preprocessing")
+    data = load_data(config, kept_preprocess)
     model = create_model(config, data)
     init_rows = finetune.prepare(model, config, init, data.classes, folder.init) if config.finetune.init else []
     lr_mults = finetune.lr_multipliers(init_rows, config.finetune.loaded_lr_mult)

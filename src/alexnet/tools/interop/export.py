@@ -129,11 +129,10 @@ def export_int8(ckpt: Checkpoint, model: nn.Module, source: str | os.PathLike, o
     refuse_existing(out, overwrite)
     reader, description = None, {}
     if quantization.mode == "static":
-        if not ckpt.preprocess:
-            raise AlexNetError(f"{source}: checkpoint has no preprocessing; static int8 calibrates on images through it "
-                               "(pass --mode dynamic)")
+        preprocess = Preprocess.from_checkpoint(ckpt.preprocess, source, "static int8 calibrates on images through it "
+                                                "(pass --mode dynamic)")
         images, description = quantize.calibration_set(quantization)
-        reader = quantize.CalibrationImages(images, Preprocess.from_state(ckpt.preprocess))
+        reader = quantize.CalibrationImages(images, preprocess)
     with tempfile.TemporaryDirectory(prefix="alexnet-int8-") as folder:
         fp32, int8 = Path(folder) / "fp32.onnx", Path(folder) / "int8.onnx"
         export_onnx(model, fp32)
