@@ -66,5 +66,5 @@ def run(args: argparse.Namespace) -> int:
 
     run_all(options, on_run)
     print(f"\ntable: {args.out / 'ablation.md'} (.json, .png); {time.time() - start:.0f} s")
-    print((args.out / "ablation.md").read_text())
+    print((args.out / "ablation.md").read_text(encoding="utf-8"))
     return 0

@@ -123,13 +123,13 @@ def _prepare(out: Path, dataset: Dataset, plans: list[SplitPlan], config: Prepar
         bad = [(p.name, p.imageset.paths[i] if p.imageset.paths else f"{p.name}[{i}]", r)
                for p in plans for i, r in p.bad]
         if bad and not config.skip_bad:
-            (partial / BAD_LIST).write_text("".join(f"{path}\t{reason}\n" for _, path, reason in bad))
+            _write_text(partial / BAD_LIST, "".join(f"{path}\t{reason}\n" for _, path, reason in bad))
             _, path, reason = bad[0]
             raise AlexNetError(f"{path}: {reason} — the first of {len(bad)} bad images (all in {partial / BAD_LIST}); "
                                f"rerun with --skip-bad to leave them out, or fix them and rerun (the good images "
                                f"are kept in {partial})")
         _write_finish(partial, dataset, plans, stats, config)
-    manifest = json.loads((partial / MANIFEST).read_text())
+    manifest = json.loads((partial / MANIFEST).read_text(encoding="utf-8"))
     _truncate(partial, manifest)
     _replace(partial, out)
     (out / STATE).unlink(missing_ok=True)  # kept until now so that a crash at any point above resumes

@@ -58,7 +58,7 @@ def is_store(root: Path) -> bool:
 def read_manifest(root: Path) -> dict[str, Any]:
     path = root / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AlexNetError(f"{path}: not a readable manifest ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:

@@ -362,7 +362,7 @@ def _check_finished(paths: FeaturePaths, overwrite: bool) -> None:
         return
     refuse_existing(found[0], overwrite, "--out")
     try:
-        ours = paths.progress.is_file() or {"checkpoint_sha256", "layer", "shape"} <= set(json.loads(paths.record.read_text()))
+        ours = paths.progress.is_file() or {"checkpoint_sha256", "layer", "shape"} <= set(json.loads(paths.record.read_text(encoding="utf-8")))
     except (OSError, ValueError, TypeError):
         ours = False
     if not ours:

@@ -135,11 +135,11 @@ def read_preset(name: str) -> dict[str, Any]:
         path = Path(name)
         if not path.is_file():
             raise AlexNetError(f"{path}: preset file not found")
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8
     else:
         if name not in preset_names():
             raise AlexNetError(unknown("preset", name, preset_names(), " (or a path to a .toml file)"))
-        text = resources.files("alexnet.training.presets").joinpath(f"{name}.toml").read_text()
+        text = resources.files("alexnet.training.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
