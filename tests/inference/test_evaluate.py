@@ -188,6 +188,10 @@ def test_eval_command_on_the_digits_data(tmp_path, capsys, monkeypatch):
     assert d["images"] == len(images) and d["views"] == 1 and len(d["checkpoints"]) == 2
     assert math.isclose(d["top1_error"] + d["top1_accuracy"], 1.0) and 0 <= d["top5_error"] <= d["top1_error"]
     assert (tmp_path / "plots" / "confusion_matrix.png").exists()
+    one = ["eval", "--checkpoint", str(tmp_path / "d.pt"), "--data", "digits", "--json", "--device", "cpu"]
+    assert cli.main(one + ["--split", "train"]) == 0  # the training split too, e.g. for its error without augmentation
+    assert json.loads(capsys.readouterr().out)["images"] == len(dataset.splits["train"])
+    assert cli.main(one) == 0 and json.loads(capsys.readouterr().out)["images"] == len(dataset.splits["val"])  # the default
 
 
 def test_ten_views_of_a_model_trained_without_reflections_warn(tmp_path, caplog):

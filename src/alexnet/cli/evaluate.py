@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alexnet.atomic import refuse_existing
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError, at_least
+from alexnet.errors import at_least
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
 from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
@@ -22,7 +22,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="C", help="checkpoint file(s); several are an ensemble")
     p.add_argument("--data", required=True, metavar="PATH",
                    help="data set: " + SPEC_HELP)
-    p.add_argument("--split", choices=("val", "test"), default=None, help="split to evaluate (default: val, else test)")
+    p.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="split to evaluate (default: val, the split ImageNet's results are reported on; where there is none, or it is "
+                        "empty, test)")
     p.add_argument("--views", type=int, choices=(1, 10), default=1, help="1: centre crop; 10: four corners + centre and their reflections")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
@@ -42,12 +44,11 @@ def run(args: argparse.Namespace) -> int:
         refuse_existing(plot, args.force, None)
     at_least("--batch-size", args.batch_size), at_least("--workers", args.workers, 0)
     dataset = open_dataset(args.data)
-    split = args.split or ("val" if "val" in dataset.splits else "test")
-    if split not in dataset.splits:
-        raise AlexNetError(f"{args.data}: no {split!r} split (it has {', '.join(dataset.splits) or 'none'})")
+    split = args.split or ("val" if len(dataset.splits.get("val") or ()) else "test")
+    images = dataset.split(split)
     config = EvalConfig(views=args.views, batch_size=args.batch_size, device=str(resolve_device(args.device)), workers=args.workers)
     apply_process_settings(RuntimeSettings(config.device))  # the tuned allocator: 10 views of batch 128 are 1,280 images a call
-    scores = evaluate_checkpoints(args.checkpoint, dataset.splits[split], config)
+    scores = evaluate_checkpoints(args.checkpoint, images, config)
     scores.extra.update({"data": args.data, "split": split})
     if args.plots:
         save_confusion_plot(scores, plot)
