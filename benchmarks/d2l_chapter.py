@@ -45,7 +45,7 @@ from alexnet.data import open_dataset  # noqa: E402
 from alexnet.data.idx import FASHION_MNIST_ENV, write_idx  # noqa: E402
 from alexnet.data.sources import FASHION_MNIST  # noqa: E402
 from alexnet.reporting.d2l import PUBLISHED, train_ch6_numbers  # noqa: E402
-from alexnet.reporting.stats import mean_std, paired  # noqa: E402
+from alexnet.reporting.stats import format_mean_std, mean_std, paired  # noqa: E402
 from alexnet.tools.bench.d2l import torchvision_root, train_ch6  # noqa: E402
 from alexnet.training.config import TrainConfig, resolve  # noqa: E402
 from alexnet.training.loop import RunOptions, train  # noqa: E402
@@ -105,7 +105,7 @@ def table(rows: list[dict]) -> str:
 
 
 def _pm(stat: dict) -> str:
-    return f"{stat['mean']:.4f} ± {stat['std']:.4f}" if stat.get("std") is not None else f"{stat['mean']:.4f}"
+    return format_mean_std(stat, digits=4)
 
 
 def toy_copy(folder: Path) -> Path:

@@ -5,7 +5,7 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from alexnet.reporting.stats import mean_std, paired, paired_ratio
+from alexnet.reporting.stats import format_mean_std, mean_std, paired, paired_ratio
 
 
 def test_paired_interval_is_students_t_over_the_differences_of_shared_keys():
@@ -33,3 +33,9 @@ def test_paired_ratio_cancels_a_load_that_drifts_between_rounds():
     assert noisy["ratio"] == pytest.approx(math.exp(sum(logs) / 4))
     assert noisy["ci95"] == pytest.approx([math.exp(low), math.exp(high)]) and noisy["ci95"][0] < 1 < noisy["ci95"][1]
     assert paired_ratio([1.0], [0.5]) == {"ratio": pytest.approx(2.0), "ci95": None, "n": 1}
+
+
+def test_mean_and_spread_are_written_one_way():
+    assert format_mean_std(mean_std([0.0952, 0.0967, 0.0986]), scale=100) == "9.68 ± 0.17"
+    assert format_mean_std(mean_std([0.8109]), digits=4) == "0.8109"  # one run: no spread to show (not "± 0.0000")
+    assert format_mean_std(mean_std([])) == "–"

@@ -23,6 +23,16 @@ def mean_std(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0, "n": len(values)}
 
 
+def format_mean_std(stat: Mapping[str, Any], scale: float = 1.0, digits: int = 2) -> str:
+    """A :func:`mean_std` as a table shows it: ``9.61 ± 0.16``; one value without a spread (it has none
+    to show), no value as ``–``. ``scale=100`` shows fractions as percentages or points."""
+    if stat["mean"] is None:
+        return "–"
+    if stat["n"] < 2:
+        return f"{scale * stat['mean']:.{digits}f}"
+    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+
+
 def paired(base: Mapping, other: Mapping) -> dict[str, Any]:
     """mean, sd and the 95 % t interval of other − base over the keys both have (module docstring)."""
     keys = sorted(set(base) & set(other))

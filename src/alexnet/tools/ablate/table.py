@@ -20,7 +20,7 @@ from typing import Any
 from alexnet.atomic import atomic_write, write_json
 from alexnet.errors import AlexNetError
 from alexnet.reporting.figures import pyplot, write_figure
-from alexnet.reporting.stats import mean_std, paired
+from alexnet.reporting.stats import format_mean_std, mean_std, paired
 from alexnet.training.run_folder import RunFolder
 
 TAIL = 0.25  # the share of the epochs whose change tells whether a run had converged
@@ -133,11 +133,7 @@ def tabulate(runs: list, options, studies: list[str], variants: dict[str, tuple]
 
 
 def _pm(stat: dict[str, Any], scale: float = 100.0, digits: int = 2) -> str:
-    if stat["mean"] is None:
-        return "–"
-    if stat["n"] < 2:  # one run: no spread to show
-        return f"{scale * stat['mean']:.{digits}f}"
-    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+    return format_mean_std(stat, scale, digits)  # in points
 
 
 def _delta(diff: dict[str, Any], scale: float = 100.0) -> str:
