@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -25,16 +24,13 @@ from PIL import Image
 
 from alexnet import checkpoint, models
 from alexnet.data import Preprocess, compute_stats, pipeline
+from alexnet.tools.bench.timing import measure
 from alexnet.tools.explore.session import ExploreConfig, ImageRef, Session
 
 
 def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """Median seconds of ``repeats`` calls on the CPU, none untimed (the bench's ``measure``)."""
+    return measure(fn, torch.device("cpu"), warmup=0, reps=repeats).median
 
 
 def main() -> None:

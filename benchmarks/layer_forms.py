@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from alexnet import runtime
 from alexnet.models import lrn
+from alexnet.tools.bench.timing import measure
 
 TOWERS = {"conv2": (96, 256, 5, 2, 27), "conv4": (384, 384, 3, 1, 13), "conv5": (384, 256, 3, 1, 13)}  # C_in, C_out, k, pad, size
 PARTS = ("towers", "window", "layer", "rnorm")
@@ -50,21 +49,8 @@ CL = torch.channels_last
 
 
 def timed(fn: Callable[[], object], device: torch.device, reps: int) -> float:
-    """Median ms of ``reps`` calls after two untimed ones."""
-    times = []
-    for i in range(reps + 2):
-        runtime_sync(device)
-        start = time.perf_counter()
-        fn()
-        runtime_sync(device)
-        if i >= 2:
-            times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
-
-
-def runtime_sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    """Median ms of ``reps`` synchronised calls after two untimed ones (the bench's ``measure``)."""
+    return measure(fn, device, warmup=2, reps=reps).median * 1e3
 
 
 def close(a: torch.Tensor, b: torch.Tensor, dtype: torch.dtype) -> bool:
