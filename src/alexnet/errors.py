@@ -45,3 +45,13 @@ def at_least(flag: str, value: int, minimum: int = 1) -> int:
     if value < minimum:
         raise AlexNetError(f"{flag} {value}: must be {'0 or more' if minimum == 0 else f'at least {minimum}'}")
     return value
+
+
+def one_line(e: BaseException, limit: int | None = None) -> str:
+    """An exception as one line: its message with the whitespace folded (an ``OSError`` as ``FILE: strerror``;
+    an empty one as its type's name), cut to ``limit`` characters where a longer message would bury the line."""
+    text = str(e) or type(e).__name__
+    if isinstance(e, OSError) and e.filename and e.strerror:
+        text = f"{e.filename}: {e.strerror}"
+    text = " ".join(text.split())
+    return text if limit is None or len(text) <= limit else text[:limit]

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
                b"MM\x00*": "TIFF"}
@@ -71,7 +71,7 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
             warnings.simplefilter("ignore", UserWarning)
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        text = " ".join(str(e).split())
+        text = one_line(e)
         if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
             reason = _refused_global(text)
             raise AlexNetError(
@@ -82,12 +82,12 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
     except (EOFError, zipfile.BadZipFile) as e:
         raise AlexNetError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__})") from None
     except RuntimeError as e:
-        text = " ".join(str(e).split())
+        text = one_line(e)
         if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
             raise AlexNetError(f"{path}: truncated or corrupt checkpoint (incomplete zip archive)") from None
         raise AlexNetError(f"{path}: cannot load checkpoint: {text[:200]}") from None
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, io.UnsupportedOperation) as e:
-        raise AlexNetError(f"{path}: not a checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        raise AlexNetError(f"{path}: not a checkpoint ({type(e).__name__}: {one_line(e, 120)})") from None
 
 
 def _refused_global(text: str) -> str:

@@ -32,7 +32,7 @@ from alexnet import models
 from alexnet.atomic import DiskFull, atomic_path, disk_full
 from alexnet.checkpoint.diagnose import read_weights_only, what_file, what_payload
 from alexnet.checkpoint.safetensors import is_safetensors, read_payload, write_payload
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def save(path: str | os.PathLike, ckpt: Checkpoint, *, overwrite: bool = True) -
         except RuntimeError as e:  # torch's zip writer reports a failed write as RuntimeError ("file write failed")
             if disk_full(tmp, need=sum(t.numel() * t.element_size() for t in ckpt.state_dict.values())):
                 raise DiskFull(path) from None
-            raise AlexNetError(f"cannot write {path}: {' '.join(str(e).split())[:160]}") from None
+            raise AlexNetError(f"cannot write {path}: {one_line(e, 160)}") from None
     log.info("saved checkpoint %s (%s, %d classes)", path, ckpt.model, ckpt.num_classes)
 
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from alexnet.checkpoint.format import Checkpoint
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 FORMAT = "alexnet-onnx"
 FORMAT_VERSION = 1  # bump when a key changes meaning; read_metadata refuses newer versions
@@ -137,7 +137,7 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxMetadata, OnnxModel]:
     try:
         session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     except failures as e:
-        raise AlexNetError(f"{path}: ONNX Runtime cannot load it ({' '.join(str(e).split())[:160]})") from None
+        raise AlexNetError(f"{path}: ONNX Runtime cannot load it ({one_line(e, 160)})") from None
     return meta, OnnxModel(session, meta)
 
 
@@ -223,7 +223,7 @@ def _json(props: dict[str, str], name: str, kind: type, source: str) -> Any:
         value = _decode(json.loads(_text(props, name, source)))
     except (ValueError, TypeError, KeyError) as e:
         raise AlexNetError(f"{source}: alexnet metadata field {PREFIX}{name} is not valid ({type(e).__name__}: "
-                           f"{' '.join(str(e).split())[:100]})") from None
+                           f"{one_line(e, 100)})") from None
     if not isinstance(value, kind):
         raise AlexNetError(f"{source}: alexnet metadata field {PREFIX}{name} should be a JSON {kind.__name__}, "
                            f"got {type(value).__name__}")
@@ -247,7 +247,7 @@ def _check_fields(meta: OnnxMetadata, source: str) -> None:
     try:
         Preprocess.from_state(meta.preprocess)
     except (KeyError, TypeError, ValueError) as e:
-        problems.append(f"unusable preprocessing ({type(e).__name__}: {' '.join(str(e).split())[:80]})")
+        problems.append(f"unusable preprocessing ({type(e).__name__}: {one_line(e, 80)})")
     if problems:
         raise AlexNetError(f"{source}: alexnet metadata: {'; '.join(problems)}")
 

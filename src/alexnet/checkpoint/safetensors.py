@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from alexnet.atomic import atomic_path
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 META_PREFIX = "__meta__/"  # safetensors keys of tensors that belong to the metadata, not the model
 TENSOR_REF = "__tensor__"
@@ -51,7 +51,7 @@ def read_payload(path: str | os.PathLike, map_location: str | torch.device = "cp
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
-        raise AlexNetError(f"{path}: truncated or corrupt safetensors file ({' '.join(str(e).split())[:120]})") from None
+        raise AlexNetError(f"{path}: truncated or corrupt safetensors file ({one_line(e, 120)})") from None
     try:
         payload: dict[str, Any] = {k: json.loads(metadata[k]) for k in FIELDS}
         payload["format"], payload["format_version"] = metadata["format"], int(metadata["format_version"])

@@ -32,7 +32,7 @@ from alexnet.cli import (
     train,
     visualize,
 )
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, serve, ablate, bench,
             demo]  # = --help order
@@ -79,10 +79,3 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"alexnet: internal error: {type(e).__name__}: {one_line(e)} (rerun with --debug for the traceback)", file=sys.stderr)
         return 1
-
-
-def one_line(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    if isinstance(e, OSError) and e.filename and e.strerror:
-        text = f"{e.filename}: {e.strerror}"
-    return " ".join(text.split())

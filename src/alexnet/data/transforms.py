@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alexnet.data.stats import Stats
-from alexnet.errors import AlexNetError, unknown
+from alexnet.errors import AlexNetError, one_line, unknown
 
 NORMALIZATIONS = ("mean_image", "channel", "unit")
 
@@ -135,7 +135,7 @@ class Preprocess:
         try:
             return cls.from_state(state)
         except (KeyError, TypeError, ValueError) as e:
-            raise AlexNetError(f"{source}: unusable preprocessing in checkpoint ({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+            raise AlexNetError(f"{source}: unusable preprocessing in checkpoint ({type(e).__name__}: {one_line(e, 120)})") from None
 
     # -- pieces ----------------------------------------------------------------------------------
     def _constants(self, device: torch.device, channels: int) -> dict[str, torch.Tensor]:

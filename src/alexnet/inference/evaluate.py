@@ -44,7 +44,7 @@ from alexnet import checkpoint, runtime
 from alexnet.data.images import decode_image
 from alexnet.data.loader import iter_batches
 from alexnet.data.transforms import Preprocess, downsample
-from alexnet.errors import AlexNetError, at_least
+from alexnet.errors import AlexNetError, at_least, one_line
 from alexnet.runtime import autocast
 
 log = logging.getLogger(__name__)
@@ -357,7 +357,7 @@ def classify_images(
         try:
             pending.append((pred, downsample(decode_image(path), size)))
         except AlexNetError as e:
-            pred.error = " ".join(str(e).split())
+            pred.error = one_line(e)
             continue
         if len(pending) == batch_size:
             flush()

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from alexnet.atomic import atomic_write
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 from alexnet.inference.evaluate import shown_split
 from alexnet.inference.samples import Loaded, load_checkpoint, open_splits, pick_split, sample_predictions, split_probabilities
 from alexnet.reporting import figures as visualize
@@ -133,7 +133,7 @@ def write_report_html(run_dir: Path, evidence: Evidence | None = None, *, device
             figures[name] = draw()
         except Exception as e:  # a figure must never cost the page
             log.warning("report.html: could not draw %s: %s", name, e)
-            figures[name] = f"not drawn: {type(e).__name__}: {' '.join(str(e).split())}"
+            figures[name] = f"not drawn: {type(e).__name__}: {one_line(e)}"
 
     def curves() -> bytes:
         path = folder.figure("curves.png")

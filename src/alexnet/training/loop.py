@@ -40,7 +40,7 @@ from alexnet.atomic import DiskFull, atomic_link
 from alexnet.data import ImageSet, Preprocess, iter_batches, num_batches, open_dataset, pipeline
 from alexnet.data.fitted import prefit, statistics
 from alexnet.data.imageset import split_off
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 from alexnet.inference.evaluate import iter_probabilities, shown_split
 from alexnet.jobs import RunLock
 from alexnet.runtime import apply_process_settings, resolve_device
@@ -481,7 +481,7 @@ def lost_a_rank(e: RuntimeError, options: RunOptions) -> AlexNetError:
     """A collective failed: another process died (torchrun names which) or the network went."""
     last = RunFolder(options.out, write=False).last
     kept = f"the last checkpoint is {last}" if last.is_file() else "no checkpoint was written yet"
-    first = " ".join(str(e).split())[:160]
+    first = one_line(e, 160)
     return AlexNetError(f"lost another training process ({first}); torchrun's log names the rank that failed; {kept}; "
                         f"resume with: torchrun ... -m alexnet train --resume {options.out} (or --max-restarts N resumes by itself)")
 

@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from alexnet.data.images import MAX_UPLOAD
+from alexnet.errors import one_line
 from alexnet.inference.evaluate import top_labels
 from alexnet.tools.web import HttpError
 
@@ -190,7 +191,7 @@ def _fp32(tensor: dict[str, Any], data: Any, shape: tuple[int, int, int]) -> np.
         try:
             array = np.asarray(data, dtype=np.float32)
         except (ValueError, TypeError) as e:
-            raise bad(f"input {name!r}: data is not an array of numbers ({' '.join(str(e).split())[:120]})") from None
+            raise bad(f"input {name!r}: data is not an array of numbers ({one_line(e, 120)})") from None
         if array.size != count:
             raise bad(f"input {name!r}: {array.size:,} values for shape {[n, *shape]} ({count:,} values)")
     if not np.isfinite(array).all():
