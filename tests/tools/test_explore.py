@@ -501,7 +501,7 @@ def test_decode_bytes_is_decode_image(tmp_path):
 
 
 def test_loopback_app_refuses_other_host_headers(digits_checkpoint):
-    from alexnet.tools.web import LOOPBACK_HOSTS
+    from alexnet.tools.listen import LOOPBACK_HOSTS
 
     session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10))
     app = create_app(session, LOOPBACK_HOSTS)
@@ -513,7 +513,7 @@ def test_loopback_app_refuses_other_host_headers(digits_checkpoint):
 def test_an_upload_from_another_sites_page_is_refused(digits_checkpoint):
     """Issue 25, item 10: a page of another site could post a multipart upload to 127.0.0.1 (the browser
     sends the Host it posts to, so the Host check passes); its Origin, else its Referer, names the site."""
-    from alexnet.tools.web import LOOPBACK_HOSTS
+    from alexnet.tools.listen import LOOPBACK_HOSTS
 
     session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10))
     c = TestClient(create_app(session, LOOPBACK_HOSTS), base_url="http://127.0.0.1:8000")

@@ -23,11 +23,11 @@ from helpers import predicted, serving_models
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.testclient import TestClient
 
+from alexnet.tools.listen import LOOPBACK_HOSTS
 from alexnet.tools.serve import protocol
 from alexnet.tools.serve.app import ModelServer, create_app
 from alexnet.tools.serve.batcher import BatchConfig, Batcher, QueueFull, TimedOut
 from alexnet.tools.serve.repository import find_models, load_all
-from alexnet.tools.web import LOOPBACK_HOSTS
 
 URL = "http://127.0.0.1:8080"
 

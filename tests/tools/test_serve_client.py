@@ -27,11 +27,10 @@ from helpers import predicted, serving_models
 from prometheus_client.parser import text_string_to_metric_families
 from tritonclient.utils import InferenceServerException
 
-from alexnet.cli.explore import listen
+from alexnet.tools.listen import LOOPBACK_HOSTS, listen
 from alexnet.tools.serve.app import ModelServer, create_app
 from alexnet.tools.serve.batcher import BatchConfig
 from alexnet.tools.serve.repository import find_models, load_all
-from alexnet.tools.web import LOOPBACK_HOSTS
 
 
 @pytest.fixture(scope="module")

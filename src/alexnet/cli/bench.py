@@ -10,21 +10,20 @@ from alexnet.atomic import check_output_file, write_json
 from alexnet.runtime import DEVICE_HELP
 from alexnet.tools import bench
 
+DESCRIPTION = (
+    "Measure, in one run on this machine, the training step of each AlexNet variant (synthetic data), inference (batch-1 "
+    "latency, batch throughput; eager, compiled, ONNX Runtime) and training from JPEG photographs end to end, against "
+    "torchvision's alexnet with pytorch/examples' step and ImageFolder pipeline, and (decode) images/s per CPU core from an "
+    "ImageFolder, the raw store and the JPEG store, with their sizes on disk; (serve) `alexnet serve` under load from "
+    "concurrent clients on 127.0.0.1, dynamic batching against --max-batch-size 1, and a full queue's 503s. Medians over "
+    "repetitions after warm-up; prints ratios ours / reference. See docs/PERFORMANCE.md.")
 REPS_HELP = ("timed repetitions (step, decode, features: in rounds over their rows); the median is reported, and step's "
              "like-for-like ratio also by round with its 95 %% interval: where it is wide, the machine drifted, so add reps (default: 5)")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "bench", help="measure training/inference/data speed against torchvision's AlexNet and pytorch/examples",
-        description="Measure, in one run on this machine, the training step of each AlexNet variant (synthetic data), "
-                    "inference (batch-1 latency, batch throughput; eager, compiled, ONNX Runtime) and training from "
-                    "JPEG photographs end to end, against torchvision's alexnet with pytorch/examples' step and "
-                    "ImageFolder pipeline, and (decode) images/s per CPU core from an ImageFolder, the raw store and "
-                    "the JPEG store, with their sizes on disk; (serve) `alexnet serve` under load from concurrent clients on "
-                    "127.0.0.1, dynamic batching against --max-batch-size 1, and a full queue's 503s. "
-                    "Medians over repetitions after warm-up; prints ratios ours / reference. "
-                    "See docs/PERFORMANCE.md.")
+    p = sub.add_parser("bench", help="measure training/inference/data speed against torchvision's AlexNet and pytorch/examples",
+                       description=DESCRIPTION)
     p.add_argument("part", nargs="?", default="all", choices=(*bench.PARTS, "all"),
                    help="what to measure: step, infer, data, decode, features, d2l, serve (alexnet serve under load), "
                         "or all (default)")

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import socket
 import sys
 import time
 from pathlib import Path
@@ -12,6 +10,7 @@ from pathlib import Path
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError, at_least
 from alexnet.runtime import DEVICE_HELP
+from alexnet.tools.listen import allowed_hosts, listen, url, warn_if_public
 from alexnet.training.run_folder import RunFolder
 
 WAIT_S = 1.0  # seconds between looks for a training run's first checkpoint
@@ -66,31 +65,6 @@ def _checkpoint(args: argparse.Namespace) -> Path:
         time.sleep(WAIT_S)
 
 
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A bound, listening socket (so a port in use is a one-line error before anything is loaded)."""
-    if not 0 <= port <= 65535:
-        raise AlexNetError(f"--port {port}: a port is 0–65535")
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as e:
-        sock.close()
-        raise AlexNetError(f"cannot listen on {host}:{port} ({e.strerror or e}); pass another --port or --host") from None
-    sock.listen(128)
-    return sock
-
-
 def run(args: argparse.Namespace) -> int:
     from alexnet.tools.explore import require_server
 
@@ -100,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.runtime import RuntimeSettings, apply_process_settings, resolve_device
     from alexnet.tools.explore.app import create_app
     from alexnet.tools.explore.session import ExploreConfig, Session
-    from alexnet.tools.web import LOOPBACK_HOSTS
 
     at_least("--bank-limit", args.bank_limit, 0), at_least("--eval-limit", args.eval_limit, 0)
     device = str(resolve_device(args.device))
@@ -114,18 +87,14 @@ def run(args: argparse.Namespace) -> int:
         sock.close()
         raise
     apply_process_settings(RuntimeSettings(config.device))  # the model runs as Session's prepare_model puts it
-    if not is_loopback(args.host):
-        print(f"alexnet explore: warning: listening on {args.host}: anyone who can reach this machine can use the page "
-              f"and upload images (the default, 127.0.0.1, is this machine only)", file=sys.stderr)
+    warn_if_public("alexnet explore", args.host, "use the page and upload images")
     try:
         bank = f"; fc7 codes of up to {config.bank_limit or 'all'} training images" if not config.features else ""
         print(f"alexnet explore: loading {config.checkpoint}{bank}…", file=sys.stderr, flush=True)
         session = Session(config)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)
-        print(f"alexnet explore: {config.checkpoint} at http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
-        hosts = LOOPBACK_HOSTS if is_loopback(args.host) else ("*",)
-        server = uvicorn.Server(uvicorn.Config(create_app(session, hosts), log_level="warning", timeout_graceful_shutdown=2))
+        print(f"alexnet explore: {config.checkpoint} at {url(sock)}/  (Ctrl+C to stop)", flush=True)
+        app = create_app(session, allowed_hosts(args.host))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=2))
         server.run(sockets=[sock])
     finally:
         sock.close()

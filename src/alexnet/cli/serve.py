@@ -6,8 +6,8 @@ import argparse
 import sys
 import time
 
-from alexnet.cli.explore import is_loopback, listen
 from alexnet.runtime import DEVICE_HELP, PRECISIONS
+from alexnet.tools.listen import allowed_hosts, listen, url, warn_if_public
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -51,7 +51,6 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.tools.serve.app import ModelServer, create_app
     from alexnet.tools.serve.batcher import BatchConfig
     from alexnet.tools.serve.repository import check_precision, find_models, load_all
-    from alexnet.tools.web import LOOPBACK_HOSTS
 
     config = BatchConfig(max_batch_size=args.max_batch_size, max_delay_ms=args.max_delay_ms, max_queue=args.max_queue,
                          timeout_s=args.timeout_s)
@@ -60,9 +59,7 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     apply_process_settings(RuntimeSettings(device, args.precision, malloc_arenas=1))  # one arena: memory flat under load
     sock = listen(args.host, args.port)
-    if not is_loopback(args.host):
-        print(f"alexnet serve: warning: listening on {args.host}: anyone who can reach this machine can use the models "
-              f"(the default, 127.0.0.1, is this machine only)", file=sys.stderr)
+    warn_if_public("alexnet serve", args.host, "use the models")
     try:
         print(f"alexnet serve: loading {len(files)} model file(s) on {device}…", file=sys.stderr, flush=True)
         server = ModelServer(load_all(files, device, args.precision), config)
@@ -71,15 +68,13 @@ def run(args: argparse.Namespace) -> int:
             server.warm_up()
             print(f"alexnet serve: warmed up at batch sizes 1–{config.max_batch_size} in {time.monotonic() - started:.1f} s",
                   file=sys.stderr, flush=True)
-        host, port = sock.getsockname()[:2]
-        shown = f"[{host}]" if ":" in host else ("127.0.0.1" if host == "0.0.0.0" else host)
         for name in server.models:
             newest = server.find(name)
             print(f"alexnet serve: {name} (versions {', '.join(server.versions(name))}; {newest.description}, "
-                  f"{len(newest.classes)} classes) at http://{shown}:{port}/v2/models/{name}", flush=True)
-        print(f"alexnet serve: ready at http://{shown}:{port}/  (Ctrl+C to stop)", flush=True)
-        hosts = LOOPBACK_HOSTS if is_loopback(args.host) else ("*",)
-        uvicorn_config = uvicorn.Config(create_app(server, hosts), log_level="warning", timeout_graceful_shutdown=int(config.timeout_s) + 5)
+                  f"{len(newest.classes)} classes) at {url(sock)}/v2/models/{name}", flush=True)
+        print(f"alexnet serve: ready at {url(sock)}/  (Ctrl+C to stop)", flush=True)
+        app = create_app(server, allowed_hosts(args.host))
+        uvicorn_config = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=int(config.timeout_s) + 5)
         uvicorn.Server(uvicorn_config).run(sockets=[sock])
     finally:
         sock.close()

@@ -109,7 +109,7 @@ class Explorer(Callback):
     epoch's checkpoint). Its port is checked before training starts."""
 
     def __init__(self, port: int) -> None:
-        from alexnet.cli.explore import listen
+        from alexnet.tools.listen import listen
 
         listen("127.0.0.1", port).close()  # a port in use is one line now, not after the first epoch
         self.port, self.process = port, None
