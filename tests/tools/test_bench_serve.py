@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from alexnet.cli import main
+from alexnet.errors import AlexNetError
 from alexnet.tools import bench
 from alexnet.tools.bench import serve
 
@@ -80,7 +81,7 @@ def test_config_defaults_and_the_help(capsys):
     assert "serve" in bench.PARTS and cfg.serve_models == ("alexnet_owt",) and cfg.serve_clients == 32
     quick = bench.BenchConfig(quick=True).resolve(serve.torch.device("cpu"))
     assert (quick.serve_clients, quick.serve_requests, quick.reps) == (8, 3, 1)
-    with pytest.raises(ValueError, match="serve_clients=0"):
+    with pytest.raises(AlexNetError, match="^--clients 0: must be at least 1$"):  # named by the flag
         bench.BenchConfig(serve_clients=0)
     with pytest.raises(SystemExit):
         main(["bench", "--help"])
