@@ -43,6 +43,8 @@ from alexnet.errors import AlexNetError
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16", "fp16")  # the one precision vocabulary: train, bench, eval, features
+PRECISION_HELP = ("fp32, or autocast to bf16 or fp16; bf16 pays on GPUs and on CPUs with AVX512-BF16 or AMX, and is "
+                  "emulated, ~20× slower, on an AVX2-only CPU (a warning says so)")  # every --precision's help
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}  # anything else ("off", "fp32"): no autocast
 

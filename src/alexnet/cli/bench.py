@@ -35,7 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="training batch for step and data (default: 128)")
     p.add_argument("--infer-batch", type=int, default=64, metavar="N", help="inference throughput batch (default: 64)")
     p.add_argument("--precision", action="append", default=None, choices=runtime.PRECISIONS,
-                   help="autocast precision of our runs (repeatable; default: fp32 and the best the device supports)")
+                   help=runtime.PRECISION_HELP + " (our runs; repeatable; default: fp32 and the best the device supports)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
                    help="run ours in channels_last (NHWC) layout (default: on)")
     p.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on a small CPU)")

@@ -9,7 +9,7 @@ import time
 from alexnet import runtime
 from alexnet.data.sources import SPEC_HELP
 from alexnet.inference.features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
-from alexnet.runtime import DEVICE_HELP, resolve_device
+from alexnet.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -29,8 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="stored precision (default float32)")
     p.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default 128)")
     p.add_argument("--precision", choices=runtime.PRECISIONS, default="fp32",
-                   help="compute precision (default fp32; bf16 is faster on GPUs and CPUs with AVX512-BF16 or AMX, "
-                        "emulated and slower on AVX2-only CPUs; not bit-equal)")
+                   help=PRECISION_HELP + " (default: fp32; other precisions are not bit-equal)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto)")
     p.add_argument("--workers", type=int, default=0, metavar="N", help="decoding processes for image folders (default 0)")
     p.add_argument("--threads", type=int, default=0, metavar="N",

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from alexnet.runtime import DEVICE_HELP, PRECISIONS
+from alexnet.runtime import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from alexnet.tools.listen import allowed_hosts, listen, url, warn_if_public
 
 
@@ -37,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="before it is ready, run each model at every batch size from --max-batch-size down to 1, so that "
                         "its memory is taken before the first request and stays flat (default: on; seconds at the defaults)")
     p.add_argument("--device", default="auto", help=DEVICE_HELP + " (default: auto); an .onnx runs on ONNX Runtime's CPU provider")
-    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="autocast of a checkpoint's model (default fp32)")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP + " (a checkpoint's model; default: fp32)")
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError
 from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
-from alexnet.runtime import DEVICE_HELP
+from alexnet.runtime import DEVICE_HELP, PRECISION_HELP
 from alexnet.training.config import FLAGS, LRN_KERNELS, PRECISIONS, preset_names, resolve
 from alexnet.training.loop import Callback, TrainResult
 from alexnet.training.resume import RESUMABLE
@@ -35,8 +35,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help=DEVICE_HELP + " (default: the preset's, auto)")
     p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
     p.add_argument("--precision", "--amp", dest="precision", choices=PRECISIONS,
-                   help="fp32, or autocast to bf16 or fp16 (default: the preset's, fp32); bf16 pays on GPUs and CPUs with "
-                        "AVX512-BF16 or AMX, and is emulated, ~20× slower, on an AVX2-only CPU (a warning says so)")
+                   help=PRECISION_HELP + " (default: the preset's, fp32)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory format, the fast one for convolutions on CPU and CUDA (default: on; --no-channels-last for NCHW)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None, help="torch.compile the model")
