@@ -1,5 +1,6 @@
-"""The one exception type the CLI shows as a one-line message (no traceback unless ``--debug``), and the
-one wording of "that name is not one of these" (preset, model, option, setting, study, layer, --data)."""
+"""The one exception type the CLI shows as a one-line message (no traceback unless ``--debug``), and the one
+wording of each common refusal: a name that is not one of the valid ones (``unknown``, with the nearest as
+"did you mean"), a count out of range (``at_least``), any exception as that one line (``one_line``)."""
 
 from __future__ import annotations
 
@@ -53,5 +54,4 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, OSError) and e.filename and e.strerror:
         text = f"{e.filename}: {e.strerror}"
-    text = " ".join(text.split())
-    return text if limit is None or len(text) <= limit else text[:limit]
+    return " ".join(text.split())[:limit]

@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> int:
     plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
     if plot is not None:
         refuse_existing(plot, args.force, None)
-    at_least("--batch-size", args.batch_size), at_least("--workers", args.workers, 0)
+    at_least("--batch-size", args.batch_size)
+    at_least("--workers", args.workers, 0)
     dataset = open_dataset(args.data)
     split = args.split or ("val" if len(dataset.splits.get("val") or ()) else "test")
     images = dataset.split(split)

@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.tools.explore.app import create_app
     from alexnet.tools.explore.session import ExploreConfig, Session
 
-    at_least("--bank-limit", args.bank_limit, 0), at_least("--eval-limit", args.eval_limit, 0)
+    at_least("--bank-limit", args.bank_limit, 0)
+    at_least("--eval-limit", args.eval_limit, 0)
     device = str(resolve_device(args.device))
     if args.run is not None:
         RunFolder(args.run, write=False).read_config()  # one line when it is not a run folder, before the port is taken

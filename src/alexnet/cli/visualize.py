@@ -89,7 +89,9 @@ def run_neighbors(args: argparse.Namespace) -> int:
     from alexnet.reporting import figures
 
     out = _out(args)
-    at_least("--queries", args.queries), at_least("--neighbors", args.neighbors), at_least("--train-limit", args.train_limit, 0)
+    at_least("--queries", args.queries)
+    at_least("--neighbors", args.neighbors)
+    at_least("--train-limit", args.train_limit, 0)
     loaded, splits, name, images = _loaded_split(args)
     if "train" not in splits:
         raise AlexNetError(f"{args.data or loaded.data_spec}: no train split to search")
