@@ -1,6 +1,7 @@
 """The one exception type the CLI shows as a one-line message (no traceback unless ``--debug``), and the one
 wording of each common refusal: a name that is not one of the valid ones (``unknown``, with the nearest as
-"did you mean"), a count out of range (``at_least``), any exception as that one line (``one_line``)."""
+"did you mean"), a setting's value outside its choices (``not_one_of``, the same hint), a count out of range
+(``at_least``), any exception as that one line (``one_line``)."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ def unknown(what: str, name: str, valid: Iterable[str], more: str = "", prefix: 
     hint = f" (did you mean {prefix + near!r}?)" if near else ""
     where = f" in {prefix[:-1]}" if prefix else ""
     return f"unknown {what} {prefix + name!r}{hint}; valid{where}: {', '.join(valid)}{more}"
+
+
+def not_one_of(subject: str, value: object, valid: Iterable[object], more: str = "") -> str:
+    """``setting precision='bf61' is not one of fp32, bf16, fp16 (did you mean 'bf16'?)``: the message for a
+    value outside its choices. ``subject`` is what comes before the value as the user wrote it (``"--metric "``,
+    ``"init="``, ``"setting precision="``); ``more`` follows the choices."""
+    valid = [str(v) for v in valid]
+    near = nearest(value, valid) if isinstance(value, str) else None
+    hint = f" (did you mean {near!r}?)" if near else ""
+    return f"{subject}{value!r} is not one of {', '.join(valid)}{more}{hint}"
 
 
 def at_least(flag: str, value: int, minimum: int = 1) -> int:

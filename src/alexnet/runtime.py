@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, not_one_of
 
 log = logging.getLogger(__name__)
 
@@ -104,11 +104,11 @@ class RuntimeSettings:
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+            raise ValueError(not_one_of("precision ", self.precision, PRECISIONS))
         if self.malloc_arenas < 0:
             raise ValueError(f"malloc_arenas {self.malloc_arenas}: must be ≥ 0 (0: glibc's default)")
         if self.lrn_kernel not in LRN_KERNELS:
-            raise ValueError(f"LRN kernel {self.lrn_kernel!r} is not one of {', '.join(LRN_KERNELS)}")
+            raise ValueError(not_one_of("LRN kernel ", self.lrn_kernel, LRN_KERNELS))
 
     @property
     def torch_device(self) -> torch.device:
@@ -202,7 +202,7 @@ def set_lrn_kernel(kind: str) -> None:
     """Which kernel the LRN's training step runs from now on in this process (:mod:`alexnet.models.lrn`)."""
     global _LRN_KERNEL
     if kind not in LRN_KERNELS:
-        raise ValueError(f"LRN kernel {kind!r} is not one of {', '.join(LRN_KERNELS)}")
+        raise ValueError(not_one_of("LRN kernel ", kind, LRN_KERNELS))
     _LRN_KERNEL = kind
 
 

@@ -192,8 +192,10 @@ def test_unknown_model_or_option_lists_the_valid_ones():
         models.create("alexnet9")
     with pytest.raises(ValueError, match=r"unknown alexnet option 'lrm' \(did you mean 'lrn'\?\); valid:.*lrn"):
         models.create("alexnet", lrm=False)
-    with pytest.raises(ValueError, match="activation='gelu' is not one of relu, tanh"):
+    with pytest.raises(ValueError, match=r"activation='gelu' is not one of relu, tanh \(did you mean 'relu'\?\)$"):
         models.create("alexnet", activation="gelu")
+    with pytest.raises(ValueError, match=r"activation='Tanh' is not one of relu, tanh \(did you mean 'tanh'\?\)$"):
+        models.create("alexnet", activation="Tanh")
 
 
 def test_forward_features_is_the_fc7_code():

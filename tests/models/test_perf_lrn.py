@@ -252,7 +252,7 @@ def test_a_compile_that_fails_falls_back_to_the_same_numbers_once(kernel, monkey
 def test_runtime_settings_name_the_kernel_and_refuse_a_typo():
     from alexnet import runtime
 
-    with pytest.raises(ValueError, match="LRN kernel 'compield' is not one of auto, eager, compiled"):
+    with pytest.raises(ValueError, match=r"LRN kernel 'compield' is not one of auto, eager, compiled \(did you mean 'compiled'\?\)$"):
         runtime.RuntimeSettings(lrn_kernel="compield")
     before = runtime.lrn_kernel()
     try:

@@ -40,8 +40,10 @@ def test_overrides_and_their_errors():
     assert c.optim.lr == 0.5 and c.optim.nesterov and c.model.options["lrn"] is False and c.data.spec == "/x"
     with pytest.raises(AlexNetError, match=r"unknown setting 'optim.lrr' \(did you mean 'optim.lr'\?\); valid in optim: lr, momentum"):
         resolve("digits", {}, ["optim.lrr=1"])
-    with pytest.raises(AlexNetError, match="precision='fp8' is not one of fp32, bf16, fp16"):
+    with pytest.raises(AlexNetError, match="precision='fp8' is not one of fp32, bf16, fp16$"):
         resolve("digits", {}, ["precision=fp8"])
+    with pytest.raises(AlexNetError, match=r"precision='bf61' is not one of fp32, bf16, fp16 \(did you mean 'bf16'\?\)$"):
+        resolve("digits", {}, ["precision=bf61"])  # a value mistyped gets the nearest choice, as a name does
     with pytest.raises(AlexNetError, match="precision='fp8' is not one of fp32, bf16, fp16"):
         resolve("digits", {}, ["amp=fp8"])  # the setting's name before the one precision vocabulary
     with pytest.raises(AlexNetError, match="unknown preset 'nope'; valid: "):

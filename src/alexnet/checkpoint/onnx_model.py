@@ -44,7 +44,7 @@ from torch import nn
 
 from alexnet.checkpoint.format import Checkpoint
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import AlexNetError, one_line
+from alexnet.errors import AlexNetError, not_one_of, one_line
 
 FORMAT = "alexnet-onnx"
 FORMAT_VERSION = 1  # bump when a key changes meaning; read_metadata refuses newer versions
@@ -241,7 +241,7 @@ def _check_fields(meta: OnnxMetadata, source: str) -> None:
     if len(meta.source_sha256) != 64 or not set(meta.source_sha256) <= set(string.hexdigits.lower()):
         problems.append(f"source_sha256={meta.source_sha256[:70]!r} is not a sha256 (64 hex digits)")
     if meta.quantization.get("mode") not in MODES:
-        problems.append(f"quantization mode {meta.quantization.get('mode')!r} is not one of {', '.join(MODES)}")
+        problems.append(not_one_of("quantization mode ", meta.quantization.get('mode'), MODES))
     elif meta.mode == "static" and not {"data", "split", "images"} <= set(meta.calibration):
         problems.append("a static int8 model must name its calibration set (data, split, images)")
     try:
@@ -294,7 +294,7 @@ def _decode(value: Any) -> Any:
             return {k: _decode(v) for k, v in value.items()}
         t = value[TENSOR]
         if t["dtype"] not in DTYPES:
-            raise ValueError(f"tensor dtype {t['dtype']!r} is not one of {', '.join(DTYPES)}")
+            raise ValueError(not_one_of("tensor dtype ", t['dtype'], DTYPES))
         shape = [int(n) for n in t["shape"]]
         array = np.frombuffer(base64.b64decode(t["base64"], validate=True), dtype=np.dtype(t["dtype"]).newbyteorder("<"))
         if array.size != int(np.prod(shape)):

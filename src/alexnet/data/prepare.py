@@ -57,7 +57,7 @@ from alexnet.data.sources import Dataset, open_dataset
 from alexnet.data.stats import StatsAccumulator
 from alexnet.data.store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
 from alexnet.data.transforms import downsample
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, not_one_of
 from alexnet.jobs import STATE, JobRecord, RunLock, foreign, resume
 
 log = logging.getLogger(__name__)
@@ -103,7 +103,7 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
     if not 8 <= config.size <= MAX_SIZE:
         raise AlexNetError(f"--size {config.size}: the stored side must be between 8 and {MAX_SIZE} pixels (the paper's is 256)")
     if config.encoding not in ENCODINGS:
-        raise AlexNetError(f"--encoding {config.encoding!r}: one of {', '.join(ENCODINGS)}")
+        raise AlexNetError(not_one_of("--encoding ", config.encoding, ENCODINGS))
     if not 1 <= config.quality <= 100:
         raise AlexNetError(f"--quality {config.quality}: JPEG quality runs from 1 to 100 (default {DEFAULT_QUALITY})")
     out = Path(config.out)

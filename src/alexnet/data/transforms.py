@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from alexnet.data.stats import Stats
-from alexnet.errors import AlexNetError, one_line, unknown
+from alexnet.errors import AlexNetError, not_one_of, one_line, unknown
 
 NORMALIZATIONS = ("mean_image", "channel", "unit")
 
@@ -50,7 +50,7 @@ class Pipeline:
 
     def __post_init__(self) -> None:
         if self.normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize={self.normalize!r} is not one of {', '.join(NORMALIZATIONS)}")
+            raise ValueError(not_one_of("normalize=", self.normalize, NORMALIZATIONS))
         if not 0 < self.crop <= self.resize:
             raise ValueError(f"crop={self.crop} must be positive and at most resize={self.resize}")
         if self.channels not in (1, 3):

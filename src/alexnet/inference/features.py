@@ -62,7 +62,7 @@ from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
 from alexnet.data.sources import NAMED
-from alexnet.errors import AlexNetError, at_least, did_you_mean
+from alexnet.errors import AlexNetError, at_least, did_you_mean, not_one_of
 from alexnet.inference.evaluate import evaluating, load_for_inference
 from alexnet.jobs import JobRecord, RunLock, resume
 
@@ -155,10 +155,10 @@ class FeatureConfig:
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
-            raise AlexNetError(f"--dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+            raise AlexNetError(not_one_of("--dtype ", self.dtype, DTYPES))
         at_least("--batch-size", self.batch_size)
         if self.precision not in runtime.PRECISIONS:
-            raise AlexNetError(f"--precision {self.precision!r} is not one of {', '.join(runtime.PRECISIONS)}")
+            raise AlexNetError(not_one_of("--precision ", self.precision, runtime.PRECISIONS))
         at_least("--workers", self.workers, 0)
         if self.threads < 0:
             raise AlexNetError(f"--threads {self.threads} must be 0 (torch's default) or more")

@@ -25,7 +25,7 @@ import torch
 
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
-from alexnet.errors import AlexNetError, at_least
+from alexnet.errors import AlexNetError, at_least, not_one_of
 
 METRICS = ("euclidean", "cosine")
 CHUNK = 8192  # rows per step (8192 × 4096 fc7 codes in float64 = 256 MiB)
@@ -49,7 +49,7 @@ def check_k(k: int, rows: int, what: str) -> None:
 def check_query(dim: int, queries: np.ndarray | torch.Tensor, k: int, metric: str, rows: int, what: str = "the bank") -> None:
     """One-line errors for a metric, k or query shape that cannot be searched among ``rows`` rows of ``dim`` columns."""
     if metric not in METRICS:
-        raise AlexNetError(f"--metric {metric!r} is not one of {', '.join(METRICS)}")
+        raise AlexNetError(not_one_of("--metric ", metric, METRICS))
     check_k(k, rows, what)
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise AlexNetError(f"queries have shape {tuple(queries.shape)} but the bank's rows have {dim} columns")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from alexnet.errors import AlexNetError, at_least
+from alexnet.errors import AlexNetError, at_least, not_one_of
 from alexnet.inference.evaluate import Scores, check_classes, score
 from alexnet.inference.features import FeatureSet, open_features
 from alexnet.inference.neighbours import check_k
@@ -47,7 +47,7 @@ class ProbeConfig:
             raise AlexNetError(f"--C {self.c} must be positive")
         at_least("--k", self.k)
         if self.metric not in METRICS:
-            raise AlexNetError(f"--metric {self.metric!r} is not one of {', '.join(METRICS)}")
+            raise AlexNetError(not_one_of("--metric ", self.metric, METRICS))
 
 
 def _matrix(features: FeatureSet) -> np.ndarray:

@@ -36,7 +36,7 @@ import torch
 from alexnet.data import open_dataset
 from alexnet.data.images import decode_image
 from alexnet.data.transforms import downsample
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, not_one_of
 from alexnet.inference.features import Extractor, FeatureConfig, FeatureSet, file_sha256, open_features
 from alexnet.inference.neighbours import CHUNK, Neighbours, check_query, nearest
 
@@ -89,7 +89,7 @@ def faiss_available() -> bool:
 def search(bank: np.ndarray, queries: np.ndarray, k: int, metric: str = "euclidean", engine: str = "auto") -> Neighbours:
     """The ``k`` nearest rows of ``bank`` to each query (a ``k`` over the bank's rows is refused)."""
     if engine not in ENGINES:
-        raise AlexNetError(f"--engine {engine!r} is not one of {', '.join(ENGINES)}")
+        raise AlexNetError(not_one_of("--engine ", engine, ENGINES))
     if engine == "auto":
         engine = "faiss" if len(bank) >= FAISS_FROM_ROWS and faiss_available() else "exact"
     log.info("search: %s engine, %d queries, %d bank rows, k=%d, %s", engine, len(queries), len(bank), k, metric)

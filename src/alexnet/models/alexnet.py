@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import StagedNet
 from alexnet.models.cudaconvnet_layers import SameMapResponseNorm, ceil_extra, ceil_output_size
 from alexnet.models.layers import DROPOUT_SCALINGS, INITS, conv_output_size, dropout_layer, initialise
@@ -118,10 +119,10 @@ class AlexNetConfig:
         }
         for key, (value, valid) in choices.items():
             if value not in valid:
-                raise ValueError(f"{key}={value!r} is not one of {', '.join(valid)}")
+                raise ValueError(not_one_of(f"{key}=", value, valid))
         for position in self.norm_positions():
             if position not in NORM_POSITIONS:
-                raise ValueError(f"norm_position={position!r} is not one of {', '.join(NORM_POSITIONS)}")
+                raise ValueError(not_one_of("norm_position=", position, NORM_POSITIONS))
         if isinstance(self.norm_position, tuple) and len(self.norm_position) != len(self.convs):
             raise ValueError(f"norm_position has {len(self.norm_position)} entries for {len(self.convs)} conv layers")
         if not 0.0 <= self.dropout < 1.0:

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import ConfiguredNet
 from alexnet.models.cudaconvnet_layers import LocallyConnected2d, SameMapResponseNorm, ceil_output_size
 from alexnet.models.lrn import LocalResponseNorm
@@ -100,7 +101,7 @@ class CudaConvnetConfig:
 
     def __post_init__(self) -> None:
         if self.activation not in ACTIVATIONS:
-            raise ValueError(f"activation={self.activation!r} is not one of {', '.join(ACTIVATIONS)}")
+            raise ValueError(not_one_of("activation=", self.activation, ACTIVATIONS))
         if self.num_classes < 1:
             raise ValueError(f"num_classes={self.num_classes} must be at least 1")
 

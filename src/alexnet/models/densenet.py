@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import ConfiguredNet
 from alexnet.models.registry import register
 
@@ -46,7 +47,7 @@ class DenseNetConfig:
 
     def __post_init__(self) -> None:
         if self.form not in DENSENET_FORMS:
-            raise ValueError(f"form={self.form!r} is not one of {', '.join(DENSENET_FORMS)}")
+            raise ValueError(not_one_of("form=", self.form, DENSENET_FORMS))
 
 
 class DenseLayer(nn.Module):

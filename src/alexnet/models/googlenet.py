@@ -37,6 +37,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import ConfiguredNet, classification_loss
 from alexnet.models.lrn import LocalResponseNorm
 from alexnet.models.registry import register
@@ -84,9 +85,9 @@ class GoogLeNetConfig:
 
     def __post_init__(self) -> None:
         if self.init not in GOOGLENET_INITS:
-            raise ValueError(f"init={self.init!r} is not one of {', '.join(GOOGLENET_INITS)}")
+            raise ValueError(not_one_of("init=", self.init, GOOGLENET_INITS))
         if self.aux_pool not in ("adaptive", "paper"):
-            raise ValueError(f"aux_pool={self.aux_pool!r} is not one of adaptive, paper")
+            raise ValueError(not_one_of("aux_pool=", self.aux_pool, ("adaptive", "paper")))
         for key in ("dropout", "aux_dropout"):
             if not 0.0 <= getattr(self, key) < 1.0:
                 raise ValueError(f"{key}={getattr(self, key)} must be in [0, 1)")
@@ -249,7 +250,7 @@ class GoogLeNet(ConfiguredNet):
 
 def _form(form: str, **changes) -> GoogLeNetConfig:
     if form not in FORMS:
-        raise ValueError(f"form={form!r} is not one of {', '.join(FORMS)}")
+        raise ValueError(not_one_of("form=", form, FORMS))
     return replace(FORMS[form], **{k: v for k, v in changes.items() if v is not None})
 
 
@@ -264,7 +265,7 @@ def googlenet(
 ) -> nn.Module:
     """``form`` "torchvision" or "paper"; ``dropout`` and ``init`` default to the form's own (None)."""
     if form not in ("torchvision", "paper"):
-        raise ValueError(f"form={form!r} is not one of torchvision, paper (d2l's form is googlenet_d2l)")
+        raise ValueError(not_one_of("form=", form, ("torchvision", "paper"), more=" (d2l's form is googlenet_d2l)"))
     config = _form(form, num_classes=num_classes, aux_logits=aux_logits, dropout=dropout, init=init)
     return GoogLeNet(config, name="googlenet")
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.errors import unknown
+from alexnet.errors import not_one_of, unknown
 
 # ---------------------------------------------------------------------------------------------
 # Dropout (§4.2) in the paper's scaling and in the inverted one every framework uses.
@@ -50,7 +50,7 @@ class PaperDropout(nn.Dropout):
 def dropout_layer(p: float, scaling: str) -> nn.Dropout:
     """The dropout module for ``scaling`` "paper" (:class:`PaperDropout`) or "inverted" (``nn.Dropout``)."""
     if scaling not in DROPOUT_SCALINGS:
-        raise ValueError(f"dropout scaling {scaling!r} is not one of {', '.join(DROPOUT_SCALINGS)}")
+        raise ValueError(not_one_of("dropout scaling ", scaling, DROPOUT_SCALINGS))
     return PaperDropout(p) if scaling == "paper" else nn.Dropout(p)
 
 

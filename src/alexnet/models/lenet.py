@@ -46,6 +46,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import ConfiguredNet
 from alexnet.models.layers import conv_output_size
 from alexnet.models.registry import register
@@ -80,7 +81,7 @@ class LeNetConfig:
         for key, value, valid in (("activation", self.activation, tuple(LENET_ACTIVATIONS)),
                                   ("pooling", self.pooling, tuple(LENET_POOLING)), ("init", self.init, LENET_INITS)):
             if value not in valid:
-                raise ValueError(f"{key}={value!r} is not one of {', '.join(valid)}")
+                raise ValueError(not_one_of(f"{key}=", value, valid))
         if self.num_classes < 1:
             raise ValueError(f"num_classes={self.num_classes} must be at least 1")
 

@@ -48,6 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet import runtime
+from alexnet.errors import not_one_of
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class LocalResponseNorm(nn.Module):
     ) -> None:
         super().__init__()
         if convention not in LRN_CONVENTIONS:
-            raise ValueError(f"LRN convention {convention!r} is not one of {', '.join(LRN_CONVENTIONS)}")
+            raise ValueError(not_one_of("LRN convention ", convention, LRN_CONVENTIONS))
         if size < 1 or groups < 1:
             raise ValueError(f"LRN size and groups must be positive, got size={size}, groups={groups}")
         self.size, self.alpha, self.beta, self.k = size, alpha, beta, k

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import ConfiguredNet
 from alexnet.models.registry import register
 
@@ -64,7 +65,7 @@ class NiNConfig:
 
     def __post_init__(self) -> None:
         if self.init not in NIN_INITS:
-            raise ValueError(f"init={self.init!r} is not one of {', '.join(NIN_INITS)}")
+            raise ValueError(not_one_of("init=", self.init, NIN_INITS))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.num_classes < 1:

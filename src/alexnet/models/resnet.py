@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import ConfiguredNet
 from alexnet.models.registry import register
 
@@ -52,9 +53,9 @@ class ResNetConfig:
 
     def __post_init__(self) -> None:
         if self.form not in RESNET_FORMS:
-            raise ValueError(f"form={self.form!r} is not one of {', '.join(RESNET_FORMS)}")
+            raise ValueError(not_one_of("form=", self.form, RESNET_FORMS))
         if self.block not in ("basic", "bottleneck"):
-            raise ValueError(f"block={self.block!r} is not one of basic, bottleneck")
+            raise ValueError(not_one_of("block=", self.block, ("basic", "bottleneck")))
 
 
 def _conv(c_in: int, c_out: int, kernel: int, stride: int, bias: bool) -> nn.Conv2d:

@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from alexnet.errors import not_one_of
 from alexnet.models.base import StagedNet
 from alexnet.models.registry import register
 
@@ -66,7 +67,7 @@ class VGGConfig:
             raise ValueError(f"input_size={self.input_size} is too small for {len(self.blocks)} VGG blocks "
                              f"(each halves the side): at least {2 ** len(self.blocks)}")
         if self.init not in VGG_INITS:
-            raise ValueError(f"init={self.init!r} is not one of {', '.join(VGG_INITS)}")
+            raise ValueError(not_one_of("init=", self.init, VGG_INITS))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout={self.dropout} must be in [0, 1)")
         if self.num_classes < 1:

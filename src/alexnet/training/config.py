@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alexnet.errors import AlexNetError, unknown
+from alexnet.errors import AlexNetError, not_one_of, unknown
 from alexnet.runtime import LRN_KERNELS, PRECISIONS, RuntimeSettings
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
         elif type(default) is not type(value) and not (isinstance(default, dict) and isinstance(value, dict)):
             raise AlexNetError(f"setting {key} must be {type(default).__name__}, got {value!r}")
         if key in CHOICES and value not in CHOICES[key]:
-            raise AlexNetError(f"setting {key}={value!r} is not one of {', '.join(map(str, CHOICES[key]))}")
+            raise AlexNetError(not_one_of(f"setting {key}=", value, CHOICES[key]))
         kwargs[name] = value
     return cls(**kwargs)
 

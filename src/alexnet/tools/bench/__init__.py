@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from alexnet import models, runtime
-from alexnet.errors import at_least, unknown
+from alexnet.errors import at_least, not_one_of, unknown
 from alexnet.tools.bench import d2l, data, decode, features, infer, serve, step
 from alexnet.tools.bench.timing import machine, matmul_tflops
 
@@ -72,11 +72,11 @@ class BenchConfig:
             raise ValueError(unknown("bench part", extra[0], PARTS))
         for p in self.precisions:
             if p not in runtime.PRECISIONS:
-                raise ValueError(f"precision {p!r} is not one of {', '.join(runtime.PRECISIONS)}")
+                raise ValueError(not_one_of("precision ", p, runtime.PRECISIONS))
         for name in self.models:
             models.entry(name)  # raises, listing the valid names
         if self.lrn_kernel not in runtime.LRN_KERNELS:
-            raise ValueError(f"lrn_kernel {self.lrn_kernel!r} is not one of {', '.join(runtime.LRN_KERNELS)}")
+            raise ValueError(not_one_of("lrn_kernel ", self.lrn_kernel, runtime.LRN_KERNELS))
         for key, flag in COUNT_FLAGS.items():  # named by the flag a user typed (infer_reps has none: its field name)
             at_least(flag, getattr(self, key))
         if self.workers is not None:

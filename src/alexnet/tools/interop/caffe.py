@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, not_one_of
 from alexnet.tools.interop.torchvision import check_state_dict
 
 # --arch → registry model
@@ -295,7 +295,7 @@ def resolve_arch(layers: list[CaffeLayer], arch: str | None, source: str) -> str
     """The architecture the file's layers say, checked against ``--arch`` (which is needed only when the
     file does not say)."""
     if arch is not None and arch not in ARCHS:
-        raise AlexNetError(f"--arch {arch!r} is not one of {', '.join(ARCHS)}")
+        raise AlexNetError(not_one_of("--arch ", arch, ARCHS))
     found = detect_arch(layers)
     if found is None:
         if arch is None:

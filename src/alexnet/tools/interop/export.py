@@ -33,7 +33,7 @@ from alexnet.atomic import atomic_path, refuse_existing
 from alexnet.checkpoint import Checkpoint, OnnxMetadata, restore_model, save_safetensors
 from alexnet.checkpoint.onnx_model import stamp
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, not_one_of
 from alexnet.inference.features import file_sha256
 from alexnet.tools.interop import quantize
 from alexnet.tools.interop.quantize import Quantization
@@ -102,7 +102,7 @@ def export(source: str | os.PathLike, fmt: str, out: str | os.PathLike, *, overw
     """Write the checkpoint file ``source`` in ``fmt`` (onnx, torchscript, safetensors) to ``out``;
     ONNX is fp32, or int8 as ``quantization`` says. Returns an ONNX file's metadata."""
     if fmt not in FORMATS:
-        raise AlexNetError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        raise AlexNetError(not_one_of("--format ", fmt, FORMATS))
     if quantization is not None and fmt != "onnx":
         raise AlexNetError(f"--quantize int8 needs --format onnx (ONNX Runtime's quantizer), not --format {fmt}")
     ckpt = checkpoint.load(source)
