@@ -9,7 +9,7 @@ from helpers import image_folder
 from PIL import Image
 
 from alexnet.data import iter_batches, open_dataset
-from alexnet.data.images import BadImage, decode_image
+from alexnet.data.images import BadImage, decode_bytes, decode_image
 from alexnet.errors import AlexNetError
 
 
@@ -114,6 +114,36 @@ def test_bad_files_are_named_with_their_reason(tmp_path, kind, content, reason):
         decode_image(path)
     assert info.value.path == str(path) and str(path) in str(info.value)
     assert isinstance(info.value, AlexNetError) and "\n" not in str(info.value)
+
+
+EPS = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\n%%EndComments\n0 0 moveto 8 8 lineto stroke\nshowpage\n"
+
+
+def test_postscript_and_other_formats_are_never_decoded(tmp_path, monkeypatch):
+    """Pillow would hand an EPS file (an upload, or a file in a folder) to Ghostscript; a stub gs first on
+    PATH shows that nothing runs it, and a TGA (a format Pillow reads) is refused as well: only IMAGE_FORMATS."""
+    gs = tmp_path / "bin" / "gs"
+    gs.parent.mkdir()
+    gs.write_text(f"#!/bin/sh\ntouch {tmp_path / 'gs-ran'}\nexit 1\n")
+    gs.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{gs.parent}{os.pathsep}{os.environ['PATH']}")
+    (tmp_path / "evil.jpg").write_bytes(EPS)
+    Image.fromarray(_halves()).save(tmp_path / "x.tga")
+    for path in (tmp_path / "evil.jpg", tmp_path / "x.tga"):
+        with pytest.raises(BadImage, match=r"not an image in a format read here \(JPEG, PNG, "):
+            decode_image(path)
+    with pytest.raises(BadImage, match="^upload.eps: not an image in a format read here"):
+        decode_bytes(EPS, "upload.eps")
+    assert not (tmp_path / "gs-ran").exists()
+
+
+def test_a_phones_multi_picture_jpeg_is_read(tmp_path):
+    """MPO: the JPEG with a second picture appended that phones write; Pillow opens it as its own format."""
+    a = _halves()
+    Image.fromarray(a).save(tmp_path / "phone.jpg", format="MPO", save_all=True, append_images=[Image.fromarray(a[::-1])])
+    Image.fromarray(a).save(tmp_path / "plain.jpg")
+    assert Image.open(tmp_path / "phone.jpg").format == "MPO"
+    np.testing.assert_array_equal(decode_image(tmp_path / "phone.jpg"), decode_image(tmp_path / "plain.jpg"))  # the first picture
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):

@@ -3,8 +3,8 @@
 Every file a data set points at goes through :func:`decode_image`: the image-folder sources decode
 lazily with it, ``alexnet prepare`` validates every image with it, ``alexnet predict`` reads the
 user's files with it. A file that cannot be used raises :class:`BadImage`, whose one-line message
-names the path and the reason (zero-byte, not an image, truncated or corrupt, decompression bomb,
-unreadable).
+names the path and the reason (zero-byte, not an image of a format read here, truncated or corrupt,
+decompression bomb, unreadable). Only the raster formats of :data:`IMAGE_FORMATS` are decoded.
 
 Conversions to RGB (the network sees three channels, §2 "the centered raw RGB values"):
 
@@ -45,6 +45,10 @@ MAX_UPLOAD = 20 * 1024 * 1024
 
 # The file name endings an image folder source counts as images (case-insensitive).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm")
+# The Pillow decoders those files are read with, and the only ones any file or upload reaches (JPEG's
+# opens the multi-picture JPEGs phones write as MPO). Pillow would otherwise try each of its ~40 plugins on
+# the bytes, EPS among them, whose decoder runs Ghostscript on them: a file we are given is data, never a program.
+IMAGE_FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 
 
 class BadImage(AlexNetError):
@@ -99,7 +103,7 @@ def _decode(f: BinaryIO, path: str | os.PathLike, max_pixels: int) -> np.ndarray
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(f)
+            image = Image.open(f, formats=IMAGE_FORMATS)
             width, height = image.size
             if width * height > max_pixels:
                 raise BadImage(path, f"decompression bomb: {width}×{height} = {width * height:,} pixels "
@@ -109,7 +113,7 @@ def _decode(f: BinaryIO, path: str | os.PathLike, max_pixels: int) -> np.ndarray
     except BadImage:
         raise
     except UnidentifiedImageError:
-        raise BadImage(path, "not an image (no image format recognises its contents)") from None
+        raise BadImage(path, "not an image in a format read here (JPEG, PNG, BMP, GIF, TIFF, WebP, PPM/PGM/PBM)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise BadImage(path, f"decompression bomb: {e}") from None
     except OSError as e:

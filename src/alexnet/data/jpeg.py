@@ -71,7 +71,7 @@ def encode(image: np.ndarray, quality: int) -> bytes:
 
 def decode_pil(data: bytes, channels: int) -> np.ndarray:
     """Pillow's decode of one record as uint8 [H, W, C]: the reference the fast decoders must equal."""
-    image = Image.open(io.BytesIO(data))
+    image = Image.open(io.BytesIO(data), formats=("JPEG",))  # a store's records are JPEG files, nothing else
     image.load()
     array = np.asarray(image.convert("L" if channels == 1 else "RGB"), dtype=np.uint8)
     return np.ascontiguousarray(array[..., None] if channels == 1 else array)
