@@ -143,6 +143,19 @@ def test_truncated_and_foreign_files_are_one_line_errors(tmp_path):
         checkpoint.load(tmp_path / "missing.pt")
 
 
+def test_a_checkpoint_cut_anywhere_is_named_truncated(tmp_path):
+    """A copy cut short fails in torch's zip reader as a RuntimeError, an EOFError or, at some lengths, an
+    unnamed OSError (EINVAL: a seek before the start), which was an error without the file's name."""
+    _, ckpt = small_checkpoint()
+    checkpoint.save(tmp_path / "good.pt", ckpt)
+    data = (tmp_path / "good.pt").read_bytes()
+    cut = tmp_path / "cut.pt"
+    for n in range(64, len(data), len(data) // 97):  # past the zip signature (a shorter file is sniffed as text)
+        cut.write_bytes(data[:n])
+        with pytest.raises(AlexNetError, match=rf"^{cut}: truncated or corrupt checkpoint \("):
+            checkpoint.load(cut)
+
+
 @pytest.mark.parametrize(("content", "says"), [
     (b"\xff\xd8\xff\xe0" + b"\0" * 20, "a JPEG image, not a checkpoint; to classify it: alexnet predict"),
     (b"\x89PNG\r\n\x1a\n" + b"\0" * 20, "a PNG image"),

@@ -81,6 +81,10 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
         raise AlexNetError(f"{path}: not a checkpoint (unreadable pickle: {text[:120]})") from None
     except (EOFError, zipfile.BadZipFile) as e:
         raise AlexNetError(f"{path}: truncated or corrupt checkpoint ({type(e).__name__})") from None
+    except OSError as e:  # unnamed: a zip cut short can send torch's reader to seek before the start (EINVAL)
+        if e.filename is not None:
+            raise AlexNetError(f"{path}: cannot read ({e.strerror or one_line(e)})") from None
+        raise AlexNetError(f"{path}: truncated or corrupt checkpoint ({one_line(e)})") from None
     except RuntimeError as e:
         text = one_line(e)
         if "zip archive" in text or "central directory" in text or "PytorchStreamReader" in text:
