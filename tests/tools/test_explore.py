@@ -5,6 +5,7 @@ import base64
 import io
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -293,7 +294,8 @@ def test_a_run_in_progress_is_followed_its_weights_reloaded_when_its_checkpoint_
     session = Session(ExploreConfig(ckpt, run=run.root, bank_limit=50, eval_limit=20))
     with TestClient(create_app(session), raise_server_exceptions=False) as c:
         first = c.get("/api/run/live").json()
-        assert first == {"live": None, "epochs_done": 2, "finished": False, "stale": False, "weights": None, "reloaded": False}
+        assert first == {"live": None, "epochs_done": 2, "finished": False, "stale": False, "weights": None, "reloaded": False,
+                         "weights_error": None}
         before = c.get("/api/classify?split=test&index=0").json()
         run.write_live({"state": "training", "epoch": 3, "epochs": 5, "batch": 7, "per_epoch": 19, "time": time.time()})
         run.append_metrics({"epoch": 3, "train_loss": 1.5, "val_loss": 1.6, "val_top1_error": 0.3})
@@ -306,6 +308,20 @@ def test_a_run_in_progress_is_followed_its_weights_reloaded_when_its_checkpoint_
         after = c.get("/api/classify?split=test&index=0").json()
         assert after != before  # the model's weights are the new checkpoint's
         assert c.get("/api/run/live").json()["reloaded"] is False  # unchanged file: not loaded again
+        other = checkpoint.from_model(models.create("alexnet_small", num_classes=5, width=0.25), list("abcde"),
+                                      model_options={"width": 0.25}, preprocess=changed.preprocess)
+        restats = checkpoint.load(ckpt)  # the same net and classes, another training set's mean
+        restats.preprocess["stats"]["channel_mean"] = restats.preprocess["stats"]["channel_mean"] + 1
+        good = Path(ckpt).read_bytes()
+        for content, says in ((other, "' has shape ("), (restats, "now holds another model, classes or preprocessing"),
+                              (good[:len(good) // 2], "truncated or corrupt checkpoint")):
+            Path(ckpt).write_bytes(content) if isinstance(content, bytes) else checkpoint.save(ckpt, content)
+            refused = c.get("/api/run/live")  # a file the explorer cannot follow: the weights it had, and why
+            assert refused.status_code == 200 and says in refused.json()["weights_error"] and not refused.json()["reloaded"]
+            assert "keeps the weights it had" in refused.json()["weights_error"] and refused.json()["weights"] == 3
+            assert c.get("/api/classify?split=test&index=0").json() == after
+        Path(ckpt).write_bytes(good)
+        assert c.get("/api/run/live").json()["weights_error"] is None
         run.write_live({"state": "training", "epoch": 3, "epochs": 5, "time": time.time() - 120})
         assert c.get("/api/run/live").json()["stale"] is True  # no news for two minutes
         run.write_report_json({"final": {}})

@@ -121,6 +121,12 @@ class Preprocess:
     def to_state(self) -> dict[str, Any]:
         return {"pipeline": asdict(self.pipeline), "stats": self.stats.to_state() if self.stats else None}
 
+    def same_as(self, other: Preprocess) -> bool:
+        """The same pipeline and the same statistics, value for value (a run's checkpoints all have them)."""
+        mine, theirs = (asdict(p.stats) if p.stats else {} for p in (self, other))
+        return self.pipeline == other.pipeline and mine.keys() == theirs.keys() and all(
+            np.array_equal(mine[k], theirs[k]) for k in mine)
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> Preprocess:
         stats = Stats.from_state(state["stats"]) if state.get("stats") else None

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from alexnet.checkpoint import check_state_dict
 from alexnet.data import ImageSet, downsample, open_dataset
 from alexnet.data.images import MAX_PIXELS, MAX_UPLOAD, decode_bytes
 from alexnet.data.transforms import centre_offset
@@ -104,6 +105,7 @@ class Session:
         self._architecture: str | None = None
         # the checkpoint file's mtime and the epoch the model's weights came from (live() follows the file)
         self._weights: tuple[int, Any] | None = (config.checkpoint.stat().st_mtime_ns, (self.ckpt.train_state or {}).get("epoch"))
+        self._weights_error: str | None = None  # why the file's latest state could not be followed
         self.units = units.UnitViews(self.model, self.preprocess, self.classes, limit=config.eval_limit, device=self.device)
 
     # -- set-up ------------------------------------------------------------------------------
@@ -316,7 +318,7 @@ class Session:
         live, finished = self.run.read_live(), self.run.report_json.is_file()
         stale = bool(live) and not finished and time.time() - float(live.get("time", 0)) > STALE_S
         return {"live": live, "epochs_done": len(self.run.read_metrics()), "finished": finished, "stale": stale,
-                "weights": self._weights[1] if self._weights else None, "reloaded": reloaded}
+                "weights": self._weights[1] if self._weights else None, "reloaded": reloaded, "weights_error": self._weights_error}
 
     def _follow_checkpoint(self) -> bool:
         """Load the checkpoint's weights again when the file has changed since they were loaded."""
@@ -327,10 +329,18 @@ class Session:
             return False
         if self._weights is not None and self._weights[0] == stamp:
             return False
-        ckpt, model, _ = load_for_inference(path, "cpu")
+        try:  # checked whole before a tensor is copied: a file of another model leaves the weights as they were
+            ckpt, model, preprocess = load_for_inference(path, "cpu")
+            check_state_dict(model.state_dict(), self.model.state_dict(), str(path))
+            if (ckpt.model, ckpt.classes) != (self.ckpt.model, self.ckpt.classes) or not preprocess.same_as(self.preprocess):
+                raise AlexNetError(f"{path}: now holds another model, classes or preprocessing than the one explored")
+        except AlexNetError as e:
+            self._weights = (stamp, self._weights[1] if self._weights else None)  # not retried until the file changes again
+            self._weights_error = f"{e}; the explorer keeps the weights it had (restart it to explore the new file)"
+            return False
         self.model.load_state_dict(model.state_dict())
         epoch = (ckpt.train_state or {}).get("epoch")
-        self._weights, self._confusion = (stamp, epoch), None
+        self._weights, self._weights_error, self._confusion = (stamp, epoch), None, None
         self.units = units.UnitViews(self.model, self.preprocess, self.classes, limit=self.config.eval_limit, device=self.device)
         return True
 

@@ -355,6 +355,11 @@ function thumb(split, index, caption) {
 let livePoll = null, liveEpochs = -1;
 
 function liveText(a) {
+  const text = liveProgress(a);
+  return a.weights_error ? `${text} · not following the checkpoint: ${a.weights_error}` : text;
+}
+
+function liveProgress(a) {
   const l = a.live;
   if (a.finished) return `finished: ${a.epochs_done} epoch(s)`;
   if (!l) return "waiting for the run's first steps";
