@@ -1,7 +1,8 @@
 """The one exception type the CLI shows as a one-line message (no traceback unless ``--debug``), and the one
 wording of each common refusal: a name that is not one of the valid ones (``unknown``, with the nearest as
 "did you mean"), a setting's value outside its choices (``not_one_of``, the same hint), a count out of range
-(``at_least``), any exception as that one line (``one_line``)."""
+(``at_least``), any exception as that one line (``one_line``); and the one reading of a whole number a
+person or a client typed (``whole_number``)."""
 
 from __future__ import annotations
 
@@ -49,6 +50,21 @@ def not_one_of(subject: str, value: object, valid: Iterable[object], more: str =
     near = nearest(value, valid) if isinstance(value, str) else None
     hint = f" (did you mean {near!r}?)" if near else ""
     return f"{subject}{value!r} is not one of {', '.join(valid)}{more}{hint}"
+
+
+def whole_number(text: str | None) -> int | None:
+    """``text`` as a whole number where it reads as one: ASCII digits only, at most 18 of them; else None,
+    for the caller's refusal. (``str.isdigit`` takes '²', which ``int`` then refuses; ``int`` takes '٣',
+    '1_0', ' 3' and 5,000-digit numbers.)"""
+    if text is None or not 0 < len(text) <= 18 or not text.isascii() or not text.isdigit():
+        return None
+    return int(text)
+
+
+def shown(text: str, limit: int = 40) -> str:
+    """``text`` as a message quotes a value it refuses: its repr, cut to ``limit`` characters (a client's
+    5,000-digit number or a long header is not echoed whole)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
 
 
 def at_least(flag: str, value: int, minimum: int = 1) -> int:

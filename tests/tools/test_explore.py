@@ -357,7 +357,8 @@ def test_what_a_unit_sees_through_the_api(client):
     ("top?layer=conv2&channel=99", "channel 99 is outside conv2's 0–31"), ("top?layer=conv2&channel=x", "not a whole number"),
     ("top?layer=conv2", "name a unit"), ("top?class=10", "class 10 is outside"), ("top?class=1&layer=conv2&channel=0", "not both"),
     ("visualise?layer=relu7&channel=0", "relu7 is not a map layer"), ("visualise?layer=conv1&channel=0&steps=9999", "steps=9999"),
-    ("visualise?layer=conv1&channel=-1", "outside"),
+    ("visualise?layer=conv1&channel=-1", "channel='-1' is not a whole number"), ("top?class=1_0", "class='1_0' is not a whole number"),
+    ("top?class=%D9%A3", "class='٣' is not a whole number"), (f"top?class={'9' * 5000}", f"class='{'9' * 40}'… is not a whole number"),
 ])
 def test_a_bad_unit_is_a_400_with_one_line(client, query, words):
     r = client.get(f"/api/unit/{query}")

@@ -184,7 +184,10 @@ BAD = [
     (INFER, {"json": fp32([1, 1, 24, 24], datatype="INT8")}, 400, "input 'images' is FP32, not 'INT8'"),
     (INFER, {"json": fp32([1, 3, 24, 24])}, 400, "this model takes [N, 1, 24, 24]"),
     (INFER, {"json": fp32([1, 1, 24, 24], [0.0] * 10)}, 400, "10 values for shape [1, 1, 24, 24] (576 values)"),
-    (INFER, {"json": fp32([1, 1, 24, 24], ["a"] * 576)}, 400, "data is not an array of numbers"),
+    (INFER, {"json": fp32([1, 1, 24, 24], ["a"] * 576)}, 400, "data must be JSON numbers (found strings)"),
+    (INFER, {"json": fp32([1, 1, 24, 24], [10**400] + [0] * 575)}, 400, "data must be JSON numbers (found integers past int64: send them as floats)"),
+    (INFER, {"json": fp32([1, 1, 24, 24], [None] * 576)}, 400, "data must be JSON numbers (found null)"),
+    (INFER, {"json": fp32([1, 1, 24, 24], [[0.0] * 575, [0.0]])}, 400, "data is not an array of numbers"),
     (INFER, {"json": fp32([0, 1, 24, 24])}, 400, "an empty batch"),
     (INFER, {"content": json.dumps(fp32([1, 1, 24, 24], [float("nan")] * 576)).encode()}, 400, "NaN or infinite"),
     (INFER, {"json": {"inputs": [{"name": "image_bytes", "datatype": "BYTES", "shape": [1], "data": ["not base64!"]}]}}, 400, "not base64"),
@@ -210,6 +213,10 @@ BAD = [
     ("/predict?model=digits", {"data": {"x": "1"}}, 400, "the multipart form field 'image'"),
     ("/predict?model=digits", {"files": {"image": ("notes.png", b"text", "image/png")}}, 400, "notes.png: not an image"),
     ("/predict?model=digits&top_k=0", {"files": {"image": ("a.png", b"x", "image/png")}}, 400, "top_k='0' must be a whole number ≥ 1"),
+    ("/predict?model=digits&top_k=%C2%B2", {"files": {"image": ("a.png", b"x", "image/png")}}, 400, "top_k='²' must be a whole number"),
+    ("/predict?model=digits&top_k=%D9%A3", {"files": {"image": ("a.png", b"x", "image/png")}}, 400, "top_k='٣' must be a whole number"),
+    (f"/predict?model=digits&top_k={'9' * 5000}", {"files": {"image": ("a.png", b"x", "image/png")}}, 400,
+     f"top_k='{'9' * 40}'… must be a whole number"),
 ]
 
 
@@ -227,6 +234,7 @@ def test_an_image_over_the_upload_limit_is_413_and_other_methods_and_paths_are_j
     response = client.post(INFER, json=b64(served[2][0].read_bytes() + b"\0" * 100))
     assert response.status_code == 413 and "element 0 is" in response.json()["error"] and "over the limit of 100" in response.json()["error"]
     assert client.get(INFER).status_code == 405 and "error" in client.get(INFER).json()
+    assert client.get(INFER).headers["allow"] == "POST"  # RFC 9110: a 405 names the methods the path takes
     assert client.get("/v2/nothing").status_code == 404 and client.get("/v2/models/nope").json()["error"].startswith("no model 'nope'")
 
 

@@ -44,7 +44,7 @@ from torch import nn
 
 from alexnet.checkpoint.format import Checkpoint
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import AlexNetError, not_one_of, one_line
+from alexnet.errors import AlexNetError, not_one_of, one_line, shown, whole_number
 
 FORMAT = "alexnet-onnx"
 FORMAT_VERSION = 1  # bump when a key changes meaning; read_metadata refuses newer versions
@@ -213,9 +213,10 @@ def _text(props: dict[str, str], name: str, source: str) -> str:
 
 def _integer(props: dict[str, str], name: str, source: str) -> int:
     text = _text(props, name, source)
-    if not text.isdigit() or int(text) < 1:
-        raise AlexNetError(f"{source}: alexnet metadata field {PREFIX}{name}={text[:40]!r} is not a positive whole number")
-    return int(text)
+    number = whole_number(text)
+    if number is None or number < 1:
+        raise AlexNetError(f"{source}: alexnet metadata field {PREFIX}{name}={shown(text)} is not a positive whole number")
+    return number
 
 
 def _json(props: dict[str, str], name: str, kind: type, source: str) -> Any:

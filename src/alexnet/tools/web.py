@@ -11,18 +11,26 @@
   header (curl, a script, an inference client) is no browser page and is answered.
 * :func:`guards`: the two as Starlette middleware; :func:`declared_length`: a body's
   Content-Length, required and within a limit (411, 413), read before the body is.
+* :func:`handlers`: what each exception is answered with: an :class:`HttpError` with its status and
+  headers, Starlette's own (404, 405 with its ``Allow`` header) as they are, any other
+  :class:`AlexNetError` or ``ValueError`` 400, anything else a logged 500.
 """
 
 from __future__ import annotations
 
+import logging
 from urllib.parse import urlsplit
 
 from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, whole_number
+
+log = logging.getLogger(__name__)
 
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 
@@ -42,12 +50,26 @@ def error(message: str, status: int, headers: dict[str, str] | None = None) -> J
 def declared_length(headers: Headers, limit: int, slack: int = 0, what: str = "an upload") -> int:
     """The body's Content-Length: required (411) and at most ``limit`` + ``slack`` bytes (413); the
     server (h11) holds a client to the length it declared."""
-    length = headers.get("content-length")
-    if length is None or not length.isdigit():
+    length = whole_number(headers.get("content-length"))
+    if length is None:
         raise HttpError(f"{what} needs a Content-Length", 411)
-    if int(length) > limit + slack:
-        raise HttpError(f"{what} of {int(length):,} bytes is over the limit of {limit:,}", 413)
-    return int(length)
+    if length > limit + slack:
+        raise HttpError(f"{what} of {length:,} bytes is over the limit of {limit:,}", 413)
+    return length
+
+
+def handlers(server: str, statuses: dict[type[AlexNetError], int] | None = None) -> dict:
+    """Starlette's ``exception_handlers`` for the server named ``server`` (in the log of a 500);
+    ``statuses`` answers further error types with their own status (explore's NotFound: 404). Starlette
+    picks a handler by the exception's class, then its bases."""
+    def internal(request: Request, e: Exception) -> JSONResponse:
+        log.exception("%s: %s failed", server, request.url.path)
+        return error(f"internal error: {type(e).__name__}: {e}", 500)
+
+    own = {kind: (lambda r, e, status=status: error(str(e), status)) for kind, status in (statuses or {}).items()}
+    return {**own, HttpError: lambda r, e: error(str(e), e.status, e.headers), AlexNetError: lambda r, e: error(str(e), 400),
+            ValueError: lambda r, e: error(str(e), 400),
+            HTTPException: lambda r, e: error(str(e.detail), e.status_code, e.headers), Exception: internal}
 
 
 def host_name(header: str) -> str | None:

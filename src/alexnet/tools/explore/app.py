@@ -30,15 +30,14 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, shown, whole_number
 from alexnet.tools.explore.pictures import png
 from alexnet.tools.explore.session import ImageRef, NotFound, Session
-from alexnet.tools.web import HttpError, declared_length, error, guards
+from alexnet.tools.web import declared_length, error, guards, handlers
 
 log = logging.getLogger(__name__)
 
@@ -80,12 +79,11 @@ def _int(request: Request, name: str, default: int | None = None, low: int = 0, 
     value = request.query_params.get(name)
     if value is None or value == "":
         return default
-    try:
-        number = int(value)
-    except ValueError:
-        raise AlexNetError(f"{name}={value!r} is not a whole number") from None
+    number = whole_number(value)
+    if number is None:
+        raise AlexNetError(f"{name}={shown(value)} is not a whole number")
     if not low <= number <= high:
-        raise AlexNetError(f"{name}={number} is outside {low}–{high}")
+        raise AlexNetError(f"{name}={number} is outside {low}–{high}" if high < 1 << 31 else f"{name}={number} must be {low} or more")
     return number
 
 
@@ -222,14 +220,5 @@ class Routes:
 def create_app(session: Session, hosts: tuple[str, ...] = ("*",)) -> Starlette:
     """The app; ``hosts`` are the Host headers it answers (the command passes LOOPBACK_HOSTS when it
     listens on loopback, so a page of another site that rebinds its name to 127.0.0.1 is refused)."""
-    handlers = {NotFound: lambda r, e: error(str(e), 404), HttpError: lambda r, e: error(str(e), e.status),
-                AlexNetError: lambda r, e: error(str(e), 400),
-                ValueError: lambda r, e: error(str(e), 400),
-                HTTPException: lambda r, e: error(str(e.detail), e.status_code),
-                Exception: _internal}
-    return Starlette(routes=Routes(session).table(), exception_handlers=handlers, middleware=guards(hosts))
-
-
-def _internal(request: Request, e: Exception) -> JSONResponse:
-    log.exception("explore: %s failed", request.url.path)
-    return error(f"internal error: {type(e).__name__}: {e}", 500)
+    return Starlette(routes=Routes(session).table(), exception_handlers=handlers("explore", {NotFound: 404}),
+                     middleware=guards(hosts))

@@ -36,13 +36,13 @@ from starlette.routing import Route
 
 from alexnet import __version__
 from alexnet.data.images import MAX_UPLOAD
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, shown, whole_number
 from alexnet.inference.evaluate import top_labels
 from alexnet.tools.serve import protocol
 from alexnet.tools.serve.batcher import BatchConfig, Batcher
 from alexnet.tools.serve.metrics import Metrics, ModelMetrics
 from alexnet.tools.serve.repository import Served
-from alexnet.tools.web import HttpError, declared_length, error, guards
+from alexnet.tools.web import HttpError, declared_length, guards, handlers
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,10 @@ def _int_query(request: Request, name: str, default: int, low: int) -> int:
     value = request.query_params.get(name)
     if value is None:
         return default
-    if not value.isdigit() or int(value) < low:
-        raise HttpError(f"{name}={value!r} must be a whole number ≥ {low}", 400)
-    return int(value)
+    number = whole_number(value)
+    if number is None or number < low:
+        raise HttpError(f"{name}={shown(value)} must be a whole number ≥ {low}", 400)
+    return number
 
 
 class Routes:
@@ -214,12 +215,5 @@ def create_app(server: ModelServer, hosts: tuple[str, ...] = ("*",)) -> Starlett
         finally:
             await server.stop()
 
-    handlers = {HttpError: lambda r, e: error(str(e), e.status, e.headers), AlexNetError: lambda r, e: error(str(e), 400),
-                ValueError: lambda r, e: error(str(e), 400), HTTPException: lambda r, e: error(str(e.detail), e.status_code),
-                Exception: _internal}
-    return Starlette(routes=Routes(server).table(), exception_handlers=handlers, middleware=guards(hosts), lifespan=lifespan)
-
-
-def _internal(request: Request, e: Exception) -> JSONResponse:
-    log.exception("serve: %s failed", request.url.path)
-    return error(f"internal error: {type(e).__name__}: {e}", 500)
+    return Starlette(routes=Routes(server).table(), exception_handlers=handlers("serve"), middleware=guards(hosts),
+                     lifespan=lifespan)

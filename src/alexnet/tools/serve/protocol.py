@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from alexnet.data.images import MAX_UPLOAD
-from alexnet.errors import one_line
+from alexnet.errors import one_line, shown, whole_number
 from alexnet.inference.evaluate import top_labels
 from alexnet.tools.web import HttpError
 
@@ -100,9 +100,9 @@ def split_body(body: bytes, header_length: str | None) -> tuple[Any, memoryview]
     """(the JSON object, the binary data after it)."""
     end = len(body)
     if header_length is not None:
-        if not header_length.strip().isdigit() or int(header_length) > len(body):
-            raise bad(f"Inference-Header-Content-Length {header_length!r} must be a whole number of bytes ≤ the body's {len(body):,}")
-        end = int(header_length)
+        end = whole_number(header_length.strip())
+        if end is None or end > len(body):
+            raise bad(f"Inference-Header-Content-Length {shown(header_length)} must be a whole number of bytes ≤ the body's {len(body):,}")
     try:
         request = json.loads(bytes(body[:end]))
     except (UnicodeDecodeError, ValueError) as e:
@@ -188,15 +188,29 @@ def _fp32(tensor: dict[str, Any], data: Any, shape: tuple[int, int, int]) -> np.
             raise bad(f"input {name!r}: {len(data):,} bytes of binary data for {count:,} FP32 values ({4 * count:,} bytes)")
         array = np.frombuffer(data, dtype="<f4").astype(np.float32)  # a copy the model may keep
     else:
-        try:
-            array = np.asarray(data, dtype=np.float32)
+        try:  # numbers as JSON has them: not strings, booleans, null or integers past any float's range
+            raw = np.asarray(data)
         except (ValueError, TypeError) as e:
             raise bad(f"input {name!r}: data is not an array of numbers ({one_line(e, 120)})") from None
+        if raw.dtype.kind not in "iuf":
+            raise bad(f"input {name!r}: data must be JSON numbers (found {_not_numbers(raw)})")
+        array = raw.astype(np.float32)
         if array.size != count:
             raise bad(f"input {name!r}: {array.size:,} values for shape {[n, *shape]} ({count:,} values)")
     if not np.isfinite(array).all():
         raise bad(f"input {name!r} holds NaN or infinite values")
     return array.reshape(n, *shape)
+
+
+def _not_numbers(raw: np.ndarray) -> str:
+    """What a JSON array that numpy could not read as numbers holds, by its first such element."""
+    kinds = {"b": "true/false", "U": "strings", "S": "strings"}
+    if raw.dtype.kind in kinds:
+        return kinds[raw.dtype.kind]
+    for v in raw.flat:  # an object array: null, a nested object, or a Python int past int64 among numbers
+        if v is None or isinstance(v, (bool, str, dict, list)):
+            return {type(None): "null", bool: "true/false", str: "strings", dict: "objects", list: "arrays"}[type(v)]
+    return "integers past int64: send them as floats"
 
 
 def _files(tensor: dict[str, Any], data: Any) -> list[bytes]:

@@ -28,7 +28,7 @@ import torch
 from alexnet import checkpoint
 from alexnet.data.images import MAX_PIXELS, decode_bytes
 from alexnet.data.transforms import downsample
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, whole_number
 from alexnet.inference.evaluate import input_probabilities, load_classifier
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def find_models(paths: list[str | Path]) -> list[ModelFile]:
 
 
 def _versions(folder: Path) -> list[Path]:
-    return sorted((p for p in folder.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0), key=lambda p: int(p.name))
+    return sorted((p for p in folder.iterdir() if p.is_dir() and (whole_number(p.name) or 0) > 0), key=lambda p: int(p.name))
 
 
 def _folder(folder: Path, source: str) -> list[ModelFile]:
