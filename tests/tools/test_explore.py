@@ -547,6 +547,21 @@ def test_an_upload_from_another_sites_page_is_refused(digits_checkpoint):
     assert c.get("/api/status", headers={"Origin": "https://evil.example"}).status_code == 200  # reads change nothing
 
 
+def test_a_get_made_by_another_sites_page_is_refused_by_its_fetch_metadata(digits_checkpoint):
+    """An <img src> on another site's page pointed at /api/why would cost a forward pass per pixel: the
+    browser's Sec-Fetch-Site says who made it. A link followed to the page, our own page, curl: answered."""
+    session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10))
+    c = TestClient(create_app(session), base_url="http://127.0.0.1:8000")
+    why = "/api/why?split=test&index=0&patch=4&stride=4"
+    for site in ("cross-site", "same-site"):
+        r = c.get(why, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "no-cors", "Sec-Fetch-Dest": "image"})
+        assert r.status_code == 403 and r.json()["error"].startswith(f"a request by a page of another site (Sec-Fetch-Site: '{site}')")
+    link = {"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate", "Sec-Fetch-Dest": "document"}
+    assert c.get("/", headers=link).status_code == 200
+    for headers in ({"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "cors", "Sec-Fetch-Dest": "empty"}, {}):
+        assert c.get("/api/status", headers=headers).status_code == 200
+
+
 def test_a_bank_written_by_alexnet_features(tmp_path, digits_checkpoint, capsys):
     """End to end with the real writer: the bank's neighbours are those the explorer computes itself."""
     from alexnet import cli

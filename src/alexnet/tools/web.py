@@ -8,7 +8,8 @@
 * :class:`SameOrigin`: a request that changes state (any method but GET, HEAD and OPTIONS) whose
   ``Origin`` (else ``Referer``) is not this server's own is refused with 403: a page of another site
   can post a form to 127.0.0.1, and the browser sends the Host it posts to; a client without either
-  header (curl, a script, an inference client) is no browser page and is answered.
+  header (curl, a script, an inference client) is no browser page and is answered. A GET whose
+  ``Sec-Fetch-Site`` says another site's page made it is refused too, unless it opens a page.
 * :func:`guards`: the two as Starlette middleware; :func:`declared_length`: a body's
   Content-Length, required and within a limit (411, 413), read before the body is.
 * :func:`handlers`: what each exception is answered with: an :class:`HttpError` with its status and
@@ -28,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from alexnet.errors import AlexNetError, whole_number
+from alexnet.errors import AlexNetError, shown, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -113,18 +114,33 @@ def cross_origin(headers: Headers, scheme: str) -> str | None:
 
 
 class SameOrigin:
-    """ASGI middleware: 403 for a state-changing request from another origin (:func:`cross_origin`)."""
+    """ASGI middleware: 403 for a state-changing request from another origin (:func:`cross_origin`), and
+    for any other request a browser marks as made by another site's page (:func:`cross_site_fetch`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] not in SAFE_METHODS:
-            why = cross_origin(Headers(scope=scope), scope.get("scheme", "http"))
+        if scope["type"] == "http":
+            headers = Headers(scope=scope)
+            why = cross_site_fetch(headers) if scope["method"] in SAFE_METHODS else cross_origin(headers, scope.get("scheme", "http"))
             if why is not None:
                 await error(why, 403)(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+def cross_site_fetch(headers: Headers) -> str | None:
+    """Why a GET is refused: a browser's Fetch Metadata say another site's page made it (an ``<img>`` or
+    a script pointed at /api/why costs a forward pass per pixel), not a person opening a link. The
+    resource-isolation policy of web.dev/articles/fetch-metadata; a client without the headers (curl,
+    a script, an older browser) is answered."""
+    site = headers.get("sec-fetch-site")
+    if site in (None, "same-origin", "none"):
+        return None
+    if headers.get("sec-fetch-mode") == "navigate" and headers.get("sec-fetch-dest") in ("document", None):
+        return None  # a link followed to this server's page
+    return f"a request by a page of another site (Sec-Fetch-Site: {shown(site)}); this server answers its own page"
 
 
 def guards(hosts: tuple[str, ...] = ("*",)) -> list[Middleware]:
