@@ -11,7 +11,8 @@
   header (curl, a script, an inference client) is no browser page and is answered. A GET whose
   ``Sec-Fetch-Site`` says another site's page made it is refused too, unless it opens a page.
 * :func:`guards`: the two as Starlette middleware; :func:`declared_length`: a body's
-  Content-Length, required and within a limit (411, 413), read before the body is.
+  Content-Length, required and within a limit (411, 413), and no Content-Encoding (415), read before
+  the body is.
 * :func:`handlers`: what each exception is answered with: an :class:`HttpError` with its status and
   headers, Starlette's own (404, 405 with its ``Allow`` header) as they are, any other
   :class:`AlexNetError` or ``ValueError`` 400, anything else a logged 500.
@@ -50,7 +51,11 @@ def error(message: str, status: int, headers: dict[str, str] | None = None) -> J
 
 def declared_length(headers: Headers, limit: int, slack: int = 0, what: str = "an upload") -> int:
     """The body's Content-Length: required (411) and at most ``limit`` + ``slack`` bytes (413); the
-    server (h11) holds a client to the length it declared."""
+    server (h11) holds a client to the length it declared. A compressed body is refused (415): its
+    length says nothing of what it inflates to."""
+    encoding = headers.get("content-encoding", "identity")
+    if encoding.strip().lower() != "identity":
+        raise HttpError(f"Content-Encoding {shown(encoding)}: send {what} uncompressed", 415)
     length = whole_number(headers.get("content-length"))
     if length is None:
         raise HttpError(f"{what} needs a Content-Length", 411)

@@ -167,8 +167,6 @@ class Routes:
     async def infer(self, request: Request) -> Response:
         served = self._served(request)
         with counted(self.server.metrics.of(served.name, served.version)):
-            if request.headers.get("content-encoding", "identity").lower() != "identity":
-                raise HttpError(f"Content-Encoding {request.headers['content-encoding']!r}: send the request uncompressed", 415)
             declared_length(request.headers, MAX_REQUEST, what="an infer request")
             body = await request.body()
             inference = await run_in_threadpool(protocol.parse, body, request.headers.get("inference-header-content-length"),
