@@ -43,6 +43,14 @@ def test_a_list_of_studies_shares_the_baseline_and_a_typo_is_named(tmp_path):
         plan(options(tmp_path, "lrn,polling"))
 
 
+def test_a_mistyped_data_set_fails_before_anything_is_written(tmp_path):
+    """The corrected command must then run: a state.json left by the typo refused it as 'other settings'."""
+    out = tmp_path / "ab"
+    with pytest.raises(AlexNetError, match=r"^digitz: no such folder \(did you mean 'digits'\?"):
+        run_all(options(out, flags={"epochs": 1, "device": "cpu", "data.spec": "digitz"}))
+    assert not out.exists()
+
+
 def test_time_to_target_counts_epochs_and_seconds():
     history = [{"epoch": 1, "train_top1_error": 0.6, "epoch_seconds": 2.0},
                {"epoch": 2, "train_top1_error": 0.3, "epoch_seconds": 3.0},

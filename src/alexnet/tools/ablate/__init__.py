@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from alexnet import jobs, models
+from alexnet.data import open_dataset
 from alexnet.data.transforms import pipeline
 from alexnet.errors import AlexNetError, at_least, unknown
 from alexnet.jobs import STATE, JobRecord, RunLock
@@ -220,6 +221,8 @@ def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None 
     """Train what is not done yet, then write the table; returns it (ablation.json's content). One writer: OUT/.lock."""
     runs = plan(options)
     check_models(runs)
+    for spec in dict.fromkeys(run.config.data.spec for run in runs):  # a mistyped --data fails before OUT is made
+        open_dataset(spec)
     with RunLock(options.out):
         record = open_job(options, runs)
         record.done = False
