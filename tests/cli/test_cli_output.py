@@ -70,6 +70,11 @@ def test_count_flags_out_of_range_are_one_line_errors_before_any_work(tmp_path, 
         (["summary", "alexnet", "--num-classes", "0"], "--num-classes 0: must be at least 1"),
         (["ablate", "--study", "lrn", "--seeds", "0", "--out", str(tmp_path / "ab")], "--seeds 0: must be at least 1"),
         (["explore", "--bank-limit", "-5"], "--bank-limit -5: must be 0 or more"),
+        (["bench", "step", "--quick", "--warmup", "-1"], "--warmup -1: must be 0 or more"),
+        (["bench", "decode", "--quick", "--photos", "0", "--data-dir", str(tmp_path / "b")], "--photos 0: must be at least 1"),
+        (["bench", "serve", "--quick", "--serve-seconds", "-1"], "--serve-seconds -1: must be more than 0"),
+        (["probe", "--features", str(tmp_path / "a.npy"), "--features-test", str(tmp_path / "b.npy"), "--max-iter", "0"],
+         "--max-iter 0: must be at least 1"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

@@ -46,6 +46,7 @@ class ProbeConfig:
         if self.c <= 0:
             raise AlexNetError(f"--C {self.c} must be positive")
         at_least("--k", self.k)
+        at_least("--max-iter", self.max_iter)
         if self.metric not in METRICS:
             raise AlexNetError(not_one_of("--metric ", self.metric, METRICS))
 

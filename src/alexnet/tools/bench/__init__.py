@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 PARTS: tuple[str, ...] = ("step", "infer", "data", "decode", "features", "d2l", "serve")
 # The AlexNet family of the registry (other families — lenet, vgg, … — can be named with --model).
 ALEXNET_VARIANTS: tuple[str, ...] = ("alexnet", "bvlc_alexnet", "caffenet", "alexnet_owt", "alexnet_d2l", "alexnet_small")
-COUNT_FLAGS = {"batch_size": "--batch-size", "reps": "--reps", "infer_batch": "--infer-batch", "infer_reps": "infer_reps",
-               "data_batches": "--data-batches", "serve_clients": "--clients", "serve_requests": "--requests"}
+COUNT_FLAGS = {"batch_size": ("--batch-size", 1), "reps": ("--reps", 1), "infer_batch": ("--infer-batch", 1),
+               "infer_reps": ("infer_reps", 1), "data_batches": ("--data-batches", 1), "serve_clients": ("--clients", 1),
+               "serve_requests": ("--requests", 1), "photos": ("--photos", 1), "warmup": ("--warmup", 0)}  # (flag, its least)
 
 
 @dataclass(frozen=True)
@@ -77,12 +78,12 @@ class BenchConfig:
             models.entry(name)  # raises, listing the valid names
         if self.lrn_kernel not in runtime.LRN_KERNELS:
             raise ValueError(not_one_of("lrn_kernel ", self.lrn_kernel, runtime.LRN_KERNELS))
-        for key, flag in COUNT_FLAGS.items():  # named by the flag a user typed (infer_reps has none: its field name)
-            at_least(flag, getattr(self, key))
+        for key, (flag, least) in COUNT_FLAGS.items():  # named by the flag a user typed (infer_reps has none: its field name)
+            at_least(flag, getattr(self, key), least)
         if self.workers is not None:
             at_least("--workers", self.workers, 0)
         if not self.serve_seconds > 0:
-            raise ValueError(f"serve_seconds={self.serve_seconds} must be more than 0")
+            raise ValueError(f"--serve-seconds {self.serve_seconds:g}: must be more than 0")
 
     @property
     def step_models(self) -> tuple[str, ...]:
