@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, file_above
 
 
 def _umask_mode() -> int:
@@ -129,6 +129,7 @@ def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:
     if path.suffix.lower() != suffix:
         raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
     if not path.parent.is_dir():
-        raise AlexNetError(f"{flag} {path}: no folder {path.parent}")
+        raise AlexNetError(f"{flag} {path}: " + (f"{a} is a file, not a folder" if (a := file_above(path)) else f"no folder {path.parent}"))
     refuse_existing(path, force, flag)
     return path
+

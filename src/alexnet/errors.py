@@ -7,7 +7,10 @@ person or a client typed (``whole_number``)."""
 from __future__ import annotations
 
 import difflib
+import errno
+import os
 from collections.abc import Iterable
+from pathlib import Path
 
 
 class AlexNetError(Exception):
@@ -81,4 +84,15 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
     text = str(e) or type(e).__name__
     if isinstance(e, OSError) and e.filename and e.strerror:
         text = f"{e.filename}: {e.strerror}"
+        if e.errno == errno.ENOTDIR and (above := file_above(e.filename)):  # a path that runs through a file
+            text = f"{e.filename}: {above} is a file, not a folder"
     return " ".join(text.split())[:limit]
+
+
+def file_above(path: str | os.PathLike) -> Path | None:
+    """The nearest existing folder-to-be above ``path`` that is a file instead (``notes.txt`` of
+    ``notes.txt/run/x.pt``), else None: what "Not a directory" or "File exists" means when writing under it."""
+    for parent in Path(path).parents:
+        if parent.exists():
+            return parent if not parent.is_dir() else None
+    return None

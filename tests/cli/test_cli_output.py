@@ -80,3 +80,20 @@ def test_count_flags_out_of_range_are_one_line_errors_before_any_work(tmp_path, 
         assert cli.main(argv) == 2, argv
         assert capsys.readouterr().err == f"alexnet: error: {message}\n", argv
     assert list(tmp_path.iterdir()) == []  # nothing was written
+
+
+def test_a_path_through_a_file_is_named_before_any_work(tmp_path, capsys):
+    """Writing under a file: "Not a directory" (or, for eval --plots, a failure after the whole evaluation)
+    now names the file that stands where a folder should."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    cases = [
+        (["train", "--preset", "digits", "--epochs", "1", "--out", str(notes / "run")], f"{notes / 'run'}: {notes} is a file, not a folder"),
+        (["eval", "--checkpoint", str(tmp_path / "absent.pt"), "--data", "digits", "--plots", str(notes)],
+         f"--plots {notes}: {notes} is a file; give a folder"),
+        (["summary", "alexnet", "--svg", str(notes / "fig.svg")], f"--svg {notes / 'fig.svg'}: {notes} is a file, not a folder"),
+    ]
+    for argv, message in cases:
+        assert cli.main(argv) == 2, argv
+        assert capsys.readouterr().err == f"alexnet: error: {message}\n", argv
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and notes.read_text() == "mine\n"

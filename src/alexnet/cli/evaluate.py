@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alexnet.atomic import refuse_existing
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import at_least
+from alexnet.errors import AlexNetError, at_least, file_above
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
 from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
@@ -41,6 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
     plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
     if plot is not None:
+        if above := file_above(plot):
+            raise AlexNetError(f"--plots {args.plots}: {above} is a file; give a folder")
         refuse_existing(plot, args.force, None)
     at_least("--batch-size", args.batch_size)
     at_least("--workers", args.workers, 0)
