@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 from helpers import TINY, tiny_config
 
 from alexnet import cli
@@ -97,3 +98,14 @@ def test_a_path_through_a_file_is_named_before_any_work(tmp_path, capsys):
         assert cli.main(argv) == 2, argv
         assert capsys.readouterr().err == f"alexnet: error: {message}\n", argv
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"] and notes.read_text() == "mine\n"
+
+
+def test_debug_and_verbose_work_after_the_subcommand_as_the_hints_say_them(tmp_path):
+    from alexnet.errors import AlexNetError
+
+    args = cli.build_parser().parse_args(["import", "torchvision", "w.pth", "--out", "c.pt", "-v", "--debug"])
+    assert args.verbose and args.debug
+    args = cli.build_parser().parse_args(["--debug", "info", "c.pt"])  # before it, as ever: not undone by the subcommand's default
+    assert args.debug and not getattr(args, "verbose", False)
+    with pytest.raises(AlexNetError, match="no such checkpoint"):  # --debug: the exception itself, not the one line
+        cli.main(["info", str(tmp_path / "absent.pt"), "--debug"])

@@ -51,7 +51,18 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for module in COMMANDS:
         module.add_parser(sub)
+    _global_flags_after(parser)
     return parser
+
+
+def _global_flags_after(parser: argparse.ArgumentParser) -> None:
+    """``--debug`` and ``-v`` also after the subcommand (``alexnet train … -v``, as the hints say them), in
+    every subcommand's parser; SUPPRESS keeps the value given before the subcommand when none is given after."""
+    for action in parser._subparsers._group_actions if parser._subparsers else ():
+        for child in dict.fromkeys(action.choices.values()):
+            child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as alexnet --debug")
+            child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="as alexnet -v")
+            _global_flags_after(child)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,7 @@ from alexnet.training.resume import RESUMABLE
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help=f"train a model with a preset recipe ({', '.join(preset_names())})",
-        description="Train with a preset recipe. The resolved configuration is printed and saved as config.json in "
+        description="Train with a preset recipe. The resolved configuration is saved as config.json (printed with -v) in "
                     "the run folder, beside metrics.jsonl, TensorBoard events, checkpoints/last.pt and best.pt, "
                     "report.json and curves.png. `--resume RUN_DIR` continues a run with its own saved configuration. "
                     "Under `torchrun --nproc_per_node N` it runs DistributedDataParallel.",
