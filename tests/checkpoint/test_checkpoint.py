@@ -162,6 +162,7 @@ def test_a_checkpoint_cut_anywhere_is_named_truncated(tmp_path):
     (b"notes about my run\n", "a text file, not a checkpoint"),
     (b'name: "AlexNet"\nlayer {\n  name: "conv1"\n}\n', "a Caffe prototxt"),
     (bytes(range(7, 200)), "neither a torch file nor safetensors"),
+    (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'" + b" " * 60 + b"\n", "a NumPy array (.npy, what alexnet features writes)"),
 ])
 def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
     path = tmp_path / "file.pt"
@@ -176,6 +177,21 @@ def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "state.pth")
     with pytest.raises(AlexNetError, match="a bare state dict .* alexnet import torchvision"):
         checkpoint.load(tmp_path / "state.pth")
+
+
+def test_a_torchscript_export_and_other_files_are_named_by_import_and_load(tmp_path):
+    """What info says of a wrong file, import torchvision says too (a PNG was 'refused to load: … pickle
+    opcode 80', as if it ran code); a TorchScript archive is named, not torch's weights_only paragraph."""
+    from alexnet.tools.interop.torchvision import import_torchvision
+
+    torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)).save(str(tmp_path / "m.ts"))
+    (tmp_path / "png.pt").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 20)
+    (tmp_path / "a folder").mkdir()
+    with pytest.raises(AlexNetError, match=r"m.ts: a TorchScript archive \(what alexnet export --format torchscript writes\), not a checkpoint"):
+        checkpoint.load(tmp_path / "m.ts")
+    for name, says in (("m.ts", "a TorchScript archive"), ("png.pt", "a PNG image, not torchvision weights"), ("a folder", "not a file")):
+        with pytest.raises(AlexNetError, match=f"^{tmp_path / name}: {says}"):
+            import_torchvision(tmp_path / name)
 
 
 def test_non_finite_weights_are_refused_at_load(tmp_path):

@@ -30,8 +30,12 @@ def what_file(path: Path) -> str | None:
         head = f.read(4096)
     if not head:
         return "empty (0 bytes): a truncated or corrupt checkpoint"
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+    if head[:4] == b"PK\x03\x04":
+        return _torchscript(path)
+    if head[:1] == b"\x80":
         return None
+    if head[:6] == b"\x93NUMPY":
+        return "a NumPy array (.npy, what alexnet features writes), not a checkpoint; probe and search read it"
     for magic, name in IMAGE_MAGIC.items():
         if head.startswith(magic) or (name == "JPEG" and head[:2] == b"\xff\xd8"):
             return f"a {name} image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
@@ -52,6 +56,20 @@ def what_file(path: Path) -> str | None:
             return "a Caffe prototxt (text), not a checkpoint; the weights are in the .caffemodel: alexnet import caffe FILE.caffemodel"
         return "a text file, not a checkpoint (a checkpoint is what alexnet train writes into RUN/checkpoints/ or alexnet import writes)"
     return f"not a checkpoint: neither a torch file nor safetensors (it starts with bytes {head[:4].hex()})"
+
+
+def _torchscript(path: Path) -> str | None:
+    """A TorchScript archive (a zip with the model's code) is no checkpoint; None for any other zip, or one
+    too damaged to list (torch's reader then names it truncated)."""
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError, ValueError):
+        return None
+    if any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+        return ("a TorchScript archive (what alexnet export --format torchscript writes), not a checkpoint; "
+                "load it with torch.jit.load, or give the .pt it came from")
+    return None
 
 
 def what_payload(payload: Any, path: Path) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from alexnet import models
-from alexnet.checkpoint import Checkpoint, check_state_dict, collect_provenance, from_model, read_weights_only
+from alexnet.checkpoint import Checkpoint, check_state_dict, collect_provenance, from_model, read_weights_only, what_file
 from alexnet.data.stats import imagenet_stats
 from alexnet.data.transforms import Preprocess, pipeline
 from alexnet.errors import AlexNetError
@@ -70,7 +70,9 @@ def import_torchvision(path: str | os.PathLike) -> Checkpoint:
     """
     path = Path(path)
     if not path.is_file():
-        raise AlexNetError(f"{path}: no such file")
+        raise AlexNetError(f"{path}: no such file" if not path.exists() else f"{path}: not a file")
+    if (kind := what_file(path)) is not None:  # an image, a .npy, text: said so, not as a pickle refused
+        raise AlexNetError(f"{path}: {kind.replace('not a checkpoint', 'not torchvision weights')}")
     state = read_weights_only(path)
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]  # a training checkpoint of torchvision's reference scripts
