@@ -77,6 +77,9 @@ def test_export_refuses_to_overwrite(small_ckpt, tmp_path, capsys):
     out.write_text("keep me")
     assert cli.main(["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert cli.main(["export", "--checkpoint", str(path), "--format", "onnx", "--out", str(tmp_path / "a.pt")]) == 2
+    assert capsys.readouterr().err == (f"alexnet: error: --out {tmp_path / 'a.pt'}: give an ONNX model a name ending in .onnx "
+                                       "(eval, predict and serve run it by that)\n") and not (tmp_path / "a.pt").exists()
 
 
 def test_export_without_onnx_names_the_extra(tmp_path, monkeypatch, capsys):

@@ -105,6 +105,8 @@ def export(source: str | os.PathLike, fmt: str, out: str | os.PathLike, *, overw
         raise AlexNetError(not_one_of("--format ", fmt, FORMATS))
     if quantization is not None and fmt != "onnx":
         raise AlexNetError(f"--quantize int8 needs --format onnx (ONNX Runtime's quantizer), not --format {fmt}")
+    if fmt == "onnx" and Path(out).suffix.lower() != ".onnx":  # eval, predict and serve know an ONNX model by its name
+        raise AlexNetError(f"--out {out}: give an ONNX model a name ending in .onnx (eval, predict and serve run it by that)")
     ckpt = checkpoint.load(source)
     if fmt == "safetensors":
         save_safetensors(out, ckpt, overwrite=overwrite)
