@@ -128,3 +128,20 @@ def test_cli_refuses_to_overwrite_and_names_bad_checkpoints(digits_checkpoint, t
     assert main(["visualize", "confusion", str(digits_checkpoint), "--device", "gpu", "--out", str(tmp_path / "c.png")]) == 2
     assert capsys.readouterr().err.strip() == "alexnet: error: --device 'gpu': not a device (use auto, cpu, cuda, cuda:N or mps)"
     assert not (tmp_path / "c.png").exists()
+
+
+def test_eval_and_features_default_to_the_data_the_checkpoint_was_trained_on(digits_checkpoint, tmp_path, capsys, monkeypatch):
+    """As visualize does: a d2l learner's `alexnet eval --checkpoint runs/lenet/checkpoints/best.pt` needs no --data."""
+    assert main(["eval", "--checkpoint", str(digits_checkpoint), "--split", "test", "--json"]) == 0
+    assert '"data": "digits"' in capsys.readouterr().out
+    assert main(["features", "--checkpoint", str(digits_checkpoint), "--split", "val", "--out", str(tmp_path / "f.npy")]) == 0
+    assert " on digits [val]: " in capsys.readouterr().out
+    moved = checkpoint.load(digits_checkpoint)  # trained on a folder named relative to another working directory
+    moved.provenance = checkpoint.collect_provenance("small", {"data": {"spec": "photos"}})
+    checkpoint.save(tmp_path / "moved.pt", moved)
+    monkeypatch.chdir(tmp_path)
+    for argv in (["eval", "--checkpoint", "moved.pt"], ["features", "--checkpoint", "moved.pt", "--out", "g.npy"],
+                 ["visualize", "confusion", "moved.pt", "--out", "c.png"]):
+        assert main(argv) == 2, argv
+        assert capsys.readouterr().err == f"alexnet: error: moved.pt was trained on 'photos', which is not there from {tmp_path}; pass --data\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv", "f.json", "f.npy", "moved.pt"]

@@ -20,8 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "checkpoints form an ensemble that averages their softmax outputs (§6's 5- and 7-CNN "
                                    "results); --views 10 averages the paper's ten crops (§4.1).")
     p.add_argument("--checkpoint", nargs="+", required=True, metavar="C", help="checkpoint file(s); several are an ensemble")
-    p.add_argument("--data", required=True, metavar="PATH",
-                   help="data set: " + SPEC_HELP)
+    p.add_argument("--data", metavar="PATH",
+                   help="data set: " + SPEC_HELP + " (default: the one the first checkpoint was trained on)")
     p.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="split to evaluate (default: val, the split ImageNet's results are reported on; where there is none, or it is "
                         "empty, test)")
@@ -38,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alexnet.data import open_dataset
+    from alexnet.inference.samples import trained_on
 
     plot = Path(args.plots) / "confusion_matrix.png" if args.plots else None
     if plot is not None:
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
         refuse_existing(plot, args.force, None)
     at_least("--batch-size", args.batch_size)
     at_least("--workers", args.workers, 0)
+    args.data = args.data or trained_on(args.checkpoint[0])
     dataset = open_dataset(args.data)
     split = args.split or ("val" if len(dataset.splits.get("val") or ()) else "test")
     images = dataset.split(split)

@@ -9,6 +9,7 @@ import time
 from alexnet import runtime
 from alexnet.data.sources import SPEC_HELP
 from alexnet.inference.features import DEFAULT_LAYER, DTYPES, FeatureConfig, FeaturePaths, extract
+from alexnet.inference.samples import trained_on
 from alexnet.runtime import DEVICE_HELP, PRECISION_HELP, resolve_device
 
 
@@ -19,8 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                    "class) and OUT.json (what made it). Interrupted runs continue where they stopped "
                                    "when run again with the same arguments; finished files are kept unless --force.")
     p.add_argument("--checkpoint", required=True, metavar="C", help="checkpoint file")
-    p.add_argument("--data", required=True, metavar="PATH",
-                   help="data set: " + SPEC_HELP)
+    p.add_argument("--data", metavar="PATH",
+                   help="data set: " + SPEC_HELP + " (default: the one the checkpoint was trained on)")
     p.add_argument("--split", default=None, help="split to read (default: train, else val, else test)")
     p.add_argument("--layer", default=DEFAULT_LAYER,
                    help="features (the model's forward_features: fc7 for AlexNets, the default), fc6, fc7, conv5, pool5, … "
@@ -79,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
                            threads=args.threads)
     FeaturePaths.of(args.out)  # a wrong name is an error before the data set is opened
     runtime.apply_process_settings(config.runtime_settings())
+    args.data = args.data or trained_on(args.checkpoint)
     split = args.split or default_split(args.data)
     progress = Progress(f"features {split}")
     start = time.perf_counter()

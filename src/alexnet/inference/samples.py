@@ -15,7 +15,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from alexnet import checkpoint
 from alexnet.data import ImageSet, Preprocess, downsample, open_dataset
+from alexnet.data.sources import NAMED
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, shown_split
 from alexnet.inference.features import Extractor, FeatureConfig
@@ -35,15 +37,33 @@ class Loaded:
 
 def load_checkpoint(path: str | os.PathLike, device: str = "cpu") -> Loaded:
     ckpt, model, preprocess = load_for_inference(path, device)
-    spec = ((ckpt.provenance or {}).get("config") or {}).get("data", {}).get("spec") or None
-    return Loaded(model, preprocess, list(ckpt.classes), spec, torch.device(device))
+    return Loaded(model, preprocess, list(ckpt.classes), recorded_data(ckpt), torch.device(device))
+
+
+def recorded_data(ckpt: checkpoint.Checkpoint) -> str | None:
+    """The ``--data`` a checkpoint was trained on, from its provenance (None if unrecorded)."""
+    return ((ckpt.provenance or {}).get("config") or {}).get("data", {}).get("spec") or None
+
+
+def trained_on(path: str | os.PathLike) -> str:
+    """The data set for a command given a checkpoint and no ``--data``: the one it records, checked to be
+    there (a folder named relative to where it was trained may not be, from here)."""
+    if str(path).lower().endswith(".onnx"):
+        raise AlexNetError(f"{path}: an ONNX model records no data set; pass --data")
+    return checked_spec(recorded_data(checkpoint.load(path)), path)
+
+
+def checked_spec(spec: str | None, source: object) -> str:
+    if not spec:
+        raise AlexNetError(f"{source}: the checkpoint does not record its data; pass --data PATH")
+    if spec not in NAMED and not os.path.exists(os.path.expanduser(spec)):
+        raise AlexNetError(f"{source} was trained on {spec!r}, which is not there from {os.getcwd()}; pass --data")
+    return spec
 
 
 def open_splits(loaded: Loaded, spec: str | None, source: str) -> dict[str, ImageSet]:
     """The splits of ``spec`` (default: the checkpoint's training data), checked against its classes."""
-    spec = spec or loaded.data_spec
-    if not spec:
-        raise AlexNetError(f"{source}: the checkpoint does not record its data; pass --data PATH")
+    spec = spec or checked_spec(loaded.data_spec, source)
     dataset = open_dataset(spec)
     check_classes(loaded.classes, dataset.classes, f"{source} on {spec}")
     return dataset.splits
