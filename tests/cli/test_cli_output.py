@@ -109,3 +109,13 @@ def test_debug_and_verbose_work_after_the_subcommand_as_the_hints_say_them(tmp_p
     assert args.debug and not getattr(args, "verbose", False)
     with pytest.raises(AlexNetError, match="no such checkpoint"):  # --debug: the exception itself, not the one line
         cli.main(["info", str(tmp_path / "absent.pt"), "--debug"])
+
+
+def test_help_shows_defaults_but_never_none():
+    """ablate and visualize show argparse's "(default: X)"; an option whose help names what stands in for None
+    ("the preset's") said "(default: None)" after it."""
+    parser = cli.build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    texts = [commands["ablate"].format_help(), *(f.format_help() for f in commands["visualize"]._subparsers._group_actions[0].choices.values())]
+    assert "(default: 5)" in texts[0] and "(default: the preset's)" in " ".join(texts[0].split())
+    assert not any("(default: None)" in t for t in texts)

@@ -41,6 +41,7 @@ def test_a_list_of_studies_shares_the_baseline_and_a_typo_is_named(tmp_path):
     assert len({r.folder for r in runs}) == 6  # baseline ×2 seeds once, no-lrn ×2, non-overlapping ×2
     with pytest.raises(AlexNetError, match=r"unknown study 'polling' \(did you mean 'pooling'\?\); valid: .*, all$"):
         plan(options(tmp_path, "lrn,polling"))
+    assert [r.study for r in plan(options(tmp_path, "lrn,")) if r.variant.name != "baseline"] == ["lrn"]  # a trailing comma
 
 
 def test_a_mistyped_data_set_fails_before_anything_is_written(tmp_path):

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from alexnet.cli.help import ShowDefaults
 from alexnet.data.sources import SPEC_HELP
 from alexnet.runtime import DEVICE_HELP
 from alexnet.tools.ablate import STUDIES, TARGET_ERROR
@@ -25,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "model.options.dropout=0.0 --set optim.weight_decay=0.0). Use 5 seeds or more and "
                     "enough --epochs for the baseline's curve to be flat. "
                     "Rerunning resumes: finished runs are not trained again, interrupted ones continue.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=ShowDefaults,
     )
     p.add_argument("--preset", default="digits", help=f"recipe: {', '.join(preset_names())}, or a path to a .toml file")
     p.add_argument("--data", help=SPEC_HELP + " (default: the preset's)")

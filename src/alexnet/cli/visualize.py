@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from alexnet.atomic import check_output_file, refuse_existing
+from alexnet.cli.help import ShowDefaults
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError, at_least
 from alexnet.runtime import DEVICE_HELP, resolve_device
@@ -18,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     figures = p.add_subparsers(dest="figure", metavar="FIGURE", required=True)
 
     def figure(name: str, help: str, *, data: bool) -> argparse.ArgumentParser:
-        f = figures.add_parser(name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        f = figures.add_parser(name, help=help, description=help, formatter_class=ShowDefaults)
         f.add_argument("checkpoint", type=Path, help="a checkpoint (e.g. RUN/checkpoints/best.pt)")
         if data:
             f.add_argument("--data", help=SPEC_HELP + " (default: the data the checkpoint was trained on)")

@@ -135,7 +135,9 @@ def studies(name: str) -> list[str]:
     """``all``, one study or a comma-separated list (``lrn,pooling``), in the order given, each once."""
     if name == "all":
         return list(STUDIES)
-    names = list(dict.fromkeys(n.strip() for n in name.split(",")))
+    names = list(dict.fromkeys(n.strip() for n in name.split(",") if n.strip()))  # "lrn," is lrn
+    if not names:
+        raise AlexNetError(unknown("study", name, STUDIES, ", all"))
     for n in names:
         if n not in STUDIES:
             raise AlexNetError(unknown("study", n, STUDIES, ", all"))
