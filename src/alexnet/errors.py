@@ -91,7 +91,7 @@ def one_line(e: BaseException, limit: int | None = None) -> str:
 
 def file_above(path: str | os.PathLike) -> Path | None:
     """The nearest existing folder-to-be above ``path`` that is a file instead (``notes.txt`` of
-    ``notes.txt/run/x.pt``), else None: what "Not a directory" or "File exists" means when writing under it."""
+    ``notes.txt/run/x.pt``), else None: what "Not a directory" means when writing under it."""
     for parent in Path(path).parents:
         if parent.exists():
             return parent if not parent.is_dir() else None
