@@ -47,8 +47,8 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, durable: boo
     one (for a status file rewritten every few seconds, where the fsync would be most of the cost)."""
     path = Path(path)
     refuse_existing(path, overwrite)
+    make_folder(path.parent, naming=path)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise _naming(e, path) from None
@@ -67,6 +67,21 @@ def atomic_path(path: str | os.PathLike, *, overwrite: bool = True, durable: boo
         raise _naming(e, path) from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def make_folder(path: str | os.PathLike, naming: str | os.PathLike | None = None) -> Path:
+    """``mkdir -p path``. A file where a folder must go is one line that names it, as the output it was
+    for (``naming``) sees it: mkdir's own ``File exists`` or ``Not a directory`` says neither which file
+    nor why."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = path if path.exists() and not path.is_dir() else file_above(path)
+        if blocker is None:
+            raise
+        raise AlexNetError(f"{naming or path}: {blocker} is a file, not a folder") from None
+    return path
 
 
 def _naming(e: OSError, path: Path) -> OSError:
@@ -130,6 +145,18 @@ def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:
         raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
     if not path.parent.is_dir():
         raise AlexNetError(f"{flag} {path}: " + (f"{a} is a file, not a folder" if (a := file_above(path)) else f"no folder {path.parent}"))
+    refuse_existing(path, force, flag)
+    return path
+
+
+def check_output_path(path: str | os.PathLike, force: bool, flag: str) -> Path:
+    """A file a command is about to write (any name; its missing folders are made), checked before any
+    work: not a folder, not under a file, not an existing file unless ``force``."""
+    path = Path(path)
+    if path.is_dir():
+        raise AlexNetError(f"{flag} {path} is a folder; give a file name")
+    if above := file_above(path):
+        raise AlexNetError(f"{flag} {path}: {above} is a file, not a folder")
     refuse_existing(path, force, flag)
     return path
 

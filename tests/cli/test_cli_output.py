@@ -93,6 +93,12 @@ def test_a_path_through_a_file_is_named_before_any_work(tmp_path, capsys):
         (["eval", "--checkpoint", str(tmp_path / "absent.pt"), "--data", "digits", "--plots", str(notes)],
          f"--plots {notes}: {notes} is a file; give a folder"),
         (["summary", "alexnet", "--svg", str(notes / "fig.svg")], f"--svg {notes / 'fig.svg'}: {notes} is a file, not a folder"),
+        (["export", "--checkpoint", str(tmp_path / "absent.pt"), "--format", "onnx", "--out", str(notes / "m.onnx")],
+         f"--out {notes / 'm.onnx'}: {notes} is a file, not a folder"),
+        (["import", "torchvision", str(tmp_path / "absent.pth"), "--out", str(notes / "c.pt")],
+         f"--out {notes / 'c.pt'}: {notes} is a file, not a folder"),
+        (["export", "--checkpoint", str(tmp_path / "absent.pt"), "--format", "torchscript", "--out", str(tmp_path), "--force"],
+         f"--out {tmp_path} is a folder; give a file name"),
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv

@@ -88,3 +88,27 @@ def test_an_existing_file_is_refused_without_force_and_the_remedy_is_named(tmp_p
     with pytest.raises(AlexNetError, match="choose another path or pass --force"), atomic.atomic_path(out, overwrite=False):
         pass
     assert out.read_bytes() == b"mine"
+
+
+def test_a_file_where_a_folder_must_go_is_named_by_every_writer(tmp_path):
+    """mkdir -p under a file said "File exists" (the file itself in the way) or "Not a directory", naming
+    neither the file nor the output; export, features and the run lock now say which file stands there."""
+    from alexnet.errors import AlexNetError
+    from alexnet.jobs import RunLock
+
+    notes = tmp_path / "notes.txt"
+    notes.write_text("mine\n")
+    assert atomic.make_folder(tmp_path / "a" / "b") == tmp_path / "a" / "b" and (tmp_path / "a" / "b").is_dir()
+    with pytest.raises(AlexNetError, match=f"^{notes}: {notes} is a file, not a folder$"):
+        atomic.make_folder(notes)
+    with pytest.raises(AlexNetError, match=f"^{notes / 'x' / 'y'}: {notes} is a file, not a folder$"):
+        atomic.make_folder(notes / "x" / "y")
+    with pytest.raises(AlexNetError, match=f"^{notes / 'm.onnx'}: {notes} is a file, not a folder$"):
+        with atomic.atomic_path(notes / "m.onnx"):
+            pass
+    with pytest.raises(AlexNetError, match=f"^{notes / 'f.npy'}: {notes} is a file, not a folder$"):
+        RunLock(notes, output=notes / "f.npy").acquire()
+    with pytest.raises(AlexNetError, match=f"^--out {tmp_path} is a folder; give a file name$"):
+        atomic.check_output_path(tmp_path, True, "--out")
+    assert atomic.check_output_path(tmp_path / "new" / "m.pt", False, "--out") == tmp_path / "new" / "m.pt"
+    assert notes.read_text() == "mine\n" and not (tmp_path / "new").exists()

@@ -69,16 +69,17 @@ def add_export_parser(sub: argparse._SubParsersAction) -> None:
     ex.set_defaults(func=run_export)
 
 
-def _refuse_existing(args: argparse.Namespace) -> None:
-    from alexnet.atomic import refuse_existing
+def _check_out(args: argparse.Namespace) -> None:
+    """--out, before any work: a file name (not a folder, not under a file), new unless --force."""
+    from alexnet.atomic import check_output_path
 
-    refuse_existing(args.out, args.force)
+    check_output_path(args.out, args.force, "--out")
 
 
 def run_torchvision(args: argparse.Namespace) -> int:
     from alexnet.tools.interop.torchvision import import_torchvision
 
-    _refuse_existing(args)
+    _check_out(args)
     ckpt = import_torchvision(args.file)
     checkpoint.save(args.out, ckpt, overwrite=args.force)
     print(f"wrote {args.out}: {ckpt.model}, {ckpt.num_classes} classes, input {ckpt.input_size}")
@@ -86,7 +87,7 @@ def run_torchvision(args: argparse.Namespace) -> int:
 
 
 def run_caffe(args: argparse.Namespace) -> int:
-    _refuse_existing(args)
+    _check_out(args)
     ckpt = caffe.import_caffe(args.file, args.arch, args.mean)
     checkpoint.save(args.out, ckpt, overwrite=args.force)
     print(f"wrote {args.out}: {ckpt.model}, {ckpt.num_classes} classes, input {ckpt.input_size}")
@@ -95,7 +96,7 @@ def run_caffe(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     q = quantize.from_flags(args.format, args.quantize, args.mode, args.calibrate, args.split, args.images)
-    _refuse_existing(args)
+    _check_out(args)
     meta = export.export(args.checkpoint, args.format, args.out, overwrite=args.force, quantization=q)
     print(f"wrote {args.out} ({args.format if meta is None else meta.describe()})")
     return 0

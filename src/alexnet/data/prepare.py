@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from alexnet import __version__
-from alexnet.atomic import atomic_path, atomic_write
+from alexnet.atomic import atomic_path, atomic_write, make_folder
 from alexnet.data.images import MAX_PIXELS, BadImage, decode_image
 from alexnet.data.imageset import ImageSet
 from alexnet.data.jpeg import DEFAULT_QUALITY, ENCODINGS, RecordWriter, decode_pil, encode, index_file, records_file
@@ -203,7 +203,7 @@ def _open_partial(partial: Path, settings: dict[str, Any], plans: list[SplitPlan
     if others:  # they would end up in the store: never written over, never removed
         raise AlexNetError(f"{partial}: holds {others[0].name}, which alexnet prepare did not write; move it out or "
                            "choose another OUT")
-    partial.mkdir(parents=True, exist_ok=True)
+    make_folder(partial)
     files = []
     for p in plans:
         if config.encoding == "jpeg":

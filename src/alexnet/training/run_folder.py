@@ -27,7 +27,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from alexnet.atomic import DiskFull, atomic_write, write_json
+from alexnet.atomic import DiskFull, atomic_write, make_folder, write_json
 from alexnet.errors import AlexNetError
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class RunFolder:
         """Make a fresh run's folders and clear what an earlier run (``--force``) left."""
         if not self.write:
             return
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        make_folder(self.checkpoints)
         self.clean_temporary()
         for stale in (self.metrics, self.resume_log, self.init, self.last, self.best, self.report_json):
             stale.unlink(missing_ok=True)

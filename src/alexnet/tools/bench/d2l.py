@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from alexnet import models, runtime
-from alexnet.atomic import atomic_write
+from alexnet.atomic import atomic_write, make_folder
 from alexnet.data import open_dataset
 from alexnet.data.fitted import prefit
 from alexnet.data.imageset import ImageSet
@@ -64,7 +64,7 @@ def torchvision_root(root: Path) -> Path:
     four IDX files uncompressed, written once from the installed ones."""
     source = Path(open_dataset(FASHION_MNIST).root)
     raw = root / "torchvision-fashion-mnist" / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True, exist_ok=True)
+    make_folder(raw)
     for path in sorted(source.iterdir()):
         target = raw / path.name.removesuffix(".gz")
         if path.name.endswith("-ubyte.gz") and not target.exists():

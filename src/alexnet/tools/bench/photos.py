@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.atomic import atomic_path
+from alexnet.atomic import atomic_path, make_folder
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def data_root(cfg) -> Path:
     """Where a bench run keeps its photographs and stores: ``--data-dir``, else ``alexnet-bench`` in the temp dir
     (made; kept between runs, so that each size of folder and store is made once)."""
     root = Path(cfg.data_dir) if cfg.data_dir else Path(tempfile.gettempdir()) / "alexnet-bench"
-    root.mkdir(parents=True, exist_ok=True)
+    make_folder(root)
     return root
 
 
@@ -82,7 +82,7 @@ def make_photo_folder(root: str | os.PathLike, count: int, *, classes: int = 4, 
     for i in range(count):
         image = random_photo(pictures[i % len(pictures)], rng, size)
         folder = train / f"class_{i % classes}"
-        folder.mkdir(parents=True, exist_ok=True)
+        make_folder(folder)
         with atomic_path(folder / f"{i:05d}.jpg") as tmp:
             image.save(tmp, format="JPEG", quality=quality)
     done.write_text(str(count))
