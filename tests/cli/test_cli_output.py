@@ -125,3 +125,10 @@ def test_help_shows_defaults_but_never_none():
     texts = [commands["ablate"].format_help(), *(f.format_help() for f in commands["visualize"]._subparsers._group_actions[0].choices.values())]
     assert "(default: 5)" in texts[0] and "(default: the preset's)" in " ".join(texts[0].split())
     assert not any("(default: None)" in t for t in texts)
+
+
+def test_counts_read_as_english():
+    """train's recipe and last lines said "1 epochs, 1 steps"."""
+    from alexnet.cli.train import counted
+
+    assert [counted(1, "epoch"), counted(0, "epoch"), counted(235, "step")] == ["1 epoch", "0 epochs", "235 steps"]

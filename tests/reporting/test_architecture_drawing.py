@@ -1,5 +1,6 @@
 """The architecture drawing (Figure 2): made from the registered model, its shapes the summary's."""
 
+import json
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -46,6 +47,10 @@ def test_summary_svg_writes_the_file_and_never_overwrites_silently(tmp_path, cap
     out = tmp_path / "alexnet.svg"
     assert main(["summary", "alexnet", "--svg", str(out)]) == 0
     assert len(layers(out.read_text())) == len(describe("alexnet").layers)
+    assert capsys.readouterr().out.endswith(f"wrote {out}\n")  # it said nothing of the file it wrote
+    assert main(["summary", "alexnet", "--svg", str(tmp_path / "j.svg"), "--json"]) == 0
+    printed = capsys.readouterr()
+    assert json.loads(printed.out)["model"] == "alexnet" and printed.err == f"wrote {tmp_path / 'j.svg'}\n"  # stdout stays JSON
     out.write_text("MINE")
     assert main(["summary", "alexnet", "--svg", str(out)]) == 2
     assert out.read_text() == "MINE" and "already exists" in capsys.readouterr().err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -78,7 +79,15 @@ def run_summary(args: argparse.Namespace) -> int:
         atomic_write(args.svg, architecture_svg(s))
     if args.json:
         print(json.dumps(s.to_dict(), indent=2))
-        return 0
+    else:
+        print_summary(s)
+    if args.svg is not None:  # on stderr under --json, whose stdout is the JSON alone
+        print(f"wrote {args.svg}", file=sys.stderr if args.json else sys.stdout)
+    return 0
+
+
+def print_summary(s: models.Summary) -> None:
+    """The layer table: output shape, parameters and multiply-accumulates per layer, then the totals."""
     width = max([10, *(len(r.name) for r in s.layers)])  # GoogLeNet's names: inception3a.branch2.1.conv
     print(f"{s.model}: input {s.in_channels}×{s.input_size}×{s.input_size}")
     print(f"{'layer':<{width}} {'output':>14} {'params':>12} {'MACs':>14}")
@@ -87,4 +96,3 @@ def run_summary(args: argparse.Namespace) -> int:
     scaled = f"{s.total_macs / 1e9:.3f} G" if s.total_macs >= 1e7 else f"{s.total_macs / 1e6:.3f} M"  # LeNet: 0.417 M
     print(f"{'total':<{width}} {'':>14} {s.total_params:>12,} {s.total_macs:>14,}  ({scaled} MACs)")
     print(f"training: {2 * s.training_macs / 1e9:.3g} GFLOP per image (forward, input and weight gradients)")
-    return 0

@@ -164,7 +164,8 @@ class Console(Callback):
         if run.init_rows:
             print(f"  init   {c.finetune.init} (freeze {c.finetune.freeze}, loaded layers' lr ×{c.finetune.loaded_lr_mult:g}):")
             print(finetune_table(run.init_rows))
-        print(f"  recipe {c.epochs} epochs{f' (≤ {c.max_steps} steps)' if c.max_steps else ''} × batch {c.batch_size}, "
+        limit = f" (≤ {counted(c.max_steps, 'step')})" if c.max_steps else ""
+        print(f"  recipe {counted(c.epochs, 'epoch')}{limit} × batch {c.batch_size}, "
               f"SGD lr {c.optim.lr:g} momentum {c.optim.momentum:g} wd {c.optim.weight_decay:g}, {c.schedule.kind} schedule, "
               f"{c.precision} on {run.device} (all settings: -v, or config.json)")
         sys.stdout.flush()
@@ -172,6 +173,11 @@ class Console(Callback):
     def on_epoch(self, record: dict) -> None:
         if not self.quiet:
             print_epoch(record)
+
+
+def counted(n: int, noun: str) -> str:
+    """``1 epoch``, ``10 epochs``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def print_epoch(r: dict) -> None:
@@ -194,5 +200,6 @@ def print_results(result: TrainResult) -> None:
         print(f"{name:<12} {100 * r['top1_error']:>8.2f}% {100 * r['top5_error']:>8.2f}% {100 * r['top1_accuracy']:>8.2f}% {r['images']:>7}")
     if (numbers := train_ch6_numbers(result.history, results["final"])) is not None:
         print(f"as d2l's train_ch6 prints it: {train_ch6_line(numbers)}")
-    print(f"{results['epochs']} epochs, {results['steps']} steps, {results['wall_seconds']:.0f} s; run folder: {results['run_dir']}")
+    print(f"{counted(results['epochs'], 'epoch')}, {counted(results['steps'], 'step')}, {results['wall_seconds']:.0f} s; "
+          f"run folder: {results['run_dir']}")
     sys.stdout.flush()
