@@ -132,3 +132,28 @@ def test_counts_read_as_english():
     from alexnet.cli.train import counted
 
     assert [counted(1, "epoch"), counted(0, "epoch"), counted(235, "step")] == ["1 epoch", "0 epochs", "235 steps"]
+
+
+def test_usage_mistakes_are_one_line_with_the_nearest_choice(capsys):
+    """argparse printed its usage block (five lines for export) above the error, and "invalid choice: 'trian'
+    (choose from …)" with no suggestion; an unknown flag given to a subcommand was reported by `alexnet`."""
+    cases = [
+        (["trian"], "alexnet: error: argument COMMAND: 'trian' is not one of models, summary, prepare, train, info, eval, predict, "
+                    "features, probe, search, import, export, visualize, explore, serve, ablate, bench, demo (did you mean 'train'?) "
+                    "(see alexnet --help)"),
+        (["export", "--checkpoint", "x"], "alexnet export: error: the following arguments are required: --format, --out "
+                                          "(see alexnet export --help)"),
+        (["export", "--checkpoint", "x", "--format", "onx", "--out", "y"],
+         "alexnet export: error: argument --format: 'onx' is not one of onnx, torchscript, safetensors (did you mean 'onnx'?) "
+         "(see alexnet export --help)"),
+        (["train", "--lr-kernel", "eager"], "alexnet train: error: unrecognized arguments: --lr-kernel eager (did you mean "
+                                            "'--lrn-kernel'?) (see alexnet train --help)"),
+        (["train", "--bogus"], "alexnet train: error: unrecognized arguments: --bogus (see alexnet train --help)"),
+        (["visualize", "filters", "c.pt", "--out", "f.png", "--forse"],
+         "alexnet visualize filters: error: unrecognized arguments: --forse (did you mean '--force'?) "
+         "(see alexnet visualize filters --help)"),
+    ]
+    for argv, line in cases:
+        with pytest.raises(SystemExit) as stop:
+            cli.main(argv)
+        assert stop.value.code == 2 and capsys.readouterr().err == line + "\n", argv

@@ -32,6 +32,7 @@ from alexnet.cli import (
     train,
     visualize,
 )
+from alexnet.cli.help import Parser, parse
 from alexnet.errors import AlexNetError, one_line
 
 COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, serve, ablate, bench,
@@ -41,7 +42,7 @@ log = logging.getLogger("alexnet")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="alexnet",
         description="AlexNet (Krizhevsky, Sutskever & Hinton, 2012): models, training, evaluation, import and figures.",
     )
@@ -66,8 +67,7 @@ def _global_flags_after(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse(build_parser(), argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
