@@ -8,6 +8,10 @@ def test_models_table(capsys):
     out = capsys.readouterr().out
     assert "60,965,224" in out and "61,100,840" in out and "46,764,746" in out  # d2l at its 10 classes
     assert "alexnet_small" in out
+    rows = out.splitlines()
+    assert len({row.index(row.split()[1]) + len(row.split()[1]) for row in rows[1:]}) == 1  # the input column's right edge
+    lenet = next(row for row in rows if row.startswith("lenet "))  # its 416,520 MACs read "0.000" in GMACs
+    assert " 0.417 M " in lenet and " 0.724 G " in next(row for row in rows if row.startswith("alexnet "))
 
 
 def test_summary_json(capsys):

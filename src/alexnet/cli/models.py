@@ -13,7 +13,7 @@ import torch
 from alexnet import models
 from alexnet.atomic import atomic_write, check_output_file
 from alexnet.errors import at_least
-from alexnet.models.summary import format_shape
+from alexnet.models.summary import format_macs, format_shape
 from alexnet.reporting.architecture import architecture_svg
 
 
@@ -59,11 +59,13 @@ def describe(name: str, num_classes: int | None = None, input_size: int | None =
 
 
 def run_models(args: argparse.Namespace) -> int:
-    print(f"{'model':<14} {'input':>11} {'params':>12} {'GMACs':>7}  description")
-    for name in models.names():
+    names = models.names()
+    width = max(len(n) for n in names)
+    print(f"{'model':<{width}} {'input':>11} {'params':>12} {'MACs':>9}  description")
+    for name in names:
         s = describe(name)
         size = f"{s.in_channels}×{s.input_size}×{s.input_size}"
-        print(f"{name:<14} {size:>11} {s.total_params:>12,} {s.total_macs / 1e9:>7.3f}  {models.entry(name).summary}")
+        print(f"{name:<{width}} {size:>11} {s.total_params:>12,} {format_macs(s.total_macs):>9}  {models.entry(name).summary}")
     return 0
 
 
@@ -93,6 +95,5 @@ def print_summary(s: models.Summary) -> None:
     print(f"{'layer':<{width}} {'output':>14} {'params':>12} {'MACs':>14}")
     for r in s.layers:
         print(f"{r.name:<{width}} {format_shape(r.output_shape):>14} {r.params:>12,} {r.macs:>14,}")
-    scaled = f"{s.total_macs / 1e9:.3f} G" if s.total_macs >= 1e7 else f"{s.total_macs / 1e6:.3f} M"  # LeNet: 0.417 M
-    print(f"{'total':<{width}} {'':>14} {s.total_params:>12,} {s.total_macs:>14,}  ({scaled} MACs)")
+    print(f"{'total':<{width}} {'':>14} {s.total_params:>12,} {s.total_macs:>14,}  ({format_macs(s.total_macs)} MACs)")
     print(f"training: {2 * s.training_macs / 1e9:.3g} GFLOP per image (forward, input and weight gradients)")

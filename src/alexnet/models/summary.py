@@ -113,3 +113,8 @@ def format_shape(shape: tuple[int, ...]) -> str:
         c, h, w = shape
         return f"{h}×{w}×{c}"
     return "×".join(str(s) for s in shape)
+
+
+def format_macs(macs: int) -> str:
+    """Multiply-accumulates in G, or in M below 10 M (LeNet's 0.417 M would read 0.000 G)."""
+    return f"{macs / 1e9:.3f} G" if macs >= 1e7 else f"{macs / 1e6:.3f} M"
