@@ -157,3 +157,10 @@ def test_usage_mistakes_are_one_line_with_the_nearest_choice(capsys):
         with pytest.raises(SystemExit) as stop:
             cli.main(argv)
         assert stop.value.code == 2 and capsys.readouterr().err == line + "\n", argv
+
+
+def test_alexnet_alone_lists_the_commands(capsys):
+    """A newcomer's first try, `alexnet` with nothing after it, said only "the following arguments are required: COMMAND"."""
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: alexnet") and "train" in err and "required" not in err

@@ -67,7 +67,11 @@ def _global_flags_after(parser: argparse.ArgumentParser) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse(build_parser(), argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # `alexnet` alone: the commands, not "COMMAND is required"
+        parser.print_help(sys.stderr)
+        return 2
+    args = parse(parser, argv)
     level = logging.DEBUG if args.debug else logging.INFO if args.verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
