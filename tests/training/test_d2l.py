@@ -85,6 +85,28 @@ def test_d2l_lenet_reaches_d2ls_range_in_its_ten_epochs(tmp_path, capsys):
     numbers = train_ch6_numbers([h for h in history if "train_loss" in h], report["final"])
     assert numbers["test_acc"] >= 0.75, numbers  # d2l's build printed 0.779 (docs/REPRODUCTION.md)
     assert f"as d2l's train_ch6 prints it: {train_ch6_line(numbers)}" in out
+    assert all("test_top1_error" in h for h in history) and "test top-1 err" in out  # train_ch6's per-epoch test accuracy
+    assert history[-1]["test_top1_error"] == pytest.approx(report["final"]["test_1view"]["top1_error"])  # the same net, the same images
+
+
+def test_test_each_epoch_records_the_test_split_and_never_chooses_by_it(tmp_path):
+    """d2l's presets evaluate the test images after every epoch, as train_ch6 does, for the curves; best.pt
+    and the schedule still go by val (here digits' held-out tenth), never by test."""
+    from alexnet.reporting.figures import curves_figure
+
+    config = resolve("digits", {"epochs": 3, "device": "cpu"}, ["model.options.width=0.25", "test_each_epoch=true"])
+    result = train(config, RunOptions(out=tmp_path / "r", progress_bar=False))
+    history = result.history
+    assert all({"test_loss", "test_top1_error", "test_top5_error"} <= set(h) for h in history)
+    assert history[-1]["test_top1_error"] == pytest.approx(result.report["final"]["test_1view"]["top1_error"])
+    best = min(range(3), key=lambda i: (history[i]["val_top1_error"], i))
+    state = torch.load(tmp_path / "r" / "checkpoints" / "best.pt", weights_only=True)["train_state"]
+    assert (state["epoch"], state["best"]) == (best + 1, history[best]["val_top1_error"])
+    labels = [t.get_text() for ax in curves_figure(history).axes for t in ax.get_legend().get_texts()]
+    assert "test" in labels and "test top-1" in labels
+    plain = train(resolve("digits", {"epochs": 1, "device": "cpu"}, ["model.options.width=0.25"]),
+                  RunOptions(out=tmp_path / "p", progress_bar=False))
+    assert "test_loss" not in plain.history[0]  # off by default: one more pass an epoch
 
 
 @pytest.mark.parametrize("drop_last", [True, False])

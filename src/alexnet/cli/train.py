@@ -184,6 +184,8 @@ def print_epoch(r: dict) -> None:
     """One line per epoch; the error rates are labelled as errors (``top-1 err``), as in the final table."""
     val = f"  val loss {r['val_loss']:.4f} top-1 err {100 * r['val_top1_error']:.2f}% top-5 err {100 * r['val_top5_error']:.2f}%" \
         if "val_loss" in r else ""
+    if "test_loss" in r:  # test_each_epoch (d2l's presets): shown as train_ch6's animator plots it
+        val += f"  test top-1 err {100 * r['test_top1_error']:.2f}%"
     print(f"epoch {r['epoch']:>3}  train loss {r['train_loss']:.4f} top-1 err {100 * r['train_top1_error']:.2f}%{val}"
           f"  lr {r['lr']:.3g}  {r['images_per_second']:.0f} img/s  {r['epoch_seconds']:.1f}s", flush=True)
 

@@ -78,14 +78,15 @@ def figure_png(fig) -> bytes:
 
 
 def curves_figure(history: list[dict[str, Any]]):
-    """Loss and top-1 error per epoch, train and val (metrics.jsonl records)."""
+    """Loss and top-1 error per epoch, train, val and (``test_each_epoch``, d2l's plot) test (metrics.jsonl records)."""
     plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("train_loss", "train"), ("val_loss", "val")):
+    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("test_loss", "test")):
         if any(key in r for r in history):
             ax_loss.plot(epochs, [r.get(key) for r in history], marker="o", ms=3, label=label)
-    for key, label in (("train_top1_error", "train top-1"), ("val_top1_error", "val top-1"), ("val_top5_error", "val top-5")):
+    for key, label in (("train_top1_error", "train top-1"), ("val_top1_error", "val top-1"), ("val_top5_error", "val top-5"),
+                       ("test_top1_error", "test top-1")):
         if any(key in r for r in history):
             ax_err.plot(epochs, [100 * r[key] if key in r else None for r in history], marker="o", ms=3, label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")

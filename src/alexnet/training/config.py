@@ -91,6 +91,7 @@ class TrainConfig:
     batch_size: int = 128  # §5; per process under torchrun
     label_smoothing: float = 0.0
     eval_views: int = 1  # views at the final evaluation: 1 or 10 (§4.1)
+    test_each_epoch: bool = False  # the test split's loss and error after every epoch too, as d2l's train_ch6 plots them (never chooses)
     seed: int = 0
     # how the model runs: the keys of alexnet.runtime.RuntimeSettings that presets and --set name (TrainConfig.runtime_settings)
     device: str = "auto"  # auto | cpu | cuda | cuda:N | mps

@@ -402,6 +402,9 @@ def end_epoch(run: Run, progress: Progress) -> dict[str, Any]:
             snapshot(run, p, run.folder.last)
         val = evaluate_split(run, run.data.val, views=1)
         record.update(val_loss=val["loss"], val_top1_error=val["top1_error"], val_top5_error=val["top5_error"])
+    if run.config.test_each_epoch and run.data.test is not None and len(run.data.test):  # recorded, never used to choose
+        test = evaluate_split(run, run.data.test, views=1)
+        record.update(test_loss=test["loss"], test_top1_error=test["top1_error"], test_top5_error=test["top5_error"])
     record.update(images_per_second=trained["images"] / max(p.epoch_seconds, 1e-9), epoch_seconds=p.epoch_seconds)
     run.schedule.epoch_end(record.get("val_top1_error"))
     p.history.append(record)
