@@ -120,9 +120,11 @@ def train_ch6(net: nn.Module, config: TrainConfig, root: Path, device: torch.dev
               max_steps: int = 0) -> dict[str, float]:
     """d2l's ``train_ch6`` as written, for ``config.epochs`` epochs (or ``max_steps`` steps in all):
     its three numbers, the last epoch's running means in train mode and ``evaluate_accuracy_gpu``'s
-    test accuracy in eval mode after it."""
+    test accuracy in eval mode after it. Like d2l's, it tests after every epoch (for its plot): that
+    work is part of the time it takes."""
     resize = config.data.pipeline_options["resize"]
     train_iter = reference_loader(root, config.batch_size, resize, D2L_WORKERS)
+    test_iter = reference_loader(root, config.batch_size, resize, D2L_WORKERS, train=False)
     metric = [0.0, 0.0, 0]
     step, steps = reference_step(net.to(device), config.optim.lr, metric), 0
     for _ in range(config.epochs):
@@ -133,15 +135,21 @@ def train_ch6(net: nn.Module, config: TrainConfig, root: Path, device: torch.dev
             steps += 1
             if steps == max_steps:
                 break
+        test_acc = evaluate_accuracy(net, test_iter, device)
         if steps == max_steps:
             break
+    return {"loss": metric[0] / metric[2], "train_acc": metric[1] / metric[2], "test_acc": test_acc}
+
+
+def evaluate_accuracy(net: nn.Module, test_iter, device: torch.device) -> float:
+    """d2l's ``evaluate_accuracy_gpu``: the share of the test images whose arg max is their label, in eval mode."""
     net.eval()
     right = seen = 0
     with torch.no_grad():
-        for X, y in reference_loader(root, config.batch_size, resize, D2L_WORKERS, train=False):
+        for X, y in test_iter:
             right += int((net(X.to(device)).argmax(dim=1).cpu() == y).sum())
             seen += len(y)
-    return {"loss": metric[0] / metric[2], "train_acc": metric[1] / metric[2], "test_acc": right / seen}
+    return right / seen
 
 
 def our_batches(images: ImageSet, pre: Preprocess, batch_size: int, device: torch.device
