@@ -55,6 +55,11 @@ def not_one_of(subject: str, value: object, valid: Iterable[object], more: str =
     return f"{subject}{value!r} is not one of {', '.join(valid)}{more}{hint}"
 
 
+def counted(n: int, noun: str) -> str:
+    """``1 epoch``, ``10 epochs``: a count and its noun, as every message and line writes one (a plural in -s)."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def whole_number(text: str | None) -> int | None:
     """``text`` as a whole number where it reads as one: ASCII digits only, at most 18 of them; else None,
     for the caller's refusal. (``str.isdigit`` takes '²', which ``int`` then refuses; ``int`` takes '٣',

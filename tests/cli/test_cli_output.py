@@ -128,8 +128,8 @@ def test_help_shows_defaults_but_never_none():
 
 
 def test_counts_read_as_english():
-    """train's recipe and last lines said "1 epochs, 1 steps"."""
-    from alexnet.cli.train import counted
+    """train's recipe and last lines said "1 epochs, 1 steps", eval "1 view(s)"."""
+    from alexnet.errors import counted
 
     assert [counted(1, "epoch"), counted(0, "epoch"), counted(235, "step")] == ["1 epoch", "0 epochs", "235 steps"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from alexnet.errors import AlexNetError, one_line
+from alexnet.errors import AlexNetError, counted, one_line
 
 IMAGE_MAGIC = {b"\xff\xd8\xff": "JPEG", b"\x89PNG": "PNG", b"GIF8": "GIF", b"BM": "BMP", b"II*\x00": "TIFF",
                b"MM\x00*": "TIFF"}
@@ -77,8 +77,7 @@ def what_payload(payload: Any, path: Path) -> str | None:
     ``state_dict()`` saved as it is: tensors only, no architecture or classes), else None."""
     if not (isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values())):
         return None
-    count = f"{len(payload)} tensor" + ("s" if len(payload) != 1 else "")
-    return (f"a bare state dict ({count}, no architecture or classes), not an alexnet checkpoint; "
+    return (f"a bare state dict ({counted(len(payload), 'tensor')}, no architecture or classes), not an alexnet checkpoint; "
             f"if it is torchvision's AlexNet: alexnet import torchvision {path} --out model.pt")
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alexnet.atomic import refuse_existing
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError, at_least, file_above
+from alexnet.errors import AlexNetError, at_least, counted, file_above
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
 from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(scores.to_dict(), indent=2))
         return 0
     kind = f"ensemble of {len(args.checkpoint)}" if len(args.checkpoint) > 1 else args.checkpoint[0]
-    print(f"{kind} on {args.data} [{split}], {scores.images} images, {scores.views} view(s)")
+    print(f"{kind} on {args.data} [{split}], {scores.images} images, {counted(scores.views, 'view')}")
     print(f"top-1 error {100 * scores.top1_error:6.2f} %   accuracy {100 * scores.top1_accuracy:6.2f} %")
     print(f"top-5 error {100 * scores.top5_error:6.2f} %   accuracy {100 * scores.top5_accuracy:6.2f} %")
     if len(scores.classes) <= 30:

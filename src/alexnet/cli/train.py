@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, counted
 from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
 from alexnet.runtime import DEVICE_HELP, PRECISION_HELP
 from alexnet.training.config import FLAGS, LRN_KERNELS, PRECISIONS, preset_names, resolve
@@ -173,11 +173,6 @@ class Console(Callback):
     def on_epoch(self, record: dict) -> None:
         if not self.quiet:
             print_epoch(record)
-
-
-def counted(n: int, noun: str) -> str:
-    """``1 epoch``, ``10 epochs``."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def print_epoch(r: dict) -> None:

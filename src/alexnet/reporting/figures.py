@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from alexnet.atomic import atomic_write
+from alexnet.errors import counted
 from alexnet.inference.evaluate import Scores, score
 
 FILTER_COLUMNS = 16  # kernels per row in Fig. 3 (the paper: 3 rows of 16 per tower)
@@ -258,7 +259,7 @@ def save_confusion_plot(scores: Scores, path: str | os.PathLike) -> None:
                                 color="white" if norm[i, j] > 0.5 else "black")
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
-    ax.set_title(f"top-1 error {100 * scores.top1_error:.2f} %, {scores.images} images, {scores.views} view(s)")
+    ax.set_title(f"top-1 error {100 * scores.top1_error:.2f} %, {scores.images} images, {counted(scores.views, 'view')}")
     fig.tight_layout()
     write_figure(fig, Path(path), dpi=120)
 
