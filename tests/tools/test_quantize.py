@@ -136,7 +136,7 @@ def test_int8_export_refuses_to_overwrite_without_force(digits, tmp_path, capsys
     out.write_text("keep me")
     argv = ["export", "--checkpoint", str(digits[0]), "--format", "onnx", "--out", str(out), *FORMS["dynamic"]]
     assert cli.main(argv) == 2
-    assert "already exists; choose another path or pass --force" in capsys.readouterr().err and out.read_text() == "keep me"
+    assert "already exists; choose another --out or pass --force" in capsys.readouterr().err and out.read_text() == "keep me"
     assert cli.main([*argv, "--force"]) == 0
     assert checkpoint.read_onnx_metadata(out).mode == "dynamic"
     assert [p.name for p in tmp_path.iterdir()] == ["m.onnx"]  # no temporary file left beside it
