@@ -159,4 +159,3 @@ def check_output_path(path: str | os.PathLike, force: bool, flag: str) -> Path:
         raise AlexNetError(f"{flag} {path}: {above} is a file, not a folder")
     refuse_existing(path, force, flag)
     return path
-
