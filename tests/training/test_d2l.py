@@ -102,8 +102,8 @@ def test_test_each_epoch_records_the_test_split_and_never_chooses_by_it(tmp_path
     best = min(range(3), key=lambda i: (history[i]["val_top1_error"], i))
     state = torch.load(tmp_path / "r" / "checkpoints" / "best.pt", weights_only=True)["train_state"]
     assert (state["epoch"], state["best"]) == (best + 1, history[best]["val_top1_error"])
-    labels = [t.get_text() for ax in curves_figure(history).axes for t in ax.get_legend().get_texts()]
-    assert "test" in labels and "test top-1" in labels
+    colours = {line.get_label(): line.get_color() for ax in curves_figure(history).axes for line in ax.get_lines()}
+    assert colours["test"] == colours["test top-1"] != colours["val"] == colours["val top-1"]  # a split, one colour in both panels
     plain = train(resolve("digits", {"epochs": 3, "device": "cpu"}, ["model.options.width=0.25"]),
                   RunOptions(out=tmp_path / "p", progress_bar=False))
     assert "test_loss" not in plain.history[0]  # off by default: one more pass an epoch

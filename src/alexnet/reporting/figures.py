@@ -83,13 +83,15 @@ def curves_figure(history: list[dict[str, Any]]):
     plt = pyplot()
     epochs = [r["epoch"] for r in history]
     fig, (ax_loss, ax_err) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for key, label in (("train_loss", "train"), ("val_loss", "val"), ("test_loss", "test")):
+    colour = {"train": "C0", "val": "C1", "test": "C3"}  # a split keeps its colour in both panels
+    for split in colour:
+        if any(f"{split}_loss" in r for r in history):
+            ax_loss.plot(epochs, [r.get(f"{split}_loss") for r in history], marker="o", ms=3, color=colour[split], label=split)
+    for key, label, style in (("train_top1_error", "train top-1", "-"), ("val_top1_error", "val top-1", "-"),
+                              ("val_top5_error", "val top-5", "--"), ("test_top1_error", "test top-1", "-")):
         if any(key in r for r in history):
-            ax_loss.plot(epochs, [r.get(key) for r in history], marker="o", ms=3, label=label)
-    for key, label in (("train_top1_error", "train top-1"), ("val_top1_error", "val top-1"), ("val_top5_error", "val top-5"),
-                       ("test_top1_error", "test top-1")):
-        if any(key in r for r in history):
-            ax_err.plot(epochs, [100 * r[key] if key in r else None for r in history], marker="o", ms=3, label=label)
+            ax_err.plot(epochs, [100 * r[key] if key in r else None for r in history], style, marker="o", ms=3,
+                        color=colour[key.split("_")[0]], label=label)
     ax_loss.set(xlabel="epoch", ylabel="cross-entropy", title="loss")
     ax_err.set(xlabel="epoch", ylabel="error (%)", title="error")
     for ax in (ax_loss, ax_err):
