@@ -137,24 +137,21 @@ def write_json(path: str | os.PathLike, data: Any, *, overwrite: bool = True, du
 
 
 def check_output_file(path: Path, force: bool, suffix: str, flag: str) -> Path:
-    """A file a command is about to write, checked before any work: ``suffix``'s kind, in a folder that
-    exists, not a folder itself, and not an existing file unless ``force``. ``flag`` names the option."""
-    if path.is_dir():
-        raise AlexNetError(f"{flag} {path} is a folder; give a {suffix} file name")
-    if path.suffix.lower() != suffix:
-        raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
-    if not path.parent.is_dir():
-        raise AlexNetError(f"{flag} {path}: " + (f"{a} is a file, not a folder" if (a := file_above(path)) else f"no folder {path.parent}"))
-    refuse_existing(path, force, flag)
-    return path
+    """:func:`check_output_path` for a file of ``suffix``'s kind in a folder that exists already."""
+    if not path.is_dir():
+        if path.suffix.lower() != suffix:
+            raise AlexNetError(f"{flag} {path}: give a {suffix} file name")
+        if not path.parent.is_dir() and not file_above(path):
+            raise AlexNetError(f"{flag} {path}: no folder {path.parent}")
+    return check_output_path(path, force, flag, kind=f"{suffix} file name")
 
 
-def check_output_path(path: str | os.PathLike, force: bool, flag: str) -> Path:
-    """A file a command is about to write (any name; its missing folders are made), checked before any
-    work: not a folder, not under a file, not an existing file unless ``force``."""
+def check_output_path(path: str | os.PathLike, force: bool, flag: str, kind: str = "file name") -> Path:
+    """A file a command is about to write (its missing folders are made), checked before any work: not a
+    folder, not under a file, not an existing file unless ``force``. ``flag`` names the option."""
     path = Path(path)
     if path.is_dir():
-        raise AlexNetError(f"{flag} {path} is a folder; give a file name")
+        raise AlexNetError(f"{flag} {path} is a folder; give a {kind}")
     if above := file_above(path):
         raise AlexNetError(f"{flag} {path}: {above} is a file, not a folder")
     refuse_existing(path, force, flag)
