@@ -397,14 +397,14 @@ def end_epoch(run: Run, progress: Progress) -> dict[str, Any]:
     trained = p.meters.summed(run.world)
     record: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.steps, "lr": run.schedule.lr(p.steps - 1),
                               **{f"train_{k}": v for k, v in trained.items() if k != "images"}}
-    if run.data.val is not None and len(run.data.val):
-        if not run.data.val.in_memory:  # images decoded now may be bad: keep the epoch's training first
+    tested = {"val": run.data.val, "test": run.data.test if run.config.test_each_epoch else None}  # test: recorded, never chooses
+    for name, images in tested.items():
+        if images is None or not len(images):
+            continue
+        if not images.in_memory:  # images decoded now may be bad: keep the epoch's training first
             snapshot(run, p, run.folder.last)
-        val = evaluate_split(run, run.data.val, views=1)
-        record.update(val_loss=val["loss"], val_top1_error=val["top1_error"], val_top5_error=val["top5_error"])
-    if run.config.test_each_epoch and run.data.test is not None and len(run.data.test):  # recorded, never used to choose
-        test = evaluate_split(run, run.data.test, views=1)
-        record.update(test_loss=test["loss"], test_top1_error=test["top1_error"], test_top5_error=test["top5_error"])
+        scores = evaluate_split(run, images, views=1)
+        record.update({f"{name}_{k}": scores[k] for k in ("loss", "top1_error", "top5_error")})
     record.update(images_per_second=trained["images"] / max(p.epoch_seconds, 1e-9), epoch_seconds=p.epoch_seconds)
     run.schedule.epoch_end(record.get("val_top1_error"))
     p.history.append(record)
