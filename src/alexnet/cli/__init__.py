@@ -32,7 +32,7 @@ from alexnet.cli import (
     train,
     visualize,
 )
-from alexnet.cli.help import Parser, parse
+from alexnet.cli.help import Parser, parse, subcommands
 from alexnet.errors import AlexNetError, one_line
 
 COMMANDS = [models, prepare, train, info, evaluate, predict, features, probe, search, interop, visualize, explore, serve, ablate, bench,
@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _global_flags_after(parser: argparse.ArgumentParser) -> None:
     """``--debug`` and ``-v`` also after the subcommand (``alexnet train … -v``, as the hints say them), in
     every subcommand's parser; SUPPRESS keeps the value given before the subcommand when none is given after."""
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
+    for action in subcommands(parser):
         for child in dict.fromkeys(action.choices.values()):
             child.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="as alexnet --debug")
             child.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="as alexnet -v")

@@ -39,10 +39,15 @@ def parse(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.N
 
 def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
     """The innermost subcommand's parser that ``args`` went through (``alexnet visualize filters``'s)."""
-    for action in parser._subparsers._group_actions if parser._subparsers else ():
+    for action in subcommands(parser):
         if (name := getattr(args, action.dest, None)) in action.choices:
             return _chosen(action.choices[name], args)
     return parser
+
+
+def subcommands(parser: argparse.ArgumentParser) -> tuple[argparse.Action, ...]:
+    """``parser``'s ``add_subparsers`` actions (none for a leaf command); each ``choices`` maps a name to its parser."""
+    return tuple(parser._subparsers._group_actions) if parser._subparsers else ()
 
 
 class ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):
