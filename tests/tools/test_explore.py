@@ -17,6 +17,7 @@ from alexnet import checkpoint, models
 from alexnet.data import Preprocess, compute_stats, open_dataset, pipeline
 from alexnet.data.transforms import Pipeline
 from alexnet.errors import AlexNetError
+from alexnet.inference.features import file_sha256
 from alexnet.tools.explore import activations, neighbours, why
 from alexnet.training.run_folder import RunFolder
 
@@ -105,7 +106,7 @@ def test_feature_bank_as_alexnet_features_writes_it(tmp_path, digits_checkpoint)
     session = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=5))
     codes = session.codes(torch.from_numpy(test.images)).numpy().astype(np.float32)
     path = write_features(tmp_path, "test-fc7", codes, "test")
-    assert neighbours.bank_split(path) == "test"
+    assert neighbours.bank_record(path)["split"] == "test"
     bank_session = Session(ExploreConfig(digits_checkpoint, data="digits", features=path))
     assert bank_session.bank.split == "test" and len(bank_session.bank.codes) == len(test)
     with TestClient(create_app(bank_session)) as c:
@@ -115,6 +116,14 @@ def test_feature_bank_as_alexnet_features_writes_it(tmp_path, digits_checkpoint)
     pool5 = write_features(tmp_path, "pool5", codes, "test", layer="pool5")
     with pytest.raises(AlexNetError, match="compares fc7"):
         Session(ExploreConfig(digits_checkpoint, data="digits", features=pool5))
+    # a record naming its checkpoint: the explored file must be that one (the same architecture's other
+    # weights give codes of the same shape, and neighbours that mean nothing)
+    record = json.loads(path.with_suffix(".json").read_text())
+    path.with_suffix(".json").write_text(json.dumps({**record, "checkpoint": "other.pt", "checkpoint_sha256": "0" * 64}))
+    with pytest.raises(AlexNetError, match=r"not the checkpoint .*test-fc7.npy was made with \(other.pt\)"):
+        Session(ExploreConfig(digits_checkpoint, data="digits", features=path))
+    path.with_suffix(".json").write_text(json.dumps({**record, "checkpoint_sha256": file_sha256(digits_checkpoint)}))
+    assert Session(ExploreConfig(digits_checkpoint, data="digits", features=path)).bank.split == "test"
     other = write_features(tmp_path, "other", codes[:3], "test")
     (tmp_path / "other.json").write_text(json.dumps({"split": "extra", "layer": "fc7"}))
     with pytest.raises(AlexNetError, match="'extra' split"):
@@ -137,7 +146,7 @@ def test_feature_bank_from_npy_and_csv(tmp_path):
     assert list(index) == [9]
     with pytest.raises(AlexNetError, match="dimensions"):
         neighbours.read_bank(tmp_path / "bank.npy", train, 16)
-    assert neighbours.bank_split(tmp_path / "bank.npy") == "train"  # no record beside it
+    assert neighbours.bank_record(tmp_path / "bank.npy") == {}  # no record beside it: the train split
     with pytest.raises(AlexNetError, match="rows but the train split"):
         np.save(tmp_path / "short.npy", codes[:10])
         neighbours.read_bank(tmp_path / "short.npy", train, 8)

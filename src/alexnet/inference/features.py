@@ -214,6 +214,15 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def check_made_with(checkpoint_path: str | os.PathLike, record: dict[str, Any], features: str | os.PathLike) -> None:
+    """Refuse ``checkpoint_path`` unless it is the file whose codes ``features`` holds (its ``record`` names the
+    checkpoint and its SHA-256): codes of other weights are other codes, though the same architecture
+    gives them the same shape (``alexnet search``'s queries, ``alexnet explore``'s neighbours)."""
+    if file_sha256(checkpoint_path) != record.get("checkpoint_sha256"):
+        raise AlexNetError(f"{checkpoint_path}: not the checkpoint {features} was made with "
+                           f"({record.get('checkpoint')}); codes compared must come from the same weights")
+
+
 def index_rows(images: ImageSet) -> list[tuple[int, str, int, str]]:
     """(row, path or "", label, class name) per image, in the split's order."""
     paths = images.paths if images.paths is not None else [""] * len(images)

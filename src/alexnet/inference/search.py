@@ -37,7 +37,7 @@ from alexnet.data import open_dataset
 from alexnet.data.images import decode_image
 from alexnet.data.transforms import downsample
 from alexnet.errors import AlexNetError, not_one_of
-from alexnet.inference.features import Extractor, FeatureConfig, FeatureSet, file_sha256, open_features
+from alexnet.inference.features import Extractor, FeatureConfig, FeatureSet, check_made_with, open_features
 from alexnet.inference.neighbours import CHUNK, Neighbours, check_query, nearest
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,7 @@ def query_features(bank: FeatureSet, images: Sequence[str], checkpoint_path: str
     checkpoint_path = checkpoint_path or bank.record.get("checkpoint")
     if not checkpoint_path or not Path(checkpoint_path).is_file():
         raise AlexNetError(f"{bank.path} was made with {bank.record.get('checkpoint')}, which is not there; pass --checkpoint")
-    if file_sha256(checkpoint_path) != bank.record.get("checkpoint_sha256"):
-        raise AlexNetError(f"{checkpoint_path}: not the checkpoint {bank.path} was made with "
-                           f"({bank.record.get('checkpoint')}); query features must come from the same weights")
+    check_made_with(checkpoint_path, bank.record, bank.path)
     decoded = [decode_image(p) for p in images]  # a bad file is a one-line error before any work
     config = FeatureConfig(layer=bank.record["layer"], precision=bank.record.get("precision", "fp32"), device=device)
     extractor = Extractor(checkpoint_path, config)

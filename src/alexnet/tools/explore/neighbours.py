@@ -8,8 +8,9 @@ fc7 code (``model.forward_features``, the centre crop) per training image:
   for a large set (the page says how many it searched);
 * or read from a file (:func:`read_bank`): a float32 (or float16) ``.npy`` [N, D] as ``alexnet
   features`` writes it, opened memory-mapped (``allow_pickle=False``: nothing in it can run), with
-  what it writes beside it when present: ``NAME.json`` (its ``split``, default train, and its
-  ``layer``, which must be fc7: ``features`` or ``fc7``) and ``NAME.csv`` (its ``row`` column, or an
+  what it writes beside it when present: ``NAME.json`` (:func:`bank_record`: its ``split``, default
+  train, its ``layer``, which must be fc7: ``features`` or ``fc7``, and the checkpoint's SHA-256, which
+  must be the explored file's) and ``NAME.csv`` (its ``row`` column, or an
   ``index`` column: the position in the split of each row). Without a CSV, row i is image i and N
   must be the split's size.
 
@@ -65,20 +66,23 @@ def compute_bank(extractor: Extractor, images: ImageSet, *, limit: int, batch_si
 FC7_LAYERS = ("features", "fc7")  # alexnet features' names for the code explore compares (forward_features)
 
 
-def bank_split(path: str | Path) -> str:
-    """The split a bank file holds, from the record ``alexnet features`` writes beside it (train without one)."""
+def bank_record(path: str | Path) -> dict:
+    """The record ``alexnet features`` writes beside a bank (``{}`` without one: a bare .npy of the train
+    split), checked to be of fc7 codes. Its ``split`` (default train) says whose images the rows are."""
     record_path = Path(path).with_suffix(".json")
     if not record_path.is_file():
-        return "train"
+        return {}
     try:
         record = json.loads(record_path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
         raise AlexNetError(f"{record_path}: unreadable record of the feature bank ({e})") from None
+    if not isinstance(record, dict):
+        raise AlexNetError(f"{record_path}: not the record alexnet features writes (a JSON object)")
     layer = record.get("layer")
     if layer is not None and layer not in FC7_LAYERS:
         raise AlexNetError(f"{path}: holds {layer!r} features, but explore compares fc7 codes "
                            f"(write the bank with alexnet features --layer fc7, the default)")
-    return str(record.get("split") or "train")
+    return record
 
 
 def read_bank(path: str | Path, images: ImageSet, dim: int, split: str = "train") -> FeatureBank:

@@ -32,7 +32,7 @@ from alexnet.data.images import MAX_PIXELS, MAX_UPLOAD, decode_bytes
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score, top_labels
-from alexnet.inference.features import Extractor, FeatureConfig
+from alexnet.inference.features import Extractor, FeatureConfig, check_made_with
 from alexnet.inference.samples import display_images, image_batch
 from alexnet.models.base import classifier_head
 from alexnet.models.summary import summarize
@@ -134,7 +134,10 @@ class Session:
 
     def _bank(self) -> neighbours.FeatureBank | None:
         if self.config.features:
-            split = neighbours.bank_split(self.config.features)
+            record = neighbours.bank_record(self.config.features)
+            if "checkpoint_sha256" in record:  # written by alexnet features: its codes are of one file's weights
+                check_made_with(self.config.checkpoint, record, self.config.features)
+            split = str(record.get("split") or "train")
             if split not in self.splits:
                 raise AlexNetError(f"{self.config.features}: a bank of the {split!r} split needs the data set with it (pass --data)")
             dim = int(self.codes(self._input(self.stored(split, 0))).shape[1])
