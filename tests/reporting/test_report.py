@@ -91,6 +91,17 @@ def test_a_figure_that_cannot_be_drawn_never_costs_the_page(tmp_path):
     assert embedded_pngs(page) == []
 
 
+def test_the_page_shows_the_configuration_as_resumed(tmp_path, caplog):
+    """report.html's configuration is the run's own as a resume reads it: config.json with resume.jsonl's
+    changes (a run resumed with --epochs 20 says 20); a report.json that is not the run's is left out."""
+    (tmp_path / "config.json").write_text(json.dumps({"preset": "x", "epochs": 10}))
+    (tmp_path / "resume.jsonl").write_text(json.dumps({"step": 5, "changes": {"epochs": {"from": 10, "to": 20}}}) + "\n")
+    (tmp_path / "report.json").write_text("[1, 2]")
+    page = write_report_html(tmp_path).read_text()
+    assert "&quot;epochs&quot;: 20" in page and "&quot;epochs&quot;: 10" not in page
+    assert "report.json: expected a JSON object; left out of the report" in caplog.text
+
+
 def test_a_folder_that_is_not_a_run_gets_no_page(tmp_path, capsys):
     """Issue 25, item 1: visualize report wrote report.html (and curves.png) into any folder."""
     (tmp_path / "notes.txt").write_text("mine")

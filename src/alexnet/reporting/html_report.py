@@ -24,7 +24,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -34,6 +34,7 @@ from alexnet.inference.evaluate import shown_split
 from alexnet.inference.samples import Loaded, load_checkpoint, open_splits, pick_split, sample_predictions, split_probabilities
 from alexnet.reporting import figures as visualize
 from alexnet.training.loop import Callback, Run, TrainResult
+from alexnet.training.resume import saved_config
 from alexnet.training.run_folder import RunFolder
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,8 @@ def write_report_html(run_dir: Path, evidence: Evidence | None = None, *, device
     if not folder.holds_run():  # the page and its figures go only into a folder of their own kind
         raise AlexNetError(f"{run_dir}: not a training run folder (no config.json or checkpoints/last.pt); report.html "
                            "and its figures are written into the folder alexnet train wrote")
-    report = _read_json(folder.report_json)
-    config = _read_json(folder.config)
+    report = _read_leniently(folder.report_json, folder.read_report_json)
+    config = _read_leniently(folder.config, lambda: saved_config(folder))  # with what each resume changed
     if evidence is None and folder.last.is_file():
         evidence = evidence_from_run(run_dir, device)
     figures: dict[str, bytes | str] = {}
@@ -177,13 +178,15 @@ def _written(png: bytes, path: Path) -> bytes:
     return png
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_leniently(path: Path, read: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """What ``read`` (the run folder's own reader) gives, or nothing, with a warning, when the file is not
+    there or not what the run writes: the page shows what it can."""
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        log.warning("%s: not JSON (%s); left out of the report", path, e)
+        return read()
+    except AlexNetError as e:
+        log.warning("%s; left out of the report", e)
         return {}
 
 
