@@ -42,6 +42,9 @@ def test_every_writer_refuses_to_overwrite_without_force(tmp_path, capsys):
     assert cli.main(["eval", "--checkpoint", ckpt, "--data", "digits", "--plots", str(plots), "--device", "cpu"]) == 2
     assert "confusion_matrix.png already exists; pass --force" in capsys.readouterr().err
     assert (plots / "confusion_matrix.png").stat().st_mtime_ns == stamp
+    (tmp_path / "taken" / "confusion_matrix.png").mkdir(parents=True)  # a folder of the figure's name: refused first
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "absent.pt"), "--plots", str(tmp_path / "taken"), "--force"]) == 2
+    assert capsys.readouterr().err.strip().endswith("confusion_matrix.png is a folder; remove it or choose another --plots")
 
 
 def test_train_flags_and_the_resume_help_name_real_options():

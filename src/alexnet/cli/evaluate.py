@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
     if plot is not None:
         if above := file_above(plot):
             raise AlexNetError(f"--plots {args.plots}: {above} is a file; give a folder")
+        if plot.is_dir():  # even --force cannot write the figure there: say so before the evaluation
+            raise AlexNetError(f"--plots {args.plots}: {plot} is a folder; remove it or choose another --plots")
         refuse_existing(plot, args.force, None)
     at_least("--batch-size", args.batch_size)
     at_least("--workers", args.workers, 0)
