@@ -407,10 +407,13 @@ def test_upload_limits(client, digits_checkpoint):
     too_big = b"\0" * (20 * 1024 * 1024 + 70 * 1024)
     response = client.post("/api/upload", files={"file": ("big.png", too_big, "image/png")})
     assert response.status_code == 413 and "limit" in response.json()["error"]
-    small = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10, max_pixels=100))
+    small = Session(ExploreConfig(digits_checkpoint, data="digits", bank_limit=10, max_pixels=100, max_upload=1000))
     with TestClient(create_app(small)) as c:
         response = c.post("/api/upload", files={"file": ("wide.png", digit_png(), "image/png")})
         assert response.status_code == 400 and "decompression bomb" in response.json()["error"]
+        # a file over its own limit, in a form within the declared length's slack: 413, as serve answers it
+        response = c.post("/api/upload", files={"file": ("long.png", b"\0" * 1001, "image/png")})
+        assert (response.status_code, response.json()["error"]) == (413, "long.png: over the limit of 1,000 bytes for one image")
 
 
 @pytest.mark.parametrize("query, status", [

@@ -64,6 +64,16 @@ def declared_length(headers: Headers, limit: int, slack: int = 0, what: str = "a
     return length
 
 
+FORM_SLACK = 64 * 1024  # a multipart form's headers and boundaries, beyond its files' own limit
+
+
+def check_file_size(name: str, data: bytes, limit: int) -> None:
+    """One uploaded file of a form within its own limit (413), read as ``file.read(limit + 1)``: the form's
+    Content-Length (:func:`declared_length`) bounds all its files together, not each."""
+    if len(data) > limit:
+        raise HttpError(f"{name}: over the limit of {limit:,} bytes for one image", 413)
+
+
 def handlers(server: str, statuses: dict[type[AlexNetError], int] | None = None) -> dict:
     """Starlette's ``exception_handlers`` for the server named ``server`` (in the log of a 500);
     ``statuses`` answers further error types with their own status (explore's NotFound: 404). Starlette

@@ -37,13 +37,12 @@ from starlette.routing import Route
 from alexnet.errors import AlexNetError, shown, whole_number
 from alexnet.tools.explore.pictures import png
 from alexnet.tools.explore.session import ImageRef, NotFound, Session
-from alexnet.tools.web import declared_length, error, guards, handlers
+from alexnet.tools.web import FORM_SLACK, check_file_size, declared_length, error, guards, handlers
 
 log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8",
                ".js": "text/javascript; charset=utf-8", ".svg": "image/svg+xml"}
-FORM_SLACK = 64 * 1024  # multipart headers and boundaries around the file, beyond the file's own limit
 
 
 def shipped_assets() -> dict[str, tuple[bytes, str]]:
@@ -144,6 +143,7 @@ class Routes:
         if not isinstance(file, UploadFile):
             return error("send the image as the multipart form field 'file'", 400)
         data = await file.read(limit + 1)
+        check_file_size(file.filename or "upload", data, limit)
         token = await self.gate.run("decoding the upload", self.session.add_upload, data, file.filename or "upload")
         return JSONResponse({"image": token})
 

@@ -148,9 +148,7 @@ class Session:
 
     # -- images ------------------------------------------------------------------------------
     def add_upload(self, data: bytes, name: str) -> str:
-        """Decode an upload (a BadImage names what is wrong), keep it at the model's size, return its token."""
-        if len(data) > self.config.max_upload:
-            raise AlexNetError(f"{name}: {len(data):,} bytes is over the upload limit of {self.config.max_upload:,}")
+        """Decode an upload (a BadImage names what is wrong; its size the app checked), keep it at the model's size, return its token."""
         image = downsample(decode_bytes(data, name, self.config.max_pixels), self.size)
         token = "u" + secrets.token_hex(8)
         self.uploads[token] = image

@@ -42,12 +42,11 @@ from alexnet.tools.serve import protocol
 from alexnet.tools.serve.batcher import BatchConfig, Batcher
 from alexnet.tools.serve.metrics import Metrics, ModelMetrics
 from alexnet.tools.serve.repository import Served
-from alexnet.tools.web import HttpError, declared_length, guards, handlers
+from alexnet.tools.web import FORM_SLACK, HttpError, check_file_size, declared_length, guards, handlers
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST = 64 * 1024 * 1024  # bytes of one request body: 32 paper-size FP32 inputs are 19.8 MB as binary, ~50 MB as JSON text
-FORM_SLACK = 64 * 1024  # multipart headers and boundaries beyond the files
 
 
 class ModelServer:
@@ -193,8 +192,7 @@ class Routes:
             blobs = [await f.read(MAX_UPLOAD + 1) for f in files]
             names = [f.filename or f"image[{i}]" for i, f in enumerate(files)]
             for blob, n in zip(blobs, names):
-                if len(blob) > MAX_UPLOAD:
-                    raise HttpError(f"{n}: over the limit of {MAX_UPLOAD:,} bytes for one image", 413)
+                check_file_size(n, blob, MAX_UPLOAD)
             probabilities = await self._run(served, blobs, names)
         tops = top_labels(probabilities, served.classes, top_k)
         return JSONResponse({"model_name": served.name, "model_version": served.version,
