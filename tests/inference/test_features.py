@@ -109,7 +109,7 @@ def test_interrupted_run_resumes_to_identical_rows(tmp_path, ckpt_path):
 
     def stop_after_two(done, total):
         seen.append(done)
-        if len(seen) == 2:
+        if len(seen) == 3:  # where it starts (0), then two batches
             raise Interrupt
 
     with pytest.raises(Interrupt):
@@ -123,10 +123,27 @@ def test_interrupted_run_resumes_to_identical_rows(tmp_path, ckpt_path):
         extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=32, layer="pool5"))
     resumed = []
     extract(ckpt_path, "digits", "val", part, FeatureConfig(batch_size=16), on_batch=lambda d, t: resumed.append(d))
-    assert resumed[0] == 96  # it continued with the first run's batch size, after the two batches done
+    assert seen == [0, 32, 64]
+    assert resumed[:2] == [64, 96]  # it continued where it stopped, with the first run's batch size
     assert not paths.partial.exists() and not paths.progress.exists()
     assert np.array_equal(np.load(part), np.load(whole))
     assert paths.index.read_text() == FeaturePaths.of(whole).index.read_text()
+
+
+def test_a_resumed_run_reports_the_rate_of_its_own_images(tmp_path, ckpt_path, capsys):
+    """The printed images/s counts the rows this process computed, not those an earlier run left on disk
+    (a job resumed at 90 % printed ten times its rate)."""
+    out = tmp_path / "f.npy"
+
+    def stop_after_one(done, total):
+        if done:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        extract(ckpt_path, "digits", "val", out, FeatureConfig(batch_size=64), on_batch=stop_after_one)
+    assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--split", "val", "--out", str(out)]) == 0
+    rows = len(open_features(out))
+    assert f"{rows} × " in (printed := capsys.readouterr().out) and f", {rows - 64} of them now in " in printed
 
 
 def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):

@@ -50,24 +50,36 @@ def default_split(data: str) -> str:
 
 
 class Progress:
-    """A tqdm bar in images with images/s on a terminal; a line every 10 % otherwise."""
+    """A tqdm bar in images with images/s on a terminal; a line every 10 % otherwise. The first call says
+    where the job starts, so a resumed job's rate counts only the images computed now."""
 
     def __init__(self, label: str) -> None:
-        self.label, self.bar, self.start, self.shown = label, None, time.perf_counter(), -1
+        self.label, self.bar, self.shown = label, None, -1
+        self.start, self.first, self.done = time.perf_counter(), None, 0
+
+    @property
+    def computed(self) -> int:
+        """Images computed by this process."""
+        return self.done - (self.first or 0)
 
     def __call__(self, done: int, total: int) -> None:
+        if self.first is None:
+            self.first, self.start = done, time.perf_counter()
+        self.done = done
         if sys.stderr.isatty():
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, initial=0, unit="img", desc=self.label, file=sys.stderr)
+                self.bar = tqdm(total=total, initial=done, unit="img", desc=self.label, file=sys.stderr)
             self.bar.update(done - self.bar.n)
             return
         tenth = 10 * done // total
         if tenth > self.shown:
             self.shown = tenth
-            rate = done / max(time.perf_counter() - self.start, 1e-9)
-            print(f"{self.label}: {done}/{total} images ({rate:.1f} images/s)", file=sys.stderr)
+            print(f"{self.label}: {done}/{total} images ({self.rate():.1f} images/s)", file=sys.stderr)
+
+    def rate(self) -> float:
+        return self.computed / max(time.perf_counter() - self.start, 1e-9)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -83,7 +95,6 @@ def run(args: argparse.Namespace) -> int:
     args.data = args.data or trained_on(args.checkpoint)
     split = args.split or default_split(args.data)
     progress = Progress(f"features {split}")
-    start = time.perf_counter()
     try:
         record = extract(args.checkpoint, args.data, split, args.out, config, overwrite=args.force, on_batch=progress)
     except KeyboardInterrupt:
@@ -92,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
         raise
     finally:
         progress.close()
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - progress.start
     paths = FeaturePaths.of(args.out)
     rows, dim = record["shape"]
-    print(f"{args.checkpoint} {record['layer']} on {args.data} [{split}]: {rows} × {dim} {record['dtype']} "
-          f"in {seconds:.1f} s ({rows / max(seconds, 1e-9):.1f} images/s)")
+    resumed = f", {progress.computed} of them now" if progress.computed != rows else ""
+    print(f"{args.checkpoint} {record['layer']} on {args.data} [{split}]: {rows} × {dim} {record['dtype']}{resumed} "
+          f"in {seconds:.1f} s ({progress.rate():.1f} images/s)")
     print(f"wrote {paths.array}, {paths.index}, {paths.record}")
     return 0

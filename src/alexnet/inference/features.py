@@ -308,7 +308,8 @@ def extract(
 ) -> dict[str, Any]:
     """Write the features of ``data``'s ``split`` to ``out`` (see the module doc); returns the record.
 
-    ``on_batch(done, total)`` is called after each batch is on disk (the CLI's progress bar).
+    ``on_batch(done, total)`` is called once where the job starts (``done`` > 0 when it resumes) and after
+    each batch is on disk (the CLI's progress bar, whose rate counts only this process's images).
     """
     paths = FeaturePaths.of(out)
     with paths.lock:
@@ -337,6 +338,8 @@ def _extract(checkpoint_path: str | os.PathLike, data: str, split: str, paths: F
         rows = open_memmap(paths.partial, mode="r+")
         log.info("%s: resuming at row %d of %d", paths.partial, done, len(images))
     batches = iter_batches(images, batch_size, size=extractor.size, device="cpu", workers=config.workers, start=done // batch_size)
+    if on_batch is not None:
+        on_batch(done, len(images))
     with extractor.casting(), runtime.intra_op_threads(config.threads):
         for start, x in _batches(batches, done, batch_size):
             rows[start:start + len(x)] = extractor(x).numpy().astype(config.dtype, copy=False)
