@@ -146,6 +146,23 @@ def test_a_resumed_run_reports_the_rate_of_its_own_images(tmp_path, ckpt_path, c
     assert f"{rows} × " in (printed := capsys.readouterr().out) and f", {rows - 64} of them now in " in printed
 
 
+def test_ctrl_c_is_one_line_that_says_how_to_continue(tmp_path, ckpt_path, monkeypatch, capsys):
+    import alexnet.cli.features as command
+
+    def interrupted(*args, on_batch, **kwargs):
+        on_batch(0, 100)
+        on_batch(32, 100)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(command, "extract", interrupted)
+    out = tmp_path / "f.npy"
+    assert cli.main(["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--split", "val", "--out", str(out)]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-2].startswith("features val: 32/100 images")  # the progress line, then the one line of the stop
+    assert err[-1] == (f"alexnet: interrupted after 32 rows; run the same command again to continue from "
+                   f"{FeaturePaths.of(out).progress}")
+
+
 def test_refuses_to_overwrite_and_bad_arguments(tmp_path, ckpt_path, capsys):
     out = tmp_path / "f.npy"
     args = ["features", "--checkpoint", str(ckpt_path), "--data", "digits", "--split", "val", "--out", str(out)]

@@ -183,3 +183,19 @@ def test_a_users_file_of_an_ablate_name_is_never_written_over(tmp_path, capsys):
         assert code == 2 and "not written by alexnet ablate" in capsys.readouterr().err
     assert (tmp_path / "ablation.md").read_text() == "MINE" and (tmp_path / "ablation-lrn.png").read_text() == "my figure"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ablation-lrn.png", "ablation.md"]
+
+
+def test_ctrl_c_says_to_rerun_the_ablation_not_train_resume(tmp_path, monkeypatch, capsys):
+    """A run's own Ctrl-C advice is ``alexnet train --resume RUN``; inside an ablation the command that continues
+    every run is the ablation's own, said on one line."""
+    from alexnet.training.loop import TrainingInterrupted
+
+    def interrupted(config, run_options):
+        raise TrainingInterrupted(f"interrupted at epoch 1, step 2; resume with: alexnet train --resume {run_options.out}")
+
+    monkeypatch.setattr(ablate, "train", interrupted)
+    code = main(["ablate", "--study", "lrn", "--seeds", "1", "--epochs", "1", "--device", "cpu", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip()
+    assert code == 130 and len(err.splitlines()) == 1 and "train --resume" not in err
+    assert err.startswith(f"alexnet: interrupted in {tmp_path / 'a' / 'baseline' / 'seed0'}; ")
+    assert err.endswith("run the same alexnet ablate command again to continue")

@@ -97,10 +97,9 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(f"features {split}")
     try:
         record = extract(args.checkpoint, args.data, split, args.out, config, overwrite=args.force, on_batch=progress)
-    except KeyboardInterrupt:
-        progress.close()
-        print(f"alexnet features: stopped; the same command continues from {FeaturePaths.of(args.out).progress}", file=sys.stderr)
-        raise
+    except KeyboardInterrupt:  # said once, by the CLI's handler
+        raise KeyboardInterrupt(f"interrupted after {progress.done} rows; run the same command again to continue from "
+                                f"{FeaturePaths.of(args.out).progress}") from None
     finally:
         progress.close()
     seconds = time.perf_counter() - progress.start

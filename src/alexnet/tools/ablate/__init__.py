@@ -237,8 +237,12 @@ def run_all(options: AblationOptions, on_run: Callable[[Run, str], None] | None 
             if on_run:
                 on_run(run, status)
             if status != "done":
-                train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new", progress_bar=False,
-                                                 callbacks=[TrainingReport()]))
+                try:
+                    train(run.config, RunOptions(out=run.folder, resume=status == "resume", force=status == "new",
+                                                 progress_bar=False, callbacks=[TrainingReport()]))
+                except KeyboardInterrupt:  # the run's own advice is train --resume; the ablation continues them all
+                    raise KeyboardInterrupt(f"interrupted in {run.folder}; the finished runs and this one's last checkpoint "
+                                            "are kept: run the same alexnet ablate command again to continue") from None
             trained.add(run.folder)
         table = tabulate(runs, options, studies(options.study), STUDIES)
         write_table(table, options.out)
