@@ -83,10 +83,14 @@ def at_least(flag: str, value: int, minimum: int = 1) -> int:
     return value
 
 
-def one_line(e: BaseException, limit: int | None = None) -> str:
+def one_line(e: BaseException, limit: int | None = None, *, first_line: bool = False) -> str:
     """An exception as one line: its message with the whitespace folded (an ``OSError`` as ``FILE: strerror``;
-    an empty one as its type's name), cut to ``limit`` characters where a longer message would bury the line."""
-    text = str(e) or type(e).__name__
+    an empty one as its type's name), cut to ``limit`` characters where a longer message would bury the line;
+    ``first_line``: only its first line (a library's message whose first line says what went wrong: torch's
+    shape errors, inductor's build failures, nvJPEG's)."""
+    text = str(e).strip() or type(e).__name__
+    if first_line:
+        text = text.splitlines()[0]
     if isinstance(e, OSError) and e.filename and e.strerror:
         text = f"{e.filename}: {e.strerror}"
         if e.errno == errno.ENOTDIR and (above := file_above(e.filename)):  # a path that runs through a file

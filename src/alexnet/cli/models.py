@@ -12,7 +12,7 @@ import torch
 
 from alexnet import models
 from alexnet.atomic import atomic_write, check_output_file
-from alexnet.errors import at_least
+from alexnet.errors import at_least, one_line
 from alexnet.models.summary import format_macs, format_shape
 from alexnet.reporting.architecture import architecture_svg
 
@@ -54,8 +54,7 @@ def describe(name: str, num_classes: int | None = None, input_size: int | None =
             return models.summarize(models.create(name, num_classes=num_classes), input_size)
     except RuntimeError as e:  # PyTorch's shape errors, e.g. a map pooled to nothing
         size = input_size or models.create(name).input_size
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise ValueError(f"{name} cannot take {size}×{size} input: {reason}") from None
+        raise ValueError(f"{name} cannot take {size}×{size} input: {one_line(e, first_line=True)}") from None
 
 
 def run_models(args: argparse.Namespace) -> int:

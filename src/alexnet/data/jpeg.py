@@ -46,7 +46,7 @@ import torch
 from PIL import Image
 
 from alexnet.atomic import atomic_path
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, one_line
 
 ENCODINGS = ("raw", "jpeg")
 DEFAULT_QUALITY = 90  # FFCV's default: 15.0 kB a 256×256 photograph here (alexnet bench decode)
@@ -145,8 +145,8 @@ def decode_on_device(data: list[torch.Tensor], device: torch.device, channels: i
             try:
                 decode_jpeg(record, mode=mode)
             except RuntimeError as one:
-                raise AlexNetError(f"{name}: cannot decode ({_first_line(one)})") from None
-        raise AlexNetError(f"{names[0]} … {names[-1]}: cannot decode on {device} ({_first_line(e)})") from None
+                raise AlexNetError(f"{name}: cannot decode ({one_line(one, first_line=True)})") from None
+        raise AlexNetError(f"{names[0]} … {names[-1]}: cannot decode on {device} ({one_line(e, first_line=True)})") from None
     for name, image in zip(names, images):
         if image.shape != (channels, size, size):
             raise AlexNetError(f"{name}: decodes to {list(image.shape)}, the store says [{channels}, {size}, {size}]")
@@ -181,10 +181,6 @@ def open_records(root: Path, entry: dict, size: int, channels: int) -> JpegRecor
             raise AlexNetError(f"{path}: {file_size:,} bytes, but record {bad} ends at byte {int(ends[bad]):,} "
                                f"(the file is truncated); prepare the store again")
     return JpegRecords(path, index, size, channels)
-
-
-def _first_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 class RecordWriter:

@@ -48,7 +48,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexnet import runtime
-from alexnet.errors import not_one_of
+from alexnet.errors import not_one_of, one_line
 
 log = logging.getLogger(__name__)
 
@@ -296,7 +296,7 @@ def _run_pass(name: str, *args: Any) -> torch.Tensor:
         except Exception as e:  # inductor's failures (no C++ compiler, an unsupported platform) have no common type
             _Compiled.failed = True
             log.warning("LRN: its compiled kernel failed to build (%s); the eager kernel runs instead",
-                        str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                        one_line(e, first_line=True))
     return _PASSES[name](*args)
 
 
