@@ -80,9 +80,9 @@ def test_layers_by_name(ckpt_path):
         torch.testing.assert_close(LayerReader(model, "pool5")(x), model.forward_conv(x).flatten(1))
         fc6 = torch.relu(model.fc6(model.forward_conv(x).flatten(1)))
         torch.testing.assert_close(LayerReader(model, "fc6")(x), fc6)
-    with pytest.raises(AlexNetError, match=r"no such layer \(valid: features, conv1, .*pool5.*fc7"):
+    with pytest.raises(AlexNetError, match=r"--layer: unknown alexnet_small layer 'nothing'.*; valid: features, conv1, .*pool5.*fc7"):
         resolve_layer(model, "nothing")
-    with pytest.raises(AlexNetError, match=r"no such layer \(did you mean 'pool5'\? valid: features, conv1, "):
+    with pytest.raises(AlexNetError, match=r"unknown alexnet_small layer 'pool_5' \(did you mean 'pool5'\?\); valid: features, conv1, "):
         resolve_layer(model, "pool_5")
     assert "relu3" in layer_names(model)
 

@@ -287,7 +287,7 @@ def test_arithmetic_of_a_unit_through_the_api(client):
     assert total == pytest.approx(conv["output"], rel=1e-4, abs=1e-4)
     out = client.get("/api/arithmetic?split=test&index=3&layer=softmax").json()
     assert sum(out["probabilities"]) == pytest.approx(1.0) and len(out["logits"]) == 10
-    for query, words in (("layer=conv9&unit=0,0,0", "no layer 'conv9'"), ("layer=conv2&unit=99,0,0", "is outside conv2"),
+    for query, words in (("layer=conv9&unit=0,0,0", "unknown layer 'conv9'"), ("layer=conv2&unit=99,0,0", "is outside conv2"),
                          ("layer=conv2&unit=a,b", "channel,row,column")):
         r = client.get(f"/api/arithmetic?split=test&index=3&{query}")
         assert r.status_code == 400 and words in r.json()["error"], r.text
@@ -362,7 +362,7 @@ def test_what_a_unit_sees_through_the_api(client):
 
 
 @pytest.mark.parametrize("query, words", [
-    ("top?layer=conv9&channel=0", "no layer 'conv9'"), ("top?layer=fc6&channel=0", "fc6 is not a map layer"),
+    ("top?layer=conv9&channel=0", "unknown map layer 'conv9'"), ("top?layer=fc6&channel=0", "fc6 is not a map layer"),
     ("top?layer=conv2&channel=99", "channel 99 is outside conv2's 0–31"), ("top?layer=conv2&channel=x", "not a whole number"),
     ("top?layer=conv2", "name a unit"), ("top?class=10", "class 10 is outside"), ("top?class=1&layer=conv2&channel=0", "not both"),
     ("visualise?layer=relu7&channel=0", "relu7 is not a map layer"), ("visualise?layer=conv1&channel=0&steps=9999", "steps=9999"),

@@ -64,7 +64,7 @@ def test_a_grouped_conv_reads_only_its_towers_channels_and_lrn_stays_in_its_towe
 
 def test_an_unknown_layer_or_a_unit_outside_the_map_is_one_line():
     recorded = record(models.create("alexnet_small", num_classes=10).eval(), torch.rand(1, 3, 32, 32))
-    with pytest.raises(AlexNetError, match="no layer 'conv9'"):
+    with pytest.raises(AlexNetError, match="unknown layer 'conv9'"):
         explain(recorded, "conv9", [0, 0, 0])
     with pytest.raises(AlexNetError, match=r"unit \[0, 99, 0\] is outside conv1's output"):
         explain(recorded, "conv1", [0, 99, 0])

@@ -91,7 +91,7 @@ def test_what_has_no_receptive_field_is_refused():
     x = torch.zeros(1, 1, 24, 24)
     with pytest.raises(AlexNetError, match="fc6 is not a map layer"):
         units.chain(model, x, "fc6")
-    with pytest.raises(AlexNetError, match="no layer 'conv9'; map layers: conv1, relu1"):
+    with pytest.raises(AlexNetError, match=r"unknown map layer 'conv9' \(did you mean 'conv5'\?\); valid: conv1, relu1"):
         units.chain(model, x, "conv9")
     with pytest.raises(AlexNetError, match="does not read the previous layer's output"):
         units.chain(Masked(), x, "conv")
@@ -153,11 +153,12 @@ def test_the_pass_is_made_once_per_split_and_layer(monkeypatch):
 def test_the_visualisation_raises_its_unit_far_above_the_starting_noise():
     model, preprocess = digits_model()
     modules = dict(model.named_modules())
-    v = units.visualise(model, preprocess, modules["relu5"], 5)
+    unbounded = units.VisualiseConfig(seconds=float("inf"))  # all 96 steps however loaded the machine (its bound: below)
+    v = units.visualise(model, preprocess, modules["relu5"], 5, unbounded)
     # measured on this untrained digits net (96 steps, 0.5 s): 0.089 → 0.88, × 9.8; pool5 channel 7: × 77
     assert v.steps == 96 and v.image.shape == (24, 24, 1) and v.end > 5 * v.start > 0
     assert v.image.max() - v.image.min() > 128  # a pattern, not the grey it started from
-    logit = units.visualise(model, preprocess, None, 3)
+    logit = units.visualise(model, preprocess, None, 3, unbounded)
     assert logit.start < 0 < 1.0 < logit.end  # measured: −0.28 → 1.19
     stopped = units.visualise(model, preprocess, modules["relu5"], 5, units.VisualiseConfig(seconds=0))
     assert stopped.steps == 0 and stopped.end == pytest.approx(stopped.start)

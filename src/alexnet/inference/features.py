@@ -62,7 +62,7 @@ from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
 from alexnet.data.sources import NAMED
-from alexnet.errors import AlexNetError, at_least, did_you_mean, not_one_of
+from alexnet.errors import AlexNetError, at_least, not_one_of, unknown
 from alexnet.inference.evaluate import evaluating, load_for_inference
 from alexnet.jobs import JobRecord, RunLock, resume
 
@@ -91,8 +91,7 @@ def resolve_layer(model: nn.Module, layer: str) -> str | None:
     modules = dict(model.named_modules())
     if layer not in modules or layer == "":
         shown = layer_names(model)
-        raise AlexNetError(f"--layer {layer!r}: {model.name} has no such layer ({did_you_mean(layer, shown)}"
-                           f"valid: {', '.join(shown)})")
+        raise AlexNetError(f"--layer: {unknown(f'{model.name} layer', layer, shown)}")
     order = _execution_order(model)
     if layer not in order or not isinstance(modules[layer], (nn.Conv2d, nn.Linear)):
         return layer

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, unknown
 from alexnet.training.config import OptimConfig, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def layer_settings(model: nn.Module, layers: dict[str, dict[str, float]]) -> dic
         names = [n for n, _ in model.named_parameters() if f".{n.rpartition('.')[0]}".endswith(f".{layer}")]
         if not names:
             known = dict.fromkeys(n.rpartition(".")[0] for n, _ in model.named_parameters())
-            raise AlexNetError(f"setting optim.layers.{layer}: the model has no layer {layer!r}; its layers: {', '.join(known)}")
+            raise AlexNetError(f"setting optim.layers.{layer}: {unknown('layer', layer, known)}")
         for name in names:
             out.setdefault(name, {}).update(settings)
     return out

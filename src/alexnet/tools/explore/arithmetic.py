@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, unknown
 from alexnet.models.layers import PaperDropout
 from alexnet.models.lrn import LocalResponseNorm
 
@@ -59,7 +59,7 @@ def explain(recorded: dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor]], l
         last = list(recorded)[-1]
         return {"layer": "softmax", "of": last, **softmax(recorded[last][2][0])}
     if layer not in recorded:
-        raise AlexNetError(f"no layer {layer!r}; layers: {', '.join(recorded)}, softmax")
+        raise AlexNetError(unknown("layer", layer, [*recorded, "softmax"]))
     module, inp, out = recorded[layer]
     shape = tuple(out.shape[1:])
     if len(unit) != len(shape) or not all(0 <= u < s for u, s in zip(unit, shape, strict=False)):

@@ -39,7 +39,7 @@ from torch import nn
 from alexnet.data import ImageSet
 from alexnet.data.stats import IMAGENET_EIGVAL, IMAGENET_EIGVEC
 from alexnet.data.transforms import Preprocess
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, unknown
 from alexnet.inference.evaluate import evaluating
 from alexnet.inference.samples import image_batch
 from alexnet.models.cudaconvnet_layers import SameMapResponseNorm
@@ -103,7 +103,7 @@ def chain(model: nn.Module, x: torch.Tensor, layer: str) -> tuple[list[Step], tu
     from one forward pass of ``x`` [1, C, h, w]; refused unless each leaf layer read the previous one's output."""
     modules = dict(_leaves(model))
     if layer not in modules:
-        raise AlexNetError(f"no layer {layer!r}; map layers: {', '.join(map_layers(model, x))}")
+        raise AlexNetError(unknown("map layer", layer, map_layers(model, x)))
     calls: list[tuple[str, nn.Module, torch.Tensor, torch.Tensor]] = []
 
     def keep(name: str):
