@@ -31,7 +31,7 @@ from alexnet.data import ImageSet, downsample, open_dataset
 from alexnet.data.images import MAX_PIXELS, MAX_UPLOAD, decode_bytes
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
-from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score, top_labels
+from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score, shown_split, top_labels
 from alexnet.inference.features import Extractor, FeatureConfig, check_made_with
 from alexnet.inference.samples import display_images, image_batch
 from alexnet.models.base import classifier_head
@@ -288,9 +288,10 @@ class Session:
         return {"layers": self.units.layers(), "classes": len(self.classes), "splits": list(self.splits)}
 
     def unit_top(self, split: str | None, layer: str | None, channel: int | None, target: int | None) -> dict[str, Any]:
-        """The top 9 patches of ``split`` (default test, else val) for a channel of a map layer, or a class."""
+        """The top 9 patches of ``split`` for a channel of a map layer, or a class; by default the split a
+        figure shows (test, else val), else the one the data set has (a folder of train/ only)."""
         unit = self.units.unit(layer, channel, target)
-        name = split or next((n for n in ("test", "val") if n in self.splits), next(iter(self.splits), None))
+        name = split or self._shown() or next(iter(self.splits), None)
         if name is None:
             raise NotFound("no data set for the top patches: start with --data")
         images = self.split(name)
@@ -345,10 +346,13 @@ class Session:
         self.units = units.UnitViews(self.model, self.preprocess, self.classes, limit=self.config.eval_limit, device=self.device)
         return True
 
+    def _shown(self) -> str | None:
+        return shown_split(self.splits.get("test"), self.splits.get("val"))
+
     def confusion(self) -> dict[str, Any]:
         """The centre-crop confusion matrix over the test split (else val), its first ``eval_limit`` images; computed once."""
         if self._confusion is None:
-            name = next((n for n in ("test", "val") if n in self.splits), None)
+            name = self._shown()
             if name is None:
                 raise NotFound("no test or val split for a confusion matrix: start with --data")
             images = self.splits[name]
