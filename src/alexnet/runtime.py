@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import platform
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -52,6 +53,19 @@ LRN_KERNELS = ("auto", "eager", "compiled")  # the LRN's training-step kernel: a
 
 
 DEVICE_HELP = "auto (CUDA, else MPS, else the CPU), cpu, cuda, cuda:N or mps"  # every --device's help: resolve_device
+
+
+def cpu_name() -> str:
+    """The processor's model name as Linux reports it ("AMD EPYC 9R14 …"; ``platform.processor()`` says only
+    "x86_64" there): what report.json and the bench record a figure was measured on."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def resolve_device(name: str = "auto") -> torch.device:

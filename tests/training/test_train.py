@@ -3,6 +3,7 @@
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from alexnet import checkpoint, cli
 from alexnet.data.idx import write_idx
 from alexnet.errors import AlexNetError
 from alexnet.reporting.html_report import TrainingReport
+from alexnet.runtime import cpu_name
 from alexnet.training.config import preset_names, resolve
 from alexnet.training.loop import RunOptions, TrainingDiverged, load_data, train
 from alexnet.training.optim import Schedule
@@ -85,6 +87,9 @@ def test_training_writes_the_run_folder(tmp_path):
     assert saved["final"]["test_1view"]["images"] == 359 and saved["final"]["val_1view"]["images"] == 179
     assert 0 <= saved["final"]["test_1view"]["top1_error"] <= 1 and saved["epochs"] == 2
     assert saved["parameters"] > 0 and saved["versions"]["torch"] == str(torch.__version__)
+    assert saved["hardware"]["cpu"] == cpu_name()  # the processor's name, as the bench records it
+    if Path("/proc/cpuinfo").is_file():
+        assert saved["hardware"]["cpu"] not in ("x86_64", "aarch64", "")
     ck = checkpoint.load(out / "checkpoints" / "last.pt")
     assert ck.classes == [str(i) for i in range(10)] and ck.preprocess["pipeline"]["crop"] == 24
     assert ck.provenance["recipe"] == "digits" and ck.train_state["epoch"] == 2

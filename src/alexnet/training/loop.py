@@ -43,7 +43,7 @@ from alexnet.data.imageset import split_off
 from alexnet.errors import AlexNetError, one_line
 from alexnet.inference.evaluate import iter_probabilities, shown_split
 from alexnet.jobs import RunLock
-from alexnet.runtime import apply_process_settings, resolve_device
+from alexnet.runtime import apply_process_settings, cpu_name, resolve_device
 from alexnet.training import distributed as dist
 from alexnet.training import finetune, resume
 from alexnet.training import step as train_steps
@@ -557,7 +557,7 @@ def tensorboard(run: Run, record: dict[str, Any]) -> None:
 
 
 def hardware(device: torch.device, world: dist.World) -> dict[str, Any]:
-    hw = {"device": str(device), "processes": world.world_size, "cpu": platform.processor() or platform.machine(),
+    hw = {"device": str(device), "processes": world.world_size, "cpu": cpu_name(),
           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform()}
     if device.type == "cuda":
         hw["gpu"] = torch.cuda.get_device_name(device)

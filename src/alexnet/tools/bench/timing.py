@@ -19,6 +19,9 @@ from dataclasses import dataclass
 
 import torch
 
+from alexnet.checkpoint.provenance import torchvision_version
+from alexnet.runtime import cpu_name
+
 
 @dataclass(frozen=True)
 class Measurement:
@@ -107,7 +110,7 @@ def machine(device: torch.device) -> dict:
     """What the figures were measured on: device, processor, threads, load, versions."""
     info = {
         "device": str(device),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -115,12 +118,8 @@ def machine(device: torch.device) -> dict:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
-    try:
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    except ImportError:
-        pass
+    if version := torchvision_version():  # read without importing it (a second of torch._dynamo and sympy)
+        info["torchvision"] = version
     if hasattr(os, "getloadavg"):
         info["load_average"] = [round(x, 2) for x in os.getloadavg()]
     if device.type == "cuda":
@@ -128,14 +127,3 @@ def machine(device: torch.device) -> dict:
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
     return info
-
-
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
