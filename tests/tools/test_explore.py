@@ -363,11 +363,12 @@ def test_what_a_unit_sees_through_the_api(client):
 
 @pytest.mark.parametrize("query, words", [
     ("top?layer=conv9&channel=0", "unknown map layer 'conv9'"), ("top?layer=fc6&channel=0", "fc6 is not a map layer"),
-    ("top?layer=conv2&channel=99", "channel 99 is outside conv2's 0–31"), ("top?layer=conv2&channel=x", "not a whole number"),
+    ("top?layer=conv2&channel=99", "channel 99 is outside conv2's 0–31"), ("top?layer=conv2&channel=x", "channel='x' must be a whole number ≥ 0"),
     ("top?layer=conv2", "name a unit"), ("top?class=10", "class 10 is outside"), ("top?class=1&layer=conv2&channel=0", "not both"),
-    ("visualise?layer=relu7&channel=0", "relu7 is not a map layer"), ("visualise?layer=conv1&channel=0&steps=9999", "steps=9999"),
-    ("visualise?layer=conv1&channel=-1", "channel='-1' is not a whole number"), ("top?class=1_0", "class='1_0' is not a whole number"),
-    ("top?class=%D9%A3", "class='٣' is not a whole number"), (f"top?class={'9' * 5000}", f"class='{'9' * 40}'… is not a whole number"),
+    ("visualise?layer=relu7&channel=0", "relu7 is not a map layer"),
+    ("visualise?layer=conv1&channel=0&steps=9999", "steps='9999' must be a whole number in 1–512"),
+    ("visualise?layer=conv1&channel=-1", "channel='-1' must be a whole number ≥ 0"), ("top?class=1_0", "class='1_0' must be a whole number ≥ 0"),
+    ("top?class=%D9%A3", "class='٣' must be a whole number ≥ 0"), (f"top?class={'9' * 5000}", f"class='{'9' * 40}'… must be a whole number ≥ 0"),
 ])
 def test_a_bad_unit_is_a_400_with_one_line(client, query, words):
     r = client.get(f"/api/unit/{query}")

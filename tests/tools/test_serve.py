@@ -250,6 +250,8 @@ def test_predict_upload_like_curl_and_the_host_and_origin_guards(client, server,
     for row, result in zip(expected, body["images"]):
         assert len(result["predictions"]) == 3 and result["predictions"][0]["index"] == row.argmax()
         assert abs(result["predictions"][0]["probability"] - row.max()) < 1e-5
+    blank = client.post("/predict?model=digits&top_k=", files=[("image", (paths[0].name, paths[0].read_bytes(), "image/png"))])
+    assert len(blank.json()["images"][0]["predictions"]) == protocol.TOP_LABELS  # a blank field: the default, as explore reads it
     app = create_app(server, LOOPBACK_HOSTS)  # no lifespan: the guards answer before any route
     rebound = TestClient(app, base_url="http://rebound.example:8080").get("/v2")
     assert rebound.status_code == 400 and "Host 'rebound.example:8080' is not one this server answers" in rebound.json()["error"]

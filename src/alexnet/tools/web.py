@@ -64,6 +64,20 @@ def declared_length(headers: Headers, limit: int, slack: int = 0, what: str = "a
     return length
 
 
+def query_int(request: Request, name: str, default: int | None = None, low: int = 0, high: int | None = None) -> int | None:
+    """The query parameter ``name`` as a whole number from ``low`` (to ``high``), else a 400 naming it; absent or
+    empty (a form's blank field) is ``default``. An unbounded one (an index, a class) is checked where its
+    range is known."""
+    value = request.query_params.get(name)
+    if value is None or value == "":
+        return default
+    number = whole_number(value)
+    if number is None or number < low or (high is not None and number > high):
+        within = f"≥ {low}" if high is None else f"in {low}–{high}"
+        raise HttpError(f"{name}={shown(value)} must be a whole number {within}", 400)
+    return number
+
+
 FORM_SLACK = 64 * 1024  # a multipart form's headers and boundaries, beyond its files' own limit
 
 

@@ -34,10 +34,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alexnet.errors import AlexNetError, shown, whole_number
+from alexnet.errors import AlexNetError
 from alexnet.tools.explore.pictures import png
 from alexnet.tools.explore.session import ImageRef, NotFound, Session
-from alexnet.tools.web import FORM_SLACK, check_file_size, declared_length, error, guards, handlers
+from alexnet.tools.web import FORM_SLACK, check_file_size, declared_length, error, guards, handlers, query_int
 
 log = logging.getLogger(__name__)
 
@@ -74,20 +74,6 @@ class Gate:
             self.lock.release()
 
 
-def _int(request: Request, name: str, default: int | None = None, low: int = 0, high: int | None = None) -> int | None:
-    value = request.query_params.get(name)
-    if value is None or value == "":
-        return default
-    number = whole_number(value)
-    if number is None:
-        raise AlexNetError(f"{name}={shown(value)} is not a whole number")
-    if number < low:
-        raise AlexNetError(f"{name}={number} must be {low} or more")
-    if high is not None and number > high:  # unbounded ones (an index, a class) are checked where their range is known
-        raise AlexNetError(f"{name}={number} is outside {low}–{high}")
-    return number
-
-
 def image_ref(request: Request) -> ImageRef:
     """``image=TOKEN`` (an upload) or ``split=NAME&index=N`` (a data-set image)."""
     token = request.query_params.get("image")
@@ -96,7 +82,7 @@ def image_ref(request: Request) -> ImageRef:
     split = request.query_params.get("split")
     if not split:
         raise AlexNetError("name an image: image=TOKEN from /api/upload, or split=NAME&index=N")
-    return ImageRef(split=split, index=_int(request, "index", 0))
+    return ImageRef(split=split, index=query_int(request, "index", 0))
 
 
 class Routes:
@@ -153,7 +139,7 @@ class Routes:
         return Response(png(image), media_type="image/png")
 
     async def classify(self, request: Request) -> Response:
-        views = _int(request, "views", 1)
+        views = query_int(request, "views", 1)
         if views not in (1, 10):
             raise AlexNetError(f"views={views}: 1 (the centre crop) or 10 (§4.1's ten views)")
         return JSONResponse(await self.gate.run("classifying", self.session.classify, image_ref(request), views))
@@ -174,14 +160,14 @@ class Routes:
         return JSONResponse(await self.gate.run("tracing the layers' geometry", self.session.unit_layers))
 
     async def unit_top(self, request: Request) -> Response:
-        layer, channel, target = request.query_params.get("layer"), _int(request, "channel"), _int(request, "class")
+        layer, channel, target = request.query_params.get("layer"), query_int(request, "channel"), query_int(request, "class")
         split = request.query_params.get("split") or None
         return JSONResponse(await self.gate.run("finding the images that excite the unit most", self.session.unit_top,
                                                 split, layer, channel, target))
 
     async def unit_visualise(self, request: Request) -> Response:
-        layer, channel, target = request.query_params.get("layer"), _int(request, "channel"), _int(request, "class")
-        steps = _int(request, "steps", None, 1, 512)
+        layer, channel, target = request.query_params.get("layer"), query_int(request, "channel"), query_int(request, "class")
+        steps = query_int(request, "steps", None, 1, 512)
         return JSONResponse(await self.gate.run("optimising an image for the unit", self.session.unit_visualise,
                                                 layer, channel, target, steps))
 
@@ -193,8 +179,8 @@ class Routes:
         return JSONResponse(await self.gate.run("drawing conv1's kernels", self.session.filters))
 
     async def why(self, request: Request) -> Response:
-        ref, target = image_ref(request), _int(request, "class")
-        patch, stride = _int(request, "patch", None, 1, 4096), _int(request, "stride", None, 1, 4096)
+        ref, target = image_ref(request), query_int(request, "class")
+        patch, stride = query_int(request, "patch", None, 1, 4096), query_int(request, "stride", None, 1, 4096)
         detail = request.query_params.get("detail", "fine")
         if detail not in ("fine", "coarse"):
             raise AlexNetError(f"detail={detail!r}: fine (the square moves by half its side) or coarse (by its side)")
@@ -202,7 +188,7 @@ class Routes:
                                                 detail == "coarse"))
 
     async def neighbours(self, request: Request) -> Response:
-        k = _int(request, "k", 8, 1, 64)
+        k = query_int(request, "k", 8, 1, 64)
         return JSONResponse(await self.gate.run("searching the feature bank", self.session.neighbours, image_ref(request), k))
 
     async def run(self, request: Request) -> Response:
@@ -215,7 +201,7 @@ class Routes:
         return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion))
 
     async def cell(self, request: Request) -> Response:
-        true, predicted = _int(request, "true", 0), _int(request, "predicted", 0)
+        true, predicted = query_int(request, "true", 0), query_int(request, "predicted", 0)
         return JSONResponse(await self.gate.run("the confusion matrix", self.session.confusion_cell, true, predicted))
 
 

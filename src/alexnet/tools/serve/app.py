@@ -36,13 +36,13 @@ from starlette.routing import Route
 
 from alexnet import __version__
 from alexnet.data.images import MAX_UPLOAD
-from alexnet.errors import AlexNetError, shown, whole_number
+from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import top_labels
 from alexnet.tools.serve import protocol
 from alexnet.tools.serve.batcher import BatchConfig, Batcher
 from alexnet.tools.serve.metrics import Metrics, ModelMetrics
 from alexnet.tools.serve.repository import Served
-from alexnet.tools.web import FORM_SLACK, HttpError, check_file_size, declared_length, guards, handlers
+from alexnet.tools.web import FORM_SLACK, HttpError, check_file_size, declared_length, guards, handlers, query_int
 
 log = logging.getLogger(__name__)
 
@@ -109,16 +109,6 @@ def counted(metrics: ModelMetrics) -> Iterator[None]:
         metrics.requests.inc()
 
 
-def _int_query(request: Request, name: str, default: int, low: int) -> int:
-    value = request.query_params.get(name)
-    if value is None:
-        return default
-    number = whole_number(value)
-    if number is None or number < low:
-        raise HttpError(f"{name}={shown(value)} must be a whole number ≥ {low}", 400)
-    return number
-
-
 class Routes:
     def __init__(self, server: ModelServer) -> None:
         self.server = server
@@ -181,7 +171,7 @@ class Routes:
         if name is None:
             raise HttpError(f"this server has several models; name one: /predict?model=NAME ({', '.join(sorted(self.server.models))})", 400)
         served = self.server.find(name, request.query_params.get("version"))
-        top_k = _int_query(request, "top_k", protocol.TOP_LABELS, 1)
+        top_k = query_int(request, "top_k", protocol.TOP_LABELS, 1)
         with counted(self.server.metrics.of(served.name, served.version)):
             limit = self.server.config.max_batch_size
             declared_length(request.headers, min(MAX_REQUEST, limit * MAX_UPLOAD), FORM_SLACK)
