@@ -36,3 +36,23 @@ def test_a_batch_larger_than_the_data_names_the_flag(tmp_path):
     with pytest.raises(AlexNetError, match=r"--batch-size 5000 .* larger than the 1259 training images .* smaller --batch-size"):
         train(tiny_config(batch_size=5000), RunOptions(out=tmp_path / "run", progress_bar=False))
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override, message", [
+    ("data.pipeline=papr", "setting data.pipeline: unknown pipeline 'papr' (did you mean 'paper'?)"),
+    ("data.pipeline_options.cropp=3", "setting data.pipeline_options: unknown pipeline option 'cropp' (did you mean 'crop'?)"),
+    ("data.pipeline_options.crop=abc", "pipeline option crop='abc' must be a whole number"),
+    ("data.pipeline_options.crop=true", "pipeline option crop=True must be a whole number"),
+    ("data.pipeline_options.flip=yes", "pipeline option flip='yes' must be true or false"),
+    ("data.pipeline_options.lighting=-1", "pipeline option lighting=-1 must be ≥ 0"),
+    ("data.pipeline_options.min_area=5", "pipeline option min_area=5 must be in (0, 1]"),
+    ("data.pipeline_options.name=x", "unknown pipeline option 'name'"),
+    ("model.options.num_classes=10", "setting model.options.num_classes: the number of classes is the data set's"),
+])
+def test_pipeline_and_reserved_model_options_are_checked_when_resolved(override, message):
+    """Issue: these reached the builders and came out as an internal TypeError (or trained with flip='yes')."""
+    with pytest.raises(AlexNetError) as caught:
+        resolve("digits", {}, [override])
+    assert message in str(caught.value)
+    options = resolve("digits", {}, ["data.pipeline_options.lighting=0", "data.pipeline_options.flip=false"]).data.pipeline_options
+    assert options["lighting"] == 0 and options["flip"] is False

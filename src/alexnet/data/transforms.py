@@ -67,11 +67,30 @@ PIPELINES = {
 }
 
 
-def pipeline(name: str, **changes: Any) -> Pipeline:
-    try:
-        return replace(PIPELINES[name], **changes)
-    except KeyError:
-        raise ValueError(unknown("pipeline", name, PIPELINES)) from None
+OPTION_KINDS = {"resize": int, "crop": int, "channels": int, "normalize": str, "flip": bool, "lighting": float,
+                "random_resized_crop": bool, "min_area": float}  # what --set data.pipeline_options.X may change
+
+
+def pipeline(name: str, /, **changes: Any) -> Pipeline:
+    """The recipe ``name`` with ``changes`` to its fields, each checked: a known option (the nearest named),
+    of its type (a whole number, a number, true/false, a word), in its range."""
+    if name not in PIPELINES:
+        raise ValueError(unknown("pipeline", name, PIPELINES))
+    for key, value in changes.items():
+        if key not in OPTION_KINDS:
+            raise ValueError(unknown("pipeline option", key, OPTION_KINDS))
+        kind = OPTION_KINDS[key]
+        fits = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float:
+            fits = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        if not fits:
+            words = {int: "a whole number", float: "a finite number", bool: "true or false", str: "a word"}[kind]
+            raise ValueError(f"pipeline option {key}={value!r} must be {words}")
+    for key, ok, rule in (("resize", lambda v: v >= 1, "≥ 1"), ("lighting", lambda v: v >= 0, "≥ 0 (0: off)"),
+                          ("min_area", lambda v: 0 < v <= 1, "in (0, 1]")):
+        if key in changes and not ok(changes[key]):
+            raise ValueError(f"pipeline option {key}={changes[key]!r} must be {rule}")
+    return replace(PIPELINES[name], **changes)
 
 
 def centre_offset(size: int, crop: int) -> int:

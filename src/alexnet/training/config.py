@@ -16,6 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from alexnet.data.transforms import PIPELINES, pipeline
 from alexnet.errors import AlexNetError, not_one_of, unknown
 from alexnet.runtime import LRN_KERNELS, PRECISIONS, RuntimeSettings
 
@@ -270,6 +271,14 @@ def check_ranges(config: TrainConfig) -> None:
     if config.epochs < 1 and config.max_steps < 1:
         raise AlexNetError(f"epochs={config.epochs}: train for at least one epoch (or set max_steps)")
     check_layers(config.optim.layers)
+    try:
+        pipeline(config.data.pipeline, **config.data.pipeline_options)
+    except ValueError as e:
+        key = "data.pipeline_options" if config.data.pipeline in PIPELINES else "data.pipeline"
+        raise AlexNetError(f"setting {key}: {e}") from None
+    if reserved := {"num_classes"} & set(config.model.options):
+        raise AlexNetError(f"setting model.options.{reserved.pop()}: the number of classes is the data set's "
+                           "(fine-tuning to other classes: --init CHECKPOINT with the new data)")
     steps = config.schedule.milestones
     if not all(isinstance(m, int) and not isinstance(m, bool) and m >= 1 for m in steps) or steps != sorted(set(steps)):
         raise AlexNetError(f"setting schedule.milestones={steps!r} must be increasing whole numbers ≥ 1, e.g. [120, 130]")
