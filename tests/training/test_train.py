@@ -143,6 +143,22 @@ def test_cli_train_and_bad_input(run_cli, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "missing" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "p").exists() and not (tmp_path / "m").exists()  # refused before anything was created
+    assert cli.main(["train", "--resume", str(tmp_path / "r"), "--force"]) == 2
+    assert capsys.readouterr().err.strip() == ("alexnet: error: --resume continues a run and --force starts one afresh over "
+                                               "it: give one of them")
+
+
+def test_ctrl_c_before_the_first_checkpoint_says_how_to_start_again(tmp_path):
+    """It said "nothing to resume", and the same command then said "already holds a run; pass --resume"."""
+    from alexnet.training.loop import interrupted
+
+    out = tmp_path / "run"
+    (out / "tb").mkdir(parents=True)
+    (out / "config.json").write_text("{}")  # what setup had written when Ctrl-C came
+    message = str(interrupted(None, RunOptions(out=out)))
+    assert message.endswith("nothing to resume: the same command with --force starts it again")
+    train(tiny(epochs=1), RunOptions(out=out, force=True, progress_bar=False))  # and it does
+    assert (out / "report.json").is_file()
 
 
 def test_fitted_in_memory_sets_are_c_ordered_for_fast_batches():

@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
     from alexnet.training import resume
     from alexnet.training.loop import RunOptions, train
 
+    if args.resume and args.force:
+        raise AlexNetError("--resume continues a run and --force starts one afresh over it: give one of them")
     resuming, force = resume.elastic_restart(args.out, bool(args.resume), args.force)
     if resuming:
         out = resume.folder_to_resume(None if args.resume in (None, True) else Path(args.resume), args.out)

@@ -493,7 +493,8 @@ def interrupted(progress: Progress | None, options: RunOptions) -> TrainingInter
     """Ctrl-C: where the run stopped, which checkpoint is kept, the exact command that continues it."""
     folder = RunFolder(options.out, write=False)
     if progress is None or not folder.last.is_file():
-        return TrainingInterrupted(f"interrupted before any checkpoint was written to {folder.root}; nothing to resume")
+        return TrainingInterrupted(f"interrupted before any checkpoint was written to {folder.root}; nothing to resume: "
+                                   "the same command with --force starts it again")
     kept = f"step {progress.last_checkpoint}" if progress.last_checkpoint is not None else "the one it resumed from"
     return TrainingInterrupted(f"interrupted at epoch {progress.epoch + 1}, step {progress.steps}; the last checkpoint is "
                                f"{folder.last} ({kept}); resume with: alexnet train --resume {folder.root}")
