@@ -163,6 +163,9 @@ def test_a_checkpoint_cut_anywhere_is_named_truncated(tmp_path):
     (b'name: "AlexNet"\nlayer {\n  name: "conv1"\n}\n', "a Caffe prototxt"),
     (bytes(range(7, 200)), "neither a torch file nor safetensors"),
     (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'" + b" " * 60 + b"\n", "a NumPy array (.npy, what alexnet features writes)"),
+    # pickle.dump's protocol 4+ opens with FRAME, which torch's reader stops at: said to "run code" before
+    (pickle.dumps({"x": 1}, protocol=4), "not a checkpoint (a pickle that is no torch.save file: torch's weights-only reader "
+                                         "stops at its opcode FRAME); nothing in it was run"),
 ])
 def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
     path = tmp_path / "file.pt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import pickletools
 import re
 import warnings
 import zipfile
@@ -89,8 +90,14 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
             return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         text = one_line(e)
+        operand, code = re.search(r"Unsupported operand (\d+)", text), None
+        if operand and _opcode(int(operand.group(1))) not in CODE_OPCODES:  # e.g. FRAME: pickle.dump's, not torch.save's
+            code = _code_opcode(path)  # read, never run
+            if code is None:
+                raise AlexNetError(f"{path}: not a checkpoint (a pickle that is no torch.save file: torch's weights-only "
+                                   f"reader stops at its opcode {_opcode(int(operand.group(1)))}); nothing in it was run") from None
         if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
-            reason = _refused_global(text)
+            reason = f"pickle opcode {code}" if operand and code else _refused_global(text)
             raise AlexNetError(
                 f"{path}: refused to load: the file asks to run or import code when unpickled ({reason}); "
                 "only weights-only checkpoints are loaded, nothing in the file was run"
@@ -109,6 +116,28 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
         raise AlexNetError(f"{path}: cannot load checkpoint: {text[:200]}") from None
     except (ValueError, TypeError, AttributeError, KeyError, IndexError, io.UnsupportedOperation) as e:
         raise AlexNetError(f"{path}: not a checkpoint ({type(e).__name__}: {one_line(e, 120)})") from None
+
+
+CODE_OPCODES = ("GLOBAL", "STACK_GLOBAL", "REDUCE", "BUILD", "INST", "OBJ", "NEWOBJ", "NEWOBJ_EX", "EXT1", "EXT2", "EXT4")
+
+
+def _opcode(code: int) -> str:
+    """A pickle opcode's name (149: FRAME), or its number where pickle has none."""
+    op = pickletools.code2op.get(chr(code)) if 0 <= code < 256 else None
+    return op.name if op else str(code)
+
+
+def _code_opcode(path: Path) -> str | None:
+    """The first opcode of a plain pickle file that would import or call something when unpickled (its
+    opcodes read by pickletools, nothing run), else None."""
+    try:
+        with open(path, "rb") as f:
+            for op, _, _ in pickletools.genops(f):
+                if op.name in CODE_OPCODES:
+                    return op.name
+    except (ValueError, EOFError, OSError):  # a damaged stream: judged by what was read before it
+        pass
+    return None
 
 
 def _refused_global(text: str) -> str:
