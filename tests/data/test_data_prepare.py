@@ -122,6 +122,18 @@ def test_decompression_bomb_is_reported(tmp_path):
     assert manifest["splits"]["train"]["count"] + len([s for s in manifest["skipped"] if s["split"] == "train"]) == 6
 
 
+def test_skip_bad_never_writes_a_split_of_no_images(tmp_path):
+    """--skip-bad leaves bad images out; a split of only bad images (or --max-pixels 0, which made every image a
+    "decompression bomb") wrote an empty store and exited 0."""
+    src = _photo_folder(tmp_path / "photos")
+    with pytest.raises(AlexNetError, match=r"^--max-pixels 0: must be at least 1$"):
+        prepare(_config(src, tmp_path / "store", workers=0, skip_bad=True, max_pixels=0))
+    with pytest.raises(AlexNetError, match=r"photos: all 6 images of its train split are bad \(the first: .*decompression bomb.*"
+                                           r"no store was written$"):
+        prepare(_config(src, tmp_path / "store", workers=0, skip_bad=True, max_pixels=100))
+    assert not (tmp_path / "store").exists()
+
+
 def test_existing_out_is_never_silently_overwritten(tmp_path):
     src = _photo_folder(tmp_path / "photos")
     out = tmp_path / "store"

@@ -57,7 +57,7 @@ from alexnet.data.sources import Dataset, open_dataset
 from alexnet.data.stats import StatsAccumulator
 from alexnet.data.store import FORMAT, MANIFEST, STATS, VERSION, images_file, is_store, labels_file, paths_file
 from alexnet.data.transforms import downsample
-from alexnet.errors import AlexNetError, not_one_of
+from alexnet.errors import AlexNetError, at_least, not_one_of
 from alexnet.jobs import STATE, JobRecord, RunLock, foreign, resume
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,7 @@ def prepare(config: PrepareConfig) -> dict[str, Any]:
         raise AlexNetError(f"--size {config.size}: the stored side must be between 8 and {MAX_SIZE} pixels (the paper's is 256)")
     if config.encoding not in ENCODINGS:
         raise AlexNetError(not_one_of("--encoding ", config.encoding, ENCODINGS))
+    at_least("--max-pixels", config.max_pixels)
     if not 1 <= config.quality <= 100:
         raise AlexNetError(f"--quality {config.quality}: JPEG quality runs from 1 to 100 (default {DEFAULT_QUALITY})")
     out = Path(config.out)
@@ -122,6 +123,13 @@ def _prepare(out: Path, dataset: Dataset, plans: list[SplitPlan], config: Prepar
         stats = _fill(partial, plans, config)
         bad = [(p.name, p.imageset.paths[i] if p.imageset.paths else f"{p.name}[{i}]", r)
                for p in plans for i, r in p.bad]
+        emptied = [p for p in plans if len(p.imageset) and len(p.bad) == len(p.imageset)]
+        if emptied and config.skip_bad:  # --skip-bad leaves bad images out, not a whole split
+            _write_text(partial / BAD_LIST, "".join(f"{path}\t{reason}\n" for _, path, reason in bad))
+            split = emptied[0].name
+            path, reason = next((path, reason) for name, path, reason in bad if name == split)
+            raise AlexNetError(f"{config.source}: all {len(emptied[0].imageset):,} images of its {split} split are bad (the first: "
+                               f"{path}: {reason}; all in {partial / BAD_LIST}); no store was written")
         if bad and not config.skip_bad:
             _write_text(partial / BAD_LIST, "".join(f"{path}\t{reason}\n" for _, path, reason in bad))
             _, path, reason = bad[0]
