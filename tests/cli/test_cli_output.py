@@ -79,10 +79,19 @@ def test_count_flags_out_of_range_are_one_line_errors_before_any_work(tmp_path, 
         (["bench", "serve", "--quick", "--serve-seconds", "-1"], "--serve-seconds -1: must be more than 0"),
         (["probe", "--features", str(tmp_path / "a.npy"), "--features-test", str(tmp_path / "b.npy"), "--max-iter", "0"],
          "--max-iter 0: must be at least 1"),
+        (["probe", "--features", str(tmp_path / "a.npy"), "--features-test", str(tmp_path / "b.npy"), "--C", "nan"],
+         "--C nan must be a positive, finite number"),  # it reached scikit-learn, whose error named no flag
     ]
     for argv, message in cases:
         assert cli.main(argv) == 2, argv
         assert capsys.readouterr().err == f"alexnet: error: {message}\n", argv
+    for argv in (["visualize", "predictions", ck, "--seed", "-1", "--out", png],  # numpy's "expected non-negative integer"
+                 ["train", "--seed", "1" + "0" * 29]):  # torch's "Overflow when unpacking long long"
+        with pytest.raises(SystemExit) as exited:
+            cli.main(argv)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and len(err.splitlines()) == 1, argv
+        assert "error: argument --seed: " in err and "is not a seed: a whole number from 0 (up to 18 digits)" in err, argv
     assert list(tmp_path.iterdir()) == []  # nothing was written
 
 

@@ -111,6 +111,12 @@ def test_cli_figures_write_pngs_that_decode(digits_checkpoint, tmp_path, capsys)
     # neighbours: 3 query rows of 1 + 4 images, so wider than tall; predictions: 4 images in one row
     assert sizes["n"][0] > sizes["n"][1] and sizes["p"][0] > sizes["p"][1]
     assert "3 test images" in capsys.readouterr().out
+    # more neighbours than the images searched: refused (it drew a 200,000-px-wide figure and said "6 nearest")
+    assert main(["visualize", "neighbors", ck, "--train-limit", "5", "-k", "6", "--out", str(tmp_path / "k.png")]) == 2
+    assert capsys.readouterr().err.strip() == "alexnet: error: --neighbors 6: more than the 5 training images searched"
+    assert main(["visualize", "neighbors", ck, "--queries", "1000000", "--train-limit", "50", "-k", "2", "--out",
+                 str(tmp_path / "q.png")]) == 0
+    assert "359 test images and their 2 nearest training images (of the first 50)" in capsys.readouterr().out
 
 
 def test_cli_refuses_to_overwrite_and_names_bad_checkpoints(digits_checkpoint, tmp_path, capsys):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from typing import Any, NoReturn
 
-from alexnet.errors import nearest, not_one_of
+from alexnet.errors import nearest, not_one_of, shown, whole_number
 
 
 class Parser(argparse.ArgumentParser):
@@ -48,6 +48,14 @@ def _chosen(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argpar
 def subcommands(parser: argparse.ArgumentParser) -> tuple[argparse.Action, ...]:
     """``parser``'s ``add_subparsers`` actions (none for a leaf command); each ``choices`` maps a name to its parser."""
     return tuple(parser._subparsers._group_actions) if parser._subparsers else ()
+
+
+def seed(text: str) -> int:
+    """``--seed``'s type: a whole number, 0 up to 18 digits (what numpy's and torch's generators both take)."""
+    value = whole_number(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not a seed: a whole number from 0 (up to 18 digits)")
+    return value
 
 
 class ShowDefaults(argparse.ArgumentDefaultsHelpFormatter):

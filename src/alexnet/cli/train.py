@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from alexnet.cli.help import seed
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError, counted
 from alexnet.reporting.d2l import train_ch6_line, train_ch6_numbers
@@ -33,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, help="images per step per process")
     p.add_argument("--lr", type=float, help="initial learning rate")
     p.add_argument("--device", help=DEVICE_HELP + " (default: the preset's, auto)")
-    p.add_argument("--seed", type=int, help="seed for initialisation, data order and augmentation")
+    p.add_argument("--seed", type=seed, help="seed for initialisation, data order and augmentation")
     p.add_argument("--precision", "--amp", dest="precision", choices=PRECISIONS,
                    help=PRECISION_HELP + " (default: the preset's, fp32)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,

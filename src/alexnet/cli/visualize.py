@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from alexnet.atomic import check_output_file, refuse_existing
-from alexnet.cli.help import ShowDefaults
+from alexnet.cli.help import ShowDefaults, seed
 from alexnet.data.sources import SPEC_HELP
 from alexnet.errors import AlexNetError, at_least
 from alexnet.runtime import DEVICE_HELP, resolve_device
@@ -35,13 +35,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     f.add_argument("-k", "--neighbors", type=int, default=6, help="training images shown per query")
     f.add_argument("--split", help="split to draw queries from (default: test, else val)")
     f.add_argument("--train-limit", type=int, default=0, metavar="N", help="search only the first N training images (0: all)")
-    f.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    f.add_argument("--seed", type=seed, default=0, help="which images are drawn")
     f.set_defaults(func=run_neighbors)
     f = figure("predictions", "test images with their top-5 labels and probabilities as bars, the true one red (Fig. 4, left)",
                data=True)
     f.add_argument("--images", type=int, default=8, help="images shown, drawn at random")
     f.add_argument("--split", help="split to draw from (default: test, else val)")
-    f.add_argument("--seed", type=int, default=0, help="which images are drawn")
+    f.add_argument("--seed", type=seed, default=0, help="which images are drawn")
     f.set_defaults(func=run_predictions)
     f = figure("confusion", "the confusion matrix of the centre-crop predictions on a split", data=True)
     f.add_argument("--split", help="split (default: test, else val)")
@@ -96,11 +96,15 @@ def run_neighbors(args: argparse.Namespace) -> int:
     loaded, splits, name, images = _loaded_split(args)
     if "train" not in splits:
         raise AlexNetError(f"{args.data or loaded.data_spec}: no train split to search")
+    searched = min(args.train_limit or len(splits["train"]), len(splits["train"]))
+    if args.neighbors > searched:
+        raise AlexNetError(f"--neighbors {args.neighbors}: more than the {searched:,} training images searched")
     found = sample_neighbours(loaded, images, splits["train"], count=args.queries, k=args.neighbors, seed=args.seed,
                               limit=args.train_limit)
     figures.write_figure(figures.neighbours_figure(found.queries, found.neighbours, found.distances, found.query_labels,
                                                    found.neighbour_labels), out)
-    print(f"{out}: {min(args.queries, len(images))} {name} images and their {args.neighbors} nearest training images")
+    print(f"{out}: {len(found.queries)} {name} images and their {args.neighbors} nearest training images"
+          f"{f' (of the first {searched:,})' if searched < len(splits['train']) else ''}")
     return 0
 
 

@@ -19,6 +19,7 @@ Conventions:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,8 @@ class ProbeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.c <= 0:
-            raise AlexNetError(f"--C {self.c} must be positive")
+        if not (math.isfinite(self.c) and self.c > 0):  # nan passed `<= 0` and reached scikit-learn's own wording
+            raise AlexNetError(f"--C {self.c} must be a positive, finite number")
         at_least("--k", self.k)
         at_least("--max-iter", self.max_iter)
         if self.metric not in METRICS:
