@@ -176,3 +176,18 @@ def test_alexnet_alone_lists_the_commands(capsys):
     assert cli.main([]) == 2
     err = capsys.readouterr().err
     assert err.startswith("usage: alexnet") and "train" in err and "required" not in err
+
+
+def test_demo_refuses_what_it_cannot_use_before_its_first_line(tmp_path, capsys):
+    """demo repeated train's advice (--resume, --force: flags demo does not have) after printing its first line."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("mine")
+    for argv, message in ((["--out", str(run)], f"--out {run} already holds a run; choose another --out"),
+                          (["--out", str(tmp_path / "notes.txt")], "notes.txt: a file, not a folder; choose another --out"),
+                          (["--device", "cpuu", "--out", str(tmp_path / "new")], "--device 'cpuu': not a device")):
+        assert cli.main(["demo", *argv]) == 2
+        printed = capsys.readouterr()
+        assert printed.out == "" and message in printed.err and len(printed.err.splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "run"]

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alexnet.runtime import DEVICE_HELP
+from alexnet.errors import AlexNetError
+from alexnet.runtime import DEVICE_HELP, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alexnet.atomic import atomic_path
+    from alexnet.atomic import atomic_path, make_folder
     from alexnet.cli.predict import format_prediction
     from alexnet.cli.train import EpochLines
     from alexnet.data import open_dataset
@@ -40,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out or Path("runs") / f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
     config = resolve("digits", {"epochs": args.epochs, "device": args.device}, [])
+    resolve_device(config.device)  # a mistyped --device, before the first line
+    if out.exists() and not out.is_dir():
+        raise AlexNetError(f"--out {out}: a file, not a folder; choose another --out")
+    if out.is_dir() and RunFolder(out, write=False).holds_run():  # train's advice (--resume, --force) is not demo's
+        raise AlexNetError(f"--out {out} already holds a run; choose another --out (without one demo writes runs/demo-TIME)")
     print(f"alexnet demo: training {config.model.name} ({config.description}) → {out}")
     started = time.time()
     report = train(config, RunOptions(out=out, progress_bar=False, callbacks=[EpochLines(), TrainingReport()])).report
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     result = evaluate_checkpoints([final], test, EvalConfig(views=1, batch_size=256, device=str(report["hardware"]["device"])))
 
     samples = out / "samples"
-    samples.mkdir(exist_ok=True)
+    make_folder(samples)
     paths = []
     for i in np.linspace(0, len(test) - 1, 6).astype(int):
         path = samples / f"test{i:03d}_label{test.classes[test.labels[i]]}.png"
