@@ -244,3 +244,21 @@ def test_format_1_checkpoints_of_the_paper_net_keep_inverted_dropout(tmp_path):
     torch.testing.assert_close(rebuilt(x), model(x))
     checkpoint.save(tmp_path / "v2.pt", checkpoint.from_model(models.create("alexnet", num_classes=10), CLASSES))
     assert "dropout_scaling" not in checkpoint.load(tmp_path / "v2.pt").model_options  # the default: the paper's
+
+
+@pytest.mark.parametrize("change, says", [
+    ({"input_size": "big"}, "its input_size is str 'big', not int"),
+    ({"classes": "0123"}, "its classes is str '0123', not list or tuple"),
+    ({"model_options": None}, "its model_options is NoneType 'None', not dict"),
+    ({"preprocess": {"pipeline": "paper"}}, "its preprocess.pipeline is str, not a table of values"),
+])
+def test_a_checkpoint_of_fields_of_the_wrong_kind_is_named_at_load(tmp_path, change, says):
+    """Hand-edited or foreign checkpoints: info printed four lines and then an internal AttributeError."""
+    _, ckpt = small_checkpoint()
+    checkpoint.save(tmp_path / "good.pt", ckpt)
+    payload = torch.load(tmp_path / "good.pt", weights_only=True)
+    torch.save({**payload, **change}, tmp_path / "edited.pt")
+    with pytest.raises(AlexNetError) as info:
+        checkpoint.load(tmp_path / "edited.pt")
+    assert str(info.value) == f"{tmp_path / 'edited.pt'}: {says}"
+

@@ -32,7 +32,7 @@ from alexnet import models
 from alexnet.atomic import DiskFull, atomic_path, disk_full
 from alexnet.checkpoint.diagnose import read_weights_only, what_file, what_payload
 from alexnet.checkpoint.safetensors import is_safetensors, read_payload, write_payload
-from alexnet.errors import AlexNetError, one_line
+from alexnet.errors import AlexNetError, one_line, shown
 
 log = logging.getLogger(__name__)
 
@@ -195,6 +195,7 @@ def _from_payload(payload: Any, path: Path) -> Checkpoint:
     missing = [k for k in REQUIRED if k not in payload]
     if missing:
         raise AlexNetError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    _check_fields(path, payload)
     options = dict(payload["model_options"])
     if version < 2 and payload["model"] in _V1_INVERTED_DROPOUT:
         options.setdefault("dropout_scaling", "inverted")
@@ -209,3 +210,24 @@ def _from_payload(payload: Any, path: Path) -> Checkpoint:
         train_state=payload.get("train_state"),
         format_version=version,
     )
+
+
+FIELDS = {"model": (str,), "model_options": (dict,), "state_dict": (dict,), "classes": (list, tuple), "input_size": (int,),
+          "preprocess": (dict, type(None)), "provenance": (dict, type(None)), "train_state": (dict, type(None))}
+
+
+def _check_fields(path: Path, payload: dict[str, Any]) -> None:
+    """Each field of the kind every reader takes, named with the file where one is not (a checkpoint edited or
+    written by another program came out as an internal AttributeError, or ``int('big')`` without the file)."""
+    for key, kinds in FIELDS.items():
+        value = payload.get(key)
+        if key in payload and (not isinstance(value, kinds) or isinstance(value, bool)):
+            raise AlexNetError(f"{path}: its {key} is {type(value).__name__} {shown(str(value))}, not "
+                               f"{' or '.join(k.__name__ for k in kinds if k is not type(None))}")
+    preprocess = payload.get("preprocess") or {}
+    for key in ("pipeline", "stats"):
+        if preprocess.get(key) is not None and not isinstance(preprocess[key], dict):
+            raise AlexNetError(f"{path}: its preprocess.{key} is {type(preprocess[key]).__name__}, not a table of values")
+    if not all(isinstance(c, str) for c in payload["classes"]):
+        raise AlexNetError(f"{path}: its classes are not all names (strings)")
+
