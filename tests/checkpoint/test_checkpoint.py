@@ -10,6 +10,7 @@ from helpers import save_plain_checkpoint
 
 from alexnet import checkpoint, models
 from alexnet.errors import AlexNetError
+from alexnet.inference.samples import trained_on
 
 CLASSES = [f"class{i}" for i in range(10)]
 
@@ -177,6 +178,11 @@ def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
     onnx.write_bytes(b"\x08\x07\x12\x07pytorch" + b"\0" * 30)
     with pytest.raises(AlexNetError, match="an ONNX model"):
         checkpoint.load(onnx)
+    onnx.write_text("my notes\n")  # named .onnx, but judged by what it holds
+    with pytest.raises(AlexNetError, match="a text file, not a checkpoint"):
+        checkpoint.load(onnx)
+    with pytest.raises(AlexNetError, match="not an ONNX model, or a truncated one"):
+        trained_on(onnx)  # eval or predict without --data: said "records no data set; pass --data" first
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "state.pth")
     with pytest.raises(AlexNetError, match="a bare state dict .* alexnet import torchvision"):
         checkpoint.load(tmp_path / "state.pth")

@@ -43,7 +43,7 @@ def what_file(path: Path) -> str | None:
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return f"a WebP image, not a checkpoint; to classify it: alexnet predict --checkpoint MODEL.pt {path}"
     suffix = path.suffix.lower()
-    if suffix == ".onnx" or head[:1] == b"\x08" and b"pytorch" in head[:64]:
+    if head[:1] == b"\x08" and (suffix == ".onnx" or b"pytorch" in head[:64]):  # field 1 (ir_version), then the rest
         return ("an ONNX model (what alexnet export writes), not a checkpoint; alexnet eval and predict run it when its name "
                 "ends in .onnx, other commands need the .pt it came from")
     if suffix == ".caffemodel":

@@ -48,7 +48,8 @@ def recorded_data(ckpt: checkpoint.Checkpoint) -> str | None:
 def trained_on(path: str | os.PathLike) -> str:
     """The data set for a command given a checkpoint and no ``--data``: the one it records, checked to be
     there (a folder named relative to where it was trained may not be, from here)."""
-    if str(path).lower().endswith(".onnx"):
+    if checkpoint.is_onnx(path):
+        checkpoint.read_onnx_metadata(path)  # a file that is no exported model says what it is first
         raise AlexNetError(f"{path}: an ONNX model records no data set; pass --data")
     return checked_spec(recorded_data(checkpoint.load(path)), path)
 
