@@ -56,3 +56,16 @@ def test_pipeline_and_reserved_model_options_are_checked_when_resolved(override,
     assert message in str(caught.value)
     options = resolve("digits", {}, ["data.pipeline_options.lighting=0", "data.pipeline_options.flip=false"]).data.pipeline_options
     assert options["lighting"] == 0 and options["flip"] is False
+
+
+def test_a_preset_file_that_is_not_a_toml_preset_is_named(tmp_path):
+    """An empty .toml trained the full paper net on 8×8 digits; a .json said "unknown preset" and listed 26 names."""
+    (tmp_path / "empty.toml").write_text("")
+    (tmp_path / "p.json").write_text("{}")
+    (tmp_path / "bin.toml").write_bytes(b"\xff\xfe")
+    for name, message in (("empty.toml", "empty (a preset names at least its model"),
+                          ("p.json", "a preset file is TOML named .toml"),
+                          ("bin.toml", "bin.toml: not a TOML preset (not UTF-8 text)")):
+        with pytest.raises(AlexNetError, match="") as caught:
+            resolve(str(tmp_path / name), {}, [])
+        assert message in str(caught.value) and "valid:" not in str(caught.value)

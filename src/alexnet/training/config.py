@@ -137,8 +137,14 @@ def read_preset(name: str) -> dict[str, Any]:
         path = Path(name)
         if not path.is_file():
             raise AlexNetError(f"{path}: preset file not found")
-        text = path.read_text(encoding="utf-8")  # TOML is UTF-8
+        try:
+            text = path.read_text(encoding="utf-8")  # TOML is UTF-8
+        except UnicodeDecodeError:
+            raise AlexNetError(f"{path}: not a TOML preset (not UTF-8 text)") from None
     else:
+        if name not in preset_names() and Path(name).exists():
+            raise AlexNetError(f"--preset {name}: a preset file is TOML named .toml (e.g. `alexnet train --preset digits -v` "
+                               "prints a preset's settings)")
         if name not in preset_names():
             raise AlexNetError(unknown("preset", name, preset_names(), " (or a path to a .toml file)"))
         text = resources.files("alexnet.training.presets").joinpath(f"{name}.toml").read_text(encoding="utf-8")
@@ -146,6 +152,8 @@ def read_preset(name: str) -> dict[str, Any]:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise AlexNetError(f"preset {name}: not valid TOML: {e}") from None
+    if not data:
+        raise AlexNetError(f"preset {name}: empty (a preset names at least its model: [model] name = \"alexnet_small\")")
     data.setdefault("preset", Path(name).stem)
     return data
 
