@@ -116,8 +116,10 @@ def test_calibration_images_go_through_the_checkpoints_own_centre_crop(digits):
     (["--format", "torchscript", "--quantize", "int8", "--calibrate", "digits"], "--quantize int8 needs --format onnx"),
     (["--format", "onnx", "--quantize", "int8"], r"--quantize int8 \(--mode static\) needs --calibrate DATA"),
     (["--format", "onnx", "--quantize", "int8", "--calibrate", "digits", "--images", "0"], "--images 0: must be at least 1"),
-    (["--format", "onnx", "--quantize", "int8", "--calibrate", "digits", "--split", "nope"],
-     r"--split nope: digits has no such split \(it has train, val, test\)"),
+    (["--format", "onnx", "--quantize", "int8", "--calibrate", "digits", "--split", "trian"],
+     r"digits: no 'trian' split \(did you mean 'train'\? has train, val, test\)"),
+    (["--format", "onnx", "--quantize", "int8", "--calibrate", "digts"],  # it said "--data takes", a flag export lacks
+     r"digts: no such folder \(did you mean 'digits'\? a data set is 'digits', 'fashion-mnist', or a path"),
     (["--format", "onnx", "--mode", "dynamic"], "--mode applies only to int8 quantization"),
     (["--format", "onnx", "--calibrate", "digits"], "--calibrate applies only to int8 quantization"),
     (["--format", "onnx", "--quantize", "int8", "--mode", "dynamic", "--calibrate", "digits", "--images", "9"],

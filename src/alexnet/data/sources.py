@@ -47,7 +47,8 @@ class Dataset:
     def split(self, name: str) -> ImageSet:
         """The split called ``name``, or a one-line error listing the ones there are."""
         if name not in self.splits:
-            raise AlexNetError(f"{self.root or self.name}: no {name!r} split (has {', '.join(self.splits) or 'none'})")
+            raise AlexNetError(f"{self.root or self.name}: no {name!r} split ({did_you_mean(name, self.splits)}"
+                               f"has {', '.join(self.splits) or 'none'})")
         return self.splits[name]
 
 
@@ -62,9 +63,9 @@ def open_dataset(spec: str | os.PathLike) -> Dataset:
         return Dataset(FASHION_MNIST, splits, classes, None, str(folder))
     root = Path(spec).expanduser()
     if not root.exists():
-        raise AlexNetError(f"{spec}: no such folder ({did_you_mean(str(spec), NAMED)}--data takes {SPEC_HELP})")
+        raise AlexNetError(f"{spec}: no such folder ({did_you_mean(str(spec), NAMED)}a data set is {SPEC_HELP})")
     if not root.is_dir():
-        raise AlexNetError(f"{spec}: a file; --data takes {DIGITS!r}, {FASHION_MNIST!r} or a folder")
+        raise AlexNetError(f"{spec}: a file; a data set is {DIGITS!r}, {FASHION_MNIST!r} or a folder")
     if root.name.endswith(".partial") and (root / "state.json").is_file():
         raise AlexNetError(f"{root}: an unfinished alexnet prepare run; rerun the same alexnet prepare command to finish it")
     if is_store(root):

@@ -91,10 +91,7 @@ def require_onnxruntime() -> None:
 
 def calibration_set(q: Quantization) -> tuple[ImageSet, dict[str, Any]]:
     """(the images to calibrate on, their description for the metadata); a wrong split is one line."""
-    dataset = open_dataset(q.data)
-    if q.split not in dataset.splits:
-        raise AlexNetError(f"--split {q.split}: {q.data} has no such split (it has {', '.join(dataset.splits) or 'none'})")
-    images = dataset.splits[q.split]
+    images = open_dataset(q.data).split(q.split)
     if not len(images):
         raise AlexNetError(f"--calibrate {q.data}: its {q.split!r} split holds no images")
     n = min(q.images, len(images))
