@@ -80,7 +80,8 @@ def make_folder(path: str | os.PathLike, naming: str | os.PathLike | None = None
         blocker = path if path.exists() and not path.is_dir() else file_above(path)
         if blocker is None:
             raise
-        raise AlexNetError(f"{naming or path}: {blocker} is a file, not a folder") from None
+        where = f"{naming or path}: {blocker}" if blocker != Path(naming or path) else str(blocker)
+        raise AlexNetError(f"{where} is a file, not a folder") from None
     return path
 
 

@@ -109,6 +109,8 @@ def test_a_folder_that_is_not_a_run_gets_no_page(tmp_path, capsys):
         assert main(["visualize", "report", str(tmp_path), *force]) == 2
         assert f"{tmp_path}: not a training run folder (no config.json" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+    assert main(["visualize", "report", str(tmp_path / "notes.txt")]) == 2  # it said "no such run folder"
+    assert capsys.readouterr().err.strip().endswith("notes.txt: a file, not a run folder")
 
 
 def test_render_escapes_what_it_shows():

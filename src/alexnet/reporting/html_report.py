@@ -119,7 +119,7 @@ def write_report_html(run_dir: Path, evidence: Evidence | None = None, *, device
     """
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise AlexNetError(f"{run_dir}: no such run folder")
+        raise AlexNetError(f"{run_dir}: {'a file, not a run folder' if run_dir.exists() else 'no such run folder'}")
     folder = RunFolder(run_dir, write=False)
     if not folder.holds_run():  # the page and its figures go only into a folder of their own kind
         raise AlexNetError(f"{run_dir}: not a training run folder (no config.json or checkpoints/last.pt); report.html "
