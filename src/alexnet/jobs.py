@@ -120,10 +120,18 @@ def read_record(path: str | os.PathLike) -> JobRecord:
                      bool(data.get("done", False)))
 
 
-def differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """``key old → new`` for every setting that differs (JSON-compared: a tuple equals its list)."""
+def differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key old → new`` for every setting that differs (JSON-compared: a tuple equals its list); a table of
+    settings (ablate's flags) by its own keys, ``flags.epochs 1 → 2``, not as two whole tables."""
     old, new = json.loads(json.dumps(old, default=str)), json.loads(json.dumps(new, default=str))
-    return [f"{k} {old.get(k)!r} → {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    found = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found += differences(a, b, f"{prefix}{k}.")
+        elif a != b:
+            found.append(f"{prefix}{k} {a!r} → {b!r}")
+    return found
 
 
 def resume(path: str | os.PathLike, kind: str, settings: dict[str, Any], *, force: bool,

@@ -61,6 +61,9 @@ def test_a_record_of_another_kind_or_other_settings_is_refused(tmp_path):
     JobRecord("prepare", {**SETTINGS, "size": 32}, done=True).save(tmp_path / STATE)
     with pytest.raises(AlexNetError, match=r"a finished prepare run with other settings \(size 32 → 24\); rerun it as it was"):
         resume(tmp_path / STATE, "prepare", SETTINGS, force=False)
+    JobRecord("prepare", {**SETTINGS, "flags": {"epochs": 1, "device": None}}).save(tmp_path / STATE)
+    with pytest.raises(AlexNetError, match=r"other settings \(flags.epochs 1 → 2\)"):  # not the two whole tables
+        resume(tmp_path / STATE, "prepare", {**SETTINGS, "flags": {"epochs": 2, "device": None}}, force=False)
     (tmp_path / STATE).write_text('{"digest": "abc"}')
     with pytest.raises(AlexNetError, match=r"state.json: not a job record .*; pass --force"):
         resume(tmp_path / STATE, "prepare", SETTINGS, force=False)
