@@ -67,6 +67,9 @@ def test_info_one_line_errors(tmp_path, good, capsys):
         assert cli.main(["info", str(tmp_path / name)]) == 2
         err = capsys.readouterr().err
         assert err.startswith(f"alexnet: error: {tmp_path / name}") and reason in err and err.count("\n") == 1, err
+    assert cli.main(["explore", "--checkpoint", str(tmp_path / "missing.pt"), "--port", "0"]) == 2
+    printed = capsys.readouterr()  # no "loading …" line before it
+    assert printed.err == f"alexnet: error: --checkpoint {tmp_path / 'missing.pt'}: no such file\n" and printed.out == ""
 
 
 def test_commands_refuse_a_checkpoint_that_would_run_code(tmp_path, run_cli, capsys):

@@ -80,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
     device = str(resolve_device(args.device))
     if args.run is not None:
         RunFolder(args.run, write=False).read_config()  # one line when it is not a run folder, before the port is taken
+    if args.checkpoint is not None and not args.checkpoint.is_file():  # so too a missing file, before "loading …"
+        raise AlexNetError(f"--checkpoint {args.checkpoint}: {'not a file' if args.checkpoint.exists() else 'no such file'}")
     sock = listen(args.host, args.port)  # held while a training run's first checkpoint is waited for
     try:
         config = ExploreConfig(checkpoint=_checkpoint(args), data=args.data, run=args.run, features=args.features,
