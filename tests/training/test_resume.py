@@ -145,8 +145,11 @@ def test_resume_refuses_a_changed_recipe_and_records_a_safe_change(tmp_path, cap
     assert log[0]["step"] == 5
     assert [r["epoch"] for r in metrics(out)] == [1, 2, 3, 4]
     assert saved_config(RunFolder(out))["epochs"] == 4 and saved_config(RunFolder(out))["lrn_kernel"] == "eager"
-    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0  # again: continues with 4, records nothing new
-    assert len((out / "resume.jsonl").read_text().splitlines()) == 1
+    report = (out / "report.json").read_bytes()
+    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 2  # again, finished: it evaluated and rewrote it all
+    assert capsys.readouterr().err.strip().endswith("the run has finished its 4 epochs (report.json); --epochs N (more than 4) "
+                                                    "continues it, alexnet visualize report --force redraws its page")
+    assert (out / "report.json").read_bytes() == report and len((out / "resume.jsonl").read_text().splitlines()) == 1
 
     assert cli.main(["train", "--resume", str(out), "--out", str(tmp_path / "other"), "--quiet"]) == 2
     assert "name different run folders" in capsys.readouterr().err
@@ -213,6 +216,7 @@ def test_resuming_an_import_says_what_the_file_is(tmp_path):
     ck = checkpoint.load(out / "checkpoints" / "last.pt")
     ck.train_state = None
     checkpoint.save(out / "checkpoints" / "last.pt", ck)
+    (out / "report.json").unlink()  # as if stopped before the end
     with pytest.raises(AlexNetError, match="weights without a training state .* --init"):
         train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
 
@@ -220,6 +224,7 @@ def test_resuming_an_import_says_what_the_file_is(tmp_path):
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
     out = tmp_path / "run"
     train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False))
+    (out / "report.json").unlink()  # as if stopped before the end
     lock = RunLock(RunFolder(out)).acquire()  # another process training it
     with pytest.raises(AlexNetError, match=rf"is being written by pid {os.getpid()} on host"):
         train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))

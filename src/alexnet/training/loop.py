@@ -215,6 +215,8 @@ def setup(config: TrainConfig, options: RunOptions, world: dist.World, device: t
     folder = RunFolder(options.out, write=world.is_main)
     resume.check_folder(folder, resume=options.resume, force=options.force)
     changes = resume.resume_changes(folder, config) if options.resume else {}
+    if options.resume:
+        resume.check_unfinished(folder, changes)
     last = ckpt_io.load(folder.last, map_location="cpu") if options.resume else None
     config, init = finetune.init_checkpoint(config, resume=options.resume)
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once

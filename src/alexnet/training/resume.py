@@ -111,6 +111,16 @@ def resume_changes(folder: RunFolder, wanted: TrainConfig) -> dict[str, tuple[An
     return changed
 
 
+def check_unfinished(folder: RunFolder, changes: dict[str, tuple[Any, Any]]) -> None:
+    """Refuse to resume a run that has finished (its report.json written) unless the resume gives it more
+    epochs: it evaluated again and rewrote every output, saying nothing."""
+    was, now = changes.get("epochs", (None, None))
+    if folder.report_json.is_file() and not (was is not None and now > was):
+        epochs = saved_config(folder).get("epochs")
+        raise AlexNetError(f"--resume {folder.root}: the run has finished its {epochs} epochs (report.json); --epochs N "
+                           f"(more than {epochs}) continues it, alexnet visualize report --force redraws its page")
+
+
 def log_changes(folder: RunFolder, changes: dict[str, tuple[Any, Any]], at_step: int) -> None:
     """Append what this resume changed (key → (was, now)) to resume.jsonl; nothing when nothing changed."""
     if changes:
