@@ -18,6 +18,7 @@ from alexnet.runtime import cpu_name
 from alexnet.training.config import preset_names, resolve
 from alexnet.training.loop import RunOptions, TrainingDiverged, load_data, train
 from alexnet.training.optim import Schedule
+from alexnet.training.run_folder import RunFolder
 
 
 def tiny(epochs=2, extra=()):
@@ -197,15 +198,23 @@ def test_live_json_says_where_the_run_is_at_most_every_live_every_seconds(tmp_pa
     from alexnet.training import loop
 
     monkeypatch.setattr(loop, "LIVE_EVERY", every)
+    written = []
+    write_live = RunFolder.write_live
+    monkeypatch.setattr(RunFolder, "write_live", lambda self, record: (written.append(dict(record)), write_live(self, record)))
     config = resolve("digits", {"epochs": 2, "device": "cpu"}, list(TINY))
     result = train(config, RunOptions(out=tmp_path / "r", progress_bar=False))
-    live = json.loads((tmp_path / "r" / "live.json").read_text())
+    *during, last = written
     per_epoch = result.steps // 2
-    if every == 0.0:  # written at every step: the last write is the last step's
-        assert live["steps"] == result.steps and live["epoch"] == 2 and live["batch"] == live["per_epoch"] == per_epoch
+    if every == 0.0:  # written at every step: the last write of the training is the last step's
+        live = during[-1]
+        assert len(during) == result.steps and live["steps"] == result.steps and live["epoch"] == 2
+        assert live["batch"] == live["per_epoch"] == per_epoch and live["state"] == "training"
         assert live["total_steps"] == result.steps and live["images_per_second"] > 0 and live["loss"] > 0
     else:  # written at each epoch's first step, then not again within LIVE_EVERY
-        assert live["steps"] == per_epoch + 1 and live["epoch"] == 2 and live["batch"] == 1 and live["state"] == "training"
+        assert [(w["epoch"], w["batch"], w["steps"]) for w in during] == [(1, 1, 1), (2, 1, per_epoch + 1)]
+    # then once more when the run has ended: it said "training" for ever after
+    assert last["state"] == "finished" and (last["epoch"], last["batch"], last["steps"]) == (2, per_epoch, result.steps)
+    assert json.loads((tmp_path / "r" / "live.json").read_text()) == last
 
 
 def test_port_without_explore_is_refused_before_anything_is_written(tmp_path, capsys):

@@ -519,6 +519,9 @@ def finish(run: Run, progress: Progress, wall: float) -> TrainResult:
         "run_dir": str(run.folder.root),
     }
     run.folder.write_report_json(report)
+    if live := run.folder.read_live():  # a reader of live.json alone sees that the run has ended, and where
+        run.folder.write_live({**live, "state": "finished", "epoch": len(progress.history), "batch": run.per_epoch,
+                               "steps": progress.steps, "time": time.time()})
     return TrainResult(run.folder.root, progress.steps, report, list(progress.history), probabilities)
 
 
