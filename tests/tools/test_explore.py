@@ -124,6 +124,10 @@ def test_feature_bank_as_alexnet_features_writes_it(tmp_path, digits_checkpoint)
         Session(ExploreConfig(digits_checkpoint, data="digits", features=path))
     path.with_suffix(".json").write_text(json.dumps({**record, "checkpoint_sha256": file_sha256(digits_checkpoint)}))
     assert Session(ExploreConfig(digits_checkpoint, data="digits", features=path)).bank.split == "test"
+    path.with_suffix(".json").write_text(json.dumps({**record, "data": "fashion-mnist"}))  # it said "a row is outside …"
+    with pytest.raises(AlexNetError, match=r"test-fc7.npy: a bank of fashion-mnist \[test\], but explore shows digits; "
+                                           r"pass --data fashion-mnist"):
+        Session(ExploreConfig(digits_checkpoint, data="digits", features=path))
     other = write_features(tmp_path, "other", codes[:3], "test")
     (tmp_path / "other.json").write_text(json.dumps({"split": "extra", "layer": "fc7"}))
     with pytest.raises(AlexNetError, match="'extra' split"):

@@ -15,6 +15,7 @@ training mean is subtracted.
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import time
 from collections import OrderedDict
@@ -138,6 +139,9 @@ class Session:
             if "checkpoint_sha256" in record:  # written by alexnet features: its codes are of one file's weights
                 check_made_with(self.config.checkpoint, record, self.config.features)
             split = str(record.get("split") or "train")
+            if record.get("data") is not None and not _same_data(record["data"], self.data_spec):  # another set's rows
+                raise AlexNetError(f"{self.config.features}: a bank of {record['data']} [{split}], but explore shows "
+                                   f"{self.data_spec or 'no data set'}; pass --data {record['data']}")
             if split not in self.splits:
                 raise AlexNetError(f"{self.config.features}: a bank of the {split!r} split needs the data set with it (pass --data)")
             dim = int(self.codes(self._input(self.stored(split, 0))).shape[1])
@@ -394,4 +398,8 @@ def _towers(model: nn.Module) -> int:
     except ValueError:
         return 1
 
+
+def _same_data(a: str, b: str | None) -> bool:
+    """Whether two data specs name one data set: the same name, or one folder however its path is written."""
+    return b is not None and (a == b or os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b)))
 
