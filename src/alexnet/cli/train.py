@@ -55,7 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="override any setting, e.g. --set optim.weight_decay=1e-4 --set model.options.lrn=false (repeatable)")
     p.add_argument("--resume", nargs="?", const=True, default=None, metavar="RUN_DIR",
                    help="continue the run in RUN_DIR (or in --out) from its last checkpoint, with the configuration it was "
-                        f"started with; only {', '.join(FLAGS[k] for k in RESUMABLE)} may be changed")
+                        f"started with; only {', '.join(FLAGS[k] for k in RESUMABLE)} may be changed (a finished run: more "
+                        "--epochs)")
     p.add_argument("--force", action="store_true", help="start afresh in an --out that already holds a run")
     p.add_argument("--quiet", action="store_true", help="no progress bar, no per-epoch lines")
     p.add_argument("--explore", action="store_true",
