@@ -20,7 +20,7 @@ in Krizhevsky's code and fb.resnet.torch); on our 0–255 pixels that is Σ α�
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 import numpy as np
@@ -67,8 +67,8 @@ PIPELINES = {
 }
 
 
-OPTION_KINDS = {"resize": int, "crop": int, "channels": int, "normalize": str, "flip": bool, "lighting": float,
-                "random_resized_crop": bool, "min_area": float}  # what --set data.pipeline_options.X may change
+# what --set data.pipeline_options.X may change, of the type Pipeline's field declares (annotations are text here)
+OPTION_KINDS = {f.name: {"int": int, "float": float, "bool": bool, "str": str}[f.type] for f in fields(Pipeline) if f.name != "name"}
 
 
 def pipeline(name: str, /, **changes: Any) -> Pipeline:
