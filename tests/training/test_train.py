@@ -176,6 +176,22 @@ def test_fitted_in_memory_sets_are_c_ordered_for_fast_batches():
     assert np.array_equal(fitted.labels, train_set.labels)
 
 
+def test_one_class_or_no_training_images_is_refused_when_the_data_is_opened(tmp_path):
+    """A folder of one class and one image trained, warned that results were on a held-out val split of 0
+    images, and ended with an empty table."""
+    from helpers import image_folder
+
+    folder = image_folder(tmp_path / "F")
+    for extra in ("dog",):
+        for split in ("train", "val"):
+            for f in (folder / split / extra).iterdir():
+                f.unlink()
+            (folder / split / extra).rmdir()
+    config = resolve("small", {"epochs": 1, "device": "cpu", "data.spec": str(folder)}, [])
+    with pytest.raises(AlexNetError, match=r"F: one class \('cat'\); a classifier learns from images of at least two classes"):
+        load_data(config)
+
+
 def test_data_without_a_test_split_says_so_at_the_start(tmp_path, caplog):
     """Issue 25, item 8: IDX files without t10k trained and ended with an empty results table, unannounced."""
     root = tmp_path / "mnist"
@@ -186,7 +202,8 @@ def test_data_without_a_test_split_says_so_at_the_start(tmp_path, caplog):
     config = resolve("d2l_lenet", {"epochs": 1, "device": "cpu", "data.spec": str(root)}, ["batch_size=16"])
     with caplog.at_level(logging.WARNING, logger="alexnet.training.loop"):
         load_data(config)  # what train, demo and ablate open their data with, before the first step
-    assert f"{root}: no test split and no val split (data.val_fraction=0): the final results table will be empty" in caplog.text
+    assert f"{root}: no test split and no val split (data.val_fraction=0, or too few images to hold any out): the final " \
+           "results table will be empty" in caplog.text
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="alexnet.training.loop"):
         load_data(replace(config, data=replace(config.data, val_fraction=0.25)))

@@ -135,8 +135,12 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
     if "train" not in dataset.splits:
         raise AlexNetError(f"{config.data.spec}: no train split to train on (found: {', '.join(dataset.splits) or 'none'})")
     train, val, test = dataset.splits["train"], dataset.splits.get("val"), dataset.splits.get("test")
+    if len(dataset.classes) < 2 or not len(train):
+        what = "its train split holds no images" if not len(train) else f"one class ({dataset.classes[0]!r})"
+        raise AlexNetError(f"{config.data.spec}: {what}; a classifier learns from images of at least two classes")
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
+        val = val if len(val) else None  # too few images to hold any out
     if test is None:
         _say_no_test_split(config, val is not None and "val" not in dataset.splits, val is not None)
     pipe = pipeline(config.data.pipeline, **config.data.pipeline_options)
@@ -162,7 +166,8 @@ def _say_no_test_split(config: TrainConfig, held_out: bool, has_val: bool) -> No
         what = f"{config.data.val_fraction:.0%} of train held out as val" if held_out else "its val split"
         log.warning("%s: no test split; the final results are on %s", config.data.spec, what)
     else:
-        log.warning("%s: no test split and no val split (data.val_fraction=0): the final results table will be empty; "
+        log.warning("%s: no test split and no val split (data.val_fraction=0, or too few images to hold any out): the "
+                    "final results table will be empty; "
                     "--set data.val_fraction=0.1 holds out a tenth of train to evaluate on", config.data.spec)
 
 
