@@ -165,8 +165,8 @@ def test_a_checkpoint_cut_anywhere_is_named_truncated(tmp_path):
     (bytes(range(7, 200)), "neither a torch file nor safetensors"),
     (b"\x93NUMPY\x01\x00v\x00{'descr': '<f4'" + b" " * 60 + b"\n", "a NumPy array (.npy, what alexnet features writes)"),
     # pickle.dump's protocol 4+ opens with FRAME, which torch's reader stops at: said to "run code" before
-    (pickle.dumps({"x": 1}, protocol=4), "not a checkpoint (a pickle that is no torch.save file: torch's weights-only reader "
-                                         "stops at its opcode FRAME); nothing in it was run"),
+    (pickle.dumps({"x": 1}, protocol=4), "not a checkpoint this package loads (its pickle uses opcode FRAME, of pickle "
+                                         "protocol 4 or later, which torch's weights-only reader does not read"),
 ])
 def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
     path = tmp_path / "file.pt"
@@ -183,6 +183,9 @@ def test_files_of_the_wrong_kind_say_what_they_are(tmp_path, content, says):
         checkpoint.load(onnx)
     with pytest.raises(AlexNetError, match="not an ONNX model, or a truncated one"):
         trained_on(onnx)  # eval or predict without --data: said "records no data set; pass --data" first
+    torch.save({"w": torch.zeros(2)}, tmp_path / "p4.pt", pickle_protocol=4)  # a torch archive of protocol 4: not "code"
+    with pytest.raises(AlexNetError, match=r"p4.pt: not a checkpoint this package loads \(its pickle uses opcode FRAME"):
+        checkpoint.load(tmp_path / "p4.pt")
     torch.save({"features.0.weight": torch.zeros(1)}, tmp_path / "state.pth")
     with pytest.raises(AlexNetError, match="a bare state dict .* alexnet import torchvision"):
         checkpoint.load(tmp_path / "state.pth")

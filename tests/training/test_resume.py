@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -147,8 +148,8 @@ def test_resume_refuses_a_changed_recipe_and_records_a_safe_change(tmp_path, cap
     assert saved_config(RunFolder(out))["epochs"] == 4 and saved_config(RunFolder(out))["lrn_kernel"] == "eager"
     report = (out / "report.json").read_bytes()
     assert cli.main(["train", "--resume", str(out), "--quiet"]) == 2  # again, finished: it evaluated and rewrote it all
-    assert capsys.readouterr().err.strip().endswith("the run has finished its 4 epochs (report.json); --epochs N (more than 4) "
-                                                    "continues it, alexnet visualize report --force redraws its page")
+    assert capsys.readouterr().err.strip().endswith("the run has finished its 4 epochs; --epochs N (more than 4) continues "
+                                                    "it, alexnet visualize report --force redraws its page")
     assert (out / "report.json").read_bytes() == report and len((out / "resume.jsonl").read_text().splitlines()) == 1
 
     assert cli.main(["train", "--resume", str(out), "--out", str(tmp_path / "other"), "--quiet"]) == 2
@@ -216,15 +217,13 @@ def test_resuming_an_import_says_what_the_file_is(tmp_path):
     ck = checkpoint.load(out / "checkpoints" / "last.pt")
     ck.train_state = None
     checkpoint.save(out / "checkpoints" / "last.pt", ck)
-    (out / "report.json").unlink()  # as if stopped before the end
     with pytest.raises(AlexNetError, match="weights without a training state .* --init"):
         train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
 
 
 def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_not(tmp_path):
     out = tmp_path / "run"
-    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False))
-    (out / "report.json").unlink()  # as if stopped before the end
+    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False, callbacks=[StopAfter(1)]))  # one step left
     lock = RunLock(RunFolder(out)).acquire()  # another process training it
     with pytest.raises(AlexNetError, match=rf"is being written by pid {os.getpid()} on host"):
         train(tiny_config(max_steps=2), RunOptions(out=out, resume=True, progress_bar=False))
@@ -283,3 +282,29 @@ def test_a_bad_val_image_found_after_an_epoch_keeps_the_epochs_training(tmp_path
     (data / "val" / "cat" / "broken.jpg").unlink()
     train(config, RunOptions(out=out, resume=True, progress_bar=False))
     assert [r["epoch"] for r in RunFolder(out).read_metrics()] == [1, 2]
+
+
+def test_an_extended_run_stopped_early_resumes_and_one_ended_by_max_steps_says_so(tmp_path, capsys):
+    """Whether a run has ended is its last checkpoint's: a run extended with --epochs and stopped before the new
+    end resumes with the bare command its Ctrl-C line prints (report.json of the first end is still there)."""
+    out = tmp_path / "run"
+    train(tiny_config(), RunOptions(out=out, progress_bar=False))  # 1 epoch, report.json written
+    extended = replace(tiny_config(), epochs=2)
+    per_epoch = checkpoint.load(out / "checkpoints" / "last.pt").train_state["step"]
+    train(extended, RunOptions(out=out, resume=True, progress_bar=False, callbacks=[StopAfter(per_epoch + 1)]))
+    assert cli.main(["train", "--resume", str(out), "--quiet"]) == 0
+    assert checkpoint.load(out / "checkpoints" / "last.pt").train_state["epoch"] == 2
+    capped = tmp_path / "capped"
+    train(tiny_config(max_steps=2), RunOptions(out=capped, progress_bar=False))
+    assert cli.main(["train", "--resume", str(capped), "--epochs", "5", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip().endswith("the run has ended at its max_steps=2, which a resume keeps (the "
+                                                    "recipe's); alexnet visualize report --force redraws its page")
+
+
+def test_ctrl_c_while_a_resume_sets_up_says_resume_not_force(tmp_path):
+    from alexnet.training.loop import interrupted
+
+    out = tmp_path / "run"
+    train(tiny_config(max_steps=2), RunOptions(out=out, progress_bar=False, callbacks=[StopAfter(1)]))
+    assert str(interrupted(None, RunOptions(out=out, resume=True))).endswith(f"resume with: alexnet train --resume {out}")
+

@@ -89,7 +89,7 @@ def test_training_writes_the_run_folder(tmp_path):
     assert 0 <= saved["final"]["test_1view"]["top1_error"] <= 1 and saved["epochs"] == 2
     assert saved["parameters"] > 0 and saved["versions"]["torch"] == str(torch.__version__)
     assert saved["hardware"]["cpu"] == cpu_name()  # the processor's name, as the bench records it
-    if Path("/proc/cpuinfo").is_file():
+    if Path("/proc/cpuinfo").is_file() and "model name" in Path("/proc/cpuinfo").read_text():  # not on every arm64 kernel
         assert saved["hardware"]["cpu"] not in ("x86_64", "aarch64", "")
     ck = checkpoint.load(out / "checkpoints" / "last.pt")
     assert ck.classes == [str(i) for i in range(10)] and ck.preprocess["pipeline"]["crop"] == 24

@@ -94,8 +94,9 @@ def read_weights_only(path: Path, map_location: str | torch.device = "cpu") -> A
         if operand and _opcode(int(operand.group(1))) not in CODE_OPCODES:  # e.g. FRAME: pickle.dump's, not torch.save's
             code = _code_opcode(path)  # read, never run
             if code is None:
-                raise AlexNetError(f"{path}: not a checkpoint (a pickle that is no torch.save file: torch's weights-only "
-                                   f"reader stops at its opcode {_opcode(int(operand.group(1)))}); nothing in it was run") from None
+                raise AlexNetError(f"{path}: not a checkpoint this package loads (its pickle uses opcode "
+                                   f"{_opcode(int(operand.group(1)))}, of pickle protocol 4 or later, which torch's weights-only "
+                                   "reader does not read; alexnet's checkpoints use protocol 2); nothing in it was run") from None
         if "Weights only load failed" in text or "Unsupported global" in text or "Unsupported operand" in text:
             reason = f"pickle opcode {code}" if operand and code else _refused_global(text)
             raise AlexNetError(
@@ -128,8 +129,11 @@ def _opcode(code: int) -> str:
 
 
 def _code_opcode(path: Path) -> str | None:
-    """The first opcode of a plain pickle file that would import or call something when unpickled (its
-    opcodes read by pickletools, nothing run), else None."""
+    """The first opcode of a plain pickle file (not torch's zip archive, whose tensors are rebuilt by
+    globals torch allows) that would import or call something when unpickled, else None. The opcodes are
+    read by pickletools: nothing is run."""
+    if zipfile.is_zipfile(path):
+        return None
     try:
         with open(path, "rb") as f:
             for op, _, _ in pickletools.genops(f):

@@ -63,14 +63,15 @@ class Progress:
         return self.done - (self.first or 0)
 
     def __call__(self, done: int, total: int) -> None:
-        if self.first is None:
-            self.first, self.start = done, time.perf_counter()
+        if self.first is None:  # where the job starts: nothing computed yet to show
+            self.first, self.start, self.done = done, time.perf_counter(), done
+            return
         self.done = done
         if sys.stderr.isatty():
             if self.bar is None:
                 from tqdm import tqdm
 
-                self.bar = tqdm(total=total, initial=done, unit="img", desc=self.label, file=sys.stderr)
+                self.bar = tqdm(total=total, initial=self.first, unit="img", desc=self.label, file=sys.stderr)
             self.bar.update(done - self.bar.n)
             return
         tenth = 10 * done // total

@@ -136,7 +136,8 @@ def load_data(config: TrainConfig, kept: Preprocess | None = None) -> Data:
         raise AlexNetError(f"{config.data.spec}: no train split to train on (found: {', '.join(dataset.splits) or 'none'})")
     train, val, test = dataset.splits["train"], dataset.splits.get("val"), dataset.splits.get("test")
     if len(dataset.classes) < 2 or not len(train):
-        what = "its train split holds no images" if not len(train) else f"one class ({dataset.classes[0]!r})"
+        what = ("its train split holds no images" if not len(train) else
+                f"one class ({dataset.classes[0]!r})" if dataset.classes else "no classes")
         raise AlexNetError(f"{config.data.spec}: {what}; a classifier learns from images of at least two classes")
     if val is None and config.data.val_fraction > 0:
         train, val = split_off(train, config.data.val_fraction, config.seed)
@@ -220,9 +221,9 @@ def setup(config: TrainConfig, options: RunOptions, world: dist.World, device: t
     folder = RunFolder(options.out, write=world.is_main)
     resume.check_folder(folder, resume=options.resume, force=options.force)
     changes = resume.resume_changes(folder, config) if options.resume else {}
-    if options.resume:
-        resume.check_unfinished(folder, changes)
     last = ckpt_io.load(folder.last, map_location="cpu") if options.resume else None
+    if last is not None:
+        resume.check_unfinished(folder, last, config)
     config, init = finetune.init_checkpoint(config, resume=options.resume)
     models.check_options(config.model.name, config.model.options)  # before the data is read: a typo fails at once
     torch.manual_seed(config.seed)
@@ -499,6 +500,9 @@ def lost_a_rank(e: RuntimeError, options: RunOptions) -> AlexNetError:
 def interrupted(progress: Progress | None, options: RunOptions) -> TrainingInterrupted:
     """Ctrl-C: where the run stopped, which checkpoint is kept, the exact command that continues it."""
     folder = RunFolder(options.out, write=False)
+    if progress is None and folder.last.is_file():  # while a resume was setting up: the run is as it was
+        return TrainingInterrupted(f"interrupted before training resumed; the last checkpoint is {folder.last}; resume with: "
+                                   f"alexnet train --resume {folder.root}")
     if progress is None or not folder.last.is_file():
         return TrainingInterrupted(f"interrupted before any checkpoint was written to {folder.root}; nothing to resume: "
                                    "the same command with --force starts it again")

@@ -111,14 +111,19 @@ def resume_changes(folder: RunFolder, wanted: TrainConfig) -> dict[str, tuple[An
     return changed
 
 
-def check_unfinished(folder: RunFolder, changes: dict[str, tuple[Any, Any]]) -> None:
-    """Refuse to resume a run that has finished (its report.json written) unless the resume gives it more
-    epochs: it evaluated again and rewrote every output, saying nothing."""
-    was, now = changes.get("epochs", (None, None))
-    if folder.report_json.is_file() and not (was is not None and now > was):
-        epochs = saved_config(folder).get("epochs")
-        raise AlexNetError(f"--resume {folder.root}: the run has finished its {epochs} epochs (report.json); --epochs N "
-                           f"(more than {epochs}) continues it, alexnet visualize report --force redraws its page")
+def check_unfinished(folder: RunFolder, last: Checkpoint, config: TrainConfig) -> None:
+    """Refuse to resume a run whose last checkpoint is its end (all ``config.epochs``, or ``max_steps``): it
+    evaluated again and rewrote every output, saying nothing. A torchrun restart is let through (a rank that
+    died after the end is not the user's mistake)."""
+    state = last.train_state or {}
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0 or not state:
+        return
+    if config.max_steps and state.get("step", 0) >= config.max_steps:
+        raise AlexNetError(f"--resume {folder.root}: the run has ended at its max_steps={config.max_steps}, which a resume "
+                           "keeps (the recipe's); alexnet visualize report --force redraws its page")
+    if state.get("epoch", 0) >= config.epochs:
+        raise AlexNetError(f"--resume {folder.root}: the run has finished its {config.epochs} epochs; --epochs N (more than "
+                           f"{config.epochs}) continues it, alexnet visualize report --force redraws its page")
 
 
 def log_changes(folder: RunFolder, changes: dict[str, tuple[Any, Any]], at_step: int) -> None:
