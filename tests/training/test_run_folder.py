@@ -31,6 +31,9 @@ def test_a_torn_last_metrics_line_is_skipped_and_a_bad_one_named(tmp_path):
     folder.metrics.write_text('{"epoch": 1}\nnot json\n{"epoch": 3}\n')
     with pytest.raises(AlexNetError, match=r"metrics.jsonl, line 2: not JSON"):
         folder.read_metrics()
+    folder.metrics.write_text('{"epoch": 1}\n[2]\n')  # JSON, but no record (report.html read it as one)
+    with pytest.raises(AlexNetError, match=r"metrics.jsonl, line 2: not a JSON object"):
+        folder.read_metrics()
 
 
 def test_stale_temporary_files_are_cleaned_on_resume(tmp_path):

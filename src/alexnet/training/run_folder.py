@@ -178,4 +178,6 @@ def _read_lines(path: Path) -> list[dict[str, Any]]:
                 log.warning("%s: skipped a torn last line (the run was killed while writing it)", path)
                 continue
             raise AlexNetError(f"{path}, line {number}: not JSON ({e})") from None
+        if not isinstance(records[-1], dict):  # every reader takes a record by its keys
+            raise AlexNetError(f"{path}, line {number}: not a JSON object")
     return records
