@@ -292,7 +292,8 @@ def test_arithmetic_of_a_unit_through_the_api(client):
     out = client.get("/api/arithmetic?split=test&index=3&layer=softmax").json()
     assert sum(out["probabilities"]) == pytest.approx(1.0) and len(out["logits"]) == 10
     for query, words in (("layer=conv9&unit=0,0,0", "unknown layer 'conv9'"), ("layer=conv2&unit=99,0,0", "is outside conv2"),
-                         ("layer=conv2&unit=a,b", "channel,row,column")):
+                         ("layer=conv2&unit=a,b", "channel,row,column"), ("layer=conv2", "unit='': give the unit as"),
+                         ("layer=conv2&unit=%D9%A3,0,0", "unit='٣,0,0': give the unit")):
         r = client.get(f"/api/arithmetic?split=test&index=3&{query}")
         assert r.status_code == 400 and words in r.json()["error"], r.text
 

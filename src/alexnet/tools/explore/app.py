@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from alexnet.errors import AlexNetError
+from alexnet.errors import AlexNetError, shown, whole_number
 from alexnet.tools.explore.pictures import png
 from alexnet.tools.explore.session import ImageRef, NotFound, Session
 from alexnet.tools.web import FORM_SLACK, check_file_size, declared_length, error, guards, handlers, query_int
@@ -150,10 +150,9 @@ class Routes:
     async def arithmetic(self, request: Request) -> Response:
         ref, layer = image_ref(request), request.query_params.get("layer", "")
         text = request.query_params.get("unit", "")
-        try:
-            unit = [int(v) for v in text.split(",")] if text else []
-        except ValueError:
-            raise AlexNetError(f"unit={text!r}: give the unit as channel,row,column (or one index of a vector)") from None
+        unit = [whole_number(v) for v in text.split(",")] if text else []
+        if None in unit or (not unit and layer != "softmax"):  # the softmax is of the whole output: no unit
+            raise AlexNetError(f"unit={shown(text)}: give the unit as channel,row,column (or one index of a vector)")
         return JSONResponse(await self.gate.run("laying out a unit's arithmetic", self.session.arithmetic, ref, layer, unit))
 
     async def unit_layers(self, request: Request) -> Response:
