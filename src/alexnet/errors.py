@@ -83,6 +83,20 @@ def at_least(flag: str, value: int, minimum: int = 1) -> int:
     return value
 
 
+def most_workers() -> int:
+    """The most worker processes a ``--workers`` may start: 8 per CPU, at least 64 (decoding waits on the
+    disk too); beyond it a typo (``--workers 1000000000``) would fork until the machine stops."""
+    return max(64, 8 * (os.cpu_count() or 1))
+
+
+def worker_count(flag: str, value: int) -> int:
+    """A ``--workers`` value: 0 (in the process) up to :func:`most_workers`."""
+    at_least(flag, value, 0)
+    if value > most_workers():
+        raise AlexNetError(f"{flag} {value}: at most {most_workers()} worker processes here ({os.cpu_count()} CPUs)")
+    return value
+
+
 def one_line(e: BaseException, limit: int | None = None, *, first_line: bool = False) -> str:
     """An exception as one line: its message with the whitespace folded (an ``OSError`` as ``FILE: strerror``;
     an empty one as its type's name), cut to ``limit`` characters where a longer message would bury the line;

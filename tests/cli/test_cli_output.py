@@ -1,5 +1,6 @@
 """What the commands print and write: the epoch lines, --quiet, a closed pipe, and the files they refuse to overwrite."""
 
+import os
 import subprocess
 import sys
 
@@ -8,6 +9,7 @@ from helpers import TINY, tiny_config
 
 from alexnet import cli
 from alexnet.cli.train import print_epoch
+from alexnet.errors import most_workers
 from alexnet.reporting.html_report import TrainingReport
 from alexnet.training.loop import RunOptions, train
 
@@ -70,6 +72,8 @@ def test_count_flags_out_of_range_are_one_line_errors_before_any_work(tmp_path, 
         (["visualize", "predictions", ck, "--images", "0", "--out", png], "--images 0: must be at least 1"),
         (["eval", "--checkpoint", ck, "--data", "digits", "--workers", "-1"], "--workers -1: must be 0 or more"),
         (["prepare", "digits", str(tmp_path / "store"), "--workers", "-2"], "--workers -2: must be 0 or more"),
+        (["prepare", "digits", str(tmp_path / "store"), "--workers", "1000000000"],  # it went to multiprocessing.Pool
+         f"--workers 1000000000: at most {most_workers()} worker processes here ({os.cpu_count()} CPUs)"),
         (["bench", "step", "--quick", "--workers", "-1"], "--workers -1: must be 0 or more"),
         (["summary", "alexnet", "--num-classes", "0"], "--num-classes 0: must be at least 1"),
         (["ablate", "--study", "lrn", "--seeds", "0", "--out", str(tmp_path / "ab")], "--seeds 0: must be at least 1"),

@@ -12,7 +12,7 @@ from alexnet.training.loop import RunOptions, train
 @pytest.mark.parametrize(("flags", "overrides", "message"), [
     ({"optim.lr": -1.0}, [], r"optim.lr=-1.0 \(--lr\) must be a positive number"),
     ({"optim.lr": float("nan")}, [], r"optim.lr=nan \(--lr\) must be a positive number"),
-    ({"data.workers": -1}, [], r"data.workers=-1 \(--workers\) must be ≥ 0"),
+    ({"data.workers": -1}, [], r"data.workers=-1 \(--workers\) must be from 0 to 8 per CPU"),
     ({"checkpoint_every": -3}, [], r"checkpoint_every=-3 \(--checkpoint-every\) must be ≥ 0"),
     ({}, ["data.val_fraction=1.5"], r"data.val_fraction=1.5 must be in \[0, 1\)"),
     ({}, ["optim.momentum=1.0"], r"optim.momentum=1.0 must be in \[0, 1\)"),

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from alexnet.atomic import refuse_existing
 from alexnet.data.sources import SPEC_HELP
-from alexnet.errors import AlexNetError, at_least, counted, file_above
+from alexnet.errors import AlexNetError, at_least, counted, file_above, worker_count
 from alexnet.inference.evaluate import EvalConfig, evaluate_checkpoints
 from alexnet.reporting.figures import save_confusion_plot
 from alexnet.runtime import DEVICE_HELP, RuntimeSettings, apply_process_settings, resolve_device
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
             raise AlexNetError(f"--plots {args.plots}: {plot} is a folder; remove it or choose another --plots")
         refuse_existing(plot, args.force, None)
     at_least("--batch-size", args.batch_size)
-    at_least("--workers", args.workers, 0)
+    worker_count("--workers", args.workers)
     args.data = args.data or trained_on(args.checkpoint[0])
     dataset = open_dataset(args.data)
     split = args.split or ("val" if len(dataset.splits.get("val") or ()) else "test")

@@ -7,7 +7,7 @@ import argparse
 from alexnet.data.images import MAX_PIXELS
 from alexnet.data.jpeg import DEFAULT_QUALITY, ENCODINGS
 from alexnet.data.prepare import PrepareConfig, prepare
-from alexnet.errors import AlexNetError, at_least
+from alexnet.errors import AlexNetError, worker_count
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,7 +50,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.quality is not None and args.encoding != "jpeg":
         raise AlexNetError(f"--quality {args.quality}: only --encoding jpeg has a quality (the raw store is lossless)")
-    at_least("--workers", args.workers, 0)
+    worker_count("--workers", args.workers)
     config = PrepareConfig(source=args.source, out=args.out, size=args.size, workers=args.workers,
                            skip_bad=args.skip_bad, force=args.force, max_pixels=args.max_pixels,
                            progress=not args.no_progress, encoding=args.encoding,

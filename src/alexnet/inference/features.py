@@ -62,7 +62,7 @@ from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
 from alexnet.data.sources import NAMED
-from alexnet.errors import AlexNetError, at_least, not_one_of, unknown
+from alexnet.errors import AlexNetError, at_least, not_one_of, unknown, worker_count
 from alexnet.inference.evaluate import evaluating, load_for_inference
 from alexnet.jobs import JobRecord, RunLock, resume
 
@@ -158,7 +158,7 @@ class FeatureConfig:
         at_least("--batch-size", self.batch_size)
         if self.precision not in runtime.PRECISIONS:
             raise AlexNetError(not_one_of("--precision ", self.precision, runtime.PRECISIONS))
-        at_least("--workers", self.workers, 0)
+        worker_count("--workers", self.workers)
         if self.threads < 0:
             raise AlexNetError(f"--threads {self.threads} must be 0 (torch's default) or more")
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from alexnet.data.transforms import PIPELINES, pipeline
-from alexnet.errors import AlexNetError, not_one_of, unknown
+from alexnet.errors import AlexNetError, most_workers, not_one_of, unknown
 from alexnet.runtime import LRN_KERNELS, PRECISIONS, RuntimeSettings
 
 if TYPE_CHECKING:
@@ -263,7 +263,7 @@ RANGES: list[tuple[str, str, Any]] = [  # (setting, the rule in words, the test)
     ("checkpoint_every", "≥ 0 (0: only at epoch ends)", lambda v: v >= 0),
     ("grad_clip", "≥ 0 and finite (0: off)", lambda v: math.isfinite(v) and v >= 0),
     ("data.val_fraction", "in [0, 1)", lambda v: 0 <= v < 1),
-    ("data.workers", "≥ 0", lambda v: v >= 0),
+    ("data.workers", "from 0 to 8 per CPU (64 at least)", lambda v: 0 <= v <= most_workers()),
     ("finetune.loaded_lr_mult", "≥ 0 and finite (0: the loaded layers stay as they are)",
      lambda v: math.isfinite(v) and v >= 0),
 ]

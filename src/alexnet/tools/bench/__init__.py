@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from alexnet import models, runtime
-from alexnet.errors import at_least, not_one_of, unknown
+from alexnet.errors import at_least, not_one_of, unknown, worker_count
 from alexnet.tools.bench import d2l, data, decode, features, infer, serve, step
 from alexnet.tools.bench.timing import machine, matmul_tflops
 
@@ -81,7 +81,7 @@ class BenchConfig:
         for key, (flag, least) in COUNT_FLAGS.items():  # named by the flag a user typed (infer_reps has none: its field name)
             at_least(flag, getattr(self, key), least)
         if self.workers is not None:
-            at_least("--workers", self.workers, 0)
+            worker_count("--workers", self.workers)
         if not self.serve_seconds > 0:
             raise ValueError(f"--serve-seconds {self.serve_seconds:g}: must be more than 0")
 
