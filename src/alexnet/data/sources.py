@@ -52,6 +52,12 @@ class Dataset:
         return self.splits[name]
 
 
+def recorded_spec(spec: str | os.PathLike) -> str:
+    """A data spec as a record keeps it (a feature set's ``data``): a named set by its name, a path made
+    absolute, so that two ways of writing one folder compare equal."""
+    return str(spec) if str(spec) in NAMED else str(Path(spec).expanduser().resolve())
+
+
 def open_dataset(spec: str | os.PathLike) -> Dataset:
     """The data set ``spec`` names (see the module doc)."""
     if str(spec) == DIGITS:

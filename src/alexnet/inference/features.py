@@ -61,7 +61,7 @@ from alexnet.atomic import atomic_write, refuse_existing, write_json
 from alexnet.data import open_dataset
 from alexnet.data.imageset import ImageSet
 from alexnet.data.loader import iter_batches
-from alexnet.data.sources import NAMED
+from alexnet.data.sources import recorded_spec
 from alexnet.errors import AlexNetError, at_least, not_one_of, unknown, worker_count
 from alexnet.inference.evaluate import evaluating, load_for_inference
 from alexnet.jobs import JobRecord, RunLock, resume
@@ -287,7 +287,7 @@ def _job(checkpoint_path: str | os.PathLike, sha: str, data: str, split: str, im
     only when all of it is the same."""
     return {
         "checkpoint": str(checkpoint_path), "checkpoint_sha256": sha, "split": split,
-        "data": str(data) if str(data) in NAMED else str(Path(data).expanduser().resolve()),
+        "data": recorded_spec(data),
         "layer": config.layer, "reads": reads, "dtype": config.dtype, "precision": config.precision, "rows": len(images), "dim": dim,
     }
 

@@ -15,7 +15,6 @@ training mean is subtracted.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import time
 from collections import OrderedDict
@@ -30,6 +29,7 @@ from torch import nn
 from alexnet.checkpoint import check_state_dict
 from alexnet.data import ImageSet, downsample, open_dataset
 from alexnet.data.images import MAX_PIXELS, MAX_UPLOAD, decode_bytes
+from alexnet.data.sources import recorded_spec
 from alexnet.data.transforms import centre_offset
 from alexnet.errors import AlexNetError
 from alexnet.inference.evaluate import batch_probabilities, check_classes, iter_probabilities, load_for_inference, score, shown_split, top_labels
@@ -139,7 +139,7 @@ class Session:
             if "checkpoint_sha256" in record:  # written by alexnet features: its codes are of one file's weights
                 check_made_with(self.config.checkpoint, record, self.config.features)
             split = str(record.get("split") or "train")
-            if record.get("data") is not None and not _same_data(record["data"], self.data_spec):  # another set's rows
+            if record.get("data") is not None and (self.data_spec is None or record["data"] != recorded_spec(self.data_spec)):
                 raise AlexNetError(f"{self.config.features}: a bank of {record['data']} [{split}], but explore shows "
                                    f"{self.data_spec or 'no data set'}; pass --data {record['data']}")
             if split not in self.splits:
@@ -398,8 +398,4 @@ def _towers(model: nn.Module) -> int:
     except ValueError:
         return 1
 
-
-def _same_data(a: str, b: str | None) -> bool:
-    """Whether two data specs name one data set: the same name, or one folder however its path is written."""
-    return b is not None and (a == b or os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b)))
 
